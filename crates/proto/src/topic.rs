@@ -1,0 +1,168 @@
+//! Topic names and topic filters [MQTT-4.7]: validation and matching. Shared by the decoder
+//! (which rejects malformed names and filters) and the broker's router.
+
+use crate::DecodeError;
+
+/// Checks a topic name of a PUBLISH: non-empty and free of wildcards [MQTT-3.3.2-2].
+pub fn validate_name(name: &str) -> Result<(), DecodeError> {
+    if name.is_empty() {
+        return Err(DecodeError::EmptyTopic);
+    }
+    if name.bytes().any(|b| b == b'+' || b == b'#') {
+        return Err(DecodeError::WildcardInTopicName);
+    }
+    Ok(())
+}
+
+/// Checks a topic filter: `#` only as the whole last level [MQTT-4.7.1-1], `+` only as a whole
+/// level [MQTT-4.7.1-2], and a well-formed `$share/<group>/<filter>` [MQTT-4.8.2-1].
+pub fn validate_filter(filter: &str) -> Result<(), DecodeError> {
+    if filter.is_empty() {
+        return Err(DecodeError::EmptyTopic);
+    }
+    let filter = match parse_shared(filter) {
+        Some(Ok((_, inner))) => inner,
+        Some(Err(e)) => return Err(e),
+        None => filter,
+    };
+    let mut levels = filter.split('/').peekable();
+    while let Some(level) = levels.next() {
+        if level.contains('#') && (level != "#" || levels.peek().is_some()) {
+            return Err(DecodeError::InvalidMultiLevelWildcard);
+        }
+        if level.contains('+') && level != "+" {
+            return Err(DecodeError::InvalidSingleLevelWildcard);
+        }
+    }
+    Ok(())
+}
+
+/// Splits `$share/<group>/<filter>` into group and filter; `None` for an ordinary filter. The
+/// group must be non-empty and wildcard-free, and a filter must follow [MQTT-4.8.2-1, 4.8.2-2].
+pub fn parse_shared(filter: &str) -> Option<Result<(&str, &str), DecodeError>> {
+    let rest = filter.strip_prefix("$share/")?;
+    Some(match rest.split_once('/') {
+        Some((group, inner))
+            if !group.is_empty() && !inner.is_empty() && !group.contains(['+', '#']) =>
+        {
+            Ok((group, inner))
+        }
+        _ => Err(DecodeError::InvalidSharedSubscription),
+    })
+}
+
+/// Whether `filter` has a wildcard.
+pub fn has_wildcard(filter: &str) -> bool {
+    filter.contains(['+', '#'])
+}
+
+/// Whether a topic name matches a (non-shared) filter. A filter that starts with a wildcard does
+/// not match a name starting with `$` [MQTT-4.7.2-1]; `sport/#` matches `sport` itself
+/// [MQTT-4.7.1-2].
+pub fn matches(filter: &str, name: &str) -> bool {
+    if name.starts_with('$') && filter.starts_with(['+', '#']) {
+        return false;
+    }
+    let mut names = name.split('/');
+    let mut filters = filter.split('/');
+    loop {
+        match (filters.next(), names.next()) {
+            (Some("#"), _) => return true,
+            (Some("+"), Some(_)) => {}
+            (Some(f), Some(n)) if f == n => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filters_from_the_spec_examples() {
+        for ok in [
+            "sport/tennis/player1/#",
+            "sport/#",
+            "#",
+            "+",
+            "+/tennis/#",
+            "sport/+/player1",
+            "/+",
+            "+/+",
+            "a//b",
+            "$share/g/a/#",
+        ] {
+            assert_eq!(validate_filter(ok), Ok(()), "{ok}");
+        }
+        assert_eq!(
+            validate_filter("sport/tennis#"),
+            Err(DecodeError::InvalidMultiLevelWildcard)
+        );
+        assert_eq!(
+            validate_filter("sport/tennis/#/ranking"),
+            Err(DecodeError::InvalidMultiLevelWildcard)
+        );
+        assert_eq!(
+            validate_filter("sport+"),
+            Err(DecodeError::InvalidSingleLevelWildcard)
+        );
+        assert_eq!(validate_filter(""), Err(DecodeError::EmptyTopic));
+        assert_eq!(
+            validate_filter("$share//a"),
+            Err(DecodeError::InvalidSharedSubscription)
+        );
+        assert_eq!(
+            validate_filter("$share/g"),
+            Err(DecodeError::InvalidSharedSubscription)
+        );
+        assert_eq!(
+            validate_filter("$share/g+/a"),
+            Err(DecodeError::InvalidSharedSubscription)
+        );
+    }
+
+    #[test]
+    fn names_reject_wildcards() {
+        assert_eq!(validate_name("a/b c/ü"), Ok(()));
+        assert_eq!(validate_name("a/+"), Err(DecodeError::WildcardInTopicName));
+        assert_eq!(validate_name("a/#"), Err(DecodeError::WildcardInTopicName));
+        assert_eq!(validate_name(""), Err(DecodeError::EmptyTopic));
+    }
+
+    #[test]
+    fn matching_follows_section_4_7() {
+        let cases = [
+            ("sport/tennis/player1/#", "sport/tennis/player1", true),
+            (
+                "sport/tennis/player1/#",
+                "sport/tennis/player1/ranking",
+                true,
+            ),
+            (
+                "sport/tennis/player1/#",
+                "sport/tennis/player1/score/wimbledon",
+                true,
+            ),
+            ("sport/#", "sport", true),
+            ("sport/tennis/+", "sport/tennis/player1", true),
+            ("sport/tennis/+", "sport/tennis/player1/ranking", false),
+            ("sport/+", "sport", false),
+            ("sport/+", "sport/", true),
+            ("+/+", "/finance", true),
+            ("/+", "/finance", true),
+            ("+", "/finance", false),
+            ("#", "$SYS/uptime", false),
+            ("+/monitor/Clients", "$SYS/monitor/Clients", false),
+            ("$SYS/#", "$SYS/uptime", true),
+            ("$SYS/monitor/+", "$SYS/monitor/Clients", true),
+            ("a/b", "a/b", true),
+            ("a/b", "a/b/c", false),
+            ("a/b/c", "a/b", false),
+        ];
+        for (filter, name, expected) in cases {
+            assert_eq!(matches(filter, name), expected, "{filter} vs {name}");
+        }
+    }
+}
