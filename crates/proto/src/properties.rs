@@ -50,7 +50,7 @@ impl Context {
 /// One value type of the property table, read and written as the spec encodes it.
 trait Value: Sized {
     fn read(r: &mut Reader, id: u8) -> Result<Self, DecodeError>;
-    fn len(&self) -> usize;
+    fn wire_len(&self) -> usize;
     fn write(&self, dst: &mut BytesMut);
     /// Length fields must fit in 16 bits [MQTT-1.5.4]; fixed-size values always do.
     fn check(&self) -> Result<(), EncodeError> {
@@ -70,7 +70,7 @@ impl Value for bool {
             }),
         }
     }
-    fn len(&self) -> usize {
+    fn wire_len(&self) -> usize {
         1
     }
     fn write(&self, dst: &mut BytesMut) {
@@ -90,7 +90,7 @@ impl Value for QoS {
             }),
         }
     }
-    fn len(&self) -> usize {
+    fn wire_len(&self) -> usize {
         1
     }
     fn write(&self, dst: &mut BytesMut) {
@@ -102,7 +102,7 @@ impl Value for u16 {
     fn read(r: &mut Reader, _: u8) -> Result<u16, DecodeError> {
         r.u16()
     }
-    fn len(&self) -> usize {
+    fn wire_len(&self) -> usize {
         2
     }
     fn write(&self, dst: &mut BytesMut) {
@@ -114,7 +114,7 @@ impl Value for u32 {
     fn read(r: &mut Reader, _: u8) -> Result<u32, DecodeError> {
         r.u32()
     }
-    fn len(&self) -> usize {
+    fn wire_len(&self) -> usize {
         4
     }
     fn write(&self, dst: &mut BytesMut) {
@@ -126,14 +126,14 @@ impl Value for ByteString {
     fn read(r: &mut Reader, _: u8) -> Result<ByteString, DecodeError> {
         r.string()
     }
-    fn len(&self) -> usize {
-        2 + ByteString::len(self)
+    fn wire_len(&self) -> usize {
+        2 + str::len(self)
     }
     fn write(&self, dst: &mut BytesMut) {
         put_binary(dst, self.as_bytes());
     }
     fn check(&self) -> Result<(), EncodeError> {
-        check_field(ByteString::len(self))
+        check_field(str::len(self))
     }
 }
 
@@ -141,7 +141,7 @@ impl Value for Bytes {
     fn read(r: &mut Reader, _: u8) -> Result<Bytes, DecodeError> {
         r.binary()
     }
-    fn len(&self) -> usize {
+    fn wire_len(&self) -> usize {
         2 + Bytes::len(self)
     }
     fn write(&self, dst: &mut BytesMut) {
@@ -226,7 +226,7 @@ macro_rules! properties {
             fn body_len(&self) -> usize {
                 let mut len = 0;
                 $(if let Some(value) = &self.$field {
-                    len += 1 + value.len();
+                    len += 1 + value.wire_len();
                 })*
                 for id in &self.subscription_identifiers {
                     len += 1 + crate::wire::varint_len(*id as usize);
