@@ -1,1 +1,28 @@
+//! The cauldron MQTT broker as a library: build a [`Broker`] from a [`Config`], hand
+//! [`run`] bound listeners and a cancellation token, and it serves until cancelled.
+//!
+//! ```no_run
+//! # async fn example() -> std::io::Result<()> {
+//! use cauldron_broker::{run, Broker, Config};
+//! let broker = Broker::new(Config::default());
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:1883").await?;
+//! let shutdown = tokio_util::sync::CancellationToken::new();
+//! run(broker, vec![listener], shutdown).await
+//! # }
+//! ```
 
+mod broker;
+pub mod config;
+mod connection;
+mod message;
+pub mod metrics;
+mod retain;
+mod router;
+mod server;
+mod session;
+
+pub use broker::Broker;
+pub use config::Config;
+pub use message::Message;
+pub use server::run;
+pub use tokio_util::sync::CancellationToken;

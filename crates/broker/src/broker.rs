@@ -1,0 +1,220 @@
+//! Shared broker state: the subscription trie, retained messages and the session table, and the
+//! operations that touch more than one session (fan-out, subscribe, takeover).
+//!
+//! Locking order, to stay deadlock-free: sessions table, then router, then one session. No lock
+//! is ever held across an `.await`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+
+use cauldron_proto::{topic, ByteString, QoS, ReasonCode, RetainHandling, Subscription};
+
+use crate::config::Config;
+use crate::message::Message;
+use crate::metrics::{self, Metrics};
+use crate::retain::Retained;
+use crate::router::{Entry, Router};
+use crate::session::{Delivery, Enqueued, Limits, SessionHandle};
+
+pub struct Broker {
+    pub config: Config,
+    router: RwLock<Router>,
+    retained: RwLock<Retained>,
+    sessions: Mutex<HashMap<ByteString, Arc<SessionHandle>>>,
+    pub metrics: Metrics,
+}
+
+/// Poisoning only means another thread panicked mid-section; every section here leaves the
+/// data consistent, so carry on with it rather than take the whole broker down.
+macro_rules! lock {
+    ($e:expr) => {
+        $e.unwrap_or_else(|poisoned| poisoned.into_inner())
+    };
+}
+
+impl Broker {
+    pub fn new(config: Config) -> Arc<Broker> {
+        Arc::new(Broker {
+            config,
+            router: RwLock::default(),
+            retained: RwLock::default(),
+            sessions: Mutex::default(),
+            metrics: Metrics::default(),
+        })
+    }
+
+    fn limits(&self) -> Limits {
+        Limits {
+            max_inflight: self.config.max_inflight_messages,
+            max_queued: self.config.max_queued_messages,
+            queue_qos0: self.config.queue_qos0_messages,
+        }
+    }
+
+    /// Routes one message to every matching subscription and updates the retained store.
+    /// Returns how many sessions it was offered to.
+    pub fn publish(&self, message: Message) -> usize {
+        let message = Arc::new(message);
+        if message.retain {
+            lock!(self.retained.write()).set(&message);
+        }
+        let router = lock!(self.router.read());
+        let mut matches: Vec<&Entry> = Vec::new();
+        router.matches(&message.topic, |entry| {
+            // No Local: not back to the connection that published it [MQTT-3.8.3-3].
+            let own = message.publisher.as_ref() == Some(&entry.session.client_id);
+            if !(entry.options.no_local && own) {
+                matches.push(entry);
+            }
+        });
+        // A client with several matching subscriptions gets the message once, at the highest
+        // granted QoS, with every subscription identifier [MQTT-3.3.4-2, 3.3.4-3].
+        matches.sort_by_key(|e| Arc::as_ptr(&e.session));
+        let mut offered = 0;
+        let mut dropped = 0;
+        for group in matches.chunk_by(|a, b| Arc::ptr_eq(&a.session, &b.session)) {
+            let granted = group
+                .iter()
+                .map(|e| e.options.qos)
+                .max()
+                .unwrap_or_default();
+            let retain = message.retain && group.iter().any(|e| e.options.retain_as_published);
+            let delivery = Delivery {
+                message: Arc::clone(&message),
+                qos: granted.min(message.qos),
+                // Forwarded messages carry retain 0 unless Retain As Published [MQTT-3.3.1-9].
+                retain,
+                subscription_ids: group.iter().filter_map(|e| e.subscription_id).collect(),
+            };
+            if group[0].session.deliver(delivery) == Enqueued::Dropped {
+                dropped += 1;
+            }
+            offered += 1;
+        }
+        metrics::add(&self.metrics.messages_dropped, dropped);
+        offered
+    }
+
+    /// Adds a subscription for `session` and returns the SUBACK code with the retained messages
+    /// it must receive [MQTT-3.3.1-8].
+    pub fn subscribe(
+        &self,
+        session: &Arc<SessionHandle>,
+        sub: &Subscription,
+        subscription_id: Option<u32>,
+    ) -> (ReasonCode, Vec<Delivery>) {
+        let entry = Entry {
+            session: Arc::clone(session),
+            options: sub.options,
+            subscription_id,
+        };
+        let is_new = lock!(self.router.write()).insert(&sub.filter, entry);
+        session
+            .lock()
+            .subscriptions
+            .insert(sub.filter.clone(), (sub.options, subscription_id));
+        let code = match sub.options.qos {
+            QoS::AtMostOnce => ReasonCode::Success,
+            QoS::AtLeastOnce => ReasonCode::GrantedQoS1,
+            QoS::ExactlyOnce => ReasonCode::GrantedQoS2,
+        };
+        let send_retained = match sub.options.retain_handling {
+            RetainHandling::OnSubscribe => true,
+            RetainHandling::OnNewSubscribe => is_new,
+            RetainHandling::Never => false,
+        };
+        // Shared subscriptions get no retained messages on subscribe (MQTT 5.0 section 4.8.2).
+        if !send_retained || topic::parse_shared(&sub.filter).is_some() {
+            return (code, Vec::new());
+        }
+        let retained = lock!(self.retained.read()).matching(&sub.filter);
+        let deliveries = retained
+            .into_iter()
+            .map(|message| Delivery {
+                qos: message.qos.min(sub.options.qos),
+                retain: true,
+                subscription_ids: subscription_id.into_iter().collect(),
+                message,
+            })
+            .collect();
+        (code, deliveries)
+    }
+
+    /// Removes a subscription; returns whether it existed.
+    pub fn unsubscribe(&self, session: &Arc<SessionHandle>, filter: &str) -> bool {
+        session.lock().subscriptions.remove(filter);
+        lock!(self.router.write()).remove(filter, session)
+    }
+
+    /// Finds or creates the session for a CONNECT. An existing connection with the same client
+    /// id is closed [MQTT-3.1.4-2]; its session is resumed unless a clean start was asked for or
+    /// it was not persistent. Returns the session and the Session Present flag.
+    pub fn open_session(
+        &self,
+        client_id: &ByteString,
+        clean_start: bool,
+    ) -> (Arc<SessionHandle>, bool) {
+        let mut sessions = lock!(self.sessions.lock());
+        if let Some(existing) = sessions.get(client_id).cloned() {
+            existing.kick();
+            if !clean_start && existing.lock().persistent {
+                return (existing, true);
+            }
+            self.drop_subscriptions(&existing);
+        }
+        let handle = SessionHandle::new(client_id.clone(), self.limits());
+        sessions.insert(client_id.clone(), Arc::clone(&handle));
+        (handle, false)
+    }
+
+    /// Called when a connection ends. A session that does not persist is discarded with its
+    /// subscriptions; a persistent one stays to collect messages.
+    pub fn close_session(&self, session: &Arc<SessionHandle>, connection: u64) {
+        let persistent = {
+            let mut state = session.lock();
+            if !state.detach(connection) {
+                return; // taken over: the new connection owns it now
+            }
+            state.persistent
+        };
+        session.clear_connection(connection);
+        if persistent {
+            return;
+        }
+        let mut sessions = lock!(self.sessions.lock());
+        if sessions
+            .get(&session.client_id)
+            .is_some_and(|s| Arc::ptr_eq(s, session))
+        {
+            sessions.remove(&session.client_id);
+        }
+        drop(sessions);
+        self.drop_subscriptions(session);
+    }
+
+    fn drop_subscriptions(&self, session: &Arc<SessionHandle>) {
+        let filters: Vec<ByteString> = session
+            .lock()
+            .subscriptions
+            .drain()
+            .map(|(f, _)| f)
+            .collect();
+        let mut router = lock!(self.router.write());
+        for filter in filters {
+            router.remove(&filter, session);
+        }
+    }
+
+    /// Number of sessions known, online or not.
+    pub fn session_count(&self) -> usize {
+        lock!(self.sessions.lock()).len()
+    }
+
+    pub fn subscription_count(&self) -> usize {
+        lock!(self.router.read()).len()
+    }
+
+    pub fn retained_count(&self) -> usize {
+        lock!(self.retained.read()).len()
+    }
+}

@@ -1,0 +1,49 @@
+//! The broker's typed configuration, with defaults in code (Mosquitto's where it has one).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Addresses to listen on; the default is loopback only, as Mosquitto 2 without listeners.
+    pub listeners: Vec<SocketAddr>,
+    /// Where persistent state lives.
+    pub data_dir: PathBuf,
+    /// QoS 1/2 messages in flight to one client at once (Mosquitto: max_inflight_messages 20).
+    pub max_inflight_messages: usize,
+    /// Messages queued per session beyond the inflight window (Mosquitto: max_queued_messages).
+    pub max_queued_messages: usize,
+    /// Queue QoS 0 messages for offline persistent sessions (Mosquitto: queue_qos0_messages).
+    pub queue_qos0_messages: bool,
+    /// Largest packet accepted from a client, in bytes.
+    pub max_packet_size: usize,
+    /// Time a new connection has to send CONNECT.
+    pub connect_timeout: Duration,
+    /// Highest keep alive granted; larger requests are lowered (MQTT 5: Server Keep Alive).
+    pub max_keepalive: u16,
+    /// Accept an empty client id (assigning one) [MQTT-3.1.3-6].
+    pub allow_zero_length_clientid: bool,
+    /// Prefix of assigned client ids.
+    pub auto_id_prefix: String,
+    /// Topic aliases accepted from an MQTT 5 client.
+    pub topic_alias_maximum: u16,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            listeners: vec![SocketAddr::from(([127, 0, 0, 1], 1883))],
+            data_dir: PathBuf::from("cauldron-data"),
+            max_inflight_messages: 20,
+            max_queued_messages: 1000,
+            queue_qos0_messages: false,
+            max_packet_size: 268_435_460,
+            connect_timeout: Duration::from_secs(10),
+            max_keepalive: 65_535,
+            allow_zero_length_clientid: true,
+            auto_id_prefix: "auto-".to_string(),
+            topic_alias_maximum: 10,
+        }
+    }
+}

@@ -1,0 +1,624 @@
+//! One task per network connection: read -> decode -> act on the session -> encode -> batched
+//! write. It owns the socket and nothing else; shared state lives in `Broker` and the session.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hasher};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use cauldron_proto::{
+    decode, Ack, ByteString, ConnAck, Connect, DecodeError, Disconnect, Packet, Properties,
+    Protocol, Publish, QoS, ReasonCode, SubAck, Subscribe, UnsubAck, Unsubscribe, Will,
+};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::time::{sleep_until, Instant};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info};
+
+use crate::broker::Broker;
+use crate::message::Message;
+use crate::metrics;
+use crate::session::{next_connection_id, SessionHandle};
+
+/// Stop draining the session queue while this much is waiting to be written: a slow reader
+/// keeps its backlog in its own bounded queue, not in an ever-growing write buffer.
+const WRITE_HIGH_WATER: usize = 64 * 1024;
+/// Packets moved from the session queue per wake-up, so one busy subscriber cannot starve the
+/// reads of its own connection.
+const DRAIN_BUDGET: usize = 256;
+
+/// Why a connection ended.
+#[derive(Debug)]
+enum Exit {
+    /// DISCONNECT from the client; `send_will` for MQTT 5 reason 0x04.
+    Disconnect {
+        send_will: bool,
+    },
+    /// The peer closed the socket or it failed.
+    Closed,
+    /// The client broke the protocol; MQTT 5 clients are told why.
+    Violation(Violation),
+    /// Nothing received for 1.5 times the keep alive [MQTT-3.1.2-24].
+    KeepAliveTimeout,
+    /// Another connection took the session over [MQTT-3.1.4-2].
+    TakenOver,
+    Shutdown,
+}
+
+#[derive(Debug)]
+struct Violation {
+    reason: ReasonCode,
+    message: String,
+}
+
+impl Violation {
+    fn new(reason: ReasonCode, message: impl Into<String>) -> Violation {
+        Violation {
+            reason,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<DecodeError> for Violation {
+    fn from(e: DecodeError) -> Violation {
+        Violation::new(e.reason_code(), e.to_string())
+    }
+}
+
+/// Serves one client connection until it ends. Never panics on client input.
+pub async fn serve<S>(broker: Arc<Broker>, stream: S, peer: SocketAddr, shutdown: CancellationToken)
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin,
+{
+    metrics::add(&broker.metrics.connections_current, 1);
+    metrics::add(&broker.metrics.connections_total, 1);
+    let (mut reader, mut writer) = tokio::io::split(stream);
+    let mut rbuf = BytesMut::with_capacity(4096);
+    let first = tokio::time::timeout(
+        broker.config.connect_timeout,
+        read_connect(&broker, &mut reader, &mut rbuf),
+    )
+    .await;
+    match first {
+        Ok(Ok(connect)) => {
+            if let Some(conn) = accept(&broker, *connect, peer, &mut writer).await {
+                conn.run(reader, writer, rbuf, shutdown).await;
+            }
+        }
+        Ok(Err(DecodeError::UnsupportedProtocolLevel(level))) => {
+            // The server MUST answer with return code 0x01 and close [MQTT-3.1.2-2].
+            debug!(%peer, level, "unsupported protocol level");
+            let code = ConnAck {
+                session_present: false,
+                code: ReasonCode::UnsupportedProtocolVersion,
+                properties: Properties::default(),
+            };
+            write_and_close(&mut writer, &Packet::ConnAck(code), Protocol::V3_1_1).await;
+        }
+        Ok(Err(e)) => {
+            metrics::add(&broker.metrics.protocol_errors, 1);
+            debug!(%peer, error = %e, "bad first packet");
+        }
+        Err(_) => debug!(%peer, "no CONNECT within the connect timeout"),
+    }
+    metrics::sub(&broker.metrics.connections_current, 1);
+}
+
+/// Reads until one whole packet is there, which must be CONNECT [MQTT-3.1.0-1].
+async fn read_connect<R: AsyncRead + Unpin>(
+    broker: &Broker,
+    reader: &mut R,
+    rbuf: &mut BytesMut,
+) -> Result<Box<Connect>, DecodeError> {
+    loop {
+        if let Some(packet) = decode(rbuf, Protocol::V3_1_1, broker.config.max_packet_size)? {
+            return match packet {
+                Packet::Connect(connect) => Ok(connect),
+                other => Err(DecodeError::ReservedPacketType(other.packet_type() as u8)),
+            };
+        }
+        match reader.read_buf(rbuf).await {
+            Ok(0) | Err(_) => return Err(DecodeError::Truncated),
+            Ok(n) => metrics::add(&broker.metrics.bytes_received, n as u64),
+        }
+    }
+}
+
+async fn write_and_close<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    packet: &Packet,
+    protocol: Protocol,
+) {
+    let mut buf = BytesMut::new();
+    if packet.encode(protocol, &mut buf).is_ok() {
+        let _ = tokio::time::timeout(Duration::from_secs(1), writer.write_all(&buf)).await;
+    }
+    let _ = writer.shutdown().await;
+}
+
+/// A client id for a client that sent none [MQTT-3.1.3-6].
+fn assign_client_id(prefix: &str) -> ByteString {
+    let random = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    ByteString::from(format!("{prefix}{random:016x}"))
+}
+
+/// Decides on a CONNECT, answers CONNACK, and on success attaches the session.
+async fn accept<S: AsyncWrite + Unpin>(
+    broker: &Arc<Broker>,
+    connect: Connect,
+    peer: SocketAddr,
+    writer: &mut WriteHalf<S>,
+) -> Option<Connection> {
+    let protocol = connect.protocol;
+    let config = &broker.config;
+    let refuse = |code: ReasonCode| {
+        Packet::ConnAck(ConnAck {
+            session_present: false,
+            code,
+            properties: Properties::default(),
+        })
+    };
+    let mut props = Properties::default();
+    let client_id = if connect.client_id.is_empty() {
+        // 3.1 requires an id; 3.1.1 only allows an empty one with clean session [MQTT-3.1.3-8].
+        let refused = protocol == Protocol::V3_1
+            || (protocol == Protocol::V3_1_1 && !connect.clean_start)
+            || !config.allow_zero_length_clientid;
+        if refused {
+            write_and_close(
+                writer,
+                &refuse(ReasonCode::ClientIdentifierNotValid),
+                protocol,
+            )
+            .await;
+            return None;
+        }
+        let id = assign_client_id(&config.auto_id_prefix);
+        if protocol.is_v5() {
+            props.assigned_client_identifier = Some(id.clone());
+        }
+        id
+    } else {
+        connect.client_id.clone()
+    };
+    if protocol.is_v5() && connect.properties.authentication_method.is_some() {
+        // Enhanced authentication is not offered yet [MQTT-4.12.0-1].
+        write_and_close(
+            writer,
+            &refuse(ReasonCode::BadAuthenticationMethod),
+            protocol,
+        )
+        .await;
+        return None;
+    }
+
+    let mut keep_alive = connect.keep_alive;
+    if protocol.is_v5() && keep_alive > config.max_keepalive {
+        keep_alive = config.max_keepalive;
+        props.server_keep_alive = Some(keep_alive);
+    }
+    let persistent = match protocol {
+        Protocol::V5 => connect.properties.session_expiry_interval.unwrap_or(0) > 0,
+        _ => !connect.clean_start,
+    };
+    let (session, session_present) = broker.open_session(&client_id, connect.clean_start);
+    let id = next_connection_id();
+    let kick = CancellationToken::new();
+    session.set_connection(id, kick.clone());
+    let resend = {
+        let mut state = session.lock();
+        state.persistent = persistent;
+        state.max_packet_size = connect
+            .properties
+            .maximum_packet_size
+            .map_or(usize::MAX, |m| m as usize);
+        let receive_maximum = connect
+            .properties
+            .receive_maximum
+            .map_or(usize::MAX, usize::from);
+        state.attach(id, protocol, receive_maximum)
+    };
+    if protocol.is_v5() {
+        props.topic_alias_maximum = Some(config.topic_alias_maximum).filter(|m| *m > 0);
+        props.shared_subscription_available = Some(false);
+        if config.max_packet_size < cauldron_proto::MAX_VARINT as usize {
+            props.maximum_packet_size = Some(config.max_packet_size as u32);
+        }
+    }
+    info!(
+        "New client connected from {peer} as {client_id} (p{}, c{}, k{keep_alive}{})",
+        protocol.level(),
+        u8::from(connect.clean_start),
+        connect
+            .username
+            .as_ref()
+            .map(|u| format!(", u'{u}'"))
+            .unwrap_or_default()
+    );
+    let mut conn = Connection {
+        broker: Arc::clone(broker),
+        session,
+        id,
+        kick,
+        protocol,
+        client_id,
+        peer,
+        will: connect.will,
+        keep_alive: (keep_alive > 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500)),
+        session_expiry_zero: connect.properties.session_expiry_interval.unwrap_or(0) == 0,
+        problem_information: connect
+            .properties
+            .request_problem_information
+            .unwrap_or(true),
+        aliases: HashMap::new(),
+        wbuf: BytesMut::with_capacity(4096),
+        scratch: Vec::new(),
+    };
+    // CONNACK first, then whatever the resumed session still owes the client.
+    conn.send(&Packet::ConnAck(ConnAck {
+        session_present,
+        code: ReasonCode::Success,
+        properties: props,
+    }));
+    for packet in &resend {
+        conn.send(packet);
+    }
+    Some(conn)
+}
+
+struct Connection {
+    broker: Arc<Broker>,
+    session: Arc<SessionHandle>,
+    id: u64,
+    kick: CancellationToken,
+    protocol: Protocol,
+    client_id: ByteString,
+    peer: SocketAddr,
+    will: Option<Will>,
+    keep_alive: Option<Duration>,
+    /// MQTT 5: the session expiry at CONNECT was 0, so DISCONNECT may not raise it [MQTT-3.14.2-2].
+    session_expiry_zero: bool,
+    problem_information: bool,
+    /// MQTT 5 topic aliases set by this client.
+    aliases: HashMap<u16, ByteString>,
+    wbuf: BytesMut,
+    scratch: Vec<Packet>,
+}
+
+impl Connection {
+    async fn run<S: AsyncRead + AsyncWrite>(
+        mut self,
+        mut reader: ReadHalf<S>,
+        mut writer: WriteHalf<S>,
+        mut rbuf: BytesMut,
+        shutdown: CancellationToken,
+    ) {
+        let far_future = Duration::from_secs(86400 * 365);
+        let mut deadline = Instant::now() + self.keep_alive.unwrap_or(far_future);
+        // Packets that arrived together with CONNECT.
+        let mut exit = self.process(&mut rbuf, &mut deadline);
+        while exit.is_none() {
+            if self.wbuf.len() < WRITE_HIGH_WATER {
+                self.drain_session();
+            }
+            exit = tokio::select! {
+                biased;
+                _ = self.kick.cancelled() => Some(Exit::TakenOver),
+                _ = shutdown.cancelled() => Some(Exit::Shutdown),
+                written = writer.write_buf(&mut self.wbuf), if !self.wbuf.is_empty() => match written {
+                    Ok(n) if n > 0 => {
+                        metrics::add(&self.broker.metrics.bytes_sent, n as u64);
+                        None
+                    }
+                    _ => Some(Exit::Closed),
+                },
+                read = reader.read_buf(&mut rbuf) => match read {
+                    Ok(0) | Err(_) => Some(Exit::Closed),
+                    Ok(n) => {
+                        metrics::add(&self.broker.metrics.bytes_received, n as u64);
+                        self.process(&mut rbuf, &mut deadline)
+                    }
+                },
+                _ = self.session.wake.notified() => None,
+                _ = sleep_until(deadline), if self.keep_alive.is_some() => Some(Exit::KeepAliveTimeout),
+            };
+            if rbuf.capacity() - rbuf.len() < 1024 {
+                rbuf.reserve(4096);
+            }
+        }
+        let exit = exit.unwrap_or(Exit::Closed);
+        self.finish(exit, &mut writer).await;
+    }
+
+    /// Decodes and handles every complete packet in `rbuf`.
+    fn process(&mut self, rbuf: &mut BytesMut, deadline: &mut Instant) -> Option<Exit> {
+        loop {
+            let packet = match decode(rbuf, self.protocol, self.broker.config.max_packet_size) {
+                Ok(Some(packet)) => packet,
+                Ok(None) => return None,
+                Err(e) => return Some(Exit::Violation(e.into())),
+            };
+            if let Some(keep_alive) = self.keep_alive {
+                *deadline = Instant::now() + keep_alive;
+            }
+            match self.handle(packet) {
+                Ok(None) => {}
+                Ok(Some(exit)) => return Some(exit),
+                Err(violation) => return Some(Exit::Violation(violation)),
+            }
+        }
+    }
+
+    fn handle(&mut self, packet: Packet) -> Result<Option<Exit>, Violation> {
+        match packet {
+            Packet::Publish(publish) => self.on_publish(publish)?,
+            Packet::PubAck(ack) => {
+                self.session.lock().on_puback(ack.packet_id);
+            }
+            Packet::PubRec(ack) => {
+                let reply = self
+                    .session
+                    .lock()
+                    .on_pubrec(ack.packet_id, ack.reason.is_error());
+                if let Some(reply) = reply {
+                    self.send(&reply);
+                }
+            }
+            Packet::PubComp(ack) => {
+                self.session.lock().on_pubcomp(ack.packet_id);
+            }
+            Packet::PubRel(ack) => {
+                let known = self.session.lock().release_qos2(ack.packet_id);
+                let mut comp = Ack::new(ack.packet_id);
+                if !known {
+                    comp.reason = ReasonCode::PacketIdentifierNotFound;
+                }
+                self.send(&Packet::PubComp(comp));
+            }
+            Packet::Subscribe(subscribe) => self.on_subscribe(subscribe)?,
+            Packet::Unsubscribe(unsubscribe) => self.on_unsubscribe(unsubscribe),
+            Packet::PingReq => self.send(&Packet::PingResp),
+            Packet::Disconnect(disconnect) => return self.on_disconnect(disconnect).map(Some),
+            Packet::Connect(_) => {
+                return Err(Violation::new(
+                    ReasonCode::ProtocolError,
+                    "[MQTT-3.1.0-2] second CONNECT",
+                ));
+            }
+            Packet::Auth(_) => {
+                return Err(Violation::new(
+                    ReasonCode::ProtocolError,
+                    "[MQTT-4.12.0-1] AUTH without an authentication method",
+                ));
+            }
+            other => {
+                return Err(Violation::new(
+                    ReasonCode::ProtocolError,
+                    format!("{:?} is only sent by servers", other.packet_type()),
+                ));
+            }
+        }
+        Ok(None)
+    }
+
+    fn on_publish(&mut self, mut publish: Publish) -> Result<(), Violation> {
+        if let Some(alias) = publish.properties.topic_alias {
+            if alias > self.broker.config.topic_alias_maximum {
+                return Err(Violation::new(
+                    ReasonCode::TopicAliasInvalid,
+                    "[MQTT-3.3.2-9] topic alias above the maximum",
+                ));
+            }
+            if publish.topic.is_empty() {
+                publish.topic = self.aliases.get(&alias).cloned().ok_or_else(|| {
+                    Violation::new(
+                        ReasonCode::ProtocolError,
+                        "[MQTT-3.3.2-12] topic alias not set on this connection",
+                    )
+                })?;
+            } else {
+                self.aliases.insert(alias, publish.topic.clone());
+            }
+        }
+        if !publish.properties.subscription_identifiers.is_empty() {
+            return Err(Violation::new(
+                ReasonCode::ProtocolError,
+                "[MQTT-3.3.4-6] subscription identifier from a client",
+            ));
+        }
+        metrics::add(&self.broker.metrics.messages_received, 1);
+        let (qos, packet_id) = (publish.qos, publish.packet_id.unwrap_or(0));
+        let message = Message::from_publish(publish, Some(self.client_id.clone()));
+        match qos {
+            QoS::AtMostOnce => {
+                self.broker.publish(message);
+            }
+            QoS::AtLeastOnce => {
+                let matched = self.broker.publish(message);
+                self.send(&Packet::PubAck(self.ack(packet_id, matched)));
+            }
+            QoS::ExactlyOnce => {
+                // Forward once per packet id until PUBREL (method B of [MQTT-4.3.3]).
+                let is_new = self.session.lock().receive_qos2(packet_id);
+                let matched = if is_new {
+                    self.broker.publish(message)
+                } else {
+                    1
+                };
+                self.send(&Packet::PubRec(self.ack(packet_id, matched)));
+            }
+        }
+        Ok(())
+    }
+
+    /// PUBACK/PUBREC: MQTT 5 says when nobody was subscribed (0x10).
+    fn ack(&self, packet_id: u16, matched: usize) -> Ack {
+        let mut ack = Ack::new(packet_id);
+        if matched == 0 && self.protocol.is_v5() {
+            ack.reason = ReasonCode::NoMatchingSubscribers;
+        }
+        ack
+    }
+
+    fn on_subscribe(&mut self, subscribe: Subscribe) -> Result<(), Violation> {
+        let subscription_id = subscribe
+            .properties
+            .subscription_identifiers
+            .first()
+            .copied();
+        let mut codes = Vec::with_capacity(subscribe.filters.len());
+        let mut retained = Vec::new();
+        for sub in &subscribe.filters {
+            if cauldron_proto::topic::parse_shared(&sub.filter).is_some() {
+                if self.protocol.is_v5() && sub.options.no_local {
+                    return Err(Violation::new(
+                        ReasonCode::ProtocolError,
+                        "[MQTT-3.8.3-4] no local on a shared subscription",
+                    ));
+                }
+                codes.push(ReasonCode::SharedSubscriptionsNotSupported);
+                continue;
+            }
+            let (code, messages) = self.broker.subscribe(&self.session, sub, subscription_id);
+            codes.push(code);
+            retained.extend(messages);
+        }
+        self.send(&Packet::SubAck(SubAck {
+            packet_id: subscribe.packet_id,
+            codes,
+            properties: Properties::default(),
+        }));
+        // Retained messages follow the SUBACK through the session queue (window and order kept).
+        for delivery in retained {
+            self.session.deliver(delivery);
+        }
+        Ok(())
+    }
+
+    fn on_unsubscribe(&mut self, unsubscribe: Unsubscribe) {
+        let codes = unsubscribe
+            .filters
+            .iter()
+            .map(
+                |filter| match self.broker.unsubscribe(&self.session, filter) {
+                    true => ReasonCode::Success,
+                    false => ReasonCode::NoSubscriptionExisted,
+                },
+            )
+            .collect();
+        self.send(&Packet::UnsubAck(UnsubAck {
+            packet_id: unsubscribe.packet_id,
+            codes,
+            properties: Properties::default(),
+        }));
+    }
+
+    fn on_disconnect(&mut self, disconnect: Disconnect) -> Result<Exit, Violation> {
+        if let Some(expiry) = disconnect.properties.session_expiry_interval {
+            if self.session_expiry_zero && expiry > 0 {
+                return Err(Violation::new(
+                    ReasonCode::ProtocolError,
+                    "[MQTT-3.14.2-2] session expiry raised from 0 at DISCONNECT",
+                ));
+            }
+            self.session.lock().persistent = expiry > 0;
+        }
+        Ok(Exit::Disconnect {
+            send_will: disconnect.reason == ReasonCode::DisconnectWithWill,
+        })
+    }
+
+    /// Moves queued messages into the write buffer.
+    fn drain_session(&mut self) {
+        let mut packets = std::mem::take(&mut self.scratch);
+        let produced = self
+            .session
+            .lock()
+            .drain(self.id, &mut packets, DRAIN_BUDGET);
+        if produced == DRAIN_BUDGET {
+            // More may be waiting: come back after serving reads and writes.
+            self.session.wake.notify_one();
+        }
+        metrics::add(&self.broker.metrics.messages_sent, produced as u64);
+        for packet in packets.drain(..) {
+            self.send(&packet);
+        }
+        self.scratch = packets;
+    }
+
+    fn send(&mut self, packet: &Packet) {
+        if let Err(e) = packet.encode(self.protocol, &mut self.wbuf) {
+            debug!(client = %self.client_id, error = %e, "packet not encodable, dropped");
+        }
+    }
+
+    /// Tells an MQTT 5 client why the server closes, publishes the will if due, flushes, and
+    /// releases the session.
+    async fn finish<S: AsyncWrite>(mut self, exit: Exit, writer: &mut WriteHalf<S>) {
+        let (reason, send_will) = match &exit {
+            Exit::Disconnect { send_will } => (None, *send_will),
+            Exit::Closed => (None, true),
+            Exit::Violation(v) => {
+                metrics::add(&self.broker.metrics.protocol_errors, 1);
+                debug!(client = %self.client_id, peer = %self.peer, reason = ?v.reason, "{}", v.message);
+                (Some((v.reason, v.message.clone())), true)
+            }
+            Exit::KeepAliveTimeout => (
+                Some((ReasonCode::KeepAliveTimeout, "keep alive timeout".into())),
+                true,
+            ),
+            Exit::TakenOver => (
+                Some((ReasonCode::SessionTakenOver, "session taken over".into())),
+                true,
+            ),
+            Exit::Shutdown => (
+                Some((
+                    ReasonCode::ServerShuttingDown,
+                    "server shutting down".into(),
+                )),
+                true,
+            ),
+        };
+        info!(client = %self.client_id, ?exit, "Client disconnected");
+        if let (Some((reason, message)), true) = (reason, self.protocol.is_v5()) {
+            let mut disconnect = Disconnect::with_reason(reason);
+            if self.problem_information {
+                disconnect.properties.reason_string = Some(message.into());
+            }
+            self.send(&Packet::Disconnect(disconnect));
+        }
+        if let Some(will) = self.will.take().filter(|_| send_will) {
+            self.publish_will(will);
+        }
+        if !matches!(exit, Exit::Closed) {
+            let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                let _ = writer.write_all(&self.wbuf).await;
+                let _ = writer.shutdown().await;
+            })
+            .await;
+        }
+        self.broker.close_session(&self.session, self.id);
+    }
+
+    fn publish_will(&self, will: Will) {
+        let mut properties = will.properties;
+        // The delay belongs to the will, not to the message subscribers receive.
+        properties.will_delay_interval = None;
+        let publish = Publish {
+            dup: false,
+            qos: will.qos,
+            retain: will.retain,
+            topic: will.topic,
+            packet_id: None,
+            properties,
+            payload: will.payload,
+        };
+        self.broker
+            .publish(Message::from_publish(publish, Some(self.client_id.clone())));
+    }
+}

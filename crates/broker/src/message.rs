@@ -1,0 +1,89 @@
+//! An application message as the broker holds it: shared by `Arc` between the retained store and
+//! every subscriber's queue, so the payload is never copied per subscriber.
+
+use std::time::Instant;
+
+use cauldron_proto::{ByteString, Bytes, Properties, Publish, QoS};
+
+#[derive(Debug)]
+pub struct Message {
+    pub topic: ByteString,
+    pub payload: Bytes,
+    pub qos: QoS,
+    pub retain: bool,
+    /// MQTT 5 properties forwarded to subscribers (never the topic alias or subscription ids).
+    pub properties: Properties,
+    /// Client id of the publisher, for the no-local subscription option.
+    pub publisher: Option<ByteString>,
+    /// When the message expiry interval runs out.
+    pub expires_at: Option<Instant>,
+}
+
+impl Message {
+    /// Takes an inbound PUBLISH (topic alias already resolved) as a broker message.
+    pub fn from_publish(publish: Publish, publisher: Option<ByteString>) -> Message {
+        let mut properties = publish.properties;
+        properties.topic_alias = None;
+        properties.subscription_identifiers.clear();
+        let expires_at = properties
+            .message_expiry_interval
+            .map(|secs| Instant::now() + std::time::Duration::from_secs(u64::from(secs)));
+        Message {
+            topic: publish.topic,
+            payload: publish.payload,
+            qos: publish.qos,
+            retain: publish.retain,
+            properties,
+            publisher,
+            expires_at,
+        }
+    }
+
+    /// Whether the message expiry interval has passed: such a message is never delivered.
+    pub fn is_expired(&self, now: Instant) -> bool {
+        self.expires_at.is_some_and(|at| at <= now)
+    }
+
+    /// The PUBLISH that delivers this message to one subscriber.
+    /// Below MQTT 5 (`with_properties` false) no properties are built at all.
+    pub fn to_publish(
+        &self,
+        qos: QoS,
+        retain: bool,
+        packet_id: Option<u16>,
+        now: Instant,
+        sub_ids: &[u32],
+        with_properties: bool,
+    ) -> Publish {
+        let mut properties = Properties::default();
+        if !with_properties {
+            return Publish {
+                dup: false,
+                qos,
+                retain,
+                topic: self.topic.clone(),
+                packet_id,
+                properties,
+                payload: self.payload.clone(),
+            };
+        }
+        properties.clone_from(&self.properties);
+        if let Some(at) = self.expires_at {
+            // Forward the remaining lifetime, not the original interval [MQTT-3.3.2-6].
+            properties.message_expiry_interval =
+                Some(at.saturating_duration_since(now).as_secs() as u32);
+        }
+        properties
+            .subscription_identifiers
+            .extend_from_slice(sub_ids);
+        Publish {
+            dup: false,
+            qos,
+            retain,
+            topic: self.topic.clone(),
+            packet_id,
+            properties,
+            payload: self.payload.clone(),
+        }
+    }
+}

@@ -1,0 +1,70 @@
+//! `run`: accept loops over bound listeners, one task per connection, and graceful shutdown.
+//! Tests hand in listeners bound to port 0; the binary binds the configured addresses.
+
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::broker::Broker;
+use crate::connection;
+
+/// Serves MQTT on `listeners` until `shutdown` is cancelled, then closes every connection
+/// (MQTT 5 clients get DISCONNECT 0x8B) and returns once they are gone or a deadline passes.
+pub async fn run(
+    broker: Arc<Broker>,
+    listeners: Vec<TcpListener>,
+    shutdown: CancellationToken,
+) -> io::Result<()> {
+    let mut accept_loops = JoinSet::new();
+    for listener in listeners {
+        info!("Opening listener on {}", listener.local_addr()?);
+        accept_loops.spawn(accept_loop(Arc::clone(&broker), listener, shutdown.clone()));
+    }
+    while accept_loops.join_next().await.is_some() {}
+    Ok(())
+}
+
+async fn accept_loop(broker: Arc<Broker>, listener: TcpListener, shutdown: CancellationToken) {
+    let mut connections = JoinSet::new();
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => accepted,
+            // Reap finished connection tasks so the set does not grow without bound.
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                backoff = Duration::from_millis(5);
+                // Small packets are the norm: don't let Nagle hold them back.
+                let _ = stream.set_nodelay(true);
+                connections.spawn(connection::serve(
+                    Arc::clone(&broker),
+                    stream,
+                    peer,
+                    shutdown.clone(),
+                ));
+            }
+            Err(e) => {
+                // Usually out of file descriptors: wait, rather than spin, for some to close.
+                warn!(error = %e, "accept failed; backing off {backoff:?}");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+    let drained = tokio::time::timeout(Duration::from_secs(5), async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        warn!("connections still open after the shutdown deadline; aborting them");
+        connections.abort_all();
+    }
+}
