@@ -1,1 +1,213 @@
+//! An async MQTT 3.1 / 3.1.1 / 5.0 client over the cauldron codec.
+//!
+//! [`Client::connect`] opens a connection and returns a [`Client`] handle (cheap to clone, usable
+//! from any task) and a [`Messages`] stream of incoming PUBLISH packets. A background task owns
+//! the socket: it answers keep alive, acknowledges incoming QoS 1/2 and completes outgoing flows.
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), cauldron_client::Error> {
+//! use cauldron_client::{Client, Options, QoS};
+//! let (client, mut messages) = Client::connect(Options::new("127.0.0.1:1883", "converter")).await?;
+//! client.subscribe("temp/celsius", QoS::AtLeastOnce).await?;
+//! while let Some(msg) = messages.recv().await {
+//!     let celsius: f64 = std::str::from_utf8(&msg.payload).unwrap_or("").trim().parse().unwrap_or(f64::NAN);
+//!     client.publish("temp/fahrenheit", format!("{}", celsius * 9.0 / 5.0 + 32.0), QoS::AtLeastOnce, false).await?;
+//! }
+//! # Ok(()) }
+//! ```
 
+mod options;
+mod task;
+
+use cauldron_proto::{
+    ByteString, Bytes, DecodeError, EncodeError, Packet, Properties, Publish, ReasonCode,
+    SubOptions, Subscription,
+};
+use tokio::sync::{mpsc, oneshot};
+
+pub use cauldron_proto::{self as proto, Protocol, QoS};
+pub use options::{Options, Will};
+
+/// What can go wrong talking to a broker.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("malformed packet from the server: {0}")]
+    Decode(#[from] DecodeError),
+    #[error("packet cannot be encoded: {0}")]
+    Encode(#[from] EncodeError),
+    #[error("connection refused: {0:?}")]
+    Refused(ReasonCode),
+    #[error("server sent {0:?} where CONNACK was expected")]
+    UnexpectedPacket(cauldron_proto::PacketType),
+    #[error("the server rejected the request: {0:?}")]
+    Rejected(ReasonCode),
+    #[error("the connection is closed")]
+    Closed,
+    #[error("timed out")]
+    Timeout,
+}
+
+/// What the server said in its CONNACK.
+#[derive(Debug, Clone)]
+pub struct Connected {
+    pub session_present: bool,
+    pub properties: Properties,
+}
+
+/// A request from a handle to the connection task; each carries where to send the outcome.
+pub(crate) enum Command {
+    Publish(Publish, oneshot::Sender<Result<Option<ReasonCode>, Error>>),
+    Subscribe(
+        Vec<Subscription>,
+        Properties,
+        oneshot::Sender<Result<Vec<ReasonCode>, Error>>,
+    ),
+    Unsubscribe(
+        Vec<ByteString>,
+        oneshot::Sender<Result<Vec<ReasonCode>, Error>>,
+    ),
+    Disconnect(
+        cauldron_proto::Disconnect,
+        oneshot::Sender<Result<(), Error>>,
+    ),
+    /// Send this packet as it is (for tests of server behaviour).
+    Raw(Packet),
+}
+
+/// A handle to a connected client. Dropping every handle closes the socket without
+/// DISCONNECT, which makes the broker publish the will.
+#[derive(Clone)]
+pub struct Client {
+    commands: mpsc::Sender<Command>,
+    connected: Connected,
+}
+
+/// Incoming application messages, in the order the server sent them.
+pub struct Messages {
+    rx: mpsc::Receiver<Publish>,
+}
+
+impl Messages {
+    /// The next message, or `None` once the connection has ended.
+    pub async fn recv(&mut self) -> Option<Publish> {
+        self.rx.recv().await
+    }
+}
+
+impl Client {
+    /// Connects, sends CONNECT and waits for a successful CONNACK.
+    pub async fn connect(options: Options) -> Result<(Client, Messages), Error> {
+        let (commands, command_rx) = mpsc::channel(64);
+        let (message_tx, rx) = mpsc::channel(1024);
+        let connected = task::start(options, command_rx, message_tx).await?;
+        Ok((
+            Client {
+                commands,
+                connected,
+            },
+            Messages { rx },
+        ))
+    }
+
+    /// The server's CONNACK.
+    pub fn connected(&self) -> &Connected {
+        &self.connected
+    }
+
+    async fn request<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, Error>>) -> Command,
+    ) -> Result<T, Error> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(make(tx))
+            .await
+            .map_err(|_| Error::Closed)?;
+        rx.await.map_err(|_| Error::Closed)?
+    }
+
+    /// Publishes and, for QoS 1 and 2, waits until the flow completes (PUBACK / PUBCOMP).
+    pub async fn publish(
+        &self,
+        topic: impl Into<ByteString>,
+        payload: impl Into<Bytes>,
+        qos: QoS,
+        retain: bool,
+    ) -> Result<(), Error> {
+        let mut publish = Publish::new(topic, payload);
+        publish.qos = qos;
+        publish.retain = retain;
+        self.publish_packet(publish).await.map(|_| ())
+    }
+
+    /// Publishes a prepared packet (properties included; the packet id is assigned here) and
+    /// returns the reason code of the acknowledgement for QoS 1 and 2.
+    pub async fn publish_packet(&self, publish: Publish) -> Result<Option<ReasonCode>, Error> {
+        self.request(|tx| Command::Publish(publish, tx)).await
+    }
+
+    /// Subscribes to one filter and returns the granted QoS (or the refusal) from SUBACK.
+    pub async fn subscribe(
+        &self,
+        filter: impl Into<ByteString>,
+        qos: QoS,
+    ) -> Result<ReasonCode, Error> {
+        let options = SubOptions {
+            qos,
+            ..SubOptions::default()
+        };
+        let codes = self
+            .subscribe_many(
+                vec![Subscription {
+                    filter: filter.into(),
+                    options,
+                }],
+                Properties::default(),
+            )
+            .await?;
+        codes.into_iter().next().ok_or(Error::Closed)
+    }
+
+    /// Subscribes to several filters with full options and properties in one SUBSCRIBE.
+    pub async fn subscribe_many(
+        &self,
+        filters: Vec<Subscription>,
+        properties: Properties,
+    ) -> Result<Vec<ReasonCode>, Error> {
+        self.request(|tx| Command::Subscribe(filters, properties, tx))
+            .await
+    }
+
+    /// Unsubscribes and returns the UNSUBACK reason codes (empty below MQTT 5).
+    pub async fn unsubscribe(
+        &self,
+        filter: impl Into<ByteString>,
+    ) -> Result<Vec<ReasonCode>, Error> {
+        let filters = vec![filter.into()];
+        self.request(|tx| Command::Unsubscribe(filters, tx)).await
+    }
+
+    /// Sends DISCONNECT (no will is published) and closes the connection.
+    pub async fn disconnect(self) -> Result<(), Error> {
+        self.disconnect_with(cauldron_proto::Disconnect::normal())
+            .await
+    }
+
+    /// Sends the given DISCONNECT (e.g. MQTT 5 reason 0x04 to have the will published).
+    pub async fn disconnect_with(
+        self,
+        disconnect: cauldron_proto::Disconnect,
+    ) -> Result<(), Error> {
+        self.request(|tx| Command::Disconnect(disconnect, tx)).await
+    }
+
+    /// Sends a packet as it is, without tracking it. For testing how a server reacts.
+    pub async fn send_raw(&self, packet: Packet) -> Result<(), Error> {
+        self.commands
+            .send(Command::Raw(packet))
+            .await
+            .map_err(|_| Error::Closed)
+    }
+}
