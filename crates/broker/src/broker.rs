@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
 
 use cauldron_proto::{topic, ByteString, QoS, ReasonCode, RetainHandling, Subscription};
 
@@ -13,7 +14,7 @@ use crate::config::Config;
 use crate::message::Message;
 use crate::metrics::{self, Metrics};
 use crate::retain::Retained;
-use crate::router::{Entry, Router};
+use crate::router::{Entry, Match, Router};
 use crate::session::{Delivery, Enqueued, Limits, SessionHandle};
 
 pub struct Broker {
@@ -60,12 +61,16 @@ impl Broker {
         }
         let router = lock!(self.router.read());
         let mut matches: Vec<&Entry> = Vec::new();
-        router.matches(&message.topic, |entry| {
-            // No Local: not back to the connection that published it [MQTT-3.8.3-3].
-            let own = message.publisher.as_ref() == Some(&entry.session.client_id);
-            if !(entry.options.no_local && own) {
-                matches.push(entry);
+        let mut shared: Vec<(&Entry, &ByteString)> = Vec::new();
+        router.matches(&message.topic, |m| match m {
+            Match::Direct(entry) => {
+                // No Local: not back to the connection that published it [MQTT-3.8.3-3].
+                let own = message.publisher.as_ref() == Some(&entry.session.client_id);
+                if !(entry.options.no_local && own) {
+                    matches.push(entry);
+                }
             }
+            Match::Shared(entry, filter) => shared.push((entry, filter)),
         });
         // A client with several matching subscriptions gets the message once, at the highest
         // granted QoS, with every subscription identifier [MQTT-3.3.4-2, 3.3.4-3].
@@ -85,8 +90,23 @@ impl Broker {
                 // Forwarded messages carry retain 0 unless Retain As Published [MQTT-3.3.1-9].
                 retain,
                 subscription_ids: group.iter().filter_map(|e| e.subscription_id).collect(),
+                shared: None,
             };
             if group[0].session.deliver(delivery) == Enqueued::Dropped {
+                dropped += 1;
+            }
+            offered += 1;
+        }
+        // Each shared group that matched gave one member, delivered to on its own terms.
+        for (entry, filter) in shared {
+            let delivery = Delivery {
+                message: Arc::clone(&message),
+                qos: entry.options.qos.min(message.qos),
+                retain: message.retain && entry.options.retain_as_published,
+                subscription_ids: entry.subscription_id.into_iter().collect(),
+                shared: Some(filter.clone()),
+            };
+            if entry.session.deliver(delivery) == Enqueued::Dropped {
                 dropped += 1;
             }
             offered += 1;
@@ -103,17 +123,19 @@ impl Broker {
         sub: &Subscription,
         subscription_id: Option<u32>,
     ) -> (ReasonCode, Vec<Delivery>) {
+        let mut options = sub.options;
+        options.qos = options.qos.min(self.config.max_qos);
         let entry = Entry {
             session: Arc::clone(session),
-            options: sub.options,
+            options,
             subscription_id,
         };
         let is_new = lock!(self.router.write()).insert(&sub.filter, entry);
         session
             .lock()
             .subscriptions
-            .insert(sub.filter.clone(), (sub.options, subscription_id));
-        let code = match sub.options.qos {
+            .insert(sub.filter.clone(), (options, subscription_id));
+        let code = match options.qos {
             QoS::AtMostOnce => ReasonCode::Success,
             QoS::AtLeastOnce => ReasonCode::GrantedQoS1,
             QoS::ExactlyOnce => ReasonCode::GrantedQoS2,
@@ -131,9 +153,10 @@ impl Broker {
         let deliveries = retained
             .into_iter()
             .map(|message| Delivery {
-                qos: message.qos.min(sub.options.qos),
+                qos: message.qos.min(options.qos),
                 retain: true,
                 subscription_ids: subscription_id.into_iter().collect(),
+                shared: None,
                 message,
             })
             .collect();
@@ -157,8 +180,18 @@ impl Broker {
         let mut sessions = lock!(self.sessions.lock());
         if let Some(existing) = sessions.get(client_id).cloned() {
             existing.kick();
-            if !clean_start && existing.lock().persistent {
+            let resumable = {
+                let state = existing.lock();
+                !clean_start && state.persistent() && !state.is_expired(Instant::now())
+            };
+            let delayed_will = existing.take_pending_will();
+            if resumable {
+                // Reconnected within the will delay: the will is not sent [MQTT-3.1.3-9].
                 return (existing, true);
+            }
+            // The old session ends here, and with it the wait of a delayed will.
+            if let Some(will) = delayed_will {
+                self.publish(will);
             }
             self.drop_subscriptions(&existing);
         }
@@ -170,14 +203,16 @@ impl Broker {
     /// Called when a connection ends. A session that does not persist is discarded with its
     /// subscriptions; a persistent one stays to collect messages.
     pub fn close_session(&self, session: &Arc<SessionHandle>, connection: u64) {
-        let persistent = {
+        let (persistent, handed_back) = {
             let mut state = session.lock();
-            if !state.detach(connection) {
+            if !state.detach(connection, Instant::now()) {
                 return; // taken over: the new connection owns it now
             }
-            state.persistent
+            (state.persistent(), state.take_shared())
         };
+        session.set_online(false);
         session.clear_connection(connection);
+        self.reroute_shared(session, handed_back);
         if persistent {
             return;
         }
@@ -190,6 +225,48 @@ impl Broker {
         }
         drop(sessions);
         self.drop_subscriptions(session);
+    }
+
+    /// Offers unacknowledged shared-subscription messages of a departing member to another
+    /// connected member; with none, the departing session keeps them.
+    fn reroute_shared(&self, leaving: &Arc<SessionHandle>, deliveries: Vec<Delivery>) {
+        for delivery in deliveries {
+            let filter = delivery.shared.clone().unwrap_or_default();
+            let other = lock!(self.router.read()).other_member(&filter, leaving);
+            match other {
+                Some(entry) => {
+                    let qos = entry.options.qos.min(delivery.message.qos);
+                    entry.session.deliver(Delivery { qos, ..delivery });
+                }
+                None => {
+                    leaving.lock().enqueue(delivery);
+                }
+            }
+        }
+    }
+
+    /// Ends offline sessions whose expiry interval has passed, with their subscriptions and
+    /// queued messages; a will still waiting on its delay is published. Returns how many ended.
+    pub fn expire_sessions(&self, now: Instant) -> usize {
+        let expired: Vec<Arc<SessionHandle>> = {
+            let mut sessions = lock!(self.sessions.lock());
+            let expired: Vec<_> = sessions
+                .values()
+                .filter(|s| s.lock().is_expired(now))
+                .cloned()
+                .collect();
+            for session in &expired {
+                sessions.remove(&session.client_id);
+            }
+            expired
+        };
+        for session in &expired {
+            if let Some(will) = session.take_pending_will() {
+                self.publish(will);
+            }
+            self.drop_subscriptions(session);
+        }
+        expired.len()
     }
 
     fn drop_subscriptions(&self, session: &Arc<SessionHandle>) {

@@ -28,6 +28,21 @@ pub struct Config {
     pub auto_id_prefix: String,
     /// Topic aliases accepted from an MQTT 5 client.
     pub topic_alias_maximum: u16,
+    /// Unacknowledged QoS 1/2 PUBLISHes accepted from an MQTT 5 client at once (Receive Maximum).
+    pub receive_maximum: u16,
+    /// Highest QoS the broker accepts and grants (Mosquitto: max_qos).
+    pub max_qos: cauldron_proto::QoS,
+    /// Whether retained messages are supported (Mosquitto: retain_available).
+    pub retain_available: bool,
+    pub wildcard_subscription_available: bool,
+    pub subscription_identifier_available: bool,
+    pub shared_subscription_available: bool,
+    /// Send MQTT 5 clients elsewhere (CONNACK 0x9C, or 0x9D when `server_moved`), and name this
+    /// server in the DISCONNECT sent at shutdown, for maintenance.
+    pub server_reference: Option<String>,
+    pub server_moved: bool,
+    /// How often expired sessions are looked for.
+    pub expiry_check_interval: Duration,
 }
 
 impl Default for Config {
@@ -44,6 +59,15 @@ impl Default for Config {
             allow_zero_length_clientid: true,
             auto_id_prefix: "auto-".to_string(),
             topic_alias_maximum: 10,
+            receive_maximum: 65_535,
+            max_qos: cauldron_proto::QoS::ExactlyOnce,
+            retain_available: true,
+            wildcard_subscription_available: true,
+            subscription_identifier_available: true,
+            shared_subscription_available: true,
+            server_reference: None,
+            server_moved: false,
+            expiry_check_interval: Duration::from_secs(1),
         }
     }
 }

@@ -202,9 +202,26 @@ async fn accept<S: AsyncWrite + Unpin>(
         keep_alive = config.max_keepalive;
         props.server_keep_alive = Some(keep_alive);
     }
-    let persistent = match protocol {
-        Protocol::V5 => connect.properties.session_expiry_interval.unwrap_or(0) > 0,
-        _ => !connect.clean_start,
+    if let Some(reference) = &config.server_reference {
+        // Maintenance redirection: MQTT 5 clients are told where to go [MQTT-4.11].
+        let code = if config.server_moved {
+            ReasonCode::ServerMoved
+        } else {
+            ReasonCode::UseAnotherServer
+        };
+        let mut connack = ConnAck {
+            session_present: false,
+            code,
+            properties: Properties::default(),
+        };
+        connack.properties.server_reference = Some(reference.as_str().into());
+        write_and_close(writer, &Packet::ConnAck(connack), protocol).await;
+        return None;
+    }
+    let expiry_interval = match protocol {
+        Protocol::V5 => connect.properties.session_expiry_interval.unwrap_or(0),
+        _ if connect.clean_start => 0,
+        _ => u32::MAX,
     };
     let (session, session_present) = broker.open_session(&client_id, connect.clean_start);
     let id = next_connection_id();
@@ -212,7 +229,7 @@ async fn accept<S: AsyncWrite + Unpin>(
     session.set_connection(id, kick.clone());
     let resend = {
         let mut state = session.lock();
-        state.persistent = persistent;
+        state.expiry_interval = expiry_interval;
         state.max_packet_size = connect
             .properties
             .maximum_packet_size
@@ -223,9 +240,17 @@ async fn accept<S: AsyncWrite + Unpin>(
             .map_or(usize::MAX, usize::from);
         state.attach(id, protocol, receive_maximum)
     };
+    session.set_online(true);
     if protocol.is_v5() {
+        // Advertise only what differs from the defaults of MQTT 5.0 section 3.2.2.3.
         props.topic_alias_maximum = Some(config.topic_alias_maximum).filter(|m| *m > 0);
-        props.shared_subscription_available = Some(false);
+        props.receive_maximum = Some(config.receive_maximum).filter(|m| *m < u16::MAX);
+        props.maximum_qos = Some(config.max_qos).filter(|q| *q < QoS::ExactlyOnce);
+        let unless = |available: bool| (!available).then_some(false);
+        props.retain_available = unless(config.retain_available);
+        props.wildcard_subscription_available = unless(config.wildcard_subscription_available);
+        props.subscription_identifiers_available = unless(config.subscription_identifier_available);
+        props.shared_subscription_available = unless(config.shared_subscription_available);
         if config.max_packet_size < cauldron_proto::MAX_VARINT as usize {
             props.maximum_packet_size = Some(config.max_packet_size as u32);
         }
@@ -250,7 +275,9 @@ async fn accept<S: AsyncWrite + Unpin>(
         peer,
         will: connect.will,
         keep_alive: (keep_alive > 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500)),
-        session_expiry_zero: connect.properties.session_expiry_interval.unwrap_or(0) == 0,
+        session_expiry_zero: expiry_interval == 0,
+        alias_out_max: connect.properties.topic_alias_maximum.unwrap_or(0),
+        aliases_out: HashMap::new(),
         problem_information: connect
             .properties
             .request_problem_information
@@ -286,6 +313,9 @@ struct Connection {
     problem_information: bool,
     /// MQTT 5 topic aliases set by this client.
     aliases: HashMap<u16, ByteString>,
+    /// Topic aliases we may set towards the client (its Topic Alias Maximum), and those set.
+    alias_out_max: u16,
+    aliases_out: HashMap<ByteString, u16>,
     wbuf: BytesMut,
     scratch: Vec<Packet>,
 }
@@ -443,8 +473,15 @@ impl Connection {
                 self.send(&Packet::PubAck(self.ack(packet_id, matched)));
             }
             QoS::ExactlyOnce => {
+                let mut state = self.session.lock();
+                if state.pending_qos2() >= usize::from(self.broker.config.receive_maximum)
+                    && !state.knows_qos2(packet_id)
+                {
+                    return Err(Violation::new(ReasonCode::ReceiveMaximumExceeded, "[MQTT-3.3.4-9] more unacknowledged QoS 2 PUBLISHes than the Receive Maximum"));
+                }
                 // Forward once per packet id until PUBREL (method B of [MQTT-4.3.3]).
-                let is_new = self.session.lock().receive_qos2(packet_id);
+                let is_new = state.receive_qos2(packet_id);
+                drop(state);
                 let matched = if is_new {
                     self.broker.publish(message)
                 } else {
@@ -473,15 +510,28 @@ impl Connection {
             .copied();
         let mut codes = Vec::with_capacity(subscribe.filters.len());
         let mut retained = Vec::new();
+        let config = &self.broker.config;
         for sub in &subscribe.filters {
-            if cauldron_proto::topic::parse_shared(&sub.filter).is_some() {
-                if self.protocol.is_v5() && sub.options.no_local {
-                    return Err(Violation::new(
-                        ReasonCode::ProtocolError,
-                        "[MQTT-3.8.3-4] no local on a shared subscription",
-                    ));
-                }
-                codes.push(ReasonCode::SharedSubscriptionsNotSupported);
+            let shared = cauldron_proto::topic::parse_shared(&sub.filter).is_some();
+            if shared && self.protocol.is_v5() && sub.options.no_local {
+                return Err(Violation::new(
+                    ReasonCode::ProtocolError,
+                    "[MQTT-3.8.3-4] no local on a shared subscription",
+                ));
+            }
+            let refused = if shared && !config.shared_subscription_available {
+                Some(ReasonCode::SharedSubscriptionsNotSupported)
+            } else if subscription_id.is_some() && !config.subscription_identifier_available {
+                Some(ReasonCode::SubscriptionIdentifiersNotSupported)
+            } else if !config.wildcard_subscription_available
+                && cauldron_proto::topic::has_wildcard(&sub.filter)
+            {
+                Some(ReasonCode::WildcardSubscriptionsNotSupported)
+            } else {
+                None
+            };
+            if let Some(code) = refused {
+                codes.push(code);
                 continue;
             }
             let (code, messages) = self.broker.subscribe(&self.session, sub, subscription_id);
@@ -526,7 +576,7 @@ impl Connection {
                     "[MQTT-3.14.2-2] session expiry raised from 0 at DISCONNECT",
                 ));
             }
-            self.session.lock().persistent = expiry > 0;
+            self.session.lock().expiry_interval = expiry;
         }
         Ok(Exit::Disconnect {
             send_will: disconnect.reason == ReasonCode::DisconnectWithWill,
@@ -536,7 +586,7 @@ impl Connection {
     /// Moves queued messages into the write buffer.
     fn drain_session(&mut self) {
         let mut packets = std::mem::take(&mut self.scratch);
-        let produced = self
+        let (produced, dropped) = self
             .session
             .lock()
             .drain(self.id, &mut packets, DRAIN_BUDGET);
@@ -545,10 +595,30 @@ impl Connection {
             self.session.wake.notify_one();
         }
         metrics::add(&self.broker.metrics.messages_sent, produced as u64);
-        for packet in packets.drain(..) {
+        metrics::add(&self.broker.metrics.messages_dropped, dropped);
+        for mut packet in packets.drain(..) {
+            if let Packet::Publish(publish) = &mut packet {
+                self.apply_topic_alias(publish);
+            }
             self.send(&packet);
         }
         self.scratch = packets;
+    }
+
+    /// Replaces a topic the client has seen before by its alias, or gives it a new alias while
+    /// the client's Topic Alias Maximum allows [MQTT-3.3.2-11 .. 3.3.2-13].
+    fn apply_topic_alias(&mut self, publish: &mut Publish) {
+        if self.alias_out_max == 0 {
+            return;
+        }
+        if let Some(alias) = self.aliases_out.get(&publish.topic) {
+            publish.properties.topic_alias = Some(*alias);
+            publish.topic = ByteString::new();
+        } else if self.aliases_out.len() < usize::from(self.alias_out_max) {
+            let alias = self.aliases_out.len() as u16 + 1;
+            self.aliases_out.insert(publish.topic.clone(), alias);
+            publish.properties.topic_alias = Some(alias);
+        }
     }
 
     fn send(&mut self, packet: &Packet) {
@@ -585,8 +655,22 @@ impl Connection {
             ),
         };
         info!(client = %self.client_id, ?exit, "Client disconnected");
-        if let (Some((reason, message)), true) = (reason, self.protocol.is_v5()) {
+        if let (Some((mut reason, message)), true) = (reason, self.protocol.is_v5()) {
+            let reference = self
+                .broker
+                .config
+                .server_reference
+                .as_deref()
+                .filter(|_| matches!(exit, Exit::Shutdown));
+            if reference.is_some() {
+                reason = if self.broker.config.server_moved {
+                    ReasonCode::ServerMoved
+                } else {
+                    ReasonCode::UseAnotherServer
+                };
+            }
             let mut disconnect = Disconnect::with_reason(reason);
+            disconnect.properties.server_reference = reference.map(Into::into);
             if self.problem_information {
                 disconnect.properties.reason_string = Some(message.into());
             }
@@ -595,6 +679,7 @@ impl Connection {
         if let Some(will) = self.will.take().filter(|_| send_will) {
             self.publish_will(will);
         }
+        self.broker.close_session(&self.session, self.id);
         if !matches!(exit, Exit::Closed) {
             let _ = tokio::time::timeout(Duration::from_secs(1), async {
                 let _ = writer.write_all(&self.wbuf).await;
@@ -602,13 +687,15 @@ impl Connection {
             })
             .await;
         }
-        self.broker.close_session(&self.session, self.id);
     }
 
+    /// Publishes the will now, or parks it for its Will Delay Interval when the session
+    /// outlives the connection: it is dropped if the client returns in time, and published
+    /// early if the session ends first [MQTT-3.1.3-9].
     fn publish_will(&self, will: Will) {
         let mut properties = will.properties;
         // The delay belongs to the will, not to the message subscribers receive.
-        properties.will_delay_interval = None;
+        let delay = properties.will_delay_interval.take().unwrap_or(0);
         let publish = Publish {
             dup: false,
             qos: will.qos,
@@ -618,7 +705,20 @@ impl Connection {
             properties,
             payload: will.payload,
         };
-        self.broker
-            .publish(Message::from_publish(publish, Some(self.client_id.clone())));
+        let message = Message::from_publish(publish, Some(self.client_id.clone()));
+        let expiry = self.session.lock().expiry_interval;
+        if delay == 0 || expiry == 0 {
+            self.broker.publish(message);
+            return;
+        }
+        self.session.set_pending_will(self.id, message);
+        let (broker, session, id) = (Arc::clone(&self.broker), Arc::clone(&self.session), self.id);
+        let wait = Duration::from_secs(u64::from(delay.min(expiry)));
+        tokio::spawn(async move {
+            tokio::time::sleep(wait).await;
+            if let Some(will) = session.take_pending_will_of(id) {
+                broker.publish(will);
+            }
+        });
     }
 }

@@ -25,8 +25,25 @@ pub async fn run(
         info!("Opening listener on {}", listener.local_addr()?);
         accept_loops.spawn(accept_loop(Arc::clone(&broker), listener, shutdown.clone()));
     }
+    let sweeper = tokio::spawn(expire_sessions(Arc::clone(&broker), shutdown.clone()));
     while accept_loops.join_next().await.is_some() {}
+    sweeper.abort();
     Ok(())
+}
+
+/// Ends sessions whose expiry interval ran out while their client was away.
+async fn expire_sessions(broker: Arc<Broker>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(broker.config.expiry_check_interval);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let ended = broker.expire_sessions(std::time::Instant::now());
+        if ended > 0 {
+            info!(ended, "expired sessions removed");
+        }
+    }
 }
 
 async fn accept_loop(broker: Arc<Broker>, listener: TcpListener, shutdown: CancellationToken) {

@@ -6,7 +6,7 @@
 //! under a std `Mutex` held only for short, non-async sections.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -23,6 +23,9 @@ pub struct Delivery {
     pub qos: QoS,
     pub retain: bool,
     pub subscription_ids: Vec<u32>,
+    /// The `$share/...` filter this came through, so it can go to another member if this
+    /// session cannot take it.
+    pub shared: Option<ByteString>,
 }
 
 #[derive(Debug)]
@@ -65,8 +68,11 @@ pub struct Session {
     limits: Limits,
     /// The inflight window of the attached connection: our limit capped by its Receive Maximum.
     window: usize,
-    /// Whether the session outlives its connection (clean session 0, or session expiry > 0).
-    pub persistent: bool,
+    /// Seconds the session outlives its connection: 0 ends it with the connection (3.x clean
+    /// session 1), `u32::MAX` never expires (3.x clean session 0) [MQTT-3.1.2-23].
+    pub expiry_interval: u32,
+    /// When an offline session expires.
+    pub expires_at: Option<Instant>,
     queue: VecDeque<Delivery>,
     inflight: VecDeque<Inflight>,
     next_packet_id: u16,
@@ -86,7 +92,8 @@ impl Session {
             subscriptions: HashMap::new(),
             limits,
             window: limits.max_inflight,
-            persistent: false,
+            expiry_interval: 0,
+            expires_at: None,
             queue: VecDeque::new(),
             inflight: VecDeque::new(),
             next_packet_id: 1,
@@ -102,6 +109,11 @@ impl Session {
         self.connection.is_some()
     }
 
+    /// Whether the session outlives its connection.
+    pub fn persistent(&self) -> bool {
+        self.expiry_interval > 0
+    }
+
     pub fn is_attached(&self, connection: u64) -> bool {
         self.connection == Some(connection)
     }
@@ -115,6 +127,7 @@ impl Session {
         receive_maximum: usize,
     ) -> Vec<Packet> {
         self.connection = Some(connection);
+        self.expires_at = None;
         self.protocol = protocol;
         self.window = self.limits.max_inflight.min(receive_maximum).max(1);
         let now = Instant::now();
@@ -138,18 +151,48 @@ impl Session {
             .collect()
     }
 
-    /// Detaches `connection` if it is still the attached one; returns whether it was.
-    pub fn detach(&mut self, connection: u64) -> bool {
-        if self.connection == Some(connection) {
-            self.connection = None;
-            // QoS 0 messages are not kept for an offline client unless configured.
-            if !self.limits.queue_qos0 {
-                self.queue.retain(|d| d.qos != QoS::AtMostOnce);
-            }
-            true
-        } else {
-            false
+    /// Detaches `connection` if it is still the attached one; returns whether it was. Starts the
+    /// expiry clock of a persistent session.
+    pub fn detach(&mut self, connection: u64, now: Instant) -> bool {
+        if self.connection != Some(connection) {
+            return false;
         }
+        self.connection = None;
+        if self.expiry_interval != u32::MAX {
+            self.expires_at =
+                Some(now + std::time::Duration::from_secs(u64::from(self.expiry_interval)));
+        }
+        // QoS 0 messages are not kept for an offline client unless configured.
+        if !self.limits.queue_qos0 {
+            self.queue.retain(|d| d.qos != QoS::AtMostOnce);
+        }
+        true
+    }
+
+    /// Takes back the messages that came through shared subscriptions and were not yet
+    /// acknowledged, so another member of the group can have them (MQTT 5.0 section 4.8.2).
+    /// Messages already released (PUBREL sent) stay: the subscriber has them.
+    pub fn take_shared(&mut self) -> Vec<Delivery> {
+        let mut taken = Vec::new();
+        self.queue.retain(|d| {
+            let shared = d.shared.is_some();
+            if shared {
+                taken.push(d.clone());
+            }
+            !shared
+        });
+        self.inflight.retain(|entry| match &entry.state {
+            InflightState::Published(d) if d.shared.is_some() => {
+                taken.push(d.clone());
+                false
+            }
+            _ => true,
+        });
+        taken
+    }
+
+    pub fn is_expired(&self, now: Instant) -> bool {
+        self.connection.is_none() && self.expires_at.is_some_and(|at| at <= now)
     }
 
     /// Offers a message. The queue is bounded; what does not fit is dropped and counted.
@@ -174,9 +217,10 @@ impl Session {
 
     /// Moves queued messages into PUBLISH packets for `connection`, as far as the inflight
     /// window allows (QoS 0 needs no window). Expired and oversized messages are dropped.
-    pub fn drain(&mut self, connection: u64, out: &mut Vec<Packet>, budget: usize) -> usize {
+    /// Returns how many packets were produced and how many messages dropped.
+    pub fn drain(&mut self, connection: u64, out: &mut Vec<Packet>, budget: usize) -> (usize, u64) {
         if self.connection != Some(connection) {
-            return 0;
+            return (0, 0);
         }
         let now = Instant::now();
         let mut dropped = 0;
@@ -218,7 +262,7 @@ impl Session {
             produced += 1;
         }
         self.dropped += dropped;
-        produced
+        (produced, dropped)
     }
 
     fn allocate_packet_id(&mut self) -> u16 {
@@ -290,6 +334,16 @@ impl Session {
         self.incoming_qos2.insert(packet_id)
     }
 
+    /// Whether an inbound QoS 2 packet id is awaiting PUBREL (a retransmission, not a new one).
+    pub fn knows_qos2(&self, packet_id: u16) -> bool {
+        self.incoming_qos2.contains(&packet_id)
+    }
+
+    /// Inbound QoS 2 messages waiting for PUBREL: what counts against our Receive Maximum.
+    pub fn pending_qos2(&self) -> usize {
+        self.incoming_qos2.len()
+    }
+
     /// Inbound PUBREL: forget the id. Returns whether it was known.
     pub fn release_qos2(&mut self, packet_id: u16) -> bool {
         self.incoming_qos2.remove(&packet_id)
@@ -311,6 +365,10 @@ pub struct SessionHandle {
     pub wake: Notify,
     /// Cancelled to close the attached connection (takeover, shutdown).
     kick: Mutex<Option<(u64, CancellationToken)>>,
+    /// Mirrors whether a connection is attached, for the router to read without the lock.
+    online: AtomicBool,
+    /// A will waiting out its Will Delay Interval [MQTT-3.1.3-9].
+    pending_will: Mutex<Option<(u64, Message)>>,
 }
 
 impl SessionHandle {
@@ -320,6 +378,8 @@ impl SessionHandle {
             state: Mutex::new(Session::new(limits)),
             wake: Notify::new(),
             kick: Mutex::new(None),
+            online: AtomicBool::new(false),
+            pending_will: Mutex::new(None),
         })
     }
 
@@ -369,6 +429,40 @@ impl SessionHandle {
         }
     }
 
+    pub fn is_online(&self) -> bool {
+        self.online.load(Ordering::Relaxed)
+    }
+
+    pub fn set_online(&self, online: bool) {
+        self.online.store(online, Ordering::Relaxed);
+    }
+
+    /// Parks a delayed will; it is published by whoever takes it first: the delay timer, the
+    /// end of the session, or nobody if the client reconnects in time.
+    /// The will is tagged with the connection it belongs to, so a timer of an earlier
+    /// connection cannot take a later connection's will.
+    pub fn set_pending_will(&self, connection: u64, will: Message) {
+        *self.pending_will.lock().unwrap_or_else(|e| e.into_inner()) = Some((connection, will));
+    }
+
+    /// Takes the pending will, whichever connection left it.
+    pub fn take_pending_will(&self) -> Option<Message> {
+        self.pending_will
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+            .map(|(_, will)| will)
+    }
+
+    /// Takes the pending will only if `connection` left it (its delay timer fired).
+    pub fn take_pending_will_of(&self, connection: u64) -> Option<Message> {
+        let mut pending = self.pending_will.lock().unwrap_or_else(|e| e.into_inner());
+        match pending.as_ref() {
+            Some((owner, _)) if *owner == connection => pending.take().map(|(_, will)| will),
+            _ => None,
+        }
+    }
+
     /// Forgets `connection`'s cancel token if it is still the registered one.
     pub fn clear_connection(&self, connection: u64) {
         let mut kick = self.kick.lock().unwrap_or_else(|e| e.into_inner());
@@ -400,6 +494,7 @@ mod tests {
             qos,
             retain: false,
             subscription_ids: vec![],
+            shared: None,
         }
     }
 
@@ -449,9 +544,9 @@ mod tests {
         let mut out = vec![];
         s.drain(1, &mut out, usize::MAX);
         assert_eq!(s.on_pubrec(1, false), Some(Packet::PubRel(Ack::new(1))));
-        assert!(s.detach(1));
+        assert!(s.detach(1, Instant::now()));
         // A packet from the old connection after detaching produces nothing.
-        assert_eq!(s.drain(1, &mut out, usize::MAX), 0);
+        assert_eq!(s.drain(1, &mut out, usize::MAX), (0, 0));
         let resent = s.attach(2, Protocol::V3_1_1, usize::MAX);
         assert_eq!(ids(&resent), [(Some(1), false), (Some(2), true)]);
         assert!(matches!(resent[0], Packet::PubRel(_)));

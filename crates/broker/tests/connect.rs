@@ -128,7 +128,10 @@ async fn mqtt5_connack_advertises_capabilities() {
     };
     let (_raw, ack) = Raw::handshake(broker.addr, connect).await;
     assert_eq!(ack.properties.topic_alias_maximum, Some(10));
-    assert_eq!(ack.properties.shared_subscription_available, Some(false));
+    assert_eq!(
+        ack.properties.shared_subscription_available, None,
+        "available: the default"
+    );
     assert!(!ack.session_present);
 }
 

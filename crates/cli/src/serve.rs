@@ -16,6 +16,12 @@ pub struct ServeArgs {
     /// Directory for persistent state.
     #[arg(long, value_name = "DIR", default_value = "cauldron-data")]
     data_dir: PathBuf,
+    /// Messages queued per session beyond the inflight window (Mosquitto's max_queued_messages).
+    #[arg(long, value_name = "N", default_value_t = Config::default().max_queued_messages)]
+    max_queued_messages: usize,
+    /// QoS 1/2 messages in flight to one client (Mosquitto's max_inflight_messages).
+    #[arg(long, value_name = "N", default_value_t = Config::default().max_inflight_messages)]
+    max_inflight_messages: usize,
 }
 
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {

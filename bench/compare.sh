@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Throughput of cauldron next to Mosquitto 2.0 on this machine, driven by Mosquitto's own clients:
+# one mosquitto_pub -l publishing N messages from one connection, one mosquitto_sub receiving them.
+# Both brokers run on loopback with the same limits (TCP_NODELAY on, queues large enough that the
+# run measures throughput, not drops).
+#
+# Usage: bench/compare.sh [MESSAGES] [PAYLOAD_BYTES]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N=${1:-200000}
+SIZE=${2:-64}
+MOSQ_PORT=${MOSQ_PORT:-18831}
+CAUL_PORT=${CAUL_PORT:-18832}
+work=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
+
+command -v mosquitto >/dev/null || { echo "needs mosquitto (apt-get install mosquitto mosquitto-clients)" >&2; exit 1; }
+cargo build --release -q -p cauldron
+
+cat > "$work/mosquitto.conf" <<CONF
+listener $MOSQ_PORT 127.0.0.1
+allow_anonymous true
+set_tcp_nodelay true
+max_queued_messages 1000000
+max_inflight_messages 20
+user root
+CONF
+mosquitto -c "$work/mosquitto.conf" >"$work/mosquitto.log" 2>&1 &
+RUST_LOG=warn ./target/release/cauldron serve --listen 127.0.0.1:$CAUL_PORT --data-dir "$work/data" \
+  --max-queued-messages 1000000 --max-inflight-messages 20 2>"$work/cauldron.log" &
+sleep 1
+
+payload=$(head -c "$SIZE" /dev/zero | tr '\0' 'x')
+yes "$payload" | head -n "$N" > "$work/lines"
+
+# Prints "received msgs/s" for one broker and QoS: messages received by the subscriber, and the
+# rate from the publisher's start to the subscriber's last message (or its 60 s idle timeout).
+run() {
+  local port=$1 qos=$2
+  mosquitto_sub -p "$port" -t bench/t -q "$qos" -C "$N" -W 60 > "$work/received" &
+  local sub=$!
+  sleep 0.5
+  local start end got
+  start=$(date +%s.%N)
+  mosquitto_pub -p "$port" -t bench/t -q "$qos" -l < "$work/lines"
+  wait "$sub" || true
+  end=$(date +%s.%N)
+  got=$(wc -l < "$work/received")
+  printf '%s %.0f' "$got" "$(echo "$got / ($end - $start)" | bc -l)"
+}
+
+printf '%-10s %-4s %10s %12s\n' broker qos received 'msgs/s'
+for qos in 0 1 2; do
+  read -r mg mr <<< "$(run $MOSQ_PORT $qos)"
+  read -r cg cr <<< "$(run $CAUL_PORT $qos)"
+  printf '%-10s %-4s %10s %12s\n' mosquitto "$qos" "$mg" "$mr" cauldron "$qos" "$cg" "$cr"
+  printf 'ratio cauldron/mosquitto at QoS %s: %.2f\n' "$qos" "$(echo "$cr / $mr" | bc -l)"
+done
