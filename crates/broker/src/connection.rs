@@ -461,6 +461,19 @@ impl Connection {
                 "[MQTT-3.3.4-6] subscription identifier from a client",
             ));
         }
+        let config = &self.broker.config;
+        if publish.qos > config.max_qos {
+            return Err(Violation::new(
+                ReasonCode::QoSNotSupported,
+                "[MQTT-3.2.2-11] QoS above the maximum QoS",
+            ));
+        }
+        if publish.retain && !config.retain_available {
+            return Err(Violation::new(
+                ReasonCode::RetainNotSupported,
+                "[MQTT-3.2.2-14] retain is not available",
+            ));
+        }
         metrics::add(&self.broker.metrics.messages_received, 1);
         let (qos, packet_id) = (publish.qos, publish.packet_id.unwrap_or(0));
         let message = Message::from_publish(publish, Some(self.client_id.clone()));
