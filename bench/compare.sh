@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Throughput of cauldron next to Mosquitto 2.0 on this machine, driven by Mosquitto's own clients:
-# one mosquitto_pub -l publishing N messages from one connection, one mosquitto_sub receiving them.
+# PUBLISHERS mosquitto_pub processes publishing N messages in all, one mosquitto_sub receiving them.
 # Both brokers run on loopback with the same limits (TCP_NODELAY on, queues large enough that the
 # run measures throughput, not drops).
 #
-# Usage: bench/compare.sh [MESSAGES] [PAYLOAD_BYTES]
+# Usage: bench/compare.sh [MESSAGES] [PAYLOAD_BYTES] [PUBLISHERS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-200000}
 SIZE=${2:-64}
+PUBLISHERS=${3:-4}
 MOSQ_PORT=${MOSQ_PORT:-18831}
 CAUL_PORT=${CAUL_PORT:-18832}
 work=$(mktemp -d)
@@ -31,18 +32,22 @@ RUST_LOG=warn ./target/release/cauldron serve --listen 127.0.0.1:$CAUL_PORT --da
 sleep 1
 
 payload=$(head -c "$SIZE" /dev/zero | tr '\0' 'x')
-yes "$payload" | head -n "$N" > "$work/lines"
 
-# Prints "received msgs/s" for one broker and QoS: messages received by the subscriber, and the
-# rate from the publisher's start to the subscriber's last message (or its 60 s idle timeout).
+# Prints "received msgs/s" for one broker and QoS: PUBLISHERS mosquitto_pub processes, each
+# publishing N/PUBLISHERS messages with --repeat (each waits for its acknowledgement at QoS 1/2),
+# and one mosquitto_sub receiving all of them; the rate runs from the publishers' start to the
+# subscriber's last message (or its 60 s idle timeout).
 run() {
-  local port=$1 qos=$2
-  mosquitto_sub -p "$port" -t bench/t -q "$qos" -C "$N" -W 60 > "$work/received" &
+  local port=$1 qos=$2 each=$((N / PUBLISHERS)) start end got pids=()
+  mosquitto_sub -p "$port" -t bench/t -q "$qos" -C $((each * PUBLISHERS)) -W 60 > "$work/received" &
   local sub=$!
   sleep 0.5
-  local start end got
   start=$(date +%s.%N)
-  mosquitto_pub -p "$port" -t bench/t -q "$qos" -l < "$work/lines"
+  for _ in $(seq "$PUBLISHERS"); do
+    mosquitto_pub -p "$port" -t bench/t -q "$qos" -m "$payload" --repeat "$each" --nodelay &
+    pids+=($!)
+  done
+  wait "${pids[@]}"
   wait "$sub" || true
   end=$(date +%s.%N)
   got=$(wc -l < "$work/received")

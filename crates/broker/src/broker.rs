@@ -111,7 +111,10 @@ impl Broker {
             }
             offered += 1;
         }
-        metrics::add(&self.metrics.messages_dropped, dropped);
+        if dropped > 0 {
+            tracing::debug!(topic = %message.topic, dropped, "queues full: message dropped");
+            metrics::add(&self.metrics.messages_dropped, dropped);
+        }
         offered
     }
 

@@ -27,6 +27,8 @@ pub struct ServeArgs {
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut config = Config {
         data_dir: args.data_dir,
+        max_queued_messages: args.max_queued_messages,
+        max_inflight_messages: args.max_inflight_messages.max(1),
         ..Config::default()
     };
     if !args.listen.is_empty() {
