@@ -60,6 +60,47 @@ paho_tests! {
     paho_31_takeover: "31" "takeover",
 }
 
+async fn paho_v5(broker: &TestBroker, scenario: &str) {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/paho_v5.py");
+    let port = broker.addr.port().to_string();
+    let out = run("python3", &[script, &port, scenario]).await;
+    assert!(
+        out.status.success(),
+        "paho v5 {scenario} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+macro_rules! paho_v5_tests {
+    ($($name:ident,)*) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            let broker = TestBroker::start().await;
+            paho_v5(&broker, stringify!($name)).await;
+        }
+    )*};
+}
+
+// The MQTT 5 conformance run with paho-mqtt: one test per scenario of tests/python/paho_v5.py.
+mod paho_v5 {
+    use super::*;
+
+    paho_v5_tests! {
+        connack_capabilities,
+        session_expiry,
+        message_expiry,
+        topic_alias,
+        subscription_options,
+        subscription_identifiers,
+        shared_subscriptions,
+        properties_forwarded,
+        reason_codes,
+        will_delay,
+        mixed_versions,
+    }
+}
+
 /// Starts `mosquitto_sub` and waits until its subscription is in place.
 async fn mosquitto_sub(broker: &TestBroker, args: &[&str]) -> tokio::process::Child {
     let before = broker.broker.subscription_count();
