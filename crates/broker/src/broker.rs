@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use cauldron_proto::{topic, ByteString, QoS, ReasonCode, RetainHandling, Subscription};
 
-use crate::config::Config;
+use crate::config::{Config, Redirect};
 use crate::message::Message;
 use crate::metrics::{self, Metrics};
 use crate::retain::Retained;
@@ -22,6 +22,7 @@ pub struct Broker {
     router: RwLock<Router>,
     retained: RwLock<Retained>,
     sessions: Mutex<HashMap<ByteString, Arc<SessionHandle>>>,
+    redirect: RwLock<Option<Redirect>>,
     pub metrics: Metrics,
 }
 
@@ -36,6 +37,7 @@ macro_rules! lock {
 impl Broker {
     pub fn new(config: Config) -> Arc<Broker> {
         Arc::new(Broker {
+            redirect: RwLock::new(config.redirect.clone()),
             config,
             router: RwLock::default(),
             retained: RwLock::default(),
@@ -283,6 +285,22 @@ impl Broker {
         for filter in filters {
             router.remove(&filter, session);
         }
+    }
+
+    /// Starts (or with `None` ends) redirecting clients to another server. Every connected
+    /// client is disconnected; MQTT 5 clients are told where to go.
+    pub fn redirect(&self, redirect: Option<Redirect>) {
+        let moving = redirect.is_some();
+        *lock!(self.redirect.write()) = redirect;
+        if moving {
+            let sessions: Vec<_> = lock!(self.sessions.lock()).values().cloned().collect();
+            sessions.iter().for_each(|s| s.kick());
+        }
+    }
+
+    /// The redirection in force, if any.
+    pub fn redirection(&self) -> Option<Redirect> {
+        lock!(self.redirect.read()).clone()
     }
 
     /// Number of sessions known, online or not.

@@ -1,5 +1,6 @@
 //! The broker's typed configuration, with defaults in code (Mosquitto's where it has one).
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -37,12 +38,12 @@ pub struct Config {
     pub wildcard_subscription_available: bool,
     pub subscription_identifier_available: bool,
     pub shared_subscription_available: bool,
-    /// Send MQTT 5 clients elsewhere (CONNACK 0x9C, or 0x9D when `server_moved`), and name this
-    /// server in the DISCONNECT sent at shutdown, for maintenance.
-    pub server_reference: Option<String>,
-    pub server_moved: bool,
+    /// Send MQTT 5 clients to another server from the start (see [`Redirect`]).
+    pub redirect: Option<Redirect>,
     /// How often expired sessions are looked for.
     pub expiry_check_interval: Duration,
+    /// Users who may authenticate with SCRAM-SHA-256 (MQTT 5 enhanced authentication).
+    pub scram_users: HashMap<String, cauldron_proto::scram::Credential>,
 }
 
 impl Default for Config {
@@ -65,9 +66,29 @@ impl Default for Config {
             wildcard_subscription_available: true,
             subscription_identifier_available: true,
             shared_subscription_available: true,
-            server_reference: None,
-            server_moved: false,
+            redirect: None,
             expiry_check_interval: Duration::from_secs(1),
+            scram_users: HashMap::new(),
+        }
+    }
+}
+
+/// Server redirection for maintenance [MQTT-4.11]: new MQTT 5 connections are refused with
+/// CONNACK 0x9C (use another server) or 0x9D (server moved, when `permanent`) naming
+/// `reference`; connected clients get the same in a DISCONNECT. Older clients get "server
+/// unavailable", as 3.1.1 has no way to say where to go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Redirect {
+    pub reference: String,
+    pub permanent: bool,
+}
+
+impl Redirect {
+    pub fn reason_code(&self) -> cauldron_proto::ReasonCode {
+        if self.permanent {
+            cauldron_proto::ReasonCode::ServerMoved
+        } else {
+            cauldron_proto::ReasonCode::UseAnotherServer
         }
     }
 }

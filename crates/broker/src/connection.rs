@@ -9,15 +9,17 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use cauldron_proto::{
-    decode, Ack, ByteString, ConnAck, Connect, DecodeError, Disconnect, Packet, Properties,
-    Protocol, Publish, QoS, ReasonCode, SubAck, Subscribe, UnsubAck, Unsubscribe, Will,
+    decode, scram, Ack, Auth, ByteString, ConnAck, Connect, DecodeError, Disconnect, Packet,
+    Properties, Protocol, Publish, QoS, ReasonCode, SubAck, Subscribe, UnsubAck, Unsubscribe, Will,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::time::{sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
+use crate::auth;
 use crate::broker::Broker;
+use crate::config::Redirect;
 use crate::message::Message;
 use crate::metrics;
 use crate::session::{next_connection_id, SessionHandle};
@@ -44,6 +46,8 @@ enum Exit {
     KeepAliveTimeout,
     /// Another connection took the session over [MQTT-3.1.4-2].
     TakenOver,
+    /// The operator sends clients to another server [MQTT-4.11].
+    Redirected(Redirect),
     Shutdown,
 }
 
@@ -84,7 +88,9 @@ where
     .await;
     match first {
         Ok(Ok(connect)) => {
-            if let Some(conn) = accept(&broker, *connect, peer, &mut writer).await {
+            if let Some(conn) =
+                accept(&broker, *connect, peer, &mut reader, &mut writer, &mut rbuf).await
+            {
                 conn.run(reader, writer, rbuf, shutdown).await;
             }
         }
@@ -113,17 +119,67 @@ async fn read_connect<R: AsyncRead + Unpin>(
     reader: &mut R,
     rbuf: &mut BytesMut,
 ) -> Result<Box<Connect>, DecodeError> {
+    match read_packet(broker, reader, rbuf, Protocol::V3_1_1).await? {
+        Packet::Connect(connect) => Ok(connect),
+        other => Err(DecodeError::ReservedPacketType(other.packet_type() as u8)),
+    }
+}
+
+/// Reads one whole packet outside the main loop (handshake steps).
+async fn read_packet<R: AsyncRead + Unpin>(
+    broker: &Broker,
+    reader: &mut R,
+    rbuf: &mut BytesMut,
+    protocol: Protocol,
+) -> Result<Packet, DecodeError> {
     loop {
-        if let Some(packet) = decode(rbuf, Protocol::V3_1_1, broker.config.max_packet_size)? {
-            return match packet {
-                Packet::Connect(connect) => Ok(connect),
-                other => Err(DecodeError::ReservedPacketType(other.packet_type() as u8)),
-            };
+        if let Some(packet) = decode(rbuf, protocol, broker.config.max_packet_size)? {
+            return Ok(packet);
         }
         match reader.read_buf(rbuf).await {
             Ok(0) | Err(_) => return Err(DecodeError::Truncated),
             Ok(n) => metrics::add(&broker.metrics.bytes_received, n as u64),
         }
+    }
+}
+
+/// The CONNECT-time AUTH exchange (MQTT 5 enhanced authentication). Returns the user name and
+/// the server's final data, or the reason code to refuse the connection with.
+async fn enhanced_auth<S: AsyncRead + AsyncWrite>(
+    broker: &Broker,
+    connect: &Connect,
+    reader: &mut ReadHalf<S>,
+    writer: &mut WriteHalf<S>,
+    rbuf: &mut BytesMut,
+) -> Result<(String, Vec<u8>), ReasonCode> {
+    let method = connect
+        .properties
+        .authentication_method
+        .as_deref()
+        .unwrap_or_default();
+    let (exchange, challenge) = auth::begin(
+        &broker.config,
+        method,
+        connect.properties.authentication_data.as_ref(),
+    )?;
+    let mut buf = BytesMut::new();
+    challenge
+        .encode(Protocol::V5, &mut buf)
+        .map_err(|_| ReasonCode::UnspecifiedError)?;
+    writer
+        .write_all(&buf)
+        .await
+        .map_err(|_| ReasonCode::UnspecifiedError)?;
+    let reply = tokio::time::timeout(
+        broker.config.connect_timeout,
+        read_packet(broker, reader, rbuf, Protocol::V5),
+    )
+    .await
+    .map_err(|_| ReasonCode::NotAuthorized)?
+    .map_err(|e| e.reason_code())?;
+    match reply {
+        Packet::Auth(auth) => auth::complete(exchange, &auth),
+        _ => Err(ReasonCode::ProtocolError),
     }
 }
 
@@ -148,11 +204,13 @@ fn assign_client_id(prefix: &str) -> ByteString {
 }
 
 /// Decides on a CONNECT, answers CONNACK, and on success attaches the session.
-async fn accept<S: AsyncWrite + Unpin>(
+async fn accept<S: AsyncRead + AsyncWrite>(
     broker: &Arc<Broker>,
     connect: Connect,
     peer: SocketAddr,
+    reader: &mut ReadHalf<S>,
     writer: &mut WriteHalf<S>,
+    rbuf: &mut BytesMut,
 ) -> Option<Connection> {
     let protocol = connect.protocol;
     let config = &broker.config;
@@ -186,15 +244,22 @@ async fn accept<S: AsyncWrite + Unpin>(
     } else {
         connect.client_id.clone()
     };
+    let mut auth_method = None;
     if protocol.is_v5() && connect.properties.authentication_method.is_some() {
-        // Enhanced authentication is not offered yet [MQTT-4.12.0-1].
-        write_and_close(
-            writer,
-            &refuse(ReasonCode::BadAuthenticationMethod),
-            protocol,
-        )
-        .await;
-        return None;
+        match enhanced_auth(broker, &connect, reader, writer, rbuf).await {
+            Ok((user, server_final)) => {
+                debug!(%peer, user, "authenticated with {}", scram::METHOD);
+                auth_method = connect.properties.authentication_method.clone();
+                let data = auth::properties(server_final);
+                props.authentication_method = data.authentication_method;
+                props.authentication_data = data.authentication_data;
+            }
+            Err(code) => {
+                metrics::add(&broker.metrics.auth_failures, 1);
+                write_and_close(writer, &refuse(code), protocol).await;
+                return None;
+            }
+        }
     }
 
     let mut keep_alive = connect.keep_alive;
@@ -202,19 +267,14 @@ async fn accept<S: AsyncWrite + Unpin>(
         keep_alive = config.max_keepalive;
         props.server_keep_alive = Some(keep_alive);
     }
-    if let Some(reference) = &config.server_reference {
+    if let Some(redirect) = broker.redirection() {
         // Maintenance redirection: MQTT 5 clients are told where to go [MQTT-4.11].
-        let code = if config.server_moved {
-            ReasonCode::ServerMoved
-        } else {
-            ReasonCode::UseAnotherServer
-        };
         let mut connack = ConnAck {
             session_present: false,
-            code,
+            code: redirect.reason_code(),
             properties: Properties::default(),
         };
-        connack.properties.server_reference = Some(reference.as_str().into());
+        connack.properties.server_reference = Some(redirect.reference.into());
         write_and_close(writer, &Packet::ConnAck(connack), protocol).await;
         return None;
     }
@@ -276,6 +336,8 @@ async fn accept<S: AsyncWrite + Unpin>(
         will: connect.will,
         keep_alive: (keep_alive > 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500)),
         session_expiry_zero: expiry_interval == 0,
+        auth_method,
+        reauth: None,
         alias_out_max: connect.properties.topic_alias_maximum.unwrap_or(0),
         aliases_out: HashMap::new(),
         problem_information: connect
@@ -311,6 +373,9 @@ struct Connection {
     /// MQTT 5: the session expiry at CONNECT was 0, so DISCONNECT may not raise it [MQTT-3.14.2-2].
     session_expiry_zero: bool,
     problem_information: bool,
+    /// The enhanced authentication method of CONNECT, if any, and a re-authentication under way.
+    auth_method: Option<ByteString>,
+    reauth: Option<scram::ServerExchange>,
     /// MQTT 5 topic aliases set by this client.
     aliases: HashMap<u16, ByteString>,
     /// Topic aliases we may set towards the client (its Topic Alias Maximum), and those set.
@@ -338,7 +403,10 @@ impl Connection {
             }
             exit = tokio::select! {
                 biased;
-                _ = self.kick.cancelled() => Some(Exit::TakenOver),
+                _ = self.kick.cancelled() => Some(match self.broker.redirection() {
+                    Some(redirect) => Exit::Redirected(redirect),
+                    None => Exit::TakenOver,
+                }),
                 _ = shutdown.cancelled() => Some(Exit::Shutdown),
                 written = writer.write_buf(&mut self.wbuf), if !self.wbuf.is_empty() => match written {
                     Ok(n) if n > 0 => {
@@ -420,12 +488,7 @@ impl Connection {
                     "[MQTT-3.1.0-2] second CONNECT",
                 ));
             }
-            Packet::Auth(_) => {
-                return Err(Violation::new(
-                    ReasonCode::ProtocolError,
-                    "[MQTT-4.12.0-1] AUTH without an authentication method",
-                ));
-            }
+            Packet::Auth(auth) => self.on_auth(auth)?,
             other => {
                 return Err(Violation::new(
                     ReasonCode::ProtocolError,
@@ -581,6 +644,47 @@ impl Connection {
         }));
     }
 
+    /// Re-authentication on a live connection [MQTT-4.12.1]: AUTH 0x19 starts it, AUTH 0x18
+    /// carries the proof, and AUTH 0x00 ends it. A failure closes the connection (0x87).
+    fn on_auth(&mut self, auth: Auth) -> Result<(), Violation> {
+        let method = auth.properties.authentication_method.as_ref();
+        if self.auth_method.is_none() || method != self.auth_method.as_ref() {
+            return Err(Violation::new(
+                ReasonCode::ProtocolError,
+                "[MQTT-4.12.1-1] AUTH with another method than CONNECT's",
+            ));
+        }
+        let step = match (auth.reason, self.reauth.take()) {
+            (ReasonCode::ReAuthenticate, None) => auth::begin(
+                &self.broker.config,
+                method.map(|m| &m[..]).unwrap_or_default(),
+                auth.properties.authentication_data.as_ref(),
+            )
+            .map(|(exchange, challenge)| {
+                self.reauth = Some(exchange);
+                challenge
+            }),
+            (ReasonCode::ContinueAuthentication, Some(exchange)) => auth::complete(exchange, &auth)
+                .map(|(_, server_final)| auth::packet(ReasonCode::Success, server_final)),
+            _ => Err(ReasonCode::ProtocolError),
+        };
+        match step {
+            Ok(packet) => {
+                self.send(&packet);
+                Ok(())
+            }
+            Err(code) => {
+                metrics::add(&self.broker.metrics.auth_failures, 1);
+                let reason = if code == ReasonCode::ProtocolError {
+                    code
+                } else {
+                    ReasonCode::NotAuthorized
+                };
+                Err(Violation::new(reason, "re-authentication failed"))
+            }
+        }
+    }
+
     fn on_disconnect(&mut self, disconnect: Disconnect) -> Result<Exit, Violation> {
         if let Some(expiry) = disconnect.properties.session_expiry_interval {
             if self.session_expiry_zero && expiry > 0 {
@@ -659,6 +763,10 @@ impl Connection {
                 Some((ReasonCode::SessionTakenOver, "session taken over".into())),
                 true,
             ),
+            Exit::Redirected(redirect) => (
+                Some((redirect.reason_code(), "moved to another server".into())),
+                true,
+            ),
             Exit::Shutdown => (
                 Some((
                     ReasonCode::ServerShuttingDown,
@@ -668,22 +776,11 @@ impl Connection {
             ),
         };
         info!(client = %self.client_id, ?exit, "Client disconnected");
-        if let (Some((mut reason, message)), true) = (reason, self.protocol.is_v5()) {
-            let reference = self
-                .broker
-                .config
-                .server_reference
-                .as_deref()
-                .filter(|_| matches!(exit, Exit::Shutdown));
-            if reference.is_some() {
-                reason = if self.broker.config.server_moved {
-                    ReasonCode::ServerMoved
-                } else {
-                    ReasonCode::UseAnotherServer
-                };
-            }
+        if let (Some((reason, message)), true) = (reason, self.protocol.is_v5()) {
             let mut disconnect = Disconnect::with_reason(reason);
-            disconnect.properties.server_reference = reference.map(Into::into);
+            if let Exit::Redirected(redirect) = &exit {
+                disconnect.properties.server_reference = Some(redirect.reference.as_str().into());
+            }
             if self.problem_information {
                 disconnect.properties.reason_string = Some(message.into());
             }

@@ -11,6 +11,7 @@
 //! # }
 //! ```
 
+mod auth;
 mod broker;
 pub mod config;
 mod connection;
@@ -22,7 +23,7 @@ mod server;
 mod session;
 
 pub use broker::Broker;
-pub use config::Config;
+pub use config::{Config, Redirect};
 pub use message::Message;
 pub use server::run;
 pub use tokio_util::sync::CancellationToken;

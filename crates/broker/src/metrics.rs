@@ -39,6 +39,8 @@ counters! {
     messages_dropped,
     bytes_received,
     bytes_sent,
+    /// Failed authentications (CONNECT and re-authentication).
+    auth_failures,
 }
 
 pub fn add(counter: &AtomicU64, n: u64) {

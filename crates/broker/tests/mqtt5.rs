@@ -4,7 +4,7 @@ mod common;
 
 use std::time::Duration;
 
-use cauldron_broker::Config;
+use cauldron_broker::{Config, Redirect};
 use cauldron_client::Client;
 use cauldron_proto::{
     Connect, Disconnect, Packet, Properties, Protocol, Publish, QoS, ReasonCode, RetainHandling,
@@ -183,7 +183,7 @@ async fn message_expiry_is_counted_down_and_expired_messages_are_never_delivered
     assert_eq!(&got.topic[..], "m/long");
     let remaining = got.properties.message_expiry_interval.unwrap();
     assert!(
-        remaining < 100 && remaining >= 95,
+        (95..100).contains(&remaining),
         "forwarded with the remaining time, got {remaining} [MQTT-3.3.2-6]"
     );
     raw.expect_silence().await;
@@ -675,11 +675,15 @@ async fn will_delay_and_its_cancellation_by_a_timely_return() {
 
 #[tokio::test]
 async fn server_redirection() {
-    let config = Config {
-        server_reference: Some("other.example:1883".into()),
-        ..Config::default()
+    let redirect = Redirect {
+        reference: "other.example:1883".into(),
+        permanent: false,
     };
-    let broker = TestBroker::with_config(config).await;
+    let broker = TestBroker::with_config(Config {
+        redirect: Some(redirect),
+        ..Config::default()
+    })
+    .await;
     let (_raw, ack) = Raw::handshake(broker.addr, v5("moving")).await;
     assert_eq!(ack.code, ReasonCode::UseAnotherServer);
     assert_eq!(
@@ -697,12 +701,187 @@ async fn server_redirection() {
         "3.1.1 clients: server unavailable"
     );
 
-    let config = Config {
-        server_reference: Some("new.example".into()),
-        server_moved: true,
-        ..Config::default()
+    // Moving connected clients during maintenance.
+    let broker = TestBroker::start().await;
+    let (mut connected, _) = raw_v5(&broker, v5("connected")).await;
+    broker.broker.redirect(Some(Redirect {
+        reference: "new.example".into(),
+        permanent: true,
+    }));
+    let packets = connected.expect_closed().await;
+    let [Packet::Disconnect(d)] = &packets[..] else {
+        panic!("{packets:?}")
     };
-    let broker = TestBroker::with_config(config).await;
-    let (_raw, ack) = Raw::handshake(broker.addr, v5("moved")).await;
+    assert_eq!(
+        (d.reason, d.properties.server_reference.as_deref()),
+        (ReasonCode::ServerMoved, Some("new.example"))
+    );
+    let (_raw, ack) = Raw::handshake(broker.addr, v5("late")).await;
     assert_eq!(ack.code, ReasonCode::ServerMoved);
+    broker.broker.redirect(None);
+    raw_v5(&broker, v5("back to normal")).await;
+}
+
+// --- Enhanced authentication ----------------------------------------------------------------
+
+fn scram_config() -> Config {
+    let mut config = Config::default();
+    let credential = cauldron_proto::scram::Credential::generate(b"s3cret").unwrap();
+    config.scram_users.insert("alice".into(), credential);
+    config
+}
+
+#[tokio::test]
+async fn scram_sha_256_at_connect() {
+    let broker = TestBroker::with_config(scram_config()).await;
+    let (client, _) = Client::connect(
+        broker
+            .options("alice-phone")
+            .protocol(Protocol::V5)
+            .scram("alice", "s3cret"),
+    )
+    .await
+    .unwrap();
+    let props = &client.connected().properties;
+    assert_eq!(
+        props.authentication_method.as_deref(),
+        Some("SCRAM-SHA-256")
+    );
+    // The client verified the server's signature in that data before accepting the CONNACK.
+    assert!(props
+        .authentication_data
+        .as_ref()
+        .is_some_and(|d| d.starts_with(b"v=")));
+
+    let refused = Client::connect(
+        broker
+            .options("mallory")
+            .protocol(Protocol::V5)
+            .scram("alice", "guess"),
+    )
+    .await;
+    assert!(
+        matches!(
+            refused,
+            Err(cauldron_client::Error::Refused(
+                ReasonCode::BadUserNameOrPassword
+            ))
+        ),
+        "{:?}",
+        refused.err()
+    );
+    let unknown = Client::connect(
+        broker
+            .options("nobody")
+            .protocol(Protocol::V5)
+            .scram("bob", "x"),
+    )
+    .await;
+    assert!(matches!(
+        unknown,
+        Err(cauldron_client::Error::Refused(
+            ReasonCode::BadUserNameOrPassword
+        ))
+    ));
+    assert_eq!(broker.broker.metrics.snapshot().auth_failures, 2);
+
+    let mut other = v5("other-method");
+    other.properties.authentication_method = Some("KERBEROS".into());
+    let (_raw, ack) = Raw::handshake(broker.addr, other).await;
+    assert_eq!(ack.code, ReasonCode::BadAuthenticationMethod);
+}
+
+/// Runs a SCRAM exchange over AUTH packets on a live connection.
+async fn reauthenticate(raw: &mut Raw, password: &[u8]) -> Vec<Packet> {
+    use cauldron_proto::scram::ClientExchange;
+    let auth = |reason, data: Vec<u8>| {
+        let properties = Properties {
+            authentication_method: Some("SCRAM-SHA-256".into()),
+            authentication_data: Some(data.into()),
+            ..Properties::default()
+        };
+        Packet::Auth(cauldron_proto::Auth { reason, properties })
+    };
+    let (exchange, first) = ClientExchange::start("alice", password).unwrap();
+    raw.send(auth(ReasonCode::ReAuthenticate, first)).await;
+    let Some(Packet::Auth(challenge)) = raw.recv().await else {
+        panic!("expected AUTH")
+    };
+    assert_eq!(challenge.reason, ReasonCode::ContinueAuthentication);
+    let (verifier, last) = exchange
+        .finish(&challenge.properties.authentication_data.unwrap())
+        .unwrap();
+    raw.send(auth(ReasonCode::ContinueAuthentication, last))
+        .await;
+    let mut got = Vec::new();
+    if let Some(packet) = raw.recv().await {
+        if let Packet::Auth(done) = &packet {
+            verifier
+                .verify(done.properties.authentication_data.as_ref().unwrap())
+                .unwrap();
+        }
+        got.push(packet);
+    }
+    got
+}
+
+#[tokio::test]
+async fn re_authentication_on_a_live_connection() {
+    let broker = TestBroker::with_config(scram_config()).await;
+    let mut connect = v5("reauth");
+    let (exchange, first) =
+        cauldron_proto::scram::ClientExchange::start("alice", b"s3cret").unwrap();
+    connect.properties.authentication_method = Some("SCRAM-SHA-256".into());
+    connect.properties.authentication_data = Some(first.into());
+    let mut raw = Raw::connect(broker.addr, Protocol::V5).await;
+    raw.send(Packet::Connect(Box::new(connect))).await;
+    let Some(Packet::Auth(challenge)) = raw.recv().await else {
+        panic!()
+    };
+    let (_, last) = exchange
+        .finish(&challenge.properties.authentication_data.unwrap())
+        .unwrap();
+    let properties = Properties {
+        authentication_method: Some("SCRAM-SHA-256".into()),
+        authentication_data: Some(last.into()),
+        ..Properties::default()
+    };
+    raw.send(Packet::Auth(cauldron_proto::Auth {
+        reason: ReasonCode::ContinueAuthentication,
+        properties,
+    }))
+    .await;
+    assert!(matches!(raw.recv().await, Some(Packet::ConnAck(a)) if a.code == ReasonCode::Success));
+
+    let done = reauthenticate(&mut raw, b"s3cret").await;
+    assert!(
+        matches!(&done[..], [Packet::Auth(a)] if a.reason == ReasonCode::Success),
+        "{done:?}"
+    );
+    raw.send(Packet::PingReq).await;
+    assert_eq!(
+        raw.recv().await,
+        Some(Packet::PingResp),
+        "still connected after re-authentication"
+    );
+
+    let failed = reauthenticate(&mut raw, b"changed").await;
+    assert!(
+        matches!(&failed[..], [Packet::Disconnect(d)] if d.reason == ReasonCode::NotAuthorized),
+        "{failed:?}"
+    );
+    assert_eq!(raw.expect_closed().await, vec![]);
+
+    // AUTH on a connection that did not use enhanced authentication is a protocol error.
+    let (mut plain, _) = raw_v5(&broker, v5("plain")).await;
+    plain
+        .send(Packet::Auth(cauldron_proto::Auth {
+            reason: ReasonCode::ReAuthenticate,
+            properties: Properties::default(),
+        }))
+        .await;
+    let packets = plain.expect_closed().await;
+    assert!(
+        matches!(&packets[..], [Packet::Disconnect(d)] if d.reason == ReasonCode::ProtocolError)
+    );
 }

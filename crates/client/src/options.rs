@@ -29,6 +29,8 @@ pub struct Options {
     pub properties: Properties,
     /// How long to wait for the TCP connection and the CONNACK.
     pub connect_timeout: Duration,
+    /// MQTT 5 enhanced authentication with SCRAM-SHA-256: user name and password.
+    pub scram: Option<(String, Vec<u8>)>,
 }
 
 impl Options {
@@ -45,6 +47,7 @@ impl Options {
             will: None,
             properties: Properties::default(),
             connect_timeout: Duration::from_secs(10),
+            scram: None,
         }
     }
 
@@ -87,6 +90,13 @@ impl Options {
             qos,
             retain,
         });
+        self
+    }
+
+    /// Authenticates with SCRAM-SHA-256 (MQTT 5 only): the password never crosses the wire and
+    /// the server proves it knows the credential too.
+    pub fn scram(mut self, username: impl Into<String>, password: impl Into<Vec<u8>>) -> Options {
+        self.scram = Some((username.into(), password.into()));
         self
     }
 

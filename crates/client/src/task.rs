@@ -5,8 +5,9 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use bytes::BytesMut;
+use cauldron_proto::scram::{self, ClientExchange, ClientVerifier};
 use cauldron_proto::{
-    decode, Ack, Connect, Packet, Properties, Protocol, Publish, QoS, ReasonCode, Subscribe,
+    decode, Ack, Auth, Connect, Packet, Properties, Protocol, Publish, QoS, ReasonCode, Subscribe,
     Unsubscribe,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -16,6 +17,12 @@ use tokio::sync::{mpsc, oneshot};
 use crate::{Command, Connected, Error, Options};
 
 type Reply<T> = oneshot::Sender<Result<T, Error>>;
+
+/// Where a SCRAM-SHA-256 exchange stands during the handshake.
+enum ScramStep {
+    Started(ClientExchange),
+    Proved(ClientVerifier),
+}
 
 /// Accept any packet size from the server; the server enforces its own limits.
 const MAX_PACKET: usize = usize::MAX;
@@ -66,11 +73,58 @@ pub(crate) async fn start(
             password: options.password.clone(),
             properties: options.properties.clone(),
         };
+        let mut connect = connect;
+        let mut scram = None;
+        if let Some((user, password)) = &options.scram {
+            let (exchange, client_first) = ClientExchange::start(user, password)
+                .map_err(|_| Error::Refused(ReasonCode::UnspecifiedError))?;
+            connect.properties.authentication_method = Some(scram::METHOD.into());
+            connect.properties.authentication_data = Some(client_first.into());
+            scram = Some(ScramStep::Started(exchange));
+        }
         Packet::Connect(Box::new(connect)).encode(options.protocol, &mut state.wbuf)?;
         stream.write_all(&state.wbuf).await?;
         state.wbuf.clear();
         loop {
             if let Some(packet) = decode(&mut state.rbuf, options.protocol, MAX_PACKET)? {
+                let packet = match (packet, scram.take()) {
+                    // The server's challenge: answer with our proof and wait for CONNACK.
+                    (Packet::Auth(auth), Some(ScramStep::Started(exchange))) => {
+                        let data = auth.properties.authentication_data.unwrap_or_default();
+                        let (verifier, client_final) = exchange
+                            .finish(&data)
+                            .map_err(|_| Error::Refused(ReasonCode::NotAuthorized))?;
+                        let properties = Properties {
+                            authentication_method: Some(scram::METHOD.into()),
+                            authentication_data: Some(client_final.into()),
+                            ..Properties::default()
+                        };
+                        let reply = Auth {
+                            reason: ReasonCode::ContinueAuthentication,
+                            properties,
+                        };
+                        Packet::Auth(reply).encode(options.protocol, &mut state.wbuf)?;
+                        stream.write_all(&state.wbuf).await?;
+                        state.wbuf.clear();
+                        scram = Some(ScramStep::Proved(verifier));
+                        continue;
+                    }
+                    // The server proves it knew our credential, or it is an impostor.
+                    (Packet::ConnAck(ack), Some(ScramStep::Proved(verifier)))
+                        if ack.code == ReasonCode::Success =>
+                    {
+                        let data = ack
+                            .properties
+                            .authentication_data
+                            .clone()
+                            .unwrap_or_default();
+                        verifier
+                            .verify(&data)
+                            .map_err(|_| Error::Refused(ReasonCode::NotAuthorized))?;
+                        Packet::ConnAck(ack)
+                    }
+                    (packet, _) => packet,
+                };
                 return match packet {
                     Packet::ConnAck(ack) if ack.code == ReasonCode::Success => Ok((
                         stream,

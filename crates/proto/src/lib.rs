@@ -8,6 +8,8 @@ mod error;
 mod packet;
 mod properties;
 mod reason;
+#[cfg(feature = "scram")]
+pub mod scram;
 pub mod topic;
 mod wire;
 
