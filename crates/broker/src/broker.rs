@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use cauldron_proto::{topic, ByteString, QoS, ReasonCode, RetainHandling, Subscription};
 
+use crate::authz::{AllowAll, Authorizer};
 use crate::config::{Config, Redirect};
 use crate::message::Message;
 use crate::metrics::{self, Metrics};
@@ -23,6 +24,7 @@ pub struct Broker {
     retained: RwLock<Retained>,
     sessions: Mutex<HashMap<ByteString, Arc<SessionHandle>>>,
     redirect: RwLock<Option<Redirect>>,
+    authorizer: Arc<dyn Authorizer>,
     pub metrics: Metrics,
 }
 
@@ -36,7 +38,13 @@ macro_rules! lock {
 
 impl Broker {
     pub fn new(config: Config) -> Arc<Broker> {
+        Broker::with_authorizer(config, Arc::new(AllowAll))
+    }
+
+    /// A broker whose access control is decided by `authorizer`.
+    pub fn with_authorizer(config: Config, authorizer: Arc<dyn Authorizer>) -> Arc<Broker> {
         Arc::new(Broker {
+            authorizer,
             redirect: RwLock::new(config.redirect.clone()),
             config,
             router: RwLock::default(),
@@ -76,6 +84,15 @@ impl Broker {
         });
         // A client with several matching subscriptions gets the message once, at the highest
         // granted QoS, with every subscription identifier [MQTT-3.3.4-2, 3.3.4-3].
+        // Read access is checked on every delivery, wills and retained messages included.
+        if !self.authorizer.allows_everything() {
+            let allowed = |e: &&Entry| {
+                self.authorizer
+                    .can_receive(&e.session.client_info(), &message.topic)
+            };
+            matches.retain(allowed);
+            shared.retain(|(e, _)| allowed(e));
+        }
         matches.sort_by_key(|e| Arc::as_ptr(&e.session));
         let mut offered = 0;
         let mut dropped = 0;
@@ -154,7 +171,11 @@ impl Broker {
         if !send_retained || topic::parse_shared(&sub.filter).is_some() {
             return (code, Vec::new());
         }
-        let retained = lock!(self.retained.read()).matching(&sub.filter);
+        let mut retained = lock!(self.retained.read()).matching(&sub.filter);
+        if !self.authorizer.allows_everything() {
+            let client = session.client_info();
+            retained.retain(|m| self.authorizer.can_receive(&client, &m.topic));
+        }
         let deliveries = retained
             .into_iter()
             .map(|message| Delivery {
@@ -285,6 +306,10 @@ impl Broker {
         for filter in filters {
             router.remove(&filter, session);
         }
+    }
+
+    pub fn authorizer(&self) -> &dyn Authorizer {
+        &*self.authorizer
     }
 
     /// Starts (or with `None` ends) redirecting clients to another server. Every connected

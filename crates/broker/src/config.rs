@@ -38,6 +38,9 @@ pub struct Config {
     pub wildcard_subscription_available: bool,
     pub subscription_identifier_available: bool,
     pub shared_subscription_available: bool,
+    /// Answer an MQTT 5 Request Response Information with `<prefix>/<client id>`, a topic root
+    /// the client may use for response topics. `None` answers nothing (the spec allows both).
+    pub response_topic_prefix: Option<String>,
     /// Send MQTT 5 clients to another server from the start (see [`Redirect`]).
     pub redirect: Option<Redirect>,
     /// How often expired sessions are looked for.
@@ -66,6 +69,7 @@ impl Default for Config {
             wildcard_subscription_available: true,
             subscription_identifier_available: true,
             shared_subscription_available: true,
+            response_topic_prefix: None,
             redirect: None,
             expiry_check_interval: Duration::from_secs(1),
             scram_users: HashMap::new(),

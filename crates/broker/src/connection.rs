@@ -301,6 +301,7 @@ async fn accept<S: AsyncRead + AsyncWrite>(
         state.attach(id, protocol, receive_maximum)
     };
     session.set_online(true);
+    session.set_username(connect.username.clone());
     if protocol.is_v5() {
         // Advertise only what differs from the defaults of MQTT 5.0 section 3.2.2.3.
         props.topic_alias_maximum = Some(config.topic_alias_maximum).filter(|m| *m > 0);
@@ -311,6 +312,12 @@ async fn accept<S: AsyncRead + AsyncWrite>(
         props.wildcard_subscription_available = unless(config.wildcard_subscription_available);
         props.subscription_identifiers_available = unless(config.subscription_identifier_available);
         props.shared_subscription_available = unless(config.shared_subscription_available);
+        if connect.properties.request_response_information == Some(true) {
+            props.response_information = config
+                .response_topic_prefix
+                .as_ref()
+                .map(|prefix| format!("{prefix}/{client_id}").into());
+        }
         if config.max_packet_size < cauldron_proto::MAX_VARINT as usize {
             props.maximum_packet_size = Some(config.max_packet_size as u32);
         }
@@ -539,13 +546,16 @@ impl Connection {
         }
         metrics::add(&self.broker.metrics.messages_received, 1);
         let (qos, packet_id) = (publish.qos, publish.packet_id.unwrap_or(0));
+        let allowed = self.may_publish(&publish.topic);
         let message = Message::from_publish(publish, Some(self.client_id.clone()));
+        // Denied messages are dropped; the QoS flow still completes [MQTT-3.3.5-2].
+        let route = |broker: &Broker, message| allowed.then(|| broker.publish(message));
         match qos {
             QoS::AtMostOnce => {
-                self.broker.publish(message);
+                route(&self.broker, message);
             }
             QoS::AtLeastOnce => {
-                let matched = self.broker.publish(message);
+                let matched = route(&self.broker, message);
                 self.send(&Packet::PubAck(self.ack(packet_id, matched)));
             }
             QoS::ExactlyOnce => {
@@ -559,9 +569,9 @@ impl Connection {
                 let is_new = state.receive_qos2(packet_id);
                 drop(state);
                 let matched = if is_new {
-                    self.broker.publish(message)
+                    route(&self.broker, message)
                 } else {
-                    1
+                    Some(1)
                 };
                 self.send(&Packet::PubRec(self.ack(packet_id, matched)));
             }
@@ -569,11 +579,21 @@ impl Connection {
         Ok(())
     }
 
-    /// PUBACK/PUBREC: MQTT 5 says when nobody was subscribed (0x10).
-    fn ack(&self, packet_id: u16, matched: usize) -> Ack {
+    fn may_publish(&self, topic: &str) -> bool {
+        let authorizer = self.broker.authorizer();
+        authorizer.allows_everything() || authorizer.can_publish(&self.session.client_info(), topic)
+    }
+
+    /// PUBACK/PUBREC for a message routed to `matched` sessions (`None`: not authorized).
+    /// MQTT 5 says why; 3.1.1 has no way to, so a denied publish looks accepted there.
+    fn ack(&self, packet_id: u16, matched: Option<usize>) -> Ack {
         let mut ack = Ack::new(packet_id);
-        if matched == 0 && self.protocol.is_v5() {
-            ack.reason = ReasonCode::NoMatchingSubscribers;
+        if self.protocol.is_v5() {
+            ack.reason = match matched {
+                None => ReasonCode::NotAuthorized,
+                Some(0) => ReasonCode::NoMatchingSubscribers,
+                Some(_) => ReasonCode::Success,
+            };
         }
         ack
     }
@@ -599,6 +619,13 @@ impl Connection {
                 Some(ReasonCode::SharedSubscriptionsNotSupported)
             } else if subscription_id.is_some() && !config.subscription_identifier_available {
                 Some(ReasonCode::SubscriptionIdentifiersNotSupported)
+            } else if !self.broker.authorizer().allows_everything()
+                && !self
+                    .broker
+                    .authorizer()
+                    .can_subscribe(&self.session.client_info(), &sub.filter)
+            {
+                Some(ReasonCode::NotAuthorized)
             } else if !config.wildcard_subscription_available
                 && cauldron_proto::topic::has_wildcard(&sub.filter)
             {
@@ -803,6 +830,10 @@ impl Connection {
     /// outlives the connection: it is dropped if the client returns in time, and published
     /// early if the session ends first [MQTT-3.1.3-9].
     fn publish_will(&self, will: Will) {
+        if !self.may_publish(&will.topic) {
+            debug!(client = %self.client_id, topic = %will.topic, "will not authorized, dropped");
+            return;
+        }
         let mut properties = will.properties;
         // The delay belongs to the will, not to the message subscribers receive.
         let delay = properties.will_delay_interval.take().unwrap_or(0);

@@ -12,6 +12,7 @@
 //! ```
 
 mod auth;
+pub mod authz;
 mod broker;
 pub mod config;
 mod connection;
@@ -22,6 +23,7 @@ mod router;
 mod server;
 mod session;
 
+pub use authz::{AllowAll, Authorizer, ClientInfo};
 pub use broker::Broker;
 pub use config::{Config, Redirect};
 pub use message::Message;

@@ -14,6 +14,7 @@ use cauldron_proto::{Ack, ByteString, Packet, Protocol, QoS, SubOptions};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::authz::ClientInfo;
 use crate::message::Message;
 
 /// A message waiting in a session's queue, with what this subscriber's subscription decided.
@@ -369,6 +370,8 @@ pub struct SessionHandle {
     online: AtomicBool,
     /// A will waiting out its Will Delay Interval [MQTT-3.1.3-9].
     pending_will: Mutex<Option<(u64, Message)>>,
+    /// The user name of the latest connection, for authorization of deliveries.
+    username: Mutex<Option<ByteString>>,
 }
 
 impl SessionHandle {
@@ -380,6 +383,7 @@ impl SessionHandle {
             kick: Mutex::new(None),
             online: AtomicBool::new(false),
             pending_will: Mutex::new(None),
+            username: Mutex::new(None),
         })
     }
 
@@ -431,6 +435,23 @@ impl SessionHandle {
 
     pub fn is_online(&self) -> bool {
         self.online.load(Ordering::Relaxed)
+    }
+
+    /// Who this session belongs to now.
+    pub fn client_info(&self) -> ClientInfo {
+        let username = self
+            .username
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        ClientInfo {
+            client_id: self.client_id.clone(),
+            username,
+        }
+    }
+
+    pub fn set_username(&self, username: Option<ByteString>) {
+        *self.username.lock().unwrap_or_else(|e| e.into_inner()) = username;
     }
 
     pub fn set_online(&self, online: bool) {

@@ -885,3 +885,114 @@ async fn re_authentication_on_a_live_connection() {
         matches!(&packets[..], [Packet::Disconnect(d)] if d.reason == ReasonCode::ProtocolError)
     );
 }
+
+// --- Authorization reason codes -------------------------------------------------------------
+
+/// Denies publishing under `secret/`, subscribing under `private/`, and receiving under
+/// `hidden/` unless the user is "admin".
+struct TestAcl;
+
+impl cauldron_broker::Authorizer for TestAcl {
+    fn can_publish(&self, _: &cauldron_broker::ClientInfo, topic: &str) -> bool {
+        !topic.starts_with("secret/")
+    }
+    fn can_subscribe(&self, _: &cauldron_broker::ClientInfo, filter: &str) -> bool {
+        !filter.starts_with("private/")
+    }
+    fn can_receive(&self, client: &cauldron_broker::ClientInfo, topic: &str) -> bool {
+        !topic.starts_with("hidden/") || client.username.as_deref() == Some("admin")
+    }
+}
+
+#[tokio::test]
+async fn not_authorized_reason_codes_and_read_checks_on_delivery() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let broker =
+        cauldron_broker::Broker::with_authorizer(Config::default(), std::sync::Arc::new(TestAcl));
+    tokio::spawn(cauldron_broker::run(
+        std::sync::Arc::clone(&broker),
+        vec![listener],
+        cauldron_broker::CancellationToken::new(),
+    ));
+
+    let (mut v5_raw, _) = Raw::handshake(addr, v5("v5")).await;
+    v5_raw
+        .publish("secret/x", "no", QoS::AtLeastOnce, Some(1))
+        .await;
+    assert!(
+        matches!(v5_raw.recv().await, Some(Packet::PubAck(a)) if a.reason == ReasonCode::NotAuthorized)
+    );
+    v5_raw
+        .publish("secret/x", "no", QoS::ExactlyOnce, Some(2))
+        .await;
+    assert!(
+        matches!(v5_raw.recv().await, Some(Packet::PubRec(a)) if a.reason == ReasonCode::NotAuthorized)
+    );
+    assert_eq!(
+        subscribe_with(&mut v5_raw, "private/#", qos(QoS::AtMostOnce), None).await,
+        [ReasonCode::NotAuthorized]
+    );
+
+    // 3.1.1: the publish is dropped silently with a normal PUBACK; SUBACK says 0x80.
+    let (mut v3_raw, _) = Raw::session(addr, "v3", true).await;
+    v3_raw
+        .publish("secret/x", "no", QoS::AtLeastOnce, Some(1))
+        .await;
+    assert!(
+        matches!(v3_raw.recv().await, Some(Packet::PubAck(a)) if a.reason == ReasonCode::Success)
+    );
+    let ack = v3_raw.subscribe("private/#", QoS::AtMostOnce).await;
+    let mut bytes = cauldron_proto::BytesMut::new();
+    Packet::SubAck(ack)
+        .encode(Protocol::V3_1_1, &mut bytes)
+        .unwrap();
+    assert_eq!(bytes.last(), Some(&0x80));
+
+    // Read access on delivery, retained messages included.
+    let mut admin_connect = v5("admin");
+    admin_connect.username = Some("admin".into());
+    let (mut admin, _) = Raw::handshake(addr, admin_connect).await;
+    subscribe_with(&mut admin, "#", qos(QoS::AtMostOnce), None).await;
+    let (mut user, _) = Raw::handshake(addr, v5("user")).await;
+    subscribe_with(&mut user, "#", qos(QoS::AtMostOnce), None).await;
+    let (mut publisher, _) = Raw::handshake(addr, v5("pub")).await;
+    let mut retained = Publish::new("hidden/r", &b"kept"[..]);
+    retained.retain = true;
+    publisher.send(Packet::Publish(retained)).await;
+    publisher
+        .publish("hidden/live", "for admins", QoS::AtMostOnce, None)
+        .await;
+    assert_eq!(&admin.expect_publish().await.topic[..], "hidden/r");
+    assert_eq!(&admin.expect_publish().await.topic[..], "hidden/live");
+    user.expect_silence().await;
+    let (mut late, _) = Raw::handshake(addr, v5("late")).await;
+    subscribe_with(&mut late, "hidden/#", qos(QoS::AtMostOnce), None).await;
+    late.expect_silence().await;
+}
+
+#[tokio::test]
+async fn response_information_and_server_keep_alive() {
+    let config = Config {
+        response_topic_prefix: Some("responses".into()),
+        max_keepalive: 30,
+        ..Config::default()
+    };
+    let broker = TestBroker::with_config(config).await;
+    let mut connect = v5("asker");
+    connect.keep_alive = 60;
+    connect.properties.request_response_information = Some(true);
+    let (_raw, ack) = raw_v5(&broker, connect).await;
+    assert_eq!(
+        ack.properties.response_information.as_deref(),
+        Some("responses/asker")
+    );
+    assert_eq!(
+        ack.properties.server_keep_alive,
+        Some(30),
+        "keep alive lowered to the maximum"
+    );
+    let (_raw, ack) = raw_v5(&broker, v5("not-asking")).await;
+    assert_eq!(ack.properties.response_information, None);
+    assert_eq!(ack.properties.server_keep_alive, None);
+}
