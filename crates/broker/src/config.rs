@@ -17,6 +17,15 @@ pub struct Config {
     pub max_queued_messages: usize,
     /// Queue QoS 0 messages for offline persistent sessions (Mosquitto: queue_qos0_messages).
     pub queue_qos0_messages: bool,
+    /// Payload bytes queued per session; 0 is no limit (Mosquitto: max_queued_bytes).
+    pub max_queued_bytes: usize,
+    /// When a session's queue is full, drop its oldest message instead of the new one.
+    pub drop_oldest: bool,
+    /// How long a 3.x persistent session (clean session 0) outlives its connection; `None`
+    /// keeps it forever (Mosquitto: persistent_client_expiration).
+    pub persistent_client_expiration: Option<Duration>,
+    /// Whether acknowledgements wait for the store (see [`crate::store::Durability`]).
+    pub durability: crate::store::Durability,
     /// Largest packet accepted from a client, in bytes.
     pub max_packet_size: usize,
     /// Time a new connection has to send CONNECT.
@@ -57,6 +66,10 @@ impl Default for Config {
             max_inflight_messages: 20,
             max_queued_messages: 1000,
             queue_qos0_messages: false,
+            max_queued_bytes: 0,
+            drop_oldest: false,
+            persistent_client_expiration: None,
+            durability: crate::store::Durability::Sync,
             max_packet_size: 268_435_460,
             connect_timeout: Duration::from_secs(10),
             max_keepalive: 65_535,

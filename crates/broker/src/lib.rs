@@ -22,6 +22,7 @@ mod retain;
 mod router;
 mod server;
 mod session;
+pub mod store;
 
 pub use authz::{AllowAll, Authorizer, ClientInfo};
 pub use broker::Broker;

@@ -3,6 +3,12 @@
 //!
 //! Locking order, to stay deadlock-free: sessions table, then router, then one session. No lock
 //! is ever held across an `.await`.
+//!
+//! With a store, every change that must survive a restart is submitted as store operations;
+//! the operations that return a `Ticket` give the caller something to wait on before it
+//! acknowledges.
+
+mod restore;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
@@ -17,6 +23,9 @@ use crate::metrics::{self, Metrics};
 use crate::retain::Retained;
 use crate::router::{Entry, Match, Router};
 use crate::session::{Delivery, Enqueued, Limits, SessionHandle};
+use crate::store::{
+    self, Durability, Op, Persistence, Snapshot, Store, StoreError, StoredMessage, Ticket,
+};
 
 pub struct Broker {
     pub config: Config,
@@ -25,7 +34,16 @@ pub struct Broker {
     sessions: Mutex<HashMap<ByteString, Arc<SessionHandle>>>,
     redirect: RwLock<Option<Redirect>>,
     authorizer: Arc<dyn Authorizer>,
+    persistence: Option<Persistence>,
     pub metrics: Metrics,
+}
+
+/// What became of a published message.
+pub struct Routed {
+    /// Sessions it was offered to.
+    pub matched: usize,
+    /// Resolves once it is stored (retained, or queued for a persistent session).
+    pub durable: Option<Ticket>,
 }
 
 /// Poisoning only means another thread panicked mid-section; every section here leaves the
@@ -35,6 +53,7 @@ macro_rules! lock {
         $e.unwrap_or_else(|poisoned| poisoned.into_inner())
     };
 }
+pub(crate) use lock;
 
 impl Broker {
     pub fn new(config: Config) -> Arc<Broker> {
@@ -43,7 +62,33 @@ impl Broker {
 
     /// A broker whose access control is decided by `authorizer`.
     pub fn with_authorizer(config: Config, authorizer: Arc<dyn Authorizer>) -> Arc<Broker> {
-        Arc::new(Broker {
+        Arc::new(Broker::build(config, authorizer, None))
+    }
+
+    /// A broker that keeps its state in `store`, starting from what `snapshot` holds.
+    pub fn open(
+        config: Config,
+        authorizer: Arc<dyn Authorizer>,
+        store: Box<dyn Store>,
+        snapshot: Snapshot,
+        durability: Durability,
+    ) -> Result<Arc<Broker>, StoreError> {
+        let broker = Broker::build(
+            config,
+            authorizer,
+            Some(Persistence::start(store, durability)),
+        );
+        broker.restore(snapshot)?;
+        Ok(Arc::new(broker))
+    }
+
+    fn build(
+        config: Config,
+        authorizer: Arc<dyn Authorizer>,
+        persistence: Option<Persistence>,
+    ) -> Broker {
+        Broker {
+            persistence,
             authorizer,
             redirect: RwLock::new(config.redirect.clone()),
             config,
@@ -51,23 +96,56 @@ impl Broker {
             retained: RwLock::default(),
             sessions: Mutex::default(),
             metrics: Metrics::default(),
-        })
+        }
+    }
+
+    /// Queues store operations; the ticket resolves when they are durable.
+    pub fn submit(&self, ops: Vec<Op>) -> Option<Ticket> {
+        self.persistence.as_ref().and_then(|p| p.submit(ops))
+    }
+
+    /// Submits what a session journalled since the last call.
+    pub fn flush_session(&self, session: &SessionHandle) -> Option<Ticket> {
+        let ops = session.lock().take_ops();
+        self.submit(ops)
+    }
+
+    /// Commits what is pending and stops the store writer (at shutdown).
+    pub fn close_store(&self) {
+        if let Some(persistence) = &self.persistence {
+            persistence.shutdown();
+        }
+    }
+
+    fn new_session(&self, client_id: &ByteString) -> Arc<SessionHandle> {
+        SessionHandle::new(client_id.clone(), self.limits(), self.persistence.is_some())
     }
 
     fn limits(&self) -> Limits {
         Limits {
             max_inflight: self.config.max_inflight_messages,
             max_queued: self.config.max_queued_messages,
+            max_queued_bytes: self.config.max_queued_bytes,
+            drop_oldest: self.config.drop_oldest,
             queue_qos0: self.config.queue_qos0_messages,
         }
     }
 
     /// Routes one message to every matching subscription and updates the retained store.
-    /// Returns how many sessions it was offered to.
-    pub fn publish(&self, message: Message) -> usize {
+    pub fn publish(&self, message: Message) -> Routed {
         let message = Arc::new(message);
+        let mut ops = Vec::new();
         if message.retain {
             lock!(self.retained.write()).set(&message);
+            if self.persistence.is_some() {
+                ops.push(match message.payload.is_empty() {
+                    true => Op::DeleteRetained(message.topic.to_string()),
+                    false => Op::PutRetained(
+                        message.topic.to_string(),
+                        store::record::to_bytes(&StoredMessage::new(&message)),
+                    ),
+                });
+            }
         }
         let router = lock!(self.router.read());
         let mut matches: Vec<&Entry> = Vec::new();
@@ -110,8 +188,9 @@ impl Broker {
                 retain,
                 subscription_ids: group.iter().filter_map(|e| e.subscription_id).collect(),
                 shared: None,
+                seq: 0,
             };
-            if group[0].session.deliver(delivery) == Enqueued::Dropped {
+            if group[0].session.deliver(delivery, &mut ops) == Enqueued::Dropped {
                 dropped += 1;
             }
             offered += 1;
@@ -124,8 +203,9 @@ impl Broker {
                 retain: message.retain && entry.options.retain_as_published,
                 subscription_ids: entry.subscription_id.into_iter().collect(),
                 shared: Some(filter.clone()),
+                seq: 0,
             };
-            if entry.session.deliver(delivery) == Enqueued::Dropped {
+            if entry.session.deliver(delivery, &mut ops) == Enqueued::Dropped {
                 dropped += 1;
             }
             offered += 1;
@@ -134,11 +214,20 @@ impl Broker {
             tracing::debug!(topic = %message.topic, dropped, "queues full: message dropped");
             metrics::add(&self.metrics.messages_dropped, dropped);
         }
-        offered
+        Routed {
+            matched: offered,
+            durable: self.submit(ops),
+        }
+    }
+
+    /// Publishes a message nobody waits on (wills, messages handed back by a leaving member).
+    fn publish_detached(&self, message: Message) {
+        drop(self.publish(message).durable);
     }
 
     /// Adds a subscription for `session` and returns the SUBACK code with the retained messages
-    /// it must receive [MQTT-3.3.1-8].
+    /// it must receive [MQTT-3.3.1-8]. The session journals its new record; the caller flushes
+    /// it (`flush_session`) and sends SUBACK once that is durable.
     pub fn subscribe(
         &self,
         session: &Arc<SessionHandle>,
@@ -153,10 +242,13 @@ impl Broker {
             subscription_id,
         };
         let is_new = lock!(self.router.write()).insert(&sub.filter, entry);
-        session
-            .lock()
-            .subscriptions
-            .insert(sub.filter.clone(), (options, subscription_id));
+        {
+            let mut state = session.lock();
+            state
+                .subscriptions
+                .insert(sub.filter.clone(), (options, subscription_id));
+            state.journal_record();
+        }
         let code = match options.qos {
             QoS::AtMostOnce => ReasonCode::Success,
             QoS::AtLeastOnce => ReasonCode::GrantedQoS1,
@@ -183,15 +275,20 @@ impl Broker {
                 retain: true,
                 subscription_ids: subscription_id.into_iter().collect(),
                 shared: None,
+                seq: 0,
                 message,
             })
             .collect();
         (code, deliveries)
     }
 
-    /// Removes a subscription; returns whether it existed.
+    /// Removes a subscription; returns whether it existed. Journals like `subscribe`.
     pub fn unsubscribe(&self, session: &Arc<SessionHandle>, filter: &str) -> bool {
-        session.lock().subscriptions.remove(filter);
+        {
+            let mut state = session.lock();
+            state.subscriptions.remove(filter);
+            state.journal_record();
+        }
         lock!(self.router.write()).remove(filter, session)
     }
 
@@ -210,18 +307,19 @@ impl Broker {
                 let state = existing.lock();
                 !clean_start && state.persistent() && !state.is_expired(Instant::now())
             };
-            let delayed_will = existing.take_pending_will();
+            let delayed_will = existing.lock().take_pending_will(None);
             if resumable {
                 // Reconnected within the will delay: the will is not sent [MQTT-3.1.3-9].
+                drop(self.flush_session(&existing));
                 return (existing, true);
             }
             // The old session ends here, and with it the wait of a delayed will.
             if let Some(will) = delayed_will {
-                self.publish(will);
+                self.publish_detached(will);
             }
-            self.drop_subscriptions(&existing);
+            self.end_session(&existing);
         }
-        let handle = SessionHandle::new(client_id.clone(), self.limits());
+        let handle = self.new_session(client_id);
         sessions.insert(client_id.clone(), Arc::clone(&handle));
         (handle, false)
     }
@@ -240,6 +338,7 @@ impl Broker {
         session.clear_connection(connection);
         self.reroute_shared(session, handed_back);
         if persistent {
+            drop(self.flush_session(session));
             return;
         }
         let mut sessions = lock!(self.sessions.lock());
@@ -250,25 +349,30 @@ impl Broker {
             sessions.remove(&session.client_id);
         }
         drop(sessions);
-        self.drop_subscriptions(session);
+        self.end_session(session);
     }
 
     /// Offers unacknowledged shared-subscription messages of a departing member to another
     /// connected member; with none, the departing session keeps them.
     fn reroute_shared(&self, leaving: &Arc<SessionHandle>, deliveries: Vec<Delivery>) {
+        let mut ops = Vec::new();
         for delivery in deliveries {
             let filter = delivery.shared.clone().unwrap_or_default();
             let other = lock!(self.router.read()).other_member(&filter, leaving);
-            match other {
-                Some(entry) => {
-                    let qos = entry.options.qos.min(delivery.message.qos);
-                    entry.session.deliver(Delivery { qos, ..delivery });
-                }
-                None => {
-                    leaving.lock().enqueue(delivery);
-                }
-            }
+            let (target, qos) = match &other {
+                Some(entry) => (&entry.session, entry.options.qos.min(delivery.message.qos)),
+                None => (leaving, delivery.qos),
+            };
+            target.deliver(
+                Delivery {
+                    qos,
+                    seq: 0,
+                    ..delivery
+                },
+                &mut ops,
+            );
         }
+        drop(self.submit(ops));
     }
 
     /// Ends offline sessions whose expiry interval has passed, with their subscriptions and
@@ -287,24 +391,40 @@ impl Broker {
             expired
         };
         for session in &expired {
-            if let Some(will) = session.take_pending_will() {
-                self.publish(will);
+            let will = session.lock().take_pending_will(None);
+            if let Some(will) = will {
+                self.publish_detached(will);
             }
-            self.drop_subscriptions(session);
+            self.end_session(session);
         }
         expired.len()
     }
 
-    fn drop_subscriptions(&self, session: &Arc<SessionHandle>) {
-        let filters: Vec<ByteString> = session
-            .lock()
-            .subscriptions
-            .drain()
-            .map(|(f, _)| f)
-            .collect();
+    /// Discards a session that is no longer in the table: its subscriptions leave the trie and
+    /// its stored record, queue and QoS 2 state leave the store.
+    fn end_session(&self, session: &Arc<SessionHandle>) {
+        let (filters, stored) = {
+            let mut state = session.lock();
+            state.take_ops(); // superseded by the delete below
+            let filters: Vec<ByteString> = state.subscriptions.drain().map(|(f, _)| f).collect();
+            (filters, std::mem::take(&mut state.stored))
+        };
         let mut router = lock!(self.router.write());
         for filter in filters {
             router.remove(&filter, session);
+        }
+        drop(router);
+        if stored {
+            drop(self.submit(vec![Op::DeleteSession(session.client_id.to_string())]));
+        }
+    }
+
+    /// Publishes a will whose delay ran out, if `connection` left it and it is still pending.
+    pub fn publish_delayed_will(&self, session: &SessionHandle, connection: u64) {
+        let will = session.lock().take_pending_will(Some(connection));
+        drop(self.flush_session(session));
+        if let Some(will) = will {
+            self.publish_detached(will);
         }
     }
 

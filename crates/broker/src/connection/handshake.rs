@@ -1,0 +1,286 @@
+//! The first exchange of a connection: CONNECT (and MQTT 5 enhanced authentication) in,
+//! CONNACK out, the session attached.
+
+use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasher, Hasher};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use cauldron_proto::{
+    decode, scram, ByteString, ConnAck, Connect, DecodeError, Packet, Properties, Protocol, QoS,
+    ReasonCode,
+};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info};
+
+use crate::auth;
+use crate::broker::Broker;
+use crate::metrics;
+use crate::session::next_connection_id;
+
+use super::Connection;
+
+/// Reads until one whole packet is there, which must be CONNECT [MQTT-3.1.0-1].
+pub(super) async fn read_connect<R: AsyncRead + Unpin>(
+    broker: &Broker,
+    reader: &mut R,
+    rbuf: &mut BytesMut,
+) -> Result<Box<Connect>, DecodeError> {
+    match read_packet(broker, reader, rbuf, Protocol::V3_1_1).await? {
+        Packet::Connect(connect) => Ok(connect),
+        other => Err(DecodeError::ReservedPacketType(other.packet_type() as u8)),
+    }
+}
+
+/// Reads one whole packet outside the main loop (handshake steps).
+async fn read_packet<R: AsyncRead + Unpin>(
+    broker: &Broker,
+    reader: &mut R,
+    rbuf: &mut BytesMut,
+    protocol: Protocol,
+) -> Result<Packet, DecodeError> {
+    loop {
+        if let Some(packet) = decode(rbuf, protocol, broker.config.max_packet_size)? {
+            return Ok(packet);
+        }
+        match reader.read_buf(rbuf).await {
+            Ok(0) | Err(_) => return Err(DecodeError::Truncated),
+            Ok(n) => metrics::add(&broker.metrics.bytes_received, n as u64),
+        }
+    }
+}
+
+/// The CONNECT-time AUTH exchange (MQTT 5 enhanced authentication). Returns the user name and
+/// the server's final data, or the reason code to refuse the connection with.
+async fn enhanced_auth<S: AsyncRead + AsyncWrite>(
+    broker: &Broker,
+    connect: &Connect,
+    reader: &mut ReadHalf<S>,
+    writer: &mut WriteHalf<S>,
+    rbuf: &mut BytesMut,
+) -> Result<(String, Vec<u8>), ReasonCode> {
+    let method = connect
+        .properties
+        .authentication_method
+        .as_deref()
+        .unwrap_or_default();
+    let (exchange, challenge) = auth::begin(
+        &broker.config,
+        method,
+        connect.properties.authentication_data.as_ref(),
+    )?;
+    let mut buf = BytesMut::new();
+    challenge
+        .encode(Protocol::V5, &mut buf)
+        .map_err(|_| ReasonCode::UnspecifiedError)?;
+    writer
+        .write_all(&buf)
+        .await
+        .map_err(|_| ReasonCode::UnspecifiedError)?;
+    let reply = tokio::time::timeout(
+        broker.config.connect_timeout,
+        read_packet(broker, reader, rbuf, Protocol::V5),
+    )
+    .await
+    .map_err(|_| ReasonCode::NotAuthorized)?
+    .map_err(|e| e.reason_code())?;
+    match reply {
+        Packet::Auth(auth) => auth::complete(exchange, &auth),
+        _ => Err(ReasonCode::ProtocolError),
+    }
+}
+
+pub(super) async fn write_and_close<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    packet: &Packet,
+    protocol: Protocol,
+) {
+    let mut buf = BytesMut::new();
+    if packet.encode(protocol, &mut buf).is_ok() {
+        let _ = tokio::time::timeout(Duration::from_secs(1), writer.write_all(&buf)).await;
+    }
+    let _ = writer.shutdown().await;
+}
+
+/// A client id for a client that sent none [MQTT-3.1.3-6].
+fn assign_client_id(prefix: &str) -> ByteString {
+    let random = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    ByteString::from(format!("{prefix}{random:016x}"))
+}
+
+/// Decides on a CONNECT, answers CONNACK, and on success attaches the session.
+pub(super) async fn accept<S: AsyncRead + AsyncWrite>(
+    broker: &Arc<Broker>,
+    connect: Connect,
+    peer: SocketAddr,
+    reader: &mut ReadHalf<S>,
+    writer: &mut WriteHalf<S>,
+    rbuf: &mut BytesMut,
+) -> Option<Connection> {
+    let protocol = connect.protocol;
+    let config = &broker.config;
+    let refuse = |code: ReasonCode| {
+        Packet::ConnAck(ConnAck {
+            session_present: false,
+            code,
+            properties: Properties::default(),
+        })
+    };
+    let mut props = Properties::default();
+    let client_id = if connect.client_id.is_empty() {
+        // 3.1 requires an id; 3.1.1 only allows an empty one with clean session [MQTT-3.1.3-8].
+        let refused = protocol == Protocol::V3_1
+            || (protocol == Protocol::V3_1_1 && !connect.clean_start)
+            || !config.allow_zero_length_clientid;
+        if refused {
+            write_and_close(
+                writer,
+                &refuse(ReasonCode::ClientIdentifierNotValid),
+                protocol,
+            )
+            .await;
+            return None;
+        }
+        let id = assign_client_id(&config.auto_id_prefix);
+        if protocol.is_v5() {
+            props.assigned_client_identifier = Some(id.clone());
+        }
+        id
+    } else {
+        connect.client_id.clone()
+    };
+    let mut auth_method = None;
+    if protocol.is_v5() && connect.properties.authentication_method.is_some() {
+        match enhanced_auth(broker, &connect, reader, writer, rbuf).await {
+            Ok((user, server_final)) => {
+                debug!(%peer, user, "authenticated with {}", scram::METHOD);
+                auth_method = connect.properties.authentication_method.clone();
+                let data = auth::properties(server_final);
+                props.authentication_method = data.authentication_method;
+                props.authentication_data = data.authentication_data;
+            }
+            Err(code) => {
+                metrics::add(&broker.metrics.auth_failures, 1);
+                write_and_close(writer, &refuse(code), protocol).await;
+                return None;
+            }
+        }
+    }
+
+    let mut keep_alive = connect.keep_alive;
+    if protocol.is_v5() && keep_alive > config.max_keepalive {
+        keep_alive = config.max_keepalive;
+        props.server_keep_alive = Some(keep_alive);
+    }
+    if let Some(redirect) = broker.redirection() {
+        // Maintenance redirection: MQTT 5 clients are told where to go [MQTT-4.11].
+        let mut connack = ConnAck {
+            session_present: false,
+            code: redirect.reason_code(),
+            properties: Properties::default(),
+        };
+        connack.properties.server_reference = Some(redirect.reference.into());
+        write_and_close(writer, &Packet::ConnAck(connack), protocol).await;
+        return None;
+    }
+    let expiry_interval = match protocol {
+        Protocol::V5 => connect.properties.session_expiry_interval.unwrap_or(0),
+        _ if connect.clean_start => 0,
+        // 3.x persistent sessions live until Mosquitto's persistent_client_expiration, if set.
+        _ => config.persistent_client_expiration.map_or(u32::MAX, |d| {
+            d.as_secs().min(u64::from(u32::MAX - 1)) as u32
+        }),
+    };
+    let (session, session_present) = broker.open_session(&client_id, connect.clean_start);
+    let id = next_connection_id();
+    let kick = CancellationToken::new();
+    session.set_connection(id, kick.clone());
+    let resend = {
+        let mut state = session.lock();
+        state.expiry_interval = expiry_interval;
+        state.max_packet_size = connect
+            .properties
+            .maximum_packet_size
+            .map_or(usize::MAX, |m| m as usize);
+        let receive_maximum = connect
+            .properties
+            .receive_maximum
+            .map_or(usize::MAX, usize::from);
+        let resend = state.attach(id, protocol, receive_maximum);
+        state.journal_record();
+        resend
+    };
+    drop(broker.flush_session(&session));
+    session.set_online(true);
+    session.set_username(connect.username.clone());
+    if protocol.is_v5() {
+        // Advertise only what differs from the defaults of MQTT 5.0 section 3.2.2.3.
+        props.topic_alias_maximum = Some(config.topic_alias_maximum).filter(|m| *m > 0);
+        props.receive_maximum = Some(config.receive_maximum).filter(|m| *m < u16::MAX);
+        props.maximum_qos = Some(config.max_qos).filter(|q| *q < QoS::ExactlyOnce);
+        let unless = |available: bool| (!available).then_some(false);
+        props.retain_available = unless(config.retain_available);
+        props.wildcard_subscription_available = unless(config.wildcard_subscription_available);
+        props.subscription_identifiers_available = unless(config.subscription_identifier_available);
+        props.shared_subscription_available = unless(config.shared_subscription_available);
+        if connect.properties.request_response_information == Some(true) {
+            props.response_information = config
+                .response_topic_prefix
+                .as_ref()
+                .map(|prefix| format!("{prefix}/{client_id}").into());
+        }
+        if config.max_packet_size < cauldron_proto::MAX_VARINT as usize {
+            props.maximum_packet_size = Some(config.max_packet_size as u32);
+        }
+    }
+    info!(
+        "New client connected from {peer} as {client_id} (p{}, c{}, k{keep_alive}{})",
+        protocol.level(),
+        u8::from(connect.clean_start),
+        connect
+            .username
+            .as_ref()
+            .map(|u| format!(", u'{u}'"))
+            .unwrap_or_default()
+    );
+    let mut conn = Connection {
+        broker: Arc::clone(broker),
+        session,
+        id,
+        kick,
+        protocol,
+        client_id,
+        peer,
+        will: connect.will,
+        keep_alive: (keep_alive > 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500)),
+        session_expiry_zero: expiry_interval == 0,
+        auth_method,
+        reauth: None,
+        alias_out_max: connect.properties.topic_alias_maximum.unwrap_or(0),
+        aliases_out: HashMap::new(),
+        problem_information: connect
+            .properties
+            .request_problem_information
+            .unwrap_or(true),
+        aliases: HashMap::new(),
+        wbuf: BytesMut::with_capacity(4096),
+        pending: VecDeque::new(),
+        held: BytesMut::new(),
+        scratch: Vec::new(),
+    };
+    // CONNACK first, then whatever the resumed session still owes the client.
+    conn.send(&Packet::ConnAck(ConnAck {
+        session_present,
+        code: ReasonCode::Success,
+        properties: props,
+    }));
+    for packet in &resend {
+        conn.send(packet);
+    }
+    Some(conn)
+}

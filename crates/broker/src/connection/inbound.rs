@@ -1,0 +1,303 @@
+//! What the connection does with each packet the client sends after CONNECT.
+
+use cauldron_proto::{
+    Ack, Auth, Disconnect, Packet, Properties, Publish, QoS, ReasonCode, SubAck, Subscribe,
+    UnsubAck, Unsubscribe,
+};
+
+use crate::auth;
+use crate::broker::Broker;
+use crate::message::Message;
+use crate::metrics;
+
+use super::{Connection, Exit, Violation};
+
+impl Connection {
+    pub(super) fn handle(&mut self, packet: Packet) -> Result<Option<Exit>, Violation> {
+        match packet {
+            Packet::Publish(publish) => self.on_publish(publish)?,
+            Packet::PubAck(ack) => {
+                self.session.lock().on_puback(ack.packet_id);
+                drop(self.broker.flush_session(&self.session));
+            }
+            Packet::PubRec(ack) => {
+                let reply = self
+                    .session
+                    .lock()
+                    .on_pubrec(ack.packet_id, ack.reason.is_error());
+                drop(self.broker.flush_session(&self.session));
+                if let Some(reply) = reply {
+                    self.send(&reply);
+                }
+            }
+            Packet::PubComp(ack) => {
+                self.session.lock().on_pubcomp(ack.packet_id);
+                drop(self.broker.flush_session(&self.session));
+            }
+            Packet::PubRel(ack) => {
+                let known = self.session.lock().release_qos2(ack.packet_id);
+                // The id is free for a new message only once its release is stored.
+                let ticket = self.broker.flush_session(&self.session);
+                self.hold_until(ticket);
+                let mut comp = Ack::new(ack.packet_id);
+                if !known {
+                    comp.reason = ReasonCode::PacketIdentifierNotFound;
+                }
+                self.send(&Packet::PubComp(comp));
+            }
+            Packet::Subscribe(subscribe) => self.on_subscribe(subscribe)?,
+            Packet::Unsubscribe(unsubscribe) => self.on_unsubscribe(unsubscribe),
+            Packet::PingReq => self.send(&Packet::PingResp),
+            Packet::Disconnect(disconnect) => return self.on_disconnect(disconnect).map(Some),
+            Packet::Connect(_) => {
+                return Err(Violation::new(
+                    ReasonCode::ProtocolError,
+                    "[MQTT-3.1.0-2] second CONNECT",
+                ));
+            }
+            Packet::Auth(auth) => self.on_auth(auth)?,
+            other => {
+                return Err(Violation::new(
+                    ReasonCode::ProtocolError,
+                    format!("{:?} is only sent by servers", other.packet_type()),
+                ));
+            }
+        }
+        Ok(None)
+    }
+
+    fn on_publish(&mut self, mut publish: Publish) -> Result<(), Violation> {
+        if let Some(alias) = publish.properties.topic_alias {
+            if alias > self.broker.config.topic_alias_maximum {
+                return Err(Violation::new(
+                    ReasonCode::TopicAliasInvalid,
+                    "[MQTT-3.3.2-9] topic alias above the maximum",
+                ));
+            }
+            if publish.topic.is_empty() {
+                publish.topic = self.aliases.get(&alias).cloned().ok_or_else(|| {
+                    Violation::new(
+                        ReasonCode::ProtocolError,
+                        "[MQTT-3.3.2-12] topic alias not set on this connection",
+                    )
+                })?;
+            } else {
+                self.aliases.insert(alias, publish.topic.clone());
+            }
+        }
+        if !publish.properties.subscription_identifiers.is_empty() {
+            return Err(Violation::new(
+                ReasonCode::ProtocolError,
+                "[MQTT-3.3.4-6] subscription identifier from a client",
+            ));
+        }
+        let config = &self.broker.config;
+        if publish.qos > config.max_qos {
+            return Err(Violation::new(
+                ReasonCode::QoSNotSupported,
+                "[MQTT-3.2.2-11] QoS above the maximum QoS",
+            ));
+        }
+        if publish.retain && !config.retain_available {
+            return Err(Violation::new(
+                ReasonCode::RetainNotSupported,
+                "[MQTT-3.2.2-14] retain is not available",
+            ));
+        }
+        metrics::add(&self.broker.metrics.messages_received, 1);
+        let (qos, packet_id) = (publish.qos, publish.packet_id.unwrap_or(0));
+        let allowed = self.may_publish(&publish.topic);
+        let message = Message::from_publish(publish, Some(self.client_id.clone()));
+        // Denied messages are dropped; the QoS flow still completes [MQTT-3.3.5-2].
+        let route = |broker: &Broker, message| allowed.then(|| broker.publish(message));
+        match qos {
+            QoS::AtMostOnce => {
+                route(&self.broker, message);
+            }
+            QoS::AtLeastOnce => {
+                let routed = route(&self.broker, message);
+                let matched = routed.as_ref().map(|r| r.matched);
+                // Acked means durable: PUBACK waits for the commit that stores the message.
+                self.hold_until(routed.and_then(|r| r.durable));
+                self.send(&Packet::PubAck(self.ack(packet_id, matched)));
+            }
+            QoS::ExactlyOnce => {
+                let mut state = self.session.lock();
+                if state.pending_qos2() >= usize::from(self.broker.config.receive_maximum)
+                    && !state.knows_qos2(packet_id)
+                {
+                    return Err(Violation::new(ReasonCode::ReceiveMaximumExceeded, "[MQTT-3.3.4-9] more unacknowledged QoS 2 PUBLISHes than the Receive Maximum"));
+                }
+                // Forward once per packet id until PUBREL (method B of [MQTT-4.3.3]).
+                let is_new = state.receive_qos2(packet_id);
+                drop(state);
+                let ticket = self.broker.flush_session(&self.session);
+                self.hold_until(ticket);
+                let matched = match is_new {
+                    true => route(&self.broker, message).map(|routed| {
+                        self.hold_until(routed.durable);
+                        routed.matched
+                    }),
+                    false => Some(1),
+                };
+                self.send(&Packet::PubRec(self.ack(packet_id, matched)));
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn may_publish(&self, topic: &str) -> bool {
+        let authorizer = self.broker.authorizer();
+        authorizer.allows_everything() || authorizer.can_publish(&self.session.client_info(), topic)
+    }
+
+    /// PUBACK/PUBREC for a message routed to `matched` sessions (`None`: not authorized).
+    /// MQTT 5 says why; 3.1.1 has no way to, so a denied publish looks accepted there.
+    fn ack(&self, packet_id: u16, matched: Option<usize>) -> Ack {
+        let mut ack = Ack::new(packet_id);
+        if self.protocol.is_v5() {
+            ack.reason = match matched {
+                None => ReasonCode::NotAuthorized,
+                Some(0) => ReasonCode::NoMatchingSubscribers,
+                Some(_) => ReasonCode::Success,
+            };
+        }
+        ack
+    }
+
+    fn on_subscribe(&mut self, subscribe: Subscribe) -> Result<(), Violation> {
+        let subscription_id = subscribe
+            .properties
+            .subscription_identifiers
+            .first()
+            .copied();
+        let mut codes = Vec::with_capacity(subscribe.filters.len());
+        let mut retained = Vec::new();
+        let config = &self.broker.config;
+        for sub in &subscribe.filters {
+            let shared = cauldron_proto::topic::parse_shared(&sub.filter).is_some();
+            if shared && self.protocol.is_v5() && sub.options.no_local {
+                return Err(Violation::new(
+                    ReasonCode::ProtocolError,
+                    "[MQTT-3.8.3-4] no local on a shared subscription",
+                ));
+            }
+            let refused = if shared && !config.shared_subscription_available {
+                Some(ReasonCode::SharedSubscriptionsNotSupported)
+            } else if subscription_id.is_some() && !config.subscription_identifier_available {
+                Some(ReasonCode::SubscriptionIdentifiersNotSupported)
+            } else if !self.broker.authorizer().allows_everything()
+                && !self
+                    .broker
+                    .authorizer()
+                    .can_subscribe(&self.session.client_info(), &sub.filter)
+            {
+                Some(ReasonCode::NotAuthorized)
+            } else if !config.wildcard_subscription_available
+                && cauldron_proto::topic::has_wildcard(&sub.filter)
+            {
+                Some(ReasonCode::WildcardSubscriptionsNotSupported)
+            } else {
+                None
+            };
+            if let Some(code) = refused {
+                codes.push(code);
+                continue;
+            }
+            let (code, messages) = self.broker.subscribe(&self.session, sub, subscription_id);
+            codes.push(code);
+            retained.extend(messages);
+        }
+        // A persistent session's subscriptions are stored before SUBACK confirms them.
+        let ticket = self.broker.flush_session(&self.session);
+        self.hold_until(ticket);
+        self.send(&Packet::SubAck(SubAck {
+            packet_id: subscribe.packet_id,
+            codes,
+            properties: Properties::default(),
+        }));
+        // Retained messages follow the SUBACK through the session queue (window and order kept).
+        let mut ops = Vec::new();
+        for delivery in retained {
+            self.session.deliver(delivery, &mut ops);
+        }
+        drop(self.broker.submit(ops));
+        Ok(())
+    }
+
+    fn on_unsubscribe(&mut self, unsubscribe: Unsubscribe) {
+        let codes = unsubscribe
+            .filters
+            .iter()
+            .map(
+                |filter| match self.broker.unsubscribe(&self.session, filter) {
+                    true => ReasonCode::Success,
+                    false => ReasonCode::NoSubscriptionExisted,
+                },
+            )
+            .collect();
+        let ticket = self.broker.flush_session(&self.session);
+        self.hold_until(ticket);
+        self.send(&Packet::UnsubAck(UnsubAck {
+            packet_id: unsubscribe.packet_id,
+            codes,
+            properties: Properties::default(),
+        }));
+    }
+
+    /// Re-authentication on a live connection [MQTT-4.12.1]: AUTH 0x19 starts it, AUTH 0x18
+    /// carries the proof, and AUTH 0x00 ends it. A failure closes the connection (0x87).
+    fn on_auth(&mut self, auth: Auth) -> Result<(), Violation> {
+        let method = auth.properties.authentication_method.as_ref();
+        if self.auth_method.is_none() || method != self.auth_method.as_ref() {
+            return Err(Violation::new(
+                ReasonCode::ProtocolError,
+                "[MQTT-4.12.1-1] AUTH with another method than CONNECT's",
+            ));
+        }
+        let step = match (auth.reason, self.reauth.take()) {
+            (ReasonCode::ReAuthenticate, None) => auth::begin(
+                &self.broker.config,
+                method.map(|m| &m[..]).unwrap_or_default(),
+                auth.properties.authentication_data.as_ref(),
+            )
+            .map(|(exchange, challenge)| {
+                self.reauth = Some(exchange);
+                challenge
+            }),
+            (ReasonCode::ContinueAuthentication, Some(exchange)) => auth::complete(exchange, &auth)
+                .map(|(_, server_final)| auth::packet(ReasonCode::Success, server_final)),
+            _ => Err(ReasonCode::ProtocolError),
+        };
+        match step {
+            Ok(packet) => {
+                self.send(&packet);
+                Ok(())
+            }
+            Err(code) => {
+                metrics::add(&self.broker.metrics.auth_failures, 1);
+                let reason = if code == ReasonCode::ProtocolError {
+                    code
+                } else {
+                    ReasonCode::NotAuthorized
+                };
+                Err(Violation::new(reason, "re-authentication failed"))
+            }
+        }
+    }
+
+    fn on_disconnect(&mut self, disconnect: Disconnect) -> Result<Exit, Violation> {
+        if let Some(expiry) = disconnect.properties.session_expiry_interval {
+            if self.session_expiry_zero && expiry > 0 {
+                return Err(Violation::new(
+                    ReasonCode::ProtocolError,
+                    "[MQTT-3.14.2-2] session expiry raised from 0 at DISCONNECT",
+                ));
+            }
+            self.session.lock().expiry_interval = expiry;
+        }
+        Ok(Exit::Disconnect {
+            send_will: disconnect.reason == ReasonCode::DisconnectWithWill,
+        })
+    }
+}

@@ -1,0 +1,393 @@
+//! One task per network connection: read -> decode -> act on the session -> encode -> batched
+//! write. It owns the socket and nothing else; shared state lives in `Broker` and the session.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use cauldron_proto::{
+    decode, scram, ByteString, ConnAck, DecodeError, Disconnect, Packet, Properties, Protocol,
+    Publish, ReasonCode, Will,
+};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::time::{sleep_until, Instant};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info};
+
+use crate::broker::Broker;
+use crate::config::Redirect;
+use crate::message::Message;
+use crate::metrics;
+use crate::session::SessionHandle;
+use crate::store::{StoreError, Ticket};
+
+mod handshake;
+mod inbound;
+
+use handshake::{accept, read_connect, write_and_close};
+
+/// Stop draining the session queue while this much is waiting to be written: a slow reader
+/// keeps its backlog in its own bounded queue, not in an ever-growing write buffer.
+const WRITE_HIGH_WATER: usize = 64 * 1024;
+/// Packets moved from the session queue per wake-up, so one busy subscriber cannot starve the
+/// reads of its own connection.
+const DRAIN_BUDGET: usize = 256;
+
+/// Why a connection ended.
+#[derive(Debug)]
+enum Exit {
+    /// DISCONNECT from the client; `send_will` for MQTT 5 reason 0x04.
+    Disconnect {
+        send_will: bool,
+    },
+    /// The peer closed the socket or it failed.
+    Closed,
+    /// The client broke the protocol; MQTT 5 clients are told why.
+    Violation(Violation),
+    /// Nothing received for 1.5 times the keep alive [MQTT-3.1.2-24].
+    KeepAliveTimeout,
+    /// Another connection took the session over [MQTT-3.1.4-2].
+    TakenOver,
+    /// The operator sends clients to another server [MQTT-4.11].
+    Redirected(Redirect),
+    Shutdown,
+}
+
+#[derive(Debug)]
+struct Violation {
+    reason: ReasonCode,
+    message: String,
+}
+
+impl Violation {
+    fn new(reason: ReasonCode, message: impl Into<String>) -> Violation {
+        Violation {
+            reason,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<DecodeError> for Violation {
+    fn from(e: DecodeError) -> Violation {
+        Violation::new(e.reason_code(), e.to_string())
+    }
+}
+
+/// Serves one client connection until it ends. Never panics on client input.
+pub async fn serve<S>(broker: Arc<Broker>, stream: S, peer: SocketAddr, shutdown: CancellationToken)
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin,
+{
+    metrics::add(&broker.metrics.connections_current, 1);
+    metrics::add(&broker.metrics.connections_total, 1);
+    let (mut reader, mut writer) = tokio::io::split(stream);
+    let mut rbuf = BytesMut::with_capacity(4096);
+    let first = tokio::time::timeout(
+        broker.config.connect_timeout,
+        read_connect(&broker, &mut reader, &mut rbuf),
+    )
+    .await;
+    match first {
+        Ok(Ok(connect)) => {
+            if let Some(conn) =
+                accept(&broker, *connect, peer, &mut reader, &mut writer, &mut rbuf).await
+            {
+                conn.run(reader, writer, rbuf, shutdown).await;
+            }
+        }
+        Ok(Err(DecodeError::UnsupportedProtocolLevel(level))) => {
+            // The server MUST answer with return code 0x01 and close [MQTT-3.1.2-2].
+            debug!(%peer, level, "unsupported protocol level");
+            let code = ConnAck {
+                session_present: false,
+                code: ReasonCode::UnsupportedProtocolVersion,
+                properties: Properties::default(),
+            };
+            write_and_close(&mut writer, &Packet::ConnAck(code), Protocol::V3_1_1).await;
+        }
+        Ok(Err(e)) => {
+            metrics::add(&broker.metrics.protocol_errors, 1);
+            debug!(%peer, error = %e, "bad first packet");
+        }
+        Err(_) => debug!(%peer, "no CONNECT within the connect timeout"),
+    }
+    metrics::sub(&broker.metrics.connections_current, 1);
+}
+
+struct Connection {
+    broker: Arc<Broker>,
+    session: Arc<SessionHandle>,
+    id: u64,
+    kick: CancellationToken,
+    protocol: Protocol,
+    client_id: ByteString,
+    peer: SocketAddr,
+    will: Option<Will>,
+    keep_alive: Option<Duration>,
+    /// MQTT 5: the session expiry at CONNECT was 0, so DISCONNECT may not raise it [MQTT-3.14.2-2].
+    session_expiry_zero: bool,
+    problem_information: bool,
+    /// The enhanced authentication method of CONNECT, if any, and a re-authentication under way.
+    auth_method: Option<ByteString>,
+    reauth: Option<scram::ServerExchange>,
+    /// MQTT 5 topic aliases set by this client.
+    aliases: HashMap<u16, ByteString>,
+    /// Topic aliases we may set towards the client (its Topic Alias Maximum), and those set.
+    alias_out_max: u16,
+    aliases_out: HashMap<ByteString, u16>,
+    wbuf: BytesMut,
+    /// Store commits this connection waits for, oldest first, and the packets held back until
+    /// they are done: an acknowledgement is only sent for what is durable.
+    pending: VecDeque<Ticket>,
+    held: BytesMut,
+    scratch: Vec<Packet>,
+}
+
+/// Resolves when the oldest pending commit is done; never while there is none.
+async fn oldest_commit(pending: &mut VecDeque<Ticket>) -> Result<(), StoreError> {
+    match pending.front_mut() {
+        Some(ticket) => ticket.await.unwrap_or(Err(StoreError::Stopped)),
+        None => std::future::pending().await,
+    }
+}
+
+impl Connection {
+    async fn run<S: AsyncRead + AsyncWrite>(
+        mut self,
+        mut reader: ReadHalf<S>,
+        mut writer: WriteHalf<S>,
+        mut rbuf: BytesMut,
+        shutdown: CancellationToken,
+    ) {
+        let far_future = Duration::from_secs(86400 * 365);
+        let mut deadline = Instant::now() + self.keep_alive.unwrap_or(far_future);
+        // Packets that arrived together with CONNECT.
+        let mut exit = self.process(&mut rbuf, &mut deadline);
+        while exit.is_none() {
+            if self.wbuf.len() < WRITE_HIGH_WATER {
+                self.drain_session();
+            }
+            exit = tokio::select! {
+                biased;
+                _ = self.kick.cancelled() => Some(match self.broker.redirection() {
+                    Some(redirect) => Exit::Redirected(redirect),
+                    None => Exit::TakenOver,
+                }),
+                _ = shutdown.cancelled() => Some(Exit::Shutdown),
+                written = writer.write_buf(&mut self.wbuf), if !self.wbuf.is_empty() => match written {
+                    Ok(n) if n > 0 => {
+                        metrics::add(&self.broker.metrics.bytes_sent, n as u64);
+                        None
+                    }
+                    _ => Some(Exit::Closed),
+                },
+                read = reader.read_buf(&mut rbuf) => match read {
+                    Ok(0) | Err(_) => Some(Exit::Closed),
+                    Ok(n) => {
+                        metrics::add(&self.broker.metrics.bytes_received, n as u64);
+                        self.process(&mut rbuf, &mut deadline)
+                    }
+                },
+                _ = self.session.wake.notified() => None,
+                committed = oldest_commit(&mut self.pending) => self.committed(committed),
+                _ = sleep_until(deadline), if self.keep_alive.is_some() => Some(Exit::KeepAliveTimeout),
+            };
+            if rbuf.capacity() - rbuf.len() < 1024 {
+                rbuf.reserve(4096);
+            }
+        }
+        let exit = exit.unwrap_or(Exit::Closed);
+        self.finish(exit, &mut writer).await;
+    }
+
+    /// Decodes and handles every complete packet in `rbuf`.
+    fn process(&mut self, rbuf: &mut BytesMut, deadline: &mut Instant) -> Option<Exit> {
+        loop {
+            let packet = match decode(rbuf, self.protocol, self.broker.config.max_packet_size) {
+                Ok(Some(packet)) => packet,
+                Ok(None) => return None,
+                Err(e) => return Some(Exit::Violation(e.into())),
+            };
+            if let Some(keep_alive) = self.keep_alive {
+                *deadline = Instant::now() + keep_alive;
+            }
+            match self.handle(packet) {
+                Ok(None) => {}
+                Ok(Some(exit)) => return Some(exit),
+                Err(violation) => return Some(Exit::Violation(violation)),
+            }
+        }
+    }
+
+    /// The oldest pending commit finished: once none is pending, the held packets go out. A
+    /// failed commit closes the connection without acknowledging what it held; the client
+    /// sends it again on its next connection.
+    fn committed(&mut self, result: Result<(), StoreError>) -> Option<Exit> {
+        self.pending.pop_front();
+        if let Err(e) = result {
+            return Some(Exit::Violation(Violation::new(
+                ReasonCode::UnspecifiedError,
+                format!("not stored: {e}"),
+            )));
+        }
+        if self.pending.is_empty() {
+            self.wbuf.extend_from_slice(&self.held);
+            self.held.clear();
+        }
+        None
+    }
+
+    /// Holds the packets sent from now on until `ticket`'s commit is done.
+    fn hold_until(&mut self, ticket: Option<Ticket>) {
+        self.pending.extend(ticket);
+    }
+
+    /// Moves queued messages into the write buffer.
+    fn drain_session(&mut self) {
+        let mut packets = std::mem::take(&mut self.scratch);
+        let (produced, dropped) = self
+            .session
+            .lock()
+            .drain(self.id, &mut packets, DRAIN_BUDGET);
+        // Packet ids of QoS 1/2 messages are stored before the messages leave.
+        let ticket = self.broker.flush_session(&self.session);
+        self.hold_until(ticket);
+        if produced == DRAIN_BUDGET {
+            // More may be waiting: come back after serving reads and writes.
+            self.session.wake.notify_one();
+        }
+        metrics::add(&self.broker.metrics.messages_sent, produced as u64);
+        metrics::add(&self.broker.metrics.messages_dropped, dropped);
+        for mut packet in packets.drain(..) {
+            if let Packet::Publish(publish) = &mut packet {
+                self.apply_topic_alias(publish);
+            }
+            self.send(&packet);
+        }
+        self.scratch = packets;
+    }
+
+    /// Replaces a topic the client has seen before by its alias, or gives it a new alias while
+    /// the client's Topic Alias Maximum allows [MQTT-3.3.2-11 .. 3.3.2-13].
+    fn apply_topic_alias(&mut self, publish: &mut Publish) {
+        if self.alias_out_max == 0 {
+            return;
+        }
+        if let Some(alias) = self.aliases_out.get(&publish.topic) {
+            publish.properties.topic_alias = Some(*alias);
+            publish.topic = ByteString::new();
+        } else if self.aliases_out.len() < usize::from(self.alias_out_max) {
+            let alias = self.aliases_out.len() as u16 + 1;
+            self.aliases_out.insert(publish.topic.clone(), alias);
+            publish.properties.topic_alias = Some(alias);
+        }
+    }
+
+    /// Queues a packet: straight for the socket, or held while a commit is pending.
+    fn send(&mut self, packet: &Packet) {
+        let buf = if self.pending.is_empty() {
+            &mut self.wbuf
+        } else {
+            &mut self.held
+        };
+        if let Err(e) = packet.encode(self.protocol, buf) {
+            debug!(client = %self.client_id, error = %e, "packet not encodable, dropped");
+        }
+    }
+
+    /// Tells an MQTT 5 client why the server closes, publishes the will if due, flushes, and
+    /// releases the session.
+    async fn finish<S: AsyncWrite>(mut self, exit: Exit, writer: &mut WriteHalf<S>) {
+        let (reason, send_will) = match &exit {
+            Exit::Disconnect { send_will } => (None, *send_will),
+            Exit::Closed => (None, true),
+            Exit::Violation(v) => {
+                metrics::add(&self.broker.metrics.protocol_errors, 1);
+                debug!(client = %self.client_id, peer = %self.peer, reason = ?v.reason, "{}", v.message);
+                (Some((v.reason, v.message.clone())), true)
+            }
+            Exit::KeepAliveTimeout => (
+                Some((ReasonCode::KeepAliveTimeout, "keep alive timeout".into())),
+                true,
+            ),
+            Exit::TakenOver => (
+                Some((ReasonCode::SessionTakenOver, "session taken over".into())),
+                true,
+            ),
+            Exit::Redirected(redirect) => (
+                Some((redirect.reason_code(), "moved to another server".into())),
+                true,
+            ),
+            Exit::Shutdown => (
+                Some((
+                    ReasonCode::ServerShuttingDown,
+                    "server shutting down".into(),
+                )),
+                true,
+            ),
+        };
+        info!(client = %self.client_id, ?exit, "Client disconnected");
+        if let (Some((reason, message)), true) = (reason, self.protocol.is_v5()) {
+            let mut disconnect = Disconnect::with_reason(reason);
+            if let Exit::Redirected(redirect) = &exit {
+                disconnect.properties.server_reference = Some(redirect.reference.as_str().into());
+            }
+            if self.problem_information {
+                disconnect.properties.reason_string = Some(message.into());
+            }
+            // Whatever is still held was never made durable and is not sent.
+            self.pending.clear();
+            self.send(&Packet::Disconnect(disconnect));
+        }
+        if let Some(will) = self.will.take().filter(|_| send_will) {
+            self.publish_will(will);
+        }
+        self.broker.close_session(&self.session, self.id);
+        if !matches!(exit, Exit::Closed) {
+            let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                let _ = writer.write_all(&self.wbuf).await;
+                let _ = writer.shutdown().await;
+            })
+            .await;
+        }
+    }
+
+    /// Publishes the will now, or parks it for its Will Delay Interval when the session
+    /// outlives the connection: it is dropped if the client returns in time, and published
+    /// early if the session ends first [MQTT-3.1.3-9].
+    fn publish_will(&self, will: Will) {
+        if !self.may_publish(&will.topic) {
+            debug!(client = %self.client_id, topic = %will.topic, "will not authorized, dropped");
+            return;
+        }
+        let mut properties = will.properties;
+        // The delay belongs to the will, not to the message subscribers receive.
+        let delay = properties.will_delay_interval.take().unwrap_or(0);
+        let publish = Publish {
+            dup: false,
+            qos: will.qos,
+            retain: will.retain,
+            topic: will.topic,
+            packet_id: None,
+            properties,
+            payload: will.payload,
+        };
+        let message = Message::from_publish(publish, Some(self.client_id.clone()));
+        let expiry = self.session.lock().expiry_interval;
+        if delay == 0 || expiry == 0 {
+            drop(self.broker.publish(message).durable);
+            return;
+        }
+        self.session.lock().set_pending_will(self.id, message);
+        drop(self.broker.flush_session(&self.session));
+        let (broker, session, id) = (Arc::clone(&self.broker), Arc::clone(&self.session), self.id);
+        let wait = Duration::from_secs(u64::from(delay.min(expiry)));
+        tokio::spawn(async move {
+            tokio::time::sleep(wait).await;
+            broker.publish_delayed_will(&session, id);
+        });
+    }
+}

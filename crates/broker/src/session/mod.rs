@@ -1,0 +1,595 @@
+//! A client's session, which outlives its connections [MQTT-4.1]: subscriptions, the queue of
+//! messages waiting for it, the QoS 1/2 inflight window and QoS 2 receive state.
+//!
+//! `Session` is the protocol state machine with no I/O: it takes acks and deliveries and returns
+//! the packets to send, and, for a persistent session when the broker has a store, the store
+//! operations that make each change durable (its journal, taken with `take_ops`).
+//! `SessionHandle` shares it between publishers and the connection task under a std `Mutex`
+//! held only for short, non-async sections.
+
+mod handle;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cauldron_proto::{Ack, ByteString, Packet, Protocol, QoS, ReasonCode, SubOptions};
+
+pub use handle::{next_connection_id, SessionHandle};
+
+use crate::message::Message;
+use crate::store::{
+    self, DeliveryState, Op, StoredDelivery, StoredMessage, StoredSession, StoredSubscription,
+};
+
+/// A message waiting in a session's queue, with what this subscriber's subscription decided.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub message: Arc<Message>,
+    pub qos: QoS,
+    pub retain: bool,
+    pub subscription_ids: Vec<u32>,
+    /// The `$share/...` filter this came through, so it can go to another member if this
+    /// session cannot take it.
+    pub shared: Option<ByteString>,
+    /// Key of its stored copy (0: not stored).
+    pub seq: u64,
+}
+
+#[derive(Debug)]
+enum InflightState {
+    /// PUBLISH sent, waiting for PUBACK (QoS 1) or PUBREC (QoS 2).
+    Published(Delivery),
+    /// PUBREL sent, waiting for PUBCOMP.
+    Released(Delivery),
+}
+
+#[derive(Debug)]
+struct Inflight {
+    packet_id: u16,
+    state: InflightState,
+}
+
+impl Inflight {
+    fn delivery(&self) -> &Delivery {
+        match &self.state {
+            InflightState::Published(d) | InflightState::Released(d) => d,
+        }
+    }
+
+    fn is_released(&self) -> bool {
+        matches!(self.state, InflightState::Released(_))
+    }
+}
+
+/// Limits that shape one session.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// QoS 1/2 messages sent but unacknowledged at once.
+    pub max_inflight: usize,
+    /// Messages waiting beyond the inflight window.
+    pub max_queued: usize,
+    /// Payload bytes waiting beyond the inflight window; 0 is no limit.
+    pub max_queued_bytes: usize,
+    /// Whether QoS 0 messages are queued while the client is offline.
+    pub queue_qos0: bool,
+    /// When the queue is full, drop its oldest message rather than the new one.
+    pub drop_oldest: bool,
+}
+
+/// The outcome of offering a message to a session.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Enqueued {
+    Queued,
+    /// Queue full, or QoS 0 for an offline client: counted as dropped.
+    Dropped,
+}
+
+/// Protocol state of one session, without I/O.
+#[derive(Debug)]
+pub struct Session {
+    client_id: String,
+    pub subscriptions: HashMap<ByteString, (SubOptions, Option<u32>)>,
+    limits: Limits,
+    /// The inflight window of the attached connection: our limit capped by its Receive Maximum.
+    window: usize,
+    /// Seconds the session outlives its connection: 0 ends it with the connection (3.x clean
+    /// session 1), `u32::MAX` never expires (3.x clean session 0) [MQTT-3.1.2-23].
+    pub expiry_interval: u32,
+    /// When an offline session expires.
+    pub expires_at: Option<Instant>,
+    queue: VecDeque<Delivery>,
+    queued_bytes: usize,
+    inflight: VecDeque<Inflight>,
+    next_packet_id: u16,
+    /// QoS 2 packet ids received but not yet released: a repeat PUBLISH is not forwarded again.
+    incoming_qos2: HashSet<u16>,
+    /// The connection currently attached, if any; packets are only produced for it.
+    connection: Option<u64>,
+    pub protocol: Protocol,
+    /// Largest packet the client accepts (MQTT 5 Maximum Packet Size).
+    pub max_packet_size: usize,
+    pub dropped: u64,
+    /// A will waiting out its Will Delay Interval, tagged with the connection that left it
+    /// [MQTT-3.1.3-9].
+    pending_will: Option<(u64, Message)>,
+    /// The broker keeps a store: persistent sessions journal their changes.
+    store: bool,
+    /// Whether this session has a stored record (so discarding it must delete that).
+    pub stored: bool,
+    next_seq: u64,
+    ops: Vec<Op>,
+}
+
+impl Session {
+    pub fn new(client_id: &str, limits: Limits, store: bool) -> Session {
+        Session {
+            client_id: client_id.to_string(),
+            subscriptions: HashMap::new(),
+            limits,
+            window: limits.max_inflight,
+            expiry_interval: 0,
+            expires_at: None,
+            queue: VecDeque::new(),
+            queued_bytes: 0,
+            inflight: VecDeque::new(),
+            next_packet_id: 1,
+            incoming_qos2: HashSet::new(),
+            connection: None,
+            protocol: Protocol::V3_1_1,
+            max_packet_size: usize::MAX,
+            dropped: 0,
+            pending_will: None,
+            store,
+            stored: false,
+            next_seq: 1,
+            ops: Vec::new(),
+        }
+    }
+
+    pub fn is_online(&self) -> bool {
+        self.connection.is_some()
+    }
+
+    /// Whether the session outlives its connection.
+    pub fn persistent(&self) -> bool {
+        self.expiry_interval > 0
+    }
+
+    /// Whether changes are journalled for the store.
+    fn journaling(&self) -> bool {
+        self.store && self.persistent()
+    }
+
+    /// The store operations produced since the last call.
+    pub fn take_ops(&mut self) -> Vec<Op> {
+        std::mem::take(&mut self.ops)
+    }
+
+    fn journal_delivery(&mut self, delivery: &Delivery, state: DeliveryState) {
+        if self.journaling() && delivery.seq != 0 {
+            let record = store::record::to_bytes(&StoredDelivery::new(delivery, state));
+            self.ops.push(Op::PutDelivery(
+                self.client_id.clone(),
+                delivery.seq,
+                record,
+            ));
+        }
+    }
+
+    fn forget_delivery(&mut self, delivery: &Delivery) {
+        if self.journaling() && delivery.seq != 0 {
+            self.ops
+                .push(Op::DeleteDelivery(self.client_id.clone(), delivery.seq));
+        }
+    }
+
+    /// Journals the session record (expiry, subscriptions, pending will), if it persists.
+    pub fn journal_record(&mut self) {
+        if !self.journaling() {
+            return;
+        }
+        let mut subscriptions: Vec<StoredSubscription> = self
+            .subscriptions
+            .iter()
+            .map(|(filter, (options, id))| StoredSubscription {
+                filter: filter.to_string(),
+                options: options_byte(options),
+                id: *id,
+            })
+            .collect();
+        subscriptions.sort_by(|a, b| a.filter.cmp(&b.filter));
+        let record = StoredSession {
+            expiry_interval: self.expiry_interval,
+            expires_at_ms: self.expires_at.map(store::record::wall_ms),
+            subscriptions,
+            pending_will: self.pending_will.as_ref().map(|(_, will)| {
+                (
+                    StoredMessage::new(will),
+                    store::record::wall_ms(Instant::now()),
+                )
+            }),
+        };
+        self.ops.push(Op::PutSession(
+            self.client_id.clone(),
+            store::record::to_bytes(&record),
+        ));
+        self.stored = true;
+    }
+
+    pub fn is_attached(&self, connection: u64) -> bool {
+        self.connection == Some(connection)
+    }
+
+    /// Attaches a new connection and returns what must be resent to it: every unacknowledged
+    /// PUBLISH with DUP set and every pending PUBREL, in their original order [MQTT-4.4.0-1].
+    pub fn attach(
+        &mut self,
+        connection: u64,
+        protocol: Protocol,
+        receive_maximum: usize,
+    ) -> Vec<Packet> {
+        self.connection = Some(connection);
+        self.expires_at = None;
+        self.protocol = protocol;
+        self.window = self.limits.max_inflight.min(receive_maximum).max(1);
+        let now = Instant::now();
+        self.inflight
+            .iter()
+            .map(|entry| match &entry.state {
+                InflightState::Published(d) => {
+                    let mut publish = d.message.to_publish(
+                        d.qos,
+                        d.retain,
+                        Some(entry.packet_id),
+                        now,
+                        &d.subscription_ids,
+                        protocol.is_v5(),
+                    );
+                    publish.dup = true;
+                    Packet::Publish(publish)
+                }
+                InflightState::Released(_) => Packet::PubRel(Ack::new(entry.packet_id)),
+            })
+            .collect()
+    }
+
+    /// Detaches `connection` if it is still the attached one; returns whether it was. Starts the
+    /// expiry clock of a persistent session.
+    pub fn detach(&mut self, connection: u64, now: Instant) -> bool {
+        if self.connection != Some(connection) {
+            return false;
+        }
+        self.connection = None;
+        if self.expiry_interval != u32::MAX {
+            self.expires_at = Some(now + Duration::from_secs(u64::from(self.expiry_interval)));
+        }
+        // QoS 0 messages are not kept for an offline client unless configured.
+        if !self.limits.queue_qos0 {
+            self.queue.retain(|d| d.qos != QoS::AtMostOnce);
+            self.queued_bytes = self.queue.iter().map(|d| d.message.payload.len()).sum();
+        }
+        self.journal_record();
+        true
+    }
+
+    /// Takes back the messages that came through shared subscriptions and were not yet
+    /// acknowledged, so another member of the group can have them (MQTT 5.0 section 4.8.2).
+    /// Messages already released (PUBREL sent) stay: the subscriber has them.
+    pub fn take_shared(&mut self) -> Vec<Delivery> {
+        let mut taken = Vec::new();
+        let (shared, kept): (VecDeque<_>, VecDeque<_>) =
+            self.queue.drain(..).partition(|d| d.shared.is_some());
+        self.queue = kept;
+        taken.extend(shared);
+        let (shared, kept): (VecDeque<_>, VecDeque<_>) = self
+            .inflight
+            .drain(..)
+            .partition(|e| !e.is_released() && e.delivery().shared.is_some());
+        self.inflight = kept;
+        taken.extend(shared.into_iter().map(|e| match e.state {
+            InflightState::Published(d) | InflightState::Released(d) => d,
+        }));
+        self.queued_bytes = self.queue.iter().map(|d| d.message.payload.len()).sum();
+        for delivery in &taken {
+            self.forget_delivery(delivery);
+        }
+        taken
+    }
+
+    pub fn is_expired(&self, now: Instant) -> bool {
+        self.connection.is_none() && self.expires_at.is_some_and(|at| at <= now)
+    }
+
+    /// Offers a message. The queue is bounded in count and bytes; what does not fit is dropped
+    /// (the new message, or the oldest queued one) and counted.
+    pub fn enqueue(&mut self, mut delivery: Delivery) -> Enqueued {
+        let offline_qos0 =
+            !self.is_online() && delivery.qos == QoS::AtMostOnce && !self.limits.queue_qos0;
+        if offline_qos0 {
+            self.dropped += 1;
+            return Enqueued::Dropped;
+        }
+        let size = delivery.message.payload.len();
+        let bytes_full = |s: &Session| {
+            s.limits.max_queued_bytes > 0 && s.queued_bytes + size > s.limits.max_queued_bytes
+        };
+        let full = |s: &Session| s.queue.len() >= s.limits.max_queued || bytes_full(s);
+        if full(self) {
+            if !self.limits.drop_oldest {
+                self.dropped += 1;
+                return Enqueued::Dropped;
+            }
+            while full(self) {
+                let Some(oldest) = self.queue.pop_front() else {
+                    break;
+                };
+                self.queued_bytes -= oldest.message.payload.len();
+                self.forget_delivery(&oldest);
+                self.dropped += 1;
+            }
+            if full(self) {
+                return Enqueued::Dropped; // larger than the whole byte limit
+            }
+        }
+        if self.journaling() && delivery.qos != QoS::AtMostOnce {
+            delivery.seq = self.next_seq;
+            self.next_seq += 1;
+            self.journal_delivery(&delivery, DeliveryState::Queued);
+        }
+        self.queued_bytes += size;
+        self.queue.push_back(delivery);
+        Enqueued::Queued
+    }
+
+    pub fn queued(&self) -> usize {
+        self.queue.len()
+    }
+
+    pub fn inflight(&self) -> usize {
+        self.inflight.len()
+    }
+
+    /// Moves queued messages into PUBLISH packets for `connection`, as far as the inflight
+    /// window allows (QoS 0 needs no window). Expired and oversized messages are dropped.
+    /// Returns how many packets were produced and how many messages dropped.
+    pub fn drain(&mut self, connection: u64, out: &mut Vec<Packet>, budget: usize) -> (usize, u64) {
+        if self.connection != Some(connection) {
+            return (0, 0);
+        }
+        let now = Instant::now();
+        let mut dropped = 0;
+        let mut produced = 0;
+        while produced < budget {
+            let Some(front) = self.queue.front() else {
+                break;
+            };
+            if front.qos != QoS::AtMostOnce && self.inflight.len() >= self.window {
+                break;
+            }
+            let delivery = self.queue.pop_front().expect("front exists");
+            self.queued_bytes -= delivery.message.payload.len();
+            let packet_id = (delivery.qos != QoS::AtMostOnce).then(|| self.allocate_packet_id());
+            let publish = Packet::Publish(delivery.message.to_publish(
+                delivery.qos,
+                delivery.retain,
+                packet_id,
+                now,
+                &delivery.subscription_ids,
+                self.protocol.is_v5(),
+            ));
+            // Expired messages are never delivered [MQTT-3.3.2-5]; one larger than the client's
+            // Maximum Packet Size is not sent [MQTT-3.1.2-25].
+            if delivery.message.is_expired(now)
+                || publish.encoded_len(self.protocol) > self.max_packet_size
+            {
+                self.forget_delivery(&delivery);
+                dropped += 1;
+                continue;
+            }
+            if let Some(packet_id) = packet_id {
+                // The packet id is stored before the PUBLISH leaves, so after a restart the
+                // same id is resent and a QoS 2 receiver can recognise it.
+                self.journal_delivery(&delivery, DeliveryState::Sent(packet_id));
+                self.inflight.push_back(Inflight {
+                    packet_id,
+                    state: InflightState::Published(delivery),
+                });
+            }
+            out.push(publish);
+            produced += 1;
+        }
+        self.dropped += dropped;
+        (produced, dropped)
+    }
+
+    fn allocate_packet_id(&mut self) -> u16 {
+        loop {
+            let id = self.next_packet_id;
+            self.next_packet_id = self.next_packet_id.checked_add(1).unwrap_or(1);
+            if !self.inflight.iter().any(|e| e.packet_id == id) {
+                return id;
+            }
+        }
+    }
+
+    fn position(&self, packet_id: u16, released: bool) -> Option<usize> {
+        self.inflight
+            .iter()
+            .position(|e| e.packet_id == packet_id && e.is_released() == released)
+    }
+
+    fn complete(&mut self, index: usize) {
+        if let Some(entry) = self.inflight.remove(index) {
+            self.forget_delivery(entry.delivery());
+        }
+    }
+
+    /// PUBACK for a QoS 1 delivery: it is complete. Unknown ids are ignored.
+    pub fn on_puback(&mut self, packet_id: u16) -> bool {
+        let found = self.position(packet_id, false);
+        found.map(|i| self.complete(i)).is_some()
+    }
+
+    /// PUBREC for a QoS 2 delivery: answer PUBREL and wait for PUBCOMP [MQTT-4.3.3-4]. A PUBREC
+    /// with an error reason (MQTT 5) ends the flow instead.
+    pub fn on_pubrec(&mut self, packet_id: u16, failed: bool) -> Option<Packet> {
+        match self.position(packet_id, false) {
+            Some(i) if failed => {
+                self.complete(i);
+                None
+            }
+            Some(i) => {
+                let entry = self.inflight.remove(i).expect("position is in range");
+                let InflightState::Published(delivery) = entry.state else {
+                    unreachable!("position(.., false)")
+                };
+                self.journal_delivery(&delivery, DeliveryState::Released(packet_id));
+                self.inflight.insert(
+                    i,
+                    Inflight {
+                        packet_id,
+                        state: InflightState::Released(delivery),
+                    },
+                );
+                Some(Packet::PubRel(Ack::new(packet_id)))
+            }
+            // Already released (a repeated PUBREC): PUBREL again.
+            None if self.position(packet_id, true).is_some() => {
+                Some(Packet::PubRel(Ack::new(packet_id)))
+            }
+            None => {
+                let mut ack = Ack::new(packet_id);
+                ack.reason = ReasonCode::PacketIdentifierNotFound;
+                Some(Packet::PubRel(ack))
+            }
+        }
+    }
+
+    /// PUBCOMP: the QoS 2 delivery is complete.
+    pub fn on_pubcomp(&mut self, packet_id: u16) -> bool {
+        let found = self.position(packet_id, true);
+        found.map(|i| self.complete(i)).is_some()
+    }
+
+    /// An inbound QoS 2 PUBLISH: true if it is new and must be forwarded, false for a
+    /// retransmission of one not yet released [MQTT-4.3.3-9].
+    pub fn receive_qos2(&mut self, packet_id: u16) -> bool {
+        let is_new = self.incoming_qos2.insert(packet_id);
+        if is_new && self.journaling() {
+            self.ops
+                .push(Op::PutInboundQos2(self.client_id.clone(), packet_id));
+        }
+        is_new
+    }
+
+    /// Whether an inbound QoS 2 packet id is awaiting PUBREL (a retransmission, not a new one).
+    pub fn knows_qos2(&self, packet_id: u16) -> bool {
+        self.incoming_qos2.contains(&packet_id)
+    }
+
+    /// Inbound QoS 2 messages waiting for PUBREL: what counts against our Receive Maximum.
+    pub fn pending_qos2(&self) -> usize {
+        self.incoming_qos2.len()
+    }
+
+    /// Inbound PUBREL: forget the id. Returns whether it was known.
+    pub fn release_qos2(&mut self, packet_id: u16) -> bool {
+        let known = self.incoming_qos2.remove(&packet_id);
+        if known && self.journaling() {
+            self.ops
+                .push(Op::DeleteInboundQos2(self.client_id.clone(), packet_id));
+        }
+        known
+    }
+
+    /// Parks a delayed will (see `SessionHandle::take_pending_will_of`).
+    pub fn set_pending_will(&mut self, connection: u64, will: Message) {
+        self.pending_will = Some((connection, will));
+        self.journal_record();
+    }
+
+    pub fn take_pending_will(&mut self, connection: Option<u64>) -> Option<Message> {
+        let matches = match (&self.pending_will, connection) {
+            (Some(_), None) => true,
+            (Some((owner, _)), Some(connection)) => *owner == connection,
+            (None, _) => false,
+        };
+        let will = if matches {
+            self.pending_will.take().map(|(_, will)| will)
+        } else {
+            None
+        };
+        if will.is_some() {
+            self.journal_record();
+        }
+        will
+    }
+
+    /// Rebuilds stored state at start-up: the record, then each delivery in its stored order,
+    /// then the QoS 2 ids awaiting PUBREL.
+    pub fn restore(
+        &mut self,
+        record: &StoredSession,
+        deliveries: Vec<(u64, Delivery, DeliveryState)>,
+        inbound_qos2: impl IntoIterator<Item = u16>,
+    ) -> Result<(), store::StoreError> {
+        self.expiry_interval = record.expiry_interval;
+        self.expires_at = record.expires_at_ms.map(store::record::instant);
+        self.stored = true;
+        for sub in &record.subscriptions {
+            self.subscriptions.insert(
+                sub.filter.as_str().into(),
+                (options_from_byte(sub.options)?, sub.id),
+            );
+        }
+        if let Some((will, _)) = &record.pending_will {
+            self.pending_will = Some((0, will.restore()?));
+        }
+        for (seq, delivery, state) in deliveries {
+            self.next_seq = self.next_seq.max(seq + 1);
+            match state {
+                DeliveryState::Queued => {
+                    self.queued_bytes += delivery.message.payload.len();
+                    self.queue.push_back(delivery);
+                }
+                DeliveryState::Sent(packet_id) => self.inflight.push_back(Inflight {
+                    packet_id,
+                    state: InflightState::Published(delivery),
+                }),
+                DeliveryState::Released(packet_id) => self.inflight.push_back(Inflight {
+                    packet_id,
+                    state: InflightState::Released(delivery),
+                }),
+            }
+        }
+        let highest = self.inflight.iter().map(|e| e.packet_id).max().unwrap_or(0);
+        self.next_packet_id = highest.checked_add(1).unwrap_or(1);
+        self.incoming_qos2.extend(inbound_qos2);
+        Ok(())
+    }
+}
+
+/// The MQTT 5 subscription options byte, the stored form of `SubOptions`.
+fn options_byte(options: &SubOptions) -> u8 {
+    options.qos as u8
+        | u8::from(options.no_local) << 2
+        | u8::from(options.retain_as_published) << 3
+        | (options.retain_handling as u8) << 4
+}
+
+fn options_from_byte(byte: u8) -> Result<SubOptions, store::StoreError> {
+    let corrupt = |_| store::StoreError::Corrupt(format!("subscription options {byte:#x}"));
+    Ok(SubOptions {
+        qos: QoS::from_u8(byte & 0x03).map_err(corrupt)?,
+        no_local: byte & 0x04 != 0,
+        retain_as_published: byte & 0x08 != 0,
+        retain_handling: match (byte >> 4) & 0x03 {
+            0 => cauldron_proto::RetainHandling::OnSubscribe,
+            1 => cauldron_proto::RetainHandling::OnNewSubscribe,
+            _ => cauldron_proto::RetainHandling::Never,
+        },
+    })
+}

@@ -1,0 +1,236 @@
+//! Durable broker state. `Store` is the seam (redb today); `Persistence` is the one writer: it
+//! batches whatever operations arrived while the previous commit ran into the next one (group
+//! commit: many messages, one fsync) and tells each submitter when its operations are durable.
+//! Callers that promised durability (PUBACK, PUBREC, SUBACK) wait for that answer.
+
+pub mod record;
+mod redb;
+
+use std::sync::mpsc as std_mpsc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+use tracing::error;
+
+pub use self::redb::RedbStore;
+pub use record::{DeliveryState, StoredDelivery, StoredMessage, StoredSession, StoredSubscription};
+
+/// One change to durable state. Values are already serialized, so the writer only writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    PutRetained(String, Vec<u8>),
+    DeleteRetained(String),
+    PutSession(String, Vec<u8>),
+    /// Removes the session with its queued deliveries and QoS 2 receive state.
+    DeleteSession(String),
+    PutDelivery(String, u64, Vec<u8>),
+    DeleteDelivery(String, u64),
+    PutInboundQos2(String, u16),
+    DeleteInboundQos2(String, u16),
+}
+
+/// Everything a store holds, read once at start-up.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    pub retained: Vec<(String, Vec<u8>)>,
+    pub sessions: Vec<(String, Vec<u8>)>,
+    pub deliveries: Vec<(String, u64, Vec<u8>)>,
+    pub inbound_qos2: Vec<(String, u16)>,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    #[error("store I/O error: {0}")]
+    Io(String),
+    #[error("stored record is corrupt: {0}")]
+    Corrupt(String),
+    #[error("the store writer has stopped")]
+    Stopped,
+}
+
+/// A place to keep broker state across restarts.
+pub trait Store: Send + 'static {
+    fn load(&mut self) -> Result<Snapshot, StoreError>;
+    /// Applies all `ops` atomically and durably (or not at all).
+    fn commit(&mut self, ops: &[Op]) -> Result<(), StoreError>;
+}
+
+/// How commits are made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Acknowledge only what is committed (the default).
+    Sync,
+    /// Acknowledge at once and commit at most every `interval`: a crash can lose what was
+    /// acknowledged in the last interval, in exchange for throughput.
+    Relaxed { interval: Duration },
+}
+
+/// Resolves when the operations it was issued for are durable.
+pub type Ticket = oneshot::Receiver<Result<(), StoreError>>;
+
+struct Request {
+    ops: Vec<Op>,
+    done: Option<oneshot::Sender<Result<(), StoreError>>>,
+    /// The last request: commit, then stop.
+    stop: bool,
+}
+
+/// The handle to the store writer thread.
+pub struct Persistence {
+    tx: std_mpsc::Sender<Request>,
+    writer: std::sync::Mutex<Option<JoinHandle<()>>>,
+    durability: Durability,
+}
+
+/// Most operations one commit takes, so one huge burst does not hold everyone's acks.
+const MAX_BATCH_OPS: usize = 10_000;
+
+impl Persistence {
+    /// Starts the writer thread over `store`.
+    pub fn start(store: Box<dyn Store>, durability: Durability) -> Persistence {
+        let (tx, rx) = std_mpsc::channel();
+        let writer = std::thread::Builder::new()
+            .name("cauldron-store".into())
+            .spawn(move || write_loop(store, rx, durability))
+            .expect("spawning the store writer thread");
+        Persistence {
+            tx,
+            writer: std::sync::Mutex::new(Some(writer)),
+            durability,
+        }
+    }
+
+    /// Queues `ops` for the next commit. Returns a ticket to wait on unless there is nothing to
+    /// wait for (no ops, or relaxed durability).
+    pub fn submit(&self, ops: Vec<Op>) -> Option<Ticket> {
+        if ops.is_empty() {
+            return None;
+        }
+        let (done, ticket) = match self.durability {
+            Durability::Sync => {
+                let (tx, rx) = oneshot::channel();
+                (Some(tx), Some(rx))
+            }
+            Durability::Relaxed { .. } => (None, None),
+        };
+        // The channel is unbounded, but each connection waits on its tickets, so what is
+        // outstanding is bounded by connections times one read's worth of packets. After a
+        // stop, the send fails and the dropped `done` reads as `Stopped` to the waiter.
+        let _ = self.tx.send(Request {
+            ops,
+            done,
+            stop: false,
+        });
+        ticket
+    }
+
+    /// Commits what is pending and stops the writer; later submissions are not stored.
+    pub fn shutdown(&self) {
+        let _ = self.tx.send(Request {
+            ops: Vec::new(),
+            done: None,
+            stop: true,
+        });
+        let writer = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(writer) = writer {
+            let _ = writer.join();
+        }
+    }
+}
+
+impl Drop for Persistence {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn write_loop(mut store: Box<dyn Store>, rx: std_mpsc::Receiver<Request>, durability: Durability) {
+    while let Ok(first) = rx.recv() {
+        if let Durability::Relaxed { interval } = durability {
+            // Let a whole interval's worth of work gather before paying for a commit.
+            let deadline = Instant::now() + interval;
+            while Instant::now() < deadline {
+                std::thread::sleep(deadline - Instant::now());
+            }
+        }
+        let mut batch = vec![first];
+        let mut op_count = batch[0].ops.len();
+        while op_count < MAX_BATCH_OPS {
+            match rx.try_recv() {
+                Ok(request) => {
+                    op_count += request.ops.len();
+                    batch.push(request);
+                }
+                Err(_) => break,
+            }
+        }
+        let stop = batch.iter().any(|r| r.stop);
+        let ops: Vec<Op> = batch
+            .iter_mut()
+            .flat_map(|r| std::mem::take(&mut r.ops))
+            .collect();
+        let result = if ops.is_empty() { Ok(()) } else { store.commit(&ops) };
+        if let Err(e) = &result {
+            error!(error = %e, ops = ops.len(), "store commit failed; those messages are not acknowledged");
+        }
+        for request in batch {
+            if let Some(done) = request.done {
+                let _ = done.send(result.clone());
+            }
+        }
+        if stop {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    /// Records commits, to see batching and ordering.
+    struct Recorder(Arc<Mutex<Vec<Vec<Op>>>>);
+
+    impl Store for Recorder {
+        fn load(&mut self) -> Result<Snapshot, StoreError> {
+            Ok(Snapshot::default())
+        }
+        fn commit(&mut self, ops: &[Op]) -> Result<(), StoreError> {
+            std::thread::sleep(Duration::from_millis(20));
+            self.0.lock().unwrap().push(ops.to_vec());
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn requests_arriving_during_a_commit_share_the_next_one() {
+        let commits = Arc::new(Mutex::new(Vec::new()));
+        let persistence = Persistence::start(Box::new(Recorder(commits.clone())), Durability::Sync);
+        let first = persistence
+            .submit(vec![Op::DeleteRetained("a".into())])
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(5)); // the writer is now committing "a"
+        let tickets: Vec<_> = (0..10)
+            .map(|i| {
+                persistence
+                    .submit(vec![Op::DeleteRetained(i.to_string())])
+                    .unwrap()
+            })
+            .collect();
+        first.await.unwrap().unwrap();
+        for ticket in tickets {
+            ticket.await.unwrap().unwrap();
+        }
+        persistence.shutdown();
+        let commits = commits.lock().unwrap();
+        assert_eq!(
+            commits.len(),
+            2,
+            "one commit for the first, one for the ten that waited"
+        );
+        assert_eq!(commits[1].len(), 10);
+        assert!(persistence.submit(vec![]).is_none());
+    }
+}
