@@ -28,6 +28,8 @@ pub async fn run(
     let sweeper = tokio::spawn(expire_sessions(Arc::clone(&broker), shutdown.clone()));
     while accept_loops.join_next().await.is_some() {}
     sweeper.abort();
+    // Connections are closed: commit what they left pending.
+    let _ = tokio::task::spawn_blocking(move || broker.close_store()).await;
     Ok(())
 }
 

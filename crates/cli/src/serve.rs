@@ -1,52 +1,83 @@
-//! `cauldron serve`: bind the listeners, run the broker until SIGINT or SIGTERM.
+//! `cauldron serve`: load the stored state, bind the listeners, run the broker until SIGINT or
+//! SIGTERM, then commit what is pending.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
-use cauldron_broker::{run, Broker, CancellationToken, Config};
+use cauldron_broker::store::{Durability, RedbStore};
+use cauldron_broker::{run, AllowAll, Broker, CancellationToken, Config};
 use tokio::net::TcpListener;
 use tracing::info;
+
+/// The store file inside the data directory.
+const STORE_FILE: &str = "cauldron.redb";
 
 #[derive(clap::Args)]
 pub struct ServeArgs {
     /// Address to accept MQTT on; repeat for several. Default 127.0.0.1:1883.
     #[arg(long = "listen", value_name = "ADDR:PORT")]
     listen: Vec<SocketAddr>,
-    /// Directory for persistent state.
+    /// Directory for persistent state (retained messages, sessions, queued messages).
     #[arg(long, value_name = "DIR", default_value = "cauldron-data")]
     data_dir: PathBuf,
     /// Messages queued per session beyond the inflight window (Mosquitto's max_queued_messages).
     #[arg(long, value_name = "N", default_value_t = Config::default().max_queued_messages)]
     max_queued_messages: usize,
+    /// Payload bytes queued per session; 0 is no limit (Mosquitto's max_queued_bytes).
+    #[arg(long, value_name = "BYTES", default_value_t = 0)]
+    max_queued_bytes: usize,
     /// QoS 1/2 messages in flight to one client (Mosquitto's max_inflight_messages).
     #[arg(long, value_name = "N", default_value_t = Config::default().max_inflight_messages)]
     max_inflight_messages: usize,
+    /// Acknowledge before storing and commit at most every MS milliseconds. Faster, but a crash
+    /// can lose what was acknowledged in the last interval. Default: acknowledge only what is
+    /// committed.
+    #[arg(long, value_name = "MS")]
+    relaxed_commit_ms: Option<u64>,
+    /// Seconds a 3.x persistent session outlives its client (Mosquitto's
+    /// persistent_client_expiration). Default: forever.
+    #[arg(long, value_name = "SECS")]
+    persistent_client_expiration: Option<u64>,
 }
 
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut config = Config {
         data_dir: args.data_dir,
         max_queued_messages: args.max_queued_messages,
+        max_queued_bytes: args.max_queued_bytes,
         max_inflight_messages: args.max_inflight_messages.max(1),
+        persistent_client_expiration: args.persistent_client_expiration.map(Duration::from_secs),
+        durability: match args.relaxed_commit_ms {
+            Some(ms) => Durability::Relaxed { interval: Duration::from_millis(ms) },
+            None => Durability::Sync,
+        },
         ..Config::default()
     };
     if !args.listen.is_empty() {
         config.listeners = args.listen;
     }
+    info!("cauldron {} starting", env!("CARGO_PKG_VERSION"));
+    // State is loaded before any listener opens.
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
+    let path = config.data_dir.join(STORE_FILE);
+    let (store, snapshot, _quarantined) =
+        RedbStore::open(&path).with_context(|| format!("opening the store {}", path.display()))?;
+    let durability = config.durability;
+    let listen = config.listeners.clone();
+    let broker = Broker::open(config, Arc::new(AllowAll), Box::new(store), snapshot, durability)
+        .with_context(|| format!("restoring state from {}", path.display()))?;
     let mut listeners = Vec::new();
-    for addr in &config.listeners {
-        let listener = TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("binding {addr}"))?;
+    for addr in &listen {
+        let listener = TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
         listeners.push(listener);
     }
-    info!("cauldron {} starting", env!("CARGO_PKG_VERSION"));
     let shutdown = CancellationToken::new();
     tokio::spawn(stop_on_signal(shutdown.clone()));
-    run(Broker::new(config), listeners, shutdown).await?;
+    run(broker, listeners, shutdown).await?;
     info!("cauldron stopped");
     Ok(())
 }
