@@ -51,7 +51,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_inflight_messages: args.max_inflight_messages.max(1),
         persistent_client_expiration: args.persistent_client_expiration.map(Duration::from_secs),
         durability: match args.relaxed_commit_ms {
-            Some(ms) => Durability::Relaxed { interval: Duration::from_millis(ms) },
+            Some(ms) => Durability::Relaxed {
+                interval: Duration::from_millis(ms),
+            },
             None => Durability::Sync,
         },
         ..Config::default()
@@ -68,11 +70,19 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         RedbStore::open(&path).with_context(|| format!("opening the store {}", path.display()))?;
     let durability = config.durability;
     let listen = config.listeners.clone();
-    let broker = Broker::open(config, Arc::new(AllowAll), Box::new(store), snapshot, durability)
-        .with_context(|| format!("restoring state from {}", path.display()))?;
+    let broker = Broker::open(
+        config,
+        Arc::new(AllowAll),
+        Box::new(store),
+        snapshot,
+        durability,
+    )
+    .with_context(|| format!("restoring state from {}", path.display()))?;
     let mut listeners = Vec::new();
     for addr in &listen {
-        let listener = TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding {addr}"))?;
         listeners.push(listener);
     }
     let shutdown = CancellationToken::new();

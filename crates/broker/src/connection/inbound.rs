@@ -25,7 +25,10 @@ impl Connection {
                     .session
                     .lock()
                     .on_pubrec(ack.packet_id, ack.reason.is_error());
-                drop(self.broker.flush_session(&self.session));
+                // The released state is stored before PUBREL goes out: after a restart the
+                // broker must repeat PUBREL, never the PUBLISH the client already passed on.
+                let ticket = self.broker.flush_session(&self.session);
+                self.hold_until(ticket);
                 if let Some(reply) = reply {
                     self.send(&reply);
                 }

@@ -147,15 +147,19 @@ impl Drop for Persistence {
 
 fn write_loop(mut store: Box<dyn Store>, rx: std_mpsc::Receiver<Request>, durability: Durability) {
     while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
         if let Durability::Relaxed { interval } = durability {
-            // Let a whole interval's worth of work gather before paying for a commit.
+            // Let a whole interval's worth of work gather before paying for a commit; a stop
+            // request ends the wait.
             let deadline = Instant::now() + interval;
-            while Instant::now() < deadline {
-                std::thread::sleep(deadline - Instant::now());
+            while !batch.last().is_some_and(|r| r.stop) {
+                match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                    Ok(request) => batch.push(request),
+                    Err(_) => break,
+                }
             }
         }
-        let mut batch = vec![first];
-        let mut op_count = batch[0].ops.len();
+        let mut op_count = batch.iter().map(|r| r.ops.len()).sum::<usize>();
         while op_count < MAX_BATCH_OPS {
             match rx.try_recv() {
                 Ok(request) => {
@@ -170,7 +174,11 @@ fn write_loop(mut store: Box<dyn Store>, rx: std_mpsc::Receiver<Request>, durabi
             .iter_mut()
             .flat_map(|r| std::mem::take(&mut r.ops))
             .collect();
-        let result = if ops.is_empty() { Ok(()) } else { store.commit(&ops) };
+        let result = if ops.is_empty() {
+            Ok(())
+        } else {
+            store.commit(&ops)
+        };
         if let Err(e) = &result {
             error!(error = %e, ops = ops.len(), "store commit failed; those messages are not acknowledged");
         }

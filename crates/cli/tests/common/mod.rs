@@ -1,0 +1,106 @@
+//! Black-box harness: the real `cauldron` binary as a child process on a data directory, which
+//! tests kill (-9 or TERM) and start again.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+pub const WAIT: Duration = Duration::from_secs(10);
+
+pub struct Cauldron {
+    child: Child,
+    pub addr: String,
+    /// What the broker logged, line by line, as it arrives.
+    pub log: tokio::sync::mpsc::UnboundedReceiver<String>,
+    /// Lines already read while starting.
+    early: Vec<String>,
+}
+
+/// A fresh data directory under the target directory, removed first if it exists.
+pub fn data_dir(name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+impl Cauldron {
+    pub async fn start(data_dir: &Path, extra: &[&str]) -> Cauldron {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_cauldron"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("the cauldron binary starts");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, mut log) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                let _ = tx.send(line);
+            }
+        });
+        // The listener is bound to port 0: learn the real address from the log.
+        let mut early = Vec::new();
+        let addr = tokio::time::timeout(WAIT, async {
+            while let Some(line) = log.recv().await {
+                if let Some(rest) = line.split("Opening listener on ").nth(1) {
+                    return rest.split_whitespace().next().unwrap().to_string();
+                }
+                early.push(line);
+            }
+            panic!("cauldron exited before listening: {early:?}");
+        })
+        .await
+        .expect("cauldron listens");
+        Cauldron {
+            child,
+            addr,
+            log,
+            early,
+        }
+    }
+
+    /// kill -9: no chance to commit or say goodbye.
+    pub async fn kill9(mut self) {
+        self.child.kill().await.unwrap();
+    }
+
+    /// SIGTERM, then wait for a clean exit.
+    pub async fn terminate(mut self) {
+        let pid = self.child.id().unwrap().to_string();
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .await
+            .unwrap();
+        let status = tokio::time::timeout(WAIT, self.child.wait())
+            .await
+            .expect("exits after SIGTERM")
+            .unwrap();
+        assert!(status.success(), "clean exit, got {status}");
+    }
+
+    /// Waits for a log line containing `text` and returns it.
+    pub async fn logged(&mut self, text: &str) -> String {
+        if let Some(line) = self.early.iter().find(|l| l.contains(text)) {
+            return line.clone();
+        }
+        tokio::time::timeout(WAIT, async {
+            while let Some(line) = self.log.recv().await {
+                if line.contains(text) {
+                    return line;
+                }
+            }
+            panic!("log ended without {text:?}");
+        })
+        .await
+        .unwrap_or_else(|_| panic!("no log line with {text:?}"))
+    }
+}
