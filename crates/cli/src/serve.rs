@@ -29,6 +29,12 @@ pub struct ServeArgs {
     /// Payload bytes queued per session; 0 is no limit (Mosquitto's max_queued_bytes).
     #[arg(long, value_name = "BYTES", default_value_t = 0)]
     max_queued_bytes: usize,
+    /// Queue QoS 0 messages for offline persistent sessions (Mosquitto's queue_qos0_messages).
+    #[arg(long)]
+    queue_qos0_messages: bool,
+    /// When a session's queue is full, drop its oldest message instead of the new one.
+    #[arg(long)]
+    drop_oldest: bool,
     /// QoS 1/2 messages in flight to one client (Mosquitto's max_inflight_messages).
     #[arg(long, value_name = "N", default_value_t = Config::default().max_inflight_messages)]
     max_inflight_messages: usize,
@@ -48,6 +54,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         data_dir: args.data_dir,
         max_queued_messages: args.max_queued_messages,
         max_queued_bytes: args.max_queued_bytes,
+        queue_qos0_messages: args.queue_qos0_messages,
+        drop_oldest: args.drop_oldest,
         max_inflight_messages: args.max_inflight_messages.max(1),
         persistent_client_expiration: args.persistent_client_expiration.map(Duration::from_secs),
         durability: match args.relaxed_commit_ms {

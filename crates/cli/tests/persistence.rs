@@ -364,3 +364,34 @@ async fn relaxed_mode_commits_pending_state_on_sigterm() {
     assert_eq!(&next(&mut messages).await.payload[..], b"yes");
     broker.terminate().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_sessions_leave_the_store() {
+    let dir = data_dir("expiry");
+    let broker = Cauldron::start(&dir, &["--persistent-client-expiration", "1"]).await;
+    let (sub, _) = Client::connect(persistent(&broker.addr, "forgetful"))
+        .await
+        .unwrap();
+    sub.subscribe("e/#", QoS::AtLeastOnce).await.unwrap();
+    sub.disconnect().await.unwrap();
+    let (publisher, _) = Client::connect(Options::new(&broker.addr, "pub"))
+        .await
+        .unwrap();
+    publisher
+        .publish("e/1", "queued", QoS::AtLeastOnce, false)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    broker.kill9().await;
+    let mut broker = Cauldron::start(&dir, &[]).await;
+    assert!(
+        broker.logged("state restored").await.contains("sessions=0"),
+        "nothing left of it in the store"
+    );
+    let (sub, mut messages) = Client::connect(persistent(&broker.addr, "forgetful"))
+        .await
+        .unwrap();
+    assert!(!sub.connected().session_present);
+    nothing(&mut messages).await;
+    broker.terminate().await;
+}

@@ -119,3 +119,102 @@ fn receive_maximum_caps_the_window() {
     s.drain(1, &mut out, usize::MAX);
     assert_eq!(out.len(), 1);
 }
+
+fn limits_with(
+    max_queued: usize,
+    max_queued_bytes: usize,
+    drop_oldest: bool,
+    queue_qos0: bool,
+) -> Limits {
+    Limits {
+        max_inflight: 10,
+        max_queued,
+        max_queued_bytes,
+        queue_qos0,
+        drop_oldest,
+    }
+}
+
+fn payloads(s: &mut Session) -> Vec<String> {
+    let mut out = vec![];
+    s.drain(1, &mut out, usize::MAX);
+    out.iter()
+        .map(|p| match p {
+            Packet::Publish(p) => String::from_utf8(p.payload.to_vec()).unwrap(),
+            other => panic!("{other:?}"),
+        })
+        .collect()
+}
+
+#[test]
+fn byte_limit_and_drop_oldest_policy() {
+    // 10 bytes of payload at most: "aaaa" + "bbbb" fit, "cccc" does not.
+    let mut s = Session::new("c", limits_with(100, 10, false, false), false);
+    for p in ["aaaa", "bbbb", "cccc"] {
+        s.enqueue(delivery(p, QoS::AtLeastOnce));
+    }
+    s.attach(1, Protocol::V3_1_1, usize::MAX);
+    assert_eq!(
+        payloads(&mut s),
+        ["aaaa", "bbbb"],
+        "the newest is dropped by default"
+    );
+    assert_eq!(s.dropped, 1);
+
+    let mut s = Session::new("c", limits_with(2, 0, true, false), false);
+    for p in ["1", "2", "3", "4"] {
+        s.enqueue(delivery(p, QoS::AtLeastOnce));
+    }
+    s.attach(1, Protocol::V3_1_1, usize::MAX);
+    assert_eq!(payloads(&mut s), ["3", "4"], "drop oldest keeps the latest");
+    assert_eq!(s.dropped, 2);
+}
+
+#[test]
+fn qos0_is_queued_offline_only_when_configured() {
+    let mut s = Session::new("c", limits_with(10, 0, false, true), false);
+    assert_eq!(
+        s.enqueue(delivery("zero", QoS::AtMostOnce)),
+        Enqueued::Queued
+    );
+    s.attach(1, Protocol::V3_1_1, usize::MAX);
+    assert_eq!(payloads(&mut s), ["zero"]);
+}
+
+#[test]
+fn a_persistent_session_journals_each_step_of_a_delivery() {
+    use crate::store::Op;
+    let mut s = Session::new("c", limits(), true);
+    s.expiry_interval = u32::MAX;
+    s.enqueue(delivery("m", QoS::ExactlyOnce));
+    assert!(
+        matches!(&s.take_ops()[..], [Op::PutDelivery(c, 1, _)] if c == "c"),
+        "queued"
+    );
+    s.attach(1, Protocol::V3_1_1, usize::MAX);
+    let mut out = vec![];
+    s.drain(1, &mut out, usize::MAX);
+    assert!(
+        matches!(&s.take_ops()[..], [Op::PutDelivery(_, 1, _)]),
+        "sent with its packet id"
+    );
+    s.on_pubrec(1, false);
+    assert!(
+        matches!(&s.take_ops()[..], [Op::PutDelivery(_, 1, _)]),
+        "released"
+    );
+    s.on_pubcomp(1);
+    assert_eq!(
+        s.take_ops(),
+        [Op::DeleteDelivery("c".into(), 1)],
+        "complete"
+    );
+    assert!(s.receive_qos2(9));
+    assert_eq!(s.take_ops(), [Op::PutInboundQos2("c".into(), 9)]);
+    s.release_qos2(9);
+    assert_eq!(s.take_ops(), [Op::DeleteInboundQos2("c".into(), 9)]);
+    // A clean session journals nothing.
+    let mut clean = Session::new("d", limits(), true);
+    clean.enqueue(delivery("m", QoS::AtLeastOnce));
+    assert!(clean.take_ops().is_empty());
+}
