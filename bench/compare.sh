@@ -7,6 +7,7 @@
 # Usage: bench/compare.sh [MESSAGES] [PAYLOAD_BYTES] [PUBLISHERS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 N=${1:-200000}
 SIZE=${2:-64}
 PUBLISHERS=${3:-4}
@@ -18,14 +19,7 @@ trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 command -v mosquitto >/dev/null || { echo "needs mosquitto (apt-get install mosquitto mosquitto-clients)" >&2; exit 1; }
 cargo build --release -q -p cauldron
 
-cat > "$work/mosquitto.conf" <<CONF
-listener $MOSQ_PORT 127.0.0.1
-allow_anonymous true
-set_tcp_nodelay true
-max_queued_messages 1000000
-max_inflight_messages 20
-user root
-CONF
+mosquitto_conf "$MOSQ_PORT" "$work"
 mosquitto -c "$work/mosquitto.conf" >"$work/mosquitto.log" 2>&1 &
 RUST_LOG=warn ./target/release/cauldron serve --listen 127.0.0.1:$CAUL_PORT --data-dir "$work/data" \
   --max-queued-messages 1000000 --max-inflight-messages 20 2>"$work/cauldron.log" &
@@ -33,31 +27,10 @@ sleep 1
 
 payload=$(head -c "$SIZE" /dev/zero | tr '\0' 'x')
 
-# Prints "received msgs/s" for one broker and QoS: PUBLISHERS mosquitto_pub processes, each
-# publishing N/PUBLISHERS messages with --repeat (each waits for its acknowledgement at QoS 1/2),
-# and one mosquitto_sub receiving all of them; the rate runs from the publishers' start to the
-# subscriber's last message (or its 60 s idle timeout).
-run() {
-  local port=$1 qos=$2 each=$((N / PUBLISHERS)) start end got pids=()
-  mosquitto_sub -p "$port" -t bench/t -q "$qos" -C $((each * PUBLISHERS)) -W 60 > "$work/received" &
-  local sub=$!
-  sleep 0.5
-  start=$(date +%s.%N)
-  for _ in $(seq "$PUBLISHERS"); do
-    mosquitto_pub -p "$port" -t bench/t -q "$qos" -m "$payload" --repeat "$each" --nodelay &
-    pids+=($!)
-  done
-  wait "${pids[@]}"
-  wait "$sub" || true
-  end=$(date +%s.%N)
-  got=$(wc -l < "$work/received")
-  printf '%s %.0f' "$got" "$(echo "$got / ($end - $start)" | bc -l)"
-}
-
 printf '%-10s %-4s %10s %12s\n' broker qos received 'msgs/s'
 for qos in 0 1 2; do
-  read -r mg mr <<< "$(run $MOSQ_PORT $qos)"
-  read -r cg cr <<< "$(run $CAUL_PORT $qos)"
+  read -r mg mr <<< "$(load $MOSQ_PORT $qos "$N" "$PUBLISHERS" "$payload")"
+  read -r cg cr <<< "$(load $CAUL_PORT $qos "$N" "$PUBLISHERS" "$payload")"
   printf '%-10s %-4s %10s %12s\n' mosquitto "$qos" "$mg" "$mr" cauldron "$qos" "$cg" "$cr"
   printf 'ratio cauldron/mosquitto at QoS %s: %.2f\n' "$qos" "$(echo "$cr / $mr" | bc -l)"
 done

@@ -1,5 +1,6 @@
 //! `cauldron`: the MQTT broker and its tools in one binary.
 
+mod bench;
 mod serve;
 
 use clap::{Parser, Subcommand};
@@ -15,6 +16,9 @@ struct Cli {
 enum Command {
     /// Run the broker.
     Serve(serve::ServeArgs),
+    /// Generate load against a broker and measure it.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -31,5 +35,6 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     match cli.command {
         Command::Serve(args) => runtime.block_on(serve::serve(args)),
+        Command::Bench(command) => runtime.block_on(bench::run(command)),
     }
 }

@@ -390,9 +390,12 @@ impl Session {
                 continue;
             }
             if let Some(packet_id) = packet_id {
-                // The packet id is stored before the PUBLISH leaves, so after a restart the
-                // same id is resent and a QoS 2 receiver can recognise it.
-                self.journal_delivery(&delivery, DeliveryState::Sent(packet_id));
+                // A QoS 2 packet id is stored before the PUBLISH leaves, so after a restart the
+                // same id is resent and the receiver recognises it. QoS 1 needs no such write:
+                // a restart sends it again as a new message, which at-least-once allows.
+                if delivery.qos == QoS::ExactlyOnce {
+                    self.journal_delivery(&delivery, DeliveryState::Sent(packet_id));
+                }
                 self.inflight.push_back(Inflight {
                     packet_id,
                     state: InflightState::Published(delivery),
