@@ -125,8 +125,10 @@ async fn a_stalled_subscriber_does_not_slow_the_others() {
     let count = 2000; // 32 MB: far more than socket buffers hold
     let sender = tokio::spawn(async move {
         for _ in 0..count {
+            // QoS 1: one message in flight at a time, so only a subscriber that stops reading
+            // falls behind by a whole queue.
             publisher
-                .publish("load", payload.clone(), QoS::AtMostOnce, false)
+                .publish("load", payload.clone(), QoS::AtLeastOnce, false)
                 .await
                 .unwrap();
         }

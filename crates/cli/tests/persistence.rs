@@ -156,19 +156,33 @@ async fn kill_9_under_load_loses_no_acknowledged_message() {
     }
     assert!(acked.len() > 100, "the load ran: {} acked", acked.len());
 
-    let broker = Cauldron::start(&dir, &["--max-queued-messages", "1000000"]).await;
+    let mut broker = Cauldron::start(&dir, &["--max-queued-messages", "1000000"]).await;
     let (_sub, mut messages) = Client::connect(persistent(&broker.addr, "collector"))
         .await
         .unwrap();
     let mut received = HashSet::new();
-    while let Ok(Some(m)) = tokio::time::timeout(Duration::from_secs(2), messages.recv()).await {
-        received.insert(String::from_utf8(m.payload.to_vec()).unwrap());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !acked.is_subset(&received) {
+        match tokio::time::timeout_at(deadline, messages.recv()).await {
+            Ok(Some(m)) => received.insert(String::from_utf8(m.payload.to_vec()).unwrap()),
+            _ => break,
+        };
     }
     let missing: Vec<_> = acked.difference(&received).collect();
+    if !missing.is_empty() {
+        eprintln!("broker: {}", broker.logged("state restored").await);
+        while let Ok(Some(line)) =
+            tokio::time::timeout(Duration::from_millis(200), broker.log.recv()).await
+        {
+            eprintln!("broker: {line}");
+        }
+    }
     assert!(
         missing.is_empty(),
-        "{} acknowledged messages missing, e.g. {:?}",
+        "{} of {} acknowledged messages missing ({} received), e.g. {:?}",
         missing.len(),
+        acked.len(),
+        received.len(),
         missing.first()
     );
     eprintln!(

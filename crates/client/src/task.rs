@@ -164,12 +164,22 @@ async fn run(
         keep_alive
     };
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-    // Packets that arrived in the same read as CONNACK.
-    if !state.process(&messages).await {
-        return;
-    }
+    // Packets that arrived in the same read as CONNACK; their acks go out with the first write.
+    let mut keep_going = state.process(&messages).await;
     loop {
-        let keep_going = tokio::select! {
+        if !keep_going {
+            return;
+        }
+        if !state.wbuf.is_empty() {
+            if writer.write_all(&state.wbuf).await.is_err() {
+                return;
+            }
+            state.wbuf.clear();
+        }
+        if state.rbuf.capacity() - state.rbuf.len() < 1024 {
+            state.rbuf.reserve(4096);
+        }
+        keep_going = tokio::select! {
             command = commands.recv() => match command {
                 Some(Command::Disconnect(disconnect, reply)) => {
                     let sent = state.send(&Packet::Disconnect(disconnect));
@@ -190,18 +200,6 @@ async fn run(
             },
             _ = ping.tick(), if !keep_alive.is_zero() => state.send(&Packet::PingReq).is_ok(),
         };
-        if !keep_going {
-            return;
-        }
-        if !state.wbuf.is_empty() {
-            if writer.write_all(&state.wbuf).await.is_err() {
-                return;
-            }
-            state.wbuf.clear();
-        }
-        if state.rbuf.capacity() - state.rbuf.len() < 1024 {
-            state.rbuf.reserve(4096);
-        }
     }
 }
 
