@@ -56,26 +56,17 @@ impl Message {
         with_properties: bool,
     ) -> Publish {
         let mut properties = Properties::default();
-        if !with_properties {
-            return Publish {
-                dup: false,
-                qos,
-                retain,
-                topic: self.topic.clone(),
-                packet_id,
-                properties,
-                payload: self.payload.clone(),
-            };
+        if with_properties {
+            properties.clone_from(&self.properties);
+            if let Some(at) = self.expires_at {
+                // Forward the remaining lifetime, not the original interval [MQTT-3.3.2-6].
+                properties.message_expiry_interval =
+                    Some(at.saturating_duration_since(now).as_secs() as u32);
+            }
+            properties
+                .subscription_identifiers
+                .extend_from_slice(sub_ids);
         }
-        properties.clone_from(&self.properties);
-        if let Some(at) = self.expires_at {
-            // Forward the remaining lifetime, not the original interval [MQTT-3.3.2-6].
-            properties.message_expiry_interval =
-                Some(at.saturating_duration_since(now).as_secs() as u32);
-        }
-        properties
-            .subscription_identifiers
-            .extend_from_slice(sub_ids);
         Publish {
             dup: false,
             qos,

@@ -25,13 +25,16 @@ async fn run(program: &str, args: &[&str]) -> std::process::Output {
         })
 }
 
-async fn paho(broker: &TestBroker, protocol: &str, scenario: &str) {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/paho_interop.py");
+/// Runs one scenario of a paho-mqtt script in `tests/python` against the broker.
+async fn python(broker: &TestBroker, script: &str, args: &[&str]) {
+    let script = format!("{}/tests/python/{script}", env!("CARGO_MANIFEST_DIR"));
     let port = broker.addr.port().to_string();
-    let out = run("python3", &[script, &port, protocol, scenario]).await;
+    let mut argv = vec![script.as_str(), port.as_str()];
+    argv.extend_from_slice(args);
+    let out = run("python3", &argv).await;
     assert!(
         out.status.success(),
-        "paho {scenario} over {protocol} failed:\n{}{}",
+        "{script} {args:?} failed:\n{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
@@ -42,7 +45,7 @@ macro_rules! paho_tests {
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn $name() {
             let broker = TestBroker::start().await;
-            paho(&broker, $protocol, $scenario).await;
+            python(&broker, "paho_interop.py", &[$protocol, $scenario]).await;
         }
     )*};
 }
@@ -60,24 +63,12 @@ paho_tests! {
     paho_31_takeover: "31" "takeover",
 }
 
-async fn paho_v5(broker: &TestBroker, scenario: &str) {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/paho_v5.py");
-    let port = broker.addr.port().to_string();
-    let out = run("python3", &[script, &port, scenario]).await;
-    assert!(
-        out.status.success(),
-        "paho v5 {scenario} failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 macro_rules! paho_v5_tests {
     ($($name:ident,)*) => {$(
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn $name() {
             let broker = TestBroker::start().await;
-            paho_v5(&broker, stringify!($name)).await;
+            python(&broker, "paho_v5.py", &[stringify!($name)]).await;
         }
     )*};
 }
