@@ -21,7 +21,7 @@ cargo build --release -q -p cauldron
 
 mosquitto_conf "$MOSQ_PORT" "$work"
 mosquitto -c "$work/mosquitto.conf" >"$work/mosquitto.log" 2>&1 &
-RUST_LOG=warn ./target/release/cauldron serve --listen 127.0.0.1:$CAUL_PORT --data-dir "$work/data" \
+RUST_LOG=warn ./target/release/cauldron serve --listen 127.0.0.1:$CAUL_PORT --data-dir "$work/data" --http 127.0.0.1:0 \
   --max-queued-messages 1000000 --max-inflight-messages 20 2>"$work/cauldron.log" &
 sleep 1
 

@@ -23,8 +23,8 @@ bin=./target/release/cauldron
 mkdir -p "$work/mosq"
 mosquitto_conf 18841 "$work/mosq" "persistence true" "persistence_location $work/mosq/"
 mosquitto -c "$work/mosq/mosquitto.conf" >"$work/mosquitto.log" 2>&1 &
-RUST_LOG=warn $bin serve --listen 127.0.0.1:18842 --data-dir "$work/sync" --max-queued-messages 1000000 2>"$work/sync.log" &
-RUST_LOG=warn $bin serve --listen 127.0.0.1:18843 --data-dir "$work/relaxed" --max-queued-messages 1000000 \
+RUST_LOG=warn $bin serve --listen 127.0.0.1:18842 --http 127.0.0.1:0 --data-dir "$work/sync" --max-queued-messages 1000000 2>"$work/sync.log" &
+RUST_LOG=warn $bin serve --listen 127.0.0.1:18843 --http 127.0.0.1:0 --data-dir "$work/relaxed" --max-queued-messages 1000000 \
   --relaxed-commit-ms 10 2>"$work/relaxed.log" &
 sleep 1
 

@@ -17,10 +17,7 @@ pub fn properties(data: Vec<u8>) -> Properties {
 }
 
 pub fn packet(reason: ReasonCode, data: Vec<u8>) -> Packet {
-    Packet::Auth(Auth {
-        reason,
-        properties: properties(data),
-    })
+    Packet::Auth(Auth { reason, properties: properties(data) })
 }
 
 fn failure(e: &ScramError) -> ReasonCode {
@@ -42,12 +39,8 @@ pub fn begin(
     }
     let data = data.map(|d| &d[..]).unwrap_or_default();
     let (exchange, server_first) =
-        ServerExchange::start(data, |user| config.scram_users.get(user).cloned())
-            .map_err(|e| failure(&e))?;
-    Ok((
-        exchange,
-        packet(ReasonCode::ContinueAuthentication, server_first),
-    ))
+        ServerExchange::start(data, |user| config.scram_users.get(user).cloned()).map_err(|e| failure(&e))?;
+    Ok((exchange, packet(ReasonCode::ContinueAuthentication, server_first)))
 }
 
 /// Second step: the client's AUTH (continue) with its proof. Returns the user name and the
@@ -59,11 +52,6 @@ pub fn complete(exchange: ServerExchange, reply: &Auth) -> Result<(String, Vec<u
         // The method may not change within an exchange [MQTT-4.12.0-5].
         return Err(ReasonCode::ProtocolError);
     }
-    let data = reply
-        .properties
-        .authentication_data
-        .as_ref()
-        .map(|d| &d[..])
-        .unwrap_or_default();
+    let data = reply.properties.authentication_data.as_ref().map(|d| &d[..]).unwrap_or_default();
     exchange.finish(data).map_err(|e| failure(&e))
 }

@@ -52,6 +52,12 @@ pub struct Config {
     pub response_topic_prefix: Option<String>,
     /// Send MQTT 5 clients to another server from the start (see [`Redirect`]).
     pub redirect: Option<Redirect>,
+    /// Connections open at once across all listeners (Mosquitto: max_connections).
+    pub max_connections: Option<usize>,
+    /// New connections per second from one address (a burst of as many is allowed).
+    pub connection_rate_per_ip: Option<u32>,
+    /// Seconds between `$SYS` updates; 0 disables them (Mosquitto: sys_interval).
+    pub sys_interval: u64,
     /// How often expired sessions are looked for.
     pub expiry_check_interval: Duration,
     /// Users who may authenticate with SCRAM-SHA-256 (MQTT 5 enhanced authentication).
@@ -84,6 +90,9 @@ impl Default for Config {
             shared_subscription_available: true,
             response_topic_prefix: None,
             redirect: None,
+            max_connections: None,
+            connection_rate_per_ip: None,
+            sys_interval: 10,
             expiry_check_interval: Duration::from_secs(1),
             scram_users: HashMap::new(),
         }

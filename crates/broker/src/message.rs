@@ -60,12 +60,9 @@ impl Message {
             properties.clone_from(&self.properties);
             if let Some(at) = self.expires_at {
                 // Forward the remaining lifetime, not the original interval [MQTT-3.3.2-6].
-                properties.message_expiry_interval =
-                    Some(at.saturating_duration_since(now).as_secs() as u32);
+                properties.message_expiry_interval = Some(at.saturating_duration_since(now).as_secs() as u32);
             }
-            properties
-                .subscription_identifiers
-                .extend_from_slice(sub_ids);
+            properties.subscription_identifiers.extend_from_slice(sub_ids);
         }
         Publish {
             dup: false,

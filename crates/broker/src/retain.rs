@@ -18,8 +18,7 @@ impl Retained {
         if message.payload.is_empty() {
             self.messages.remove(&message.topic);
         } else {
-            self.messages
-                .insert(message.topic.clone(), Arc::clone(message));
+            self.messages.insert(message.topic.clone(), Arc::clone(message));
         }
     }
 

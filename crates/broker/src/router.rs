@@ -73,18 +73,13 @@ impl Node {
     }
 
     fn find(&self, filter: &str) -> Option<&Node> {
-        filter
-            .split('/')
-            .try_fold(self, |node, level| node.children.get(level))
+        filter.split('/').try_fold(self, |node, level| node.children.get(level))
     }
 }
 
 /// Replaces the client's entry in `entries` or adds it; true if added.
 fn upsert(entries: &mut Vec<Entry>, entry: Entry) -> bool {
-    match entries
-        .iter_mut()
-        .find(|e| Arc::ptr_eq(&e.session, &entry.session))
-    {
+    match entries.iter_mut().find(|e| Arc::ptr_eq(&e.session, &entry.session)) {
         Some(existing) => {
             *existing = entry;
             false
@@ -167,16 +162,8 @@ impl Router {
         let Some(Ok((name, path))) = topic::parse_shared(filter) else {
             return None;
         };
-        let group = self
-            .root
-            .find(path)?
-            .groups
-            .iter()
-            .find(|g| g.name == name)?;
-        group
-            .pick(Some(leaving))
-            .filter(|e| e.session.is_online())
-            .cloned()
+        let group = self.root.find(path)?.groups.iter().find(|g| g.name == name)?;
+        group.pick(Some(leaving)).filter(|e| e.session.is_online()).cloned()
     }
 }
 
@@ -219,12 +206,7 @@ fn match_at<'a>(
     }
 }
 
-fn remove_at(
-    node: &mut Node,
-    levels: &[&str],
-    shared: Option<&str>,
-    session: &Arc<SessionHandle>,
-) -> bool {
+fn remove_at(node: &mut Node, levels: &[&str], shared: Option<&str>, session: &Arc<SessionHandle>) -> bool {
     let Some((level, rest)) = levels.split_first() else {
         return match shared {
             None => remove_from(&mut node.entries, session),
@@ -316,10 +298,8 @@ mod tests {
             assert_eq!(pick.len(), 2, "one from each group: {pick:?}");
             assert!(pick.contains(&"$share/h/t/#:c".to_string()));
         }
-        let from_g: Vec<&String> = picks
-            .iter()
-            .flat_map(|p| p.iter().filter(|s| s.starts_with("$share/g")))
-            .collect();
+        let from_g: Vec<&String> =
+            picks.iter().flat_map(|p| p.iter().filter(|s| s.starts_with("$share/g"))).collect();
         assert_ne!(from_g[0], from_g[1], "round robin");
         assert!(router.remove("$share/g/t/+", &a.session));
         assert!(router.remove("$share/g/t/+", &b.session));

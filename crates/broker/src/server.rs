@@ -12,6 +12,21 @@ use tracing::{info, warn};
 
 use crate::broker::Broker;
 use crate::connection;
+use crate::limits::{admit, RateLimiter};
+use crate::metrics::Refusal;
+
+/// A bound listener with its own limits.
+pub struct Listener {
+    pub socket: TcpListener,
+    /// Connections this listener accepts at once (`None`: only the broker-wide limit).
+    pub max_connections: Option<usize>,
+}
+
+impl From<TcpListener> for Listener {
+    fn from(socket: TcpListener) -> Listener {
+        Listener { socket, max_connections: None }
+    }
+}
 
 /// Serves MQTT on `listeners` until `shutdown` is cancelled, then closes every connection
 /// (MQTT 5 clients get DISCONNECT 0x8B) and returns once they are gone or a deadline passes.
@@ -20,14 +35,25 @@ pub async fn run(
     listeners: Vec<TcpListener>,
     shutdown: CancellationToken,
 ) -> io::Result<()> {
+    run_listeners(broker, listeners.into_iter().map(Listener::from).collect(), shutdown).await
+}
+
+/// `run` with per-listener limits.
+pub async fn run_listeners(
+    broker: Arc<Broker>,
+    listeners: Vec<Listener>,
+    shutdown: CancellationToken,
+) -> io::Result<()> {
     let mut accept_loops = JoinSet::new();
     for listener in listeners {
-        info!("Opening listener on {}", listener.local_addr()?);
+        info!("Opening listener on {}", listener.socket.local_addr()?);
         accept_loops.spawn(accept_loop(Arc::clone(&broker), listener, shutdown.clone()));
     }
     let sweeper = tokio::spawn(expire_sessions(Arc::clone(&broker), shutdown.clone()));
+    let sys = tokio::spawn(crate::sys::publish_periodically(Arc::clone(&broker), shutdown.clone()));
     while accept_loops.join_next().await.is_some() {}
     sweeper.abort();
+    sys.abort();
     // Connections are closed: commit what they left pending.
     let _ = tokio::task::spawn_blocking(move || broker.close_store()).await;
     Ok(())
@@ -48,27 +74,39 @@ async fn expire_sessions(broker: Arc<Broker>, shutdown: CancellationToken) {
     }
 }
 
-async fn accept_loop(broker: Arc<Broker>, listener: TcpListener, shutdown: CancellationToken) {
+async fn accept_loop(broker: Arc<Broker>, listener: Listener, shutdown: CancellationToken) {
     let mut connections = JoinSet::new();
     let mut backoff = Duration::from_millis(5);
+    let mut rate = broker.config.connection_rate_per_ip.map(RateLimiter::new);
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => accepted,
+            accepted = listener.socket.accept() => accepted,
             // Reap finished connection tasks so the set does not grow without bound.
             Some(_) = connections.join_next(), if !connections.is_empty() => continue,
         };
         match accepted {
             Ok((stream, peer)) => {
                 backoff = Duration::from_millis(5);
+                while connections.try_join_next().is_some() {}
+                let open = broker.metrics.connections_current.load(std::sync::atomic::Ordering::Relaxed);
+                let mut verdict =
+                    admit(open, broker.config.max_connections, connections.len(), listener.max_connections);
+                if verdict.is_ok()
+                    && rate.as_mut().is_some_and(|r| !r.allow(peer.ip(), std::time::Instant::now()))
+                {
+                    verdict = Err(Refusal::RateLimited);
+                }
+                if let Err(refusal) = verdict {
+                    // Refused before any MQTT is read: closing is the only answer there is.
+                    broker.metrics.refuse(refusal);
+                    warn!(%peer, reason = refusal.label(), "connection refused");
+                    drop(stream);
+                    continue;
+                }
                 // Small packets are the norm: don't let Nagle hold them back.
                 let _ = stream.set_nodelay(true);
-                connections.spawn(connection::serve(
-                    Arc::clone(&broker),
-                    stream,
-                    peer,
-                    shutdown.clone(),
-                ));
+                connections.spawn(connection::serve(Arc::clone(&broker), stream, peer, shutdown.clone()));
             }
             Err(e) => {
                 // Usually out of file descriptors: wait, rather than spin, for some to close.

@@ -12,17 +12,11 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
 async fn run(program: &str, args: &[&str]) -> std::process::Output {
-    let child = Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output();
+    let child = Command::new(program).args(args).stdin(Stdio::null()).kill_on_drop(true).output();
     tokio::time::timeout(Duration::from_secs(30), child)
         .await
         .unwrap_or_else(|_| panic!("{program} timed out"))
-        .unwrap_or_else(|e| {
-            panic!("{program} could not run ({e}); the README's test command installs it")
-        })
+        .unwrap_or_else(|e| panic!("{program} could not run ({e}); the README's test command installs it"))
 }
 
 /// Runs one scenario of a paho-mqtt script in `tests/python` against the broker.
@@ -112,10 +106,8 @@ async fn read_lines(child: &mut tokio::process::Child, n: usize) -> Vec<String> 
     let mut lines = BufReader::new(stdout).lines();
     let mut out = Vec::new();
     while out.len() < n {
-        let line = tokio::time::timeout(WAIT, lines.next_line())
-            .await
-            .expect("mosquitto_sub output")
-            .unwrap();
+        let line =
+            tokio::time::timeout(WAIT, lines.next_line()).await.expect("mosquitto_sub output").unwrap();
         out.push(line.expect("mosquitto_sub ended early"));
     }
     out
@@ -127,21 +119,9 @@ async fn mosquitto_pub_and_sub_at_every_qos_and_version() {
     let port = broker.addr.port().to_string();
     for version in ["mqttv31", "mqttv311", "mqttv5"] {
         let topic = format!("mosq/{version}");
-        let mut sub = mosquitto_sub(
-            &broker,
-            &[
-                "-V",
-                version,
-                "-t",
-                &format!("{topic}/#"),
-                "-q",
-                "2",
-                "-v",
-                "-C",
-                "3",
-            ],
-        )
-        .await;
+        let mut sub =
+            mosquitto_sub(&broker, &["-V", version, "-t", &format!("{topic}/#"), "-q", "2", "-v", "-C", "3"])
+                .await;
         for qos in ["0", "1", "2"] {
             let out = run(
                 "mosquitto_pub",
@@ -159,25 +139,11 @@ async fn mosquitto_pub_and_sub_at_every_qos_and_version() {
                 ],
             )
             .await;
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         }
         let lines = read_lines(&mut sub, 3).await;
-        assert_eq!(
-            lines,
-            [
-                format!("{topic}/0 q0"),
-                format!("{topic}/1 q1"),
-                format!("{topic}/2 q2")
-            ]
-        );
-        tokio::time::timeout(WAIT, sub.wait())
-            .await
-            .unwrap()
-            .unwrap();
+        assert_eq!(lines, [format!("{topic}/0 q0"), format!("{topic}/1 q1"), format!("{topic}/2 q2")]);
+        tokio::time::timeout(WAIT, sub.wait()).await.unwrap().unwrap();
         eventually(|| broker.broker.subscription_count() == 0).await;
     }
 }
@@ -186,70 +152,24 @@ async fn mosquitto_pub_and_sub_at_every_qos_and_version() {
 async fn mosquitto_sub_gets_retained_and_our_client_gets_mosquitto_pub() {
     let broker = TestBroker::start().await;
     let port = broker.addr.port().to_string();
-    let out = run(
-        "mosquitto_pub",
-        &[
-            "-p",
-            &port,
-            "-t",
-            "mosq/retained",
-            "-m",
-            "kept",
-            "-r",
-            "-q",
-            "1",
-        ],
-    )
-    .await;
+    let out =
+        run("mosquitto_pub", &["-p", &port, "-t", "mosq/retained", "-m", "kept", "-r", "-q", "1"]).await;
     assert!(out.status.success());
-    let out = run(
-        "mosquitto_sub",
-        &[
-            "-p",
-            &port,
-            "-t",
-            "mosq/retained",
-            "-C",
-            "1",
-            "-F",
-            "%r %t %p",
-            "-W",
-            "5",
-        ],
-    )
-    .await;
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        "1 mosq/retained kept"
-    );
+    let out =
+        run("mosquitto_sub", &["-p", &port, "-t", "mosq/retained", "-C", "1", "-F", "%r %t %p", "-W", "5"])
+            .await;
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1 mosq/retained kept");
 
     let (client, mut messages) = broker.client("ours").await;
-    client
-        .subscribe("from/mosquitto", QoS::ExactlyOnce)
-        .await
-        .unwrap();
+    client.subscribe("from/mosquitto", QoS::ExactlyOnce).await.unwrap();
     let out = run(
         "mosquitto_pub",
-        &[
-            "-p",
-            &port,
-            "-t",
-            "from/mosquitto",
-            "-m",
-            "hello",
-            "-q",
-            "2",
-            "-V",
-            "mqttv31",
-        ],
+        &["-p", &port, "-t", "from/mosquitto", "-m", "hello", "-q", "2", "-V", "mqttv31"],
     )
     .await;
     assert!(out.status.success());
     let message = next(&mut messages).await;
-    assert_eq!(
-        (&message.payload[..], message.qos),
-        (&b"hello"[..], QoS::ExactlyOnce)
-    );
+    assert_eq!((&message.payload[..], message.qos), (&b"hello"[..], QoS::ExactlyOnce));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -257,65 +177,18 @@ async fn mosquitto_sub_persistent_session_collects_messages_while_away() {
     let broker = TestBroker::start().await;
     let port = broker.addr.port().to_string();
     // -c: clean session off; -E: subscribe and exit.
-    let out = run(
-        "mosquitto_sub",
-        &[
-            "-p",
-            &port,
-            "-i",
-            "mosq-persist",
-            "-c",
-            "-q",
-            "1",
-            "-t",
-            "persist/#",
-            "-E",
-        ],
-    )
-    .await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out =
+        run("mosquitto_sub", &["-p", &port, "-i", "mosq-persist", "-c", "-q", "1", "-t", "persist/#", "-E"])
+            .await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     for i in 0..3 {
-        run(
-            "mosquitto_pub",
-            &[
-                "-p",
-                &port,
-                "-t",
-                &format!("persist/{i}"),
-                "-m",
-                &i.to_string(),
-                "-q",
-                "1",
-            ],
-        )
-        .await;
+        run("mosquitto_pub", &["-p", &port, "-t", &format!("persist/{i}"), "-m", &i.to_string(), "-q", "1"])
+            .await;
     }
     let out = run(
         "mosquitto_sub",
-        &[
-            "-p",
-            &port,
-            "-i",
-            "mosq-persist",
-            "-c",
-            "-q",
-            "1",
-            "-t",
-            "persist/#",
-            "-C",
-            "3",
-            "-v",
-            "-W",
-            "5",
-        ],
+        &["-p", &port, "-i", "mosq-persist", "-c", "-q", "1", "-t", "persist/#", "-C", "3", "-v", "-W", "5"],
     )
     .await;
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout),
-        "persist/0 0\npersist/1 1\npersist/2 2\n"
-    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "persist/0 0\npersist/1 1\npersist/2 2\n");
 }

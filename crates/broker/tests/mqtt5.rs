@@ -7,8 +7,8 @@ use std::time::Duration;
 use cauldron_broker::{Config, Redirect};
 use cauldron_client::Client;
 use cauldron_proto::{
-    Connect, Disconnect, Packet, Properties, Protocol, Publish, QoS, ReasonCode, RetainHandling,
-    SubOptions, Subscribe, Subscription, Unsubscribe,
+    Connect, Disconnect, Packet, Properties, Protocol, Publish, QoS, ReasonCode, RetainHandling, SubOptions,
+    Subscribe, Subscription, Unsubscribe,
 };
 use common::*;
 
@@ -34,20 +34,10 @@ async fn subscribe_with(
     options: SubOptions,
     id: Option<u32>,
 ) -> Vec<ReasonCode> {
-    let properties = Properties {
-        subscription_identifiers: id.into_iter().collect(),
-        ..Properties::default()
-    };
-    let filters = vec![Subscription {
-        filter: filter.into(),
-        options,
-    }];
-    raw.send(Packet::Subscribe(Subscribe {
-        packet_id: 9,
-        filters,
-        properties,
-    }))
-    .await;
+    let properties =
+        Properties { subscription_identifiers: id.into_iter().collect(), ..Properties::default() };
+    let filters = vec![Subscription { filter: filter.into(), options }];
+    raw.send(Packet::Subscribe(Subscribe { packet_id: 9, filters, properties })).await;
     match raw.recv().await {
         Some(Packet::SubAck(ack)) => ack.codes,
         other => panic!("expected SUBACK, got {other:?}"),
@@ -55,23 +45,15 @@ async fn subscribe_with(
 }
 
 fn qos(qos: QoS) -> SubOptions {
-    SubOptions {
-        qos,
-        ..SubOptions::default()
-    }
+    SubOptions { qos, ..SubOptions::default() }
 }
 
 fn fast_expiry() -> Config {
-    Config {
-        expiry_check_interval: Duration::from_millis(50),
-        ..Config::default()
-    }
+    Config { expiry_check_interval: Duration::from_millis(50), ..Config::default() }
 }
 
 async fn v5_client(broker: &TestBroker, id: &str) -> (Client, cauldron_client::Messages) {
-    Client::connect(broker.options(id).protocol(Protocol::V5))
-        .await
-        .unwrap()
+    Client::connect(broker.options(id).protocol(Protocol::V5)).await.unwrap()
 }
 
 async fn publish_v5(client: &Client, publish: Publish) {
@@ -89,12 +71,9 @@ fn message(topic: &str, payload: &str, qos: QoS) -> Publish {
 #[tokio::test]
 async fn session_expiry_interval_decides_how_long_a_session_outlives_its_connection() {
     let broker = TestBroker::with_config(fast_expiry()).await;
-    for (id, expiry, present_after_wait) in [
-        ("zero", 0, false),
-        ("short", 1, false),
-        ("forever", u32::MAX, true),
-        ("long", 600, true),
-    ] {
+    for (id, expiry, present_after_wait) in
+        [("zero", 0, false), ("short", 1, false), ("forever", u32::MAX, true), ("long", 600, true)]
+    {
         let (mut raw, ack) = raw_v5(&broker, persistent(id, expiry)).await;
         assert!(!ack.session_present);
         subscribe_with(&mut raw, "expiry/#", qos(QoS::AtLeastOnce), None).await;
@@ -103,17 +82,11 @@ async fn session_expiry_interval_decides_how_long_a_session_outlives_its_connect
         let _ = present_after_wait;
     }
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    for (id, expiry, present) in [
-        ("zero", 0, false),
-        ("short", 1, false),
-        ("forever", u32::MAX, true),
-        ("long", 600, true),
-    ] {
+    for (id, expiry, present) in
+        [("zero", 0, false), ("short", 1, false), ("forever", u32::MAX, true), ("long", 600, true)]
+    {
         let (_raw, ack) = raw_v5(&broker, persistent(id, expiry)).await;
-        assert_eq!(
-            ack.session_present, present,
-            "{id}: session present must be exact [MQTT-3.2.2-2]"
-        );
+        assert_eq!(ack.session_present, present, "{id}: session present must be exact [MQTT-3.2.2-2]");
     }
 }
 
@@ -141,19 +114,14 @@ async fn disconnect_can_change_the_session_expiry_but_not_from_zero() {
     raw.send(Packet::Disconnect(disconnect)).await;
     raw.expect_closed().await;
     let (_raw, ack) = raw_v5(&broker, persistent("lower", 600)).await;
-    assert!(
-        !ack.session_present,
-        "expiry lowered to 0 at DISCONNECT ends the session"
-    );
+    assert!(!ack.session_present, "expiry lowered to 0 at DISCONNECT ends the session");
 
     let (mut raw, _) = raw_v5(&broker, persistent("raise", 0)).await;
     let mut disconnect = Disconnect::normal();
     disconnect.properties.session_expiry_interval = Some(60);
     raw.send(Packet::Disconnect(disconnect)).await;
     let packets = raw.expect_closed().await;
-    let [Packet::Disconnect(d)] = &packets[..] else {
-        panic!("{packets:?}")
-    };
+    let [Packet::Disconnect(d)] = &packets[..] else { panic!("{packets:?}") };
     assert_eq!(d.reason, ReasonCode::ProtocolError, "[MQTT-3.14.2-2]");
 }
 
@@ -209,22 +177,14 @@ async fn topic_aliases_from_the_client() {
     raw.send(Packet::Publish(second)).await;
     for payload in ["1", "2"] {
         let m = next(&mut messages).await;
-        assert_eq!(
-            (&m.topic[..], &m.payload[..]),
-            ("alias/long/topic", payload.as_bytes())
-        );
-        assert_eq!(
-            m.properties.topic_alias, None,
-            "aliases are per connection, not forwarded"
-        );
+        assert_eq!((&m.topic[..], &m.payload[..]), ("alias/long/topic", payload.as_bytes()));
+        assert_eq!(m.properties.topic_alias, None, "aliases are per connection, not forwarded");
     }
     let mut beyond = message("alias/x", "3", QoS::AtMostOnce);
     beyond.properties.topic_alias = Some(11);
     raw.send(Packet::Publish(beyond)).await;
     let packets = raw.expect_closed().await;
-    let [Packet::Disconnect(d)] = &packets[..] else {
-        panic!("{packets:?}")
-    };
+    let [Packet::Disconnect(d)] = &packets[..] else { panic!("{packets:?}") };
     assert_eq!(d.reason, ReasonCode::TopicAliasInvalid);
 }
 
@@ -240,21 +200,11 @@ async fn topic_aliases_towards_a_client_that_allows_them() {
         publish_v5(&publisher, message(topic, topic, QoS::AtMostOnce)).await;
     }
     let first = raw.expect_publish().await;
-    assert_eq!(
-        (&first.topic[..], first.properties.topic_alias),
-        ("a/one", Some(1))
-    );
+    assert_eq!((&first.topic[..], first.properties.topic_alias), ("a/one", Some(1)));
     let second = raw.expect_publish().await;
-    assert_eq!(
-        (&second.topic[..], second.properties.topic_alias),
-        ("", Some(1))
-    );
+    assert_eq!((&second.topic[..], second.properties.topic_alias), ("", Some(1)));
     let third = raw.expect_publish().await;
-    assert_eq!(
-        (&third.topic[..], third.properties.topic_alias),
-        ("a/two", None),
-        "only one alias allowed"
-    );
+    assert_eq!((&third.topic[..], third.properties.topic_alias), ("a/two", None), "only one alias allowed");
 }
 
 // --- Subscription options and identifiers ---------------------------------------------------
@@ -263,15 +213,9 @@ async fn topic_aliases_towards_a_client_that_allows_them() {
 async fn no_local_and_retain_as_published() {
     let broker = TestBroker::start().await;
     let (mut raw, _) = raw_v5(&broker, v5("self")).await;
-    let no_local = SubOptions {
-        no_local: true,
-        ..qos(QoS::AtMostOnce)
-    };
+    let no_local = SubOptions { no_local: true, ..qos(QoS::AtMostOnce) };
     subscribe_with(&mut raw, "own", no_local, None).await;
-    let rap = SubOptions {
-        retain_as_published: true,
-        ..qos(QoS::AtMostOnce)
-    };
+    let rap = SubOptions { retain_as_published: true, ..qos(QoS::AtMostOnce) };
     subscribe_with(&mut raw, "rap", rap, None).await;
     raw.publish("own", "mine", QoS::AtMostOnce, None).await;
     let (publisher, _) = v5_client(&broker, "pub").await;
@@ -279,11 +223,7 @@ async fn no_local_and_retain_as_published() {
     retained.retain = true;
     publish_v5(&publisher, retained).await;
     let got = raw.expect_publish().await;
-    assert_eq!(
-        (&got.topic[..], got.retain),
-        ("rap", true),
-        "own message not echoed; retain flag kept"
-    );
+    assert_eq!((&got.topic[..], got.retain), ("rap", true), "own message not echoed; retain flag kept");
     raw.expect_silence().await;
 }
 
@@ -295,21 +235,12 @@ async fn retain_handling_0_1_2() {
     retained.retain = true;
     publish_v5(&publisher, retained).await;
     let (mut raw, _) = raw_v5(&broker, v5("rh")).await;
-    let on_new = SubOptions {
-        retain_handling: RetainHandling::OnNewSubscribe,
-        ..qos(QoS::AtMostOnce)
-    };
+    let on_new = SubOptions { retain_handling: RetainHandling::OnNewSubscribe, ..qos(QoS::AtMostOnce) };
     subscribe_with(&mut raw, "rh", on_new, None).await;
-    assert!(
-        raw.expect_publish().await.retain,
-        "1: sent for a new subscription"
-    );
+    assert!(raw.expect_publish().await.retain, "1: sent for a new subscription");
     subscribe_with(&mut raw, "rh", on_new, None).await;
     raw.expect_silence().await; // 1: not for an existing one
-    let never = SubOptions {
-        retain_handling: RetainHandling::Never,
-        ..qos(QoS::AtMostOnce)
-    };
+    let never = SubOptions { retain_handling: RetainHandling::Never, ..qos(QoS::AtMostOnce) };
     subscribe_with(&mut raw, "rh/#", never, None).await;
     raw.expect_silence().await; // 2: never
     subscribe_with(&mut raw, "rh", qos(QoS::AtMostOnce), None).await;
@@ -344,19 +275,11 @@ async fn shared_subscription_spreads_messages_across_members() {
     publish_v5(&publisher, retained).await;
     let (a, mut a_messages) = v5_client(&broker, "a").await;
     let (b, mut b_messages) = v5_client(&broker, "b").await;
-    a.subscribe("$share/workers/work/#", QoS::AtLeastOnce)
-        .await
-        .unwrap();
-    b.subscribe("$share/workers/work/#", QoS::AtLeastOnce)
-        .await
-        .unwrap();
+    a.subscribe("$share/workers/work/#", QoS::AtLeastOnce).await.unwrap();
+    b.subscribe("$share/workers/work/#", QoS::AtLeastOnce).await.unwrap();
     nothing(&mut a_messages).await; // no retained messages on a shared subscribe
     for i in 0..20 {
-        publish_v5(
-            &publisher,
-            message("work/job", &i.to_string(), QoS::AtLeastOnce),
-        )
-        .await;
+        publish_v5(&publisher, message("work/job", &i.to_string(), QoS::AtLeastOnce)).await;
     }
     let mut got = Vec::new();
     let (mut from_a, mut from_b) = (0, 0);
@@ -367,15 +290,9 @@ async fn shared_subscription_spreads_messages_across_members() {
             _ = tokio::time::sleep(WAIT) => panic!("only {} of 20 arrived", got.len()),
         }
     }
-    assert_eq!(
-        (from_a, from_b),
-        (10, 10),
-        "round robin between two members"
-    );
-    let mut payloads: Vec<u32> = got
-        .iter()
-        .map(|m| std::str::from_utf8(&m.payload).unwrap().parse().unwrap())
-        .collect();
+    assert_eq!((from_a, from_b), (10, 10), "round robin between two members");
+    let mut payloads: Vec<u32> =
+        got.iter().map(|m| std::str::from_utf8(&m.payload).unwrap().parse().unwrap()).collect();
     payloads.sort();
     assert_eq!(payloads, (0..20).collect::<Vec<_>>(), "each exactly once");
     nothing(&mut a_messages).await;
@@ -391,10 +308,7 @@ async fn unacknowledged_shared_messages_of_a_leaving_member_go_to_another() {
     let got = raw.expect_publish().await;
     assert_eq!(&got.payload[..], b"job 1");
     let (stayer, mut messages) = v5_client(&broker, "stayer").await;
-    stayer
-        .subscribe("$share/g/jobs", QoS::AtLeastOnce)
-        .await
-        .unwrap();
+    stayer.subscribe("$share/g/jobs", QoS::AtLeastOnce).await.unwrap();
     drop(raw); // leaves without PUBACK
     assert_eq!(&next(&mut messages).await.payload[..], b"job 1");
 
@@ -402,11 +316,7 @@ async fn unacknowledged_shared_messages_of_a_leaving_member_go_to_another() {
     let (mut raw, ack) = raw_v5(&broker, persistent("leaver", 600)).await;
     assert!(ack.session_present);
     for i in 0..4 {
-        publish_v5(
-            &publisher,
-            message("jobs", &format!("more {i}"), QoS::AtLeastOnce),
-        )
-        .await;
+        publish_v5(&publisher, message("jobs", &format!("more {i}"), QoS::AtLeastOnce)).await;
     }
     let again = raw.expect_publish().await;
     assert!(again.payload.starts_with(b"more"));
@@ -423,10 +333,7 @@ async fn shared_subscriptions_can_be_disabled() {
     let broker = TestBroker::with_config(config).await;
     let (mut raw, ack) = raw_v5(&broker, v5("refused")).await;
     assert_eq!(ack.properties.shared_subscription_available, Some(false));
-    assert_eq!(
-        ack.properties.subscription_identifiers_available,
-        Some(false)
-    );
+    assert_eq!(ack.properties.subscription_identifiers_available, Some(false));
     assert_eq!(ack.properties.wildcard_subscription_available, Some(false));
     assert_eq!(
         subscribe_with(&mut raw, "$share/g/t", qos(QoS::AtMostOnce), None).await,
@@ -440,10 +347,7 @@ async fn shared_subscriptions_can_be_disabled() {
         subscribe_with(&mut raw, "t/+", qos(QoS::AtMostOnce), None).await,
         [ReasonCode::WildcardSubscriptionsNotSupported]
     );
-    assert_eq!(
-        subscribe_with(&mut raw, "t", qos(QoS::AtMostOnce), None).await,
-        [ReasonCode::Success]
-    );
+    assert_eq!(subscribe_with(&mut raw, "t", qos(QoS::AtMostOnce), None).await, [ReasonCode::Success]);
 }
 
 // --- Flow control and sizes -----------------------------------------------------------------
@@ -471,10 +375,7 @@ async fn never_more_unacknowledged_messages_than_the_clients_receive_maximum() {
 
 #[tokio::test]
 async fn a_client_exceeding_our_receive_maximum_is_disconnected_with_0x93() {
-    let config = Config {
-        receive_maximum: 2,
-        ..Config::default()
-    };
+    let config = Config { receive_maximum: 2, ..Config::default() };
     let broker = TestBroker::with_config(config).await;
     let (mut raw, ack) = raw_v5(&broker, v5("flooder")).await;
     assert_eq!(ack.properties.receive_maximum, Some(2));
@@ -496,17 +397,9 @@ async fn messages_larger_than_the_clients_maximum_packet_size_are_not_sent() {
     let (mut raw, _) = raw_v5(&broker, connect).await;
     subscribe_with(&mut raw, "size", qos(QoS::AtLeastOnce), None).await;
     let (publisher, _) = v5_client(&broker, "pub").await;
-    publish_v5(
-        &publisher,
-        message("size", &"x".repeat(100), QoS::AtLeastOnce),
-    )
-    .await;
+    publish_v5(&publisher, message("size", &"x".repeat(100), QoS::AtLeastOnce)).await;
     publish_v5(&publisher, message("size", "small", QoS::AtLeastOnce)).await;
-    assert_eq!(
-        &raw.expect_publish().await.payload[..],
-        b"small",
-        "[MQTT-3.1.2-25]"
-    );
+    assert_eq!(&raw.expect_publish().await.payload[..], b"small", "[MQTT-3.1.2-25]");
     assert_eq!(broker.broker.metrics.snapshot().messages_dropped, 1);
 }
 
@@ -524,11 +417,7 @@ async fn message_properties_are_forwarded_unchanged_and_in_order() {
         content_type: Some("application/json".into()),
         response_topic: Some("reply/here".into()),
         correlation_data: Some(vec![0, 1, 2, 255].into()),
-        user_properties: vec![
-            ("z".into(), "1".into()),
-            ("a".into(), "2".into()),
-            ("z".into(), "3".into()),
-        ],
+        user_properties: vec![("z".into(), "1".into()), ("a".into(), "2".into()), ("z".into(), "3".into())],
         ..Properties::default()
     };
     let expected = publish.properties.clone();
@@ -546,19 +435,13 @@ async fn reason_codes_on_acks() {
         properties: Properties::default(),
     }))
     .await;
-    let Some(Packet::UnsubAck(ack)) = raw.recv().await else {
-        panic!()
-    };
+    let Some(Packet::UnsubAck(ack)) = raw.recv().await else { panic!() };
     assert_eq!(ack.codes, [ReasonCode::NoSubscriptionExisted]);
     raw.publish("nobody", "x", QoS::AtLeastOnce, Some(4)).await;
-    let Some(Packet::PubAck(ack)) = raw.recv().await else {
-        panic!()
-    };
+    let Some(Packet::PubAck(ack)) = raw.recv().await else { panic!() };
     assert_eq!(ack.reason, ReasonCode::NoMatchingSubscribers);
     raw.ack(Packet::PubRel, 77).await;
-    let Some(Packet::PubComp(ack)) = raw.recv().await else {
-        panic!()
-    };
+    let Some(Packet::PubComp(ack)) = raw.recv().await else { panic!() };
     assert_eq!(ack.reason, ReasonCode::PacketIdentifierNotFound);
 }
 
@@ -568,9 +451,7 @@ async fn server_disconnect_reasons_and_reason_strings_only_on_request() {
     let (mut first, _) = raw_v5(&broker, v5("taken")).await;
     let (_second, _) = raw_v5(&broker, v5("taken")).await;
     let packets = first.expect_closed().await;
-    let [Packet::Disconnect(d)] = &packets[..] else {
-        panic!("{packets:?}")
-    };
+    let [Packet::Disconnect(d)] = &packets[..] else { panic!("{packets:?}") };
     assert_eq!(d.reason, ReasonCode::SessionTakenOver);
     assert!(d.properties.reason_string.is_some());
 
@@ -579,35 +460,24 @@ async fn server_disconnect_reasons_and_reason_strings_only_on_request() {
     quiet.properties.request_problem_information = Some(false);
     let (mut raw, _) = raw_v5(&broker, quiet).await;
     let packets = raw.expect_closed().await;
-    let [Packet::Disconnect(d)] = &packets[..] else {
-        panic!("{packets:?}")
-    };
+    let [Packet::Disconnect(d)] = &packets[..] else { panic!("{packets:?}") };
     assert_eq!(d.reason, ReasonCode::KeepAliveTimeout);
     assert_eq!(d.properties.reason_string, None, "[MQTT-3.1.2-29]");
 
     let (mut raw, _) = raw_v5(&broker, v5("shutdown")).await;
     broker.stop().await;
     let packets = raw.expect_closed().await;
-    assert!(
-        matches!(&packets[..], [Packet::Disconnect(d)] if d.reason == ReasonCode::ServerShuttingDown)
-    );
+    assert!(matches!(&packets[..], [Packet::Disconnect(d)] if d.reason == ReasonCode::ServerShuttingDown));
 }
 
 #[tokio::test]
 async fn maximum_qos_and_retain_available_are_enforced() {
-    let config = Config {
-        max_qos: QoS::AtLeastOnce,
-        retain_available: false,
-        ..Config::default()
-    };
+    let config = Config { max_qos: QoS::AtLeastOnce, retain_available: false, ..Config::default() };
     let broker = TestBroker::with_config(config).await;
     let (mut raw, ack) = raw_v5(&broker, v5("limited")).await;
     assert_eq!(ack.properties.maximum_qos, Some(QoS::AtLeastOnce));
     assert_eq!(ack.properties.retain_available, Some(false));
-    assert_eq!(
-        subscribe_with(&mut raw, "t", qos(QoS::ExactlyOnce), None).await,
-        [ReasonCode::GrantedQoS1]
-    );
+    assert_eq!(subscribe_with(&mut raw, "t", qos(QoS::ExactlyOnce), None).await, [ReasonCode::GrantedQoS1]);
     raw.publish("t", "x", QoS::ExactlyOnce, Some(1)).await;
     let packets = raw.expect_closed().await;
     assert!(
@@ -629,10 +499,7 @@ async fn maximum_qos_and_retain_available_are_enforced() {
 
 fn with_delayed_will(id: &str, delay: u32) -> Connect {
     let mut connect = persistent(id, 60);
-    let mut properties = Properties {
-        will_delay_interval: Some(delay),
-        ..Properties::default()
-    };
+    let mut properties = Properties { will_delay_interval: Some(delay), ..Properties::default() };
     properties.content_type = Some("text/plain".into());
     connect.will = Some(cauldron_proto::Will {
         topic: "wills".into(),
@@ -655,11 +522,7 @@ async fn will_delay_and_its_cancellation_by_a_timely_return() {
     nothing(&mut wills).await; // not before the delay
     let will = next(&mut wills).await;
     assert_eq!(&will.payload[..], b"late");
-    assert_eq!(
-        will.properties.content_type.as_deref(),
-        Some("text/plain"),
-        "will properties carried"
-    );
+    assert_eq!(will.properties.content_type.as_deref(), Some("text/plain"), "will properties carried");
     assert_eq!(will.properties.will_delay_interval, None);
 
     let (raw, _) = raw_v5(&broker, with_delayed_will("back", 2)).await;
@@ -675,43 +538,20 @@ async fn will_delay_and_its_cancellation_by_a_timely_return() {
 
 #[tokio::test]
 async fn server_redirection() {
-    let redirect = Redirect {
-        reference: "other.example:1883".into(),
-        permanent: false,
-    };
-    let broker = TestBroker::with_config(Config {
-        redirect: Some(redirect),
-        ..Config::default()
-    })
-    .await;
+    let redirect = Redirect { reference: "other.example:1883".into(), permanent: false };
+    let broker = TestBroker::with_config(Config { redirect: Some(redirect), ..Config::default() }).await;
     let (_raw, ack) = Raw::handshake(broker.addr, v5("moving")).await;
     assert_eq!(ack.code, ReasonCode::UseAnotherServer);
-    assert_eq!(
-        ack.properties.server_reference.as_deref(),
-        Some("other.example:1883")
-    );
-    let (_raw, ack) = Raw::handshake(
-        broker.addr,
-        Raw::connect_packet("old", true, Protocol::V3_1_1),
-    )
-    .await;
-    assert_eq!(
-        ack.code.to_v3_connack(),
-        3,
-        "3.1.1 clients: server unavailable"
-    );
+    assert_eq!(ack.properties.server_reference.as_deref(), Some("other.example:1883"));
+    let (_raw, ack) = Raw::handshake(broker.addr, Raw::connect_packet("old", true, Protocol::V3_1_1)).await;
+    assert_eq!(ack.code.to_v3_connack(), 3, "3.1.1 clients: server unavailable");
 
     // Moving connected clients during maintenance.
     let broker = TestBroker::start().await;
     let (mut connected, _) = raw_v5(&broker, v5("connected")).await;
-    broker.broker.redirect(Some(Redirect {
-        reference: "new.example".into(),
-        permanent: true,
-    }));
+    broker.broker.redirect(Some(Redirect { reference: "new.example".into(), permanent: true }));
     let packets = connected.expect_closed().await;
-    let [Packet::Disconnect(d)] = &packets[..] else {
-        panic!("{packets:?}")
-    };
+    let [Packet::Disconnect(d)] = &packets[..] else { panic!("{packets:?}") };
     assert_eq!(
         (d.reason, d.properties.server_reference.as_deref()),
         (ReasonCode::ServerMoved, Some("new.example"))
@@ -734,55 +574,24 @@ fn scram_config() -> Config {
 #[tokio::test]
 async fn scram_sha_256_at_connect() {
     let broker = TestBroker::with_config(scram_config()).await;
-    let (client, _) = Client::connect(
-        broker
-            .options("alice-phone")
-            .protocol(Protocol::V5)
-            .scram("alice", "s3cret"),
-    )
-    .await
-    .unwrap();
+    let (client, _) =
+        Client::connect(broker.options("alice-phone").protocol(Protocol::V5).scram("alice", "s3cret"))
+            .await
+            .unwrap();
     let props = &client.connected().properties;
-    assert_eq!(
-        props.authentication_method.as_deref(),
-        Some("SCRAM-SHA-256")
-    );
+    assert_eq!(props.authentication_method.as_deref(), Some("SCRAM-SHA-256"));
     // The client verified the server's signature in that data before accepting the CONNACK.
-    assert!(props
-        .authentication_data
-        .as_ref()
-        .is_some_and(|d| d.starts_with(b"v=")));
+    assert!(props.authentication_data.as_ref().is_some_and(|d| d.starts_with(b"v=")));
 
-    let refused = Client::connect(
-        broker
-            .options("mallory")
-            .protocol(Protocol::V5)
-            .scram("alice", "guess"),
-    )
-    .await;
+    let refused =
+        Client::connect(broker.options("mallory").protocol(Protocol::V5).scram("alice", "guess")).await;
     assert!(
-        matches!(
-            refused,
-            Err(cauldron_client::Error::Refused(
-                ReasonCode::BadUserNameOrPassword
-            ))
-        ),
+        matches!(refused, Err(cauldron_client::Error::Refused(ReasonCode::BadUserNameOrPassword))),
         "{:?}",
         refused.err()
     );
-    let unknown = Client::connect(
-        broker
-            .options("nobody")
-            .protocol(Protocol::V5)
-            .scram("bob", "x"),
-    )
-    .await;
-    assert!(matches!(
-        unknown,
-        Err(cauldron_client::Error::Refused(
-            ReasonCode::BadUserNameOrPassword
-        ))
-    ));
+    let unknown = Client::connect(broker.options("nobody").protocol(Protocol::V5).scram("bob", "x")).await;
+    assert!(matches!(unknown, Err(cauldron_client::Error::Refused(ReasonCode::BadUserNameOrPassword))));
     assert_eq!(broker.broker.metrics.snapshot().auth_failures, 2);
 
     let mut other = v5("other-method");
@@ -804,21 +613,14 @@ async fn reauthenticate(raw: &mut Raw, password: &[u8]) -> Vec<Packet> {
     };
     let (exchange, first) = ClientExchange::start("alice", password).unwrap();
     raw.send(auth(ReasonCode::ReAuthenticate, first)).await;
-    let Some(Packet::Auth(challenge)) = raw.recv().await else {
-        panic!("expected AUTH")
-    };
+    let Some(Packet::Auth(challenge)) = raw.recv().await else { panic!("expected AUTH") };
     assert_eq!(challenge.reason, ReasonCode::ContinueAuthentication);
-    let (verifier, last) = exchange
-        .finish(&challenge.properties.authentication_data.unwrap())
-        .unwrap();
-    raw.send(auth(ReasonCode::ContinueAuthentication, last))
-        .await;
+    let (verifier, last) = exchange.finish(&challenge.properties.authentication_data.unwrap()).unwrap();
+    raw.send(auth(ReasonCode::ContinueAuthentication, last)).await;
     let mut got = Vec::new();
     if let Some(packet) = raw.recv().await {
         if let Packet::Auth(done) = &packet {
-            verifier
-                .verify(done.properties.authentication_data.as_ref().unwrap())
-                .unwrap();
+            verifier.verify(done.properties.authentication_data.as_ref().unwrap()).unwrap();
         }
         got.push(packet);
     }
@@ -829,41 +631,26 @@ async fn reauthenticate(raw: &mut Raw, password: &[u8]) -> Vec<Packet> {
 async fn re_authentication_on_a_live_connection() {
     let broker = TestBroker::with_config(scram_config()).await;
     let mut connect = v5("reauth");
-    let (exchange, first) =
-        cauldron_proto::scram::ClientExchange::start("alice", b"s3cret").unwrap();
+    let (exchange, first) = cauldron_proto::scram::ClientExchange::start("alice", b"s3cret").unwrap();
     connect.properties.authentication_method = Some("SCRAM-SHA-256".into());
     connect.properties.authentication_data = Some(first.into());
     let mut raw = Raw::connect(broker.addr, Protocol::V5).await;
     raw.send(Packet::Connect(Box::new(connect))).await;
-    let Some(Packet::Auth(challenge)) = raw.recv().await else {
-        panic!()
-    };
-    let (_, last) = exchange
-        .finish(&challenge.properties.authentication_data.unwrap())
-        .unwrap();
+    let Some(Packet::Auth(challenge)) = raw.recv().await else { panic!() };
+    let (_, last) = exchange.finish(&challenge.properties.authentication_data.unwrap()).unwrap();
     let properties = Properties {
         authentication_method: Some("SCRAM-SHA-256".into()),
         authentication_data: Some(last.into()),
         ..Properties::default()
     };
-    raw.send(Packet::Auth(cauldron_proto::Auth {
-        reason: ReasonCode::ContinueAuthentication,
-        properties,
-    }))
-    .await;
+    raw.send(Packet::Auth(cauldron_proto::Auth { reason: ReasonCode::ContinueAuthentication, properties }))
+        .await;
     assert!(matches!(raw.recv().await, Some(Packet::ConnAck(a)) if a.code == ReasonCode::Success));
 
     let done = reauthenticate(&mut raw, b"s3cret").await;
-    assert!(
-        matches!(&done[..], [Packet::Auth(a)] if a.reason == ReasonCode::Success),
-        "{done:?}"
-    );
+    assert!(matches!(&done[..], [Packet::Auth(a)] if a.reason == ReasonCode::Success), "{done:?}");
     raw.send(Packet::PingReq).await;
-    assert_eq!(
-        raw.recv().await,
-        Some(Packet::PingResp),
-        "still connected after re-authentication"
-    );
+    assert_eq!(raw.recv().await, Some(Packet::PingResp), "still connected after re-authentication");
 
     let failed = reauthenticate(&mut raw, b"changed").await;
     assert!(
@@ -881,9 +668,7 @@ async fn re_authentication_on_a_live_connection() {
         }))
         .await;
     let packets = plain.expect_closed().await;
-    assert!(
-        matches!(&packets[..], [Packet::Disconnect(d)] if d.reason == ReasonCode::ProtocolError)
-    );
+    assert!(matches!(&packets[..], [Packet::Disconnect(d)] if d.reason == ReasonCode::ProtocolError));
 }
 
 // --- Authorization reason codes -------------------------------------------------------------
@@ -908,8 +693,7 @@ impl cauldron_broker::Authorizer for TestAcl {
 async fn not_authorized_reason_codes_and_read_checks_on_delivery() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let broker =
-        cauldron_broker::Broker::with_authorizer(Config::default(), std::sync::Arc::new(TestAcl));
+    let broker = cauldron_broker::Broker::with_authorizer(Config::default(), std::sync::Arc::new(TestAcl));
     tokio::spawn(cauldron_broker::run(
         std::sync::Arc::clone(&broker),
         vec![listener],
@@ -917,18 +701,10 @@ async fn not_authorized_reason_codes_and_read_checks_on_delivery() {
     ));
 
     let (mut v5_raw, _) = Raw::handshake(addr, v5("v5")).await;
-    v5_raw
-        .publish("secret/x", "no", QoS::AtLeastOnce, Some(1))
-        .await;
-    assert!(
-        matches!(v5_raw.recv().await, Some(Packet::PubAck(a)) if a.reason == ReasonCode::NotAuthorized)
-    );
-    v5_raw
-        .publish("secret/x", "no", QoS::ExactlyOnce, Some(2))
-        .await;
-    assert!(
-        matches!(v5_raw.recv().await, Some(Packet::PubRec(a)) if a.reason == ReasonCode::NotAuthorized)
-    );
+    v5_raw.publish("secret/x", "no", QoS::AtLeastOnce, Some(1)).await;
+    assert!(matches!(v5_raw.recv().await, Some(Packet::PubAck(a)) if a.reason == ReasonCode::NotAuthorized));
+    v5_raw.publish("secret/x", "no", QoS::ExactlyOnce, Some(2)).await;
+    assert!(matches!(v5_raw.recv().await, Some(Packet::PubRec(a)) if a.reason == ReasonCode::NotAuthorized));
     assert_eq!(
         subscribe_with(&mut v5_raw, "private/#", qos(QoS::AtMostOnce), None).await,
         [ReasonCode::NotAuthorized]
@@ -936,17 +712,11 @@ async fn not_authorized_reason_codes_and_read_checks_on_delivery() {
 
     // 3.1.1: the publish is dropped silently with a normal PUBACK; SUBACK says 0x80.
     let (mut v3_raw, _) = Raw::session(addr, "v3", true).await;
-    v3_raw
-        .publish("secret/x", "no", QoS::AtLeastOnce, Some(1))
-        .await;
-    assert!(
-        matches!(v3_raw.recv().await, Some(Packet::PubAck(a)) if a.reason == ReasonCode::Success)
-    );
+    v3_raw.publish("secret/x", "no", QoS::AtLeastOnce, Some(1)).await;
+    assert!(matches!(v3_raw.recv().await, Some(Packet::PubAck(a)) if a.reason == ReasonCode::Success));
     let ack = v3_raw.subscribe("private/#", QoS::AtMostOnce).await;
     let mut bytes = cauldron_proto::BytesMut::new();
-    Packet::SubAck(ack)
-        .encode(Protocol::V3_1_1, &mut bytes)
-        .unwrap();
+    Packet::SubAck(ack).encode(Protocol::V3_1_1, &mut bytes).unwrap();
     assert_eq!(bytes.last(), Some(&0x80));
 
     // Read access on delivery, retained messages included.
@@ -960,9 +730,7 @@ async fn not_authorized_reason_codes_and_read_checks_on_delivery() {
     let mut retained = Publish::new("hidden/r", &b"kept"[..]);
     retained.retain = true;
     publisher.send(Packet::Publish(retained)).await;
-    publisher
-        .publish("hidden/live", "for admins", QoS::AtMostOnce, None)
-        .await;
+    publisher.publish("hidden/live", "for admins", QoS::AtMostOnce, None).await;
     assert_eq!(&admin.expect_publish().await.topic[..], "hidden/r");
     assert_eq!(&admin.expect_publish().await.topic[..], "hidden/live");
     user.expect_silence().await;
@@ -973,25 +741,15 @@ async fn not_authorized_reason_codes_and_read_checks_on_delivery() {
 
 #[tokio::test]
 async fn response_information_and_server_keep_alive() {
-    let config = Config {
-        response_topic_prefix: Some("responses".into()),
-        max_keepalive: 30,
-        ..Config::default()
-    };
+    let config =
+        Config { response_topic_prefix: Some("responses".into()), max_keepalive: 30, ..Config::default() };
     let broker = TestBroker::with_config(config).await;
     let mut connect = v5("asker");
     connect.keep_alive = 60;
     connect.properties.request_response_information = Some(true);
     let (_raw, ack) = raw_v5(&broker, connect).await;
-    assert_eq!(
-        ack.properties.response_information.as_deref(),
-        Some("responses/asker")
-    );
-    assert_eq!(
-        ack.properties.server_keep_alive,
-        Some(30),
-        "keep alive lowered to the maximum"
-    );
+    assert_eq!(ack.properties.response_information.as_deref(), Some("responses/asker"));
+    assert_eq!(ack.properties.server_keep_alive, Some(30), "keep alive lowered to the maximum");
     let (_raw, ack) = raw_v5(&broker, v5("not-asking")).await;
     assert_eq!(ack.properties.response_information, None);
     assert_eq!(ack.properties.server_keep_alive, None);

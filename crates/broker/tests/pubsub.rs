@@ -9,33 +9,12 @@ use common::*;
 async fn wildcards_match_and_suback_grants_requested_qos() {
     let broker = TestBroker::start().await;
     let (sub, mut messages) = broker.client("sub").await;
-    assert_eq!(
-        sub.subscribe("sport/+/player1", QoS::AtLeastOnce)
-            .await
-            .unwrap(),
-        ReasonCode::GrantedQoS1
-    );
-    assert_eq!(
-        sub.subscribe("news/#", QoS::ExactlyOnce).await.unwrap(),
-        ReasonCode::GrantedQoS2
-    );
-    assert_eq!(
-        sub.subscribe("exact", QoS::AtMostOnce).await.unwrap(),
-        ReasonCode::Success
-    );
+    assert_eq!(sub.subscribe("sport/+/player1", QoS::AtLeastOnce).await.unwrap(), ReasonCode::GrantedQoS1);
+    assert_eq!(sub.subscribe("news/#", QoS::ExactlyOnce).await.unwrap(), ReasonCode::GrantedQoS2);
+    assert_eq!(sub.subscribe("exact", QoS::AtMostOnce).await.unwrap(), ReasonCode::Success);
     let (publisher, _) = broker.client("pub").await;
-    for topic in [
-        "sport/tennis/player1",
-        "sport/tennis/player2",
-        "news",
-        "news/a/b",
-        "exact",
-        "exact/no",
-    ] {
-        publisher
-            .publish(topic, topic, QoS::AtMostOnce, false)
-            .await
-            .unwrap();
+    for topic in ["sport/tennis/player1", "sport/tennis/player2", "news", "news/a/b", "exact", "exact/no"] {
+        publisher.publish(topic, topic, QoS::AtMostOnce, false).await.unwrap();
     }
     let mut got = Vec::new();
     for _ in 0..4 {
@@ -52,15 +31,9 @@ async fn dollar_topics_are_not_matched_by_leading_wildcards() {
     sub.subscribe("#", QoS::AtMostOnce).await.unwrap();
     sub.subscribe("+/info", QoS::AtMostOnce).await.unwrap();
     let (dollar_sub, mut dollar_messages) = broker.client("dollar").await;
-    dollar_sub
-        .subscribe("$app/#", QoS::AtMostOnce)
-        .await
-        .unwrap();
+    dollar_sub.subscribe("$app/#", QoS::AtMostOnce).await.unwrap();
     let (publisher, _) = broker.client("pub").await;
-    publisher
-        .publish("$app/info", "x", QoS::AtMostOnce, false)
-        .await
-        .unwrap();
+    publisher.publish("$app/info", "x", QoS::AtMostOnce, false).await.unwrap();
     assert_eq!(next(&mut dollar_messages).await.topic, "$app/info");
     nothing(&mut messages).await; // [MQTT-4.7.2-1]
 }
@@ -73,10 +46,7 @@ async fn overlapping_subscriptions_deliver_once_at_the_highest_qos() {
     sub.subscribe("a/+", QoS::ExactlyOnce).await.unwrap();
     sub.subscribe("a/b", QoS::AtLeastOnce).await.unwrap();
     let (publisher, _) = broker.client("pub").await;
-    publisher
-        .publish("a/b", "once", QoS::ExactlyOnce, false)
-        .await
-        .unwrap();
+    publisher.publish("a/b", "once", QoS::ExactlyOnce, false).await.unwrap();
     let message = next(&mut messages).await;
     assert_eq!(message.qos, QoS::ExactlyOnce);
     nothing(&mut messages).await;
@@ -92,16 +62,9 @@ async fn subscription_qos_is_the_ceiling_in_every_combination() {
         let filter = format!("q/{}", sub_qos as u8);
         sub.subscribe(filter.as_str(), sub_qos).await.unwrap();
         for pub_qos in qos_levels {
-            publisher
-                .publish(filter.as_str(), "m", pub_qos, false)
-                .await
-                .unwrap();
+            publisher.publish(filter.as_str(), "m", pub_qos, false).await.unwrap();
             let message = next(&mut messages).await;
-            assert_eq!(
-                message.qos,
-                pub_qos.min(sub_qos),
-                "published {pub_qos:?}, subscribed {sub_qos:?}"
-            );
+            assert_eq!(message.qos, pub_qos.min(sub_qos), "published {pub_qos:?}, subscribed {sub_qos:?}");
         }
     }
 }
@@ -112,8 +75,7 @@ async fn qos2_publish_from_a_raw_client_is_forwarded_once() {
     let (sub, mut messages) = broker.client("sub").await;
     sub.subscribe("q2", QoS::ExactlyOnce).await.unwrap();
     let (mut raw, _) = Raw::session(broker.addr, "raw-pub", true).await;
-    raw.publish("q2", "exactly", QoS::ExactlyOnce, Some(7))
-        .await;
+    raw.publish("q2", "exactly", QoS::ExactlyOnce, Some(7)).await;
     assert!(matches!(raw.recv().await, Some(Packet::PubRec(a)) if a.packet_id == 7));
     // A retransmission before PUBREL is acknowledged but not forwarded again [MQTT-4.3.3-9].
     let mut dup = cauldron_proto::Publish::new("q2", &b"exactly"[..]);
@@ -135,18 +97,12 @@ async fn messages_on_one_topic_arrive_in_order() {
     let sender = tokio::spawn(async move {
         for i in 0..500 {
             let qos = [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce][i % 3];
-            publisher
-                .publish("ordered", i.to_string(), qos, false)
-                .await
-                .unwrap();
+            publisher.publish("ordered", i.to_string(), qos, false).await.unwrap();
         }
     });
     for i in 0..500 {
         let message = next(&mut messages).await;
-        assert_eq!(
-            std::str::from_utf8(&message.payload).unwrap(),
-            i.to_string()
-        );
+        assert_eq!(std::str::from_utf8(&message.payload).unwrap(), i.to_string());
     }
     sender.await.unwrap();
 }
@@ -155,26 +111,11 @@ async fn messages_on_one_topic_arrive_in_order() {
 async fn retained_messages_lifecycle() {
     let broker = TestBroker::start().await;
     let (publisher, _) = broker.client("pub").await;
-    publisher
-        .publish("home/temp", "20", QoS::AtLeastOnce, true)
-        .await
-        .unwrap();
-    publisher
-        .publish("home/temp", "21", QoS::AtLeastOnce, true)
-        .await
-        .unwrap(); // replaces
-    publisher
-        .publish("home/hum", "50", QoS::AtMostOnce, true)
-        .await
-        .unwrap();
-    publisher
-        .publish("home/hum", "", QoS::AtMostOnce, true)
-        .await
-        .unwrap(); // deletes [MQTT-3.3.1-6]
-    publisher
-        .publish("home/temp", "live", QoS::AtMostOnce, false)
-        .await
-        .unwrap(); // leaves it alone
+    publisher.publish("home/temp", "20", QoS::AtLeastOnce, true).await.unwrap();
+    publisher.publish("home/temp", "21", QoS::AtLeastOnce, true).await.unwrap(); // replaces
+    publisher.publish("home/hum", "50", QoS::AtMostOnce, true).await.unwrap();
+    publisher.publish("home/hum", "", QoS::AtMostOnce, true).await.unwrap(); // deletes [MQTT-3.3.1-6]
+    publisher.publish("home/temp", "live", QoS::AtMostOnce, false).await.unwrap(); // leaves it alone
     eventually(|| broker.broker.retained_count() == 1).await;
 
     let (sub, mut messages) = broker.client("sub").await;
@@ -188,10 +129,7 @@ async fn retained_messages_lifecycle() {
     nothing(&mut messages).await;
 
     // Live messages are forwarded with retain 0 even when published retained [MQTT-3.3.1-9].
-    publisher
-        .publish("home/temp", "22", QoS::AtMostOnce, true)
-        .await
-        .unwrap();
+    publisher.publish("home/temp", "22", QoS::AtMostOnce, true).await.unwrap();
     let live = next(&mut messages).await;
     assert!(!live.retain);
 
@@ -199,10 +137,7 @@ async fn retained_messages_lifecycle() {
     let (sub0, mut messages0) = broker.client("sub0").await;
     sub0.subscribe("home/temp", QoS::AtMostOnce).await.unwrap();
     let retained = next(&mut messages0).await;
-    assert_eq!(
-        (retained.qos, &retained.payload[..], retained.retain),
-        (QoS::AtMostOnce, &b"22"[..], true)
-    );
+    assert_eq!((retained.qos, &retained.payload[..], retained.retain), (QoS::AtMostOnce, &b"22"[..], true));
 }
 
 #[tokio::test]
@@ -214,10 +149,7 @@ async fn unsubscribe_stops_delivery() {
     sub.unsubscribe("u/#").await.unwrap();
     assert_eq!(broker.broker.subscription_count(), 0);
     let (publisher, _) = broker.client("pub").await;
-    publisher
-        .publish("u/1", "x", QoS::AtMostOnce, false)
-        .await
-        .unwrap();
+    publisher.publish("u/1", "x", QoS::AtMostOnce, false).await.unwrap();
     nothing(&mut messages).await;
 }
 
@@ -225,48 +157,32 @@ async fn unsubscribe_stops_delivery() {
 async fn mqtt5_subscriber_and_311_publisher_interoperate() {
     let broker = TestBroker::start().await;
     let (sub, mut messages) =
-        cauldron_client::Client::connect(broker.options("v5").protocol(Protocol::V5))
-            .await
-            .unwrap();
+        cauldron_client::Client::connect(broker.options("v5").protocol(Protocol::V5)).await.unwrap();
     sub.subscribe("mix", QoS::AtLeastOnce).await.unwrap();
     let (v3, mut v3_messages) = broker.client("v3").await;
     v3.subscribe("mix", QoS::AtLeastOnce).await.unwrap();
     // A v5 publisher with properties: the 3.1.1 subscriber gets the message without them.
     let (v5_pub, _) =
-        cauldron_client::Client::connect(broker.options("v5pub").protocol(Protocol::V5))
-            .await
-            .unwrap();
+        cauldron_client::Client::connect(broker.options("v5pub").protocol(Protocol::V5)).await.unwrap();
     let mut publish = cauldron_proto::Publish::new("mix", &b"hello"[..]);
     publish.qos = QoS::AtLeastOnce;
     publish.properties.content_type = Some("text/plain".into());
-    publish
-        .properties
-        .user_properties
-        .push(("k".into(), "v".into()));
+    publish.properties.user_properties.push(("k".into(), "v".into()));
     v5_pub.publish_packet(publish).await.unwrap();
     let got = next(&mut messages).await;
     assert_eq!(got.properties.content_type.as_deref(), Some("text/plain"));
-    assert_eq!(
-        got.properties.user_properties,
-        vec![("k".into(), "v".into())]
-    );
+    assert_eq!(got.properties.user_properties, vec![("k".into(), "v".into())]);
     assert_eq!(&next(&mut v3_messages).await.payload[..], b"hello");
-    v3.publish("mix", "from v3", QoS::AtMostOnce, false)
-        .await
-        .unwrap();
+    v3.publish("mix", "from v3", QoS::AtMostOnce, false).await.unwrap();
     assert_eq!(&next(&mut messages).await.payload[..], b"from v3");
 }
 
 #[tokio::test]
 async fn mqtt5_puback_reports_no_matching_subscribers() {
     let broker = TestBroker::start().await;
-    let (client, _) = cauldron_client::Client::connect(broker.options("v5").protocol(Protocol::V5))
-        .await
-        .unwrap();
+    let (client, _) =
+        cauldron_client::Client::connect(broker.options("v5").protocol(Protocol::V5)).await.unwrap();
     let mut publish = cauldron_proto::Publish::new("nobody/listens", &b"x"[..]);
     publish.qos = QoS::AtLeastOnce;
-    assert_eq!(
-        client.publish_packet(publish).await.unwrap(),
-        Some(ReasonCode::NoMatchingSubscribers)
-    );
+    assert_eq!(client.publish_packet(publish).await.unwrap(), Some(ReasonCode::NoMatchingSubscribers));
 }

@@ -10,10 +10,7 @@ use common::*;
 async fn malformed_packets_close_only_that_connection() {
     let broker = TestBroker::start().await;
     let (bystander, mut messages) = broker.client("bystander").await;
-    bystander
-        .subscribe("still/here", QoS::AtLeastOnce)
-        .await
-        .unwrap();
+    bystander.subscribe("still/here", QoS::AtLeastOnce).await.unwrap();
     let cases: &[&[u8]] = &[
         &[0x30, 3, 0, 1, b'#'],                // wildcard in topic name [MQTT-3.3.2-2]
         &[0x32, 5, 0, 1, b't', 0, 0],          // packet id 0 [MQTT-2.3.1-1]
@@ -30,55 +27,32 @@ async fn malformed_packets_close_only_that_connection() {
         raw.send_bytes(bytes).await;
         assert_eq!(raw.expect_closed().await, vec![], "case {i}: {bytes:?}");
     }
-    assert_eq!(
-        broker.broker.metrics.snapshot().protocol_errors,
-        cases.len() as u64
-    );
+    assert_eq!(broker.broker.metrics.snapshot().protocol_errors, cases.len() as u64);
     let (publisher, _) = broker.client("pub").await;
-    publisher
-        .publish("still/here", "yes", QoS::AtLeastOnce, false)
-        .await
-        .unwrap();
+    publisher.publish("still/here", "yes", QoS::AtLeastOnce, false).await.unwrap();
     assert_eq!(&next(&mut messages).await.payload[..], b"yes");
 }
 
 #[tokio::test]
 async fn mqtt5_clients_are_told_why_they_are_disconnected() {
     let broker = TestBroker::start().await;
-    let (mut raw, _) = Raw::handshake(
-        broker.addr,
-        Raw::connect_packet("v5bad", true, Protocol::V5),
-    )
-    .await;
+    let (mut raw, _) = Raw::handshake(broker.addr, Raw::connect_packet("v5bad", true, Protocol::V5)).await;
     raw.send_bytes(&[0x30, 4, 0, 1, b'+', 0]).await;
     let packets = raw.expect_closed().await;
-    let [Packet::Disconnect(d)] = &packets[..] else {
-        panic!("{packets:?}")
-    };
+    let [Packet::Disconnect(d)] = &packets[..] else { panic!("{packets:?}") };
     assert_eq!(d.reason, ReasonCode::TopicNameInvalid);
-    assert!(d
-        .properties
-        .reason_string
-        .as_deref()
-        .unwrap()
-        .contains("MQTT-3.3.2-2"));
+    assert!(d.properties.reason_string.as_deref().unwrap().contains("MQTT-3.3.2-2"));
 }
 
 #[tokio::test]
 async fn oversized_packets_are_refused_from_the_header() {
-    let config = Config {
-        max_packet_size: 1024,
-        ..Config::default()
-    };
+    let config = Config { max_packet_size: 1024, ..Config::default() };
     let broker = TestBroker::with_config(config).await;
-    let (mut raw, _) =
-        Raw::handshake(broker.addr, Raw::connect_packet("big", true, Protocol::V5)).await;
+    let (mut raw, _) = Raw::handshake(broker.addr, Raw::connect_packet("big", true, Protocol::V5)).await;
     // Announce a 100 MB PUBLISH; send only its header.
     raw.send_bytes(&[0x30, 0x80, 0x80, 0x80, 0x30]).await;
     let packets = raw.expect_closed().await;
-    let [Packet::Disconnect(d)] = &packets[..] else {
-        panic!("{packets:?}")
-    };
+    let [Packet::Disconnect(d)] = &packets[..] else { panic!("{packets:?}") };
     assert_eq!(d.reason, ReasonCode::PacketTooLarge);
 }
 
@@ -101,19 +75,13 @@ async fn random_garbage_never_takes_the_broker_down() {
     }
     let (client, mut messages) = broker.client("alive").await;
     client.subscribe("ok", QoS::AtMostOnce).await.unwrap();
-    client
-        .publish("ok", "still serving", QoS::AtMostOnce, false)
-        .await
-        .unwrap();
+    client.publish("ok", "still serving", QoS::AtMostOnce, false).await.unwrap();
     assert_eq!(&next(&mut messages).await.payload[..], b"still serving");
 }
 
 #[tokio::test]
 async fn a_stalled_subscriber_does_not_slow_the_others() {
-    let config = Config {
-        max_queued_messages: 100,
-        ..Config::default()
-    };
+    let config = Config { max_queued_messages: 100, ..Config::default() };
     let broker = TestBroker::with_config(config).await;
     // This subscriber never reads its socket.
     let (mut stalled, _) = Raw::session(broker.addr, "stalled", true).await;
@@ -127,10 +95,7 @@ async fn a_stalled_subscriber_does_not_slow_the_others() {
         for _ in 0..count {
             // QoS 1: one message in flight at a time, so only a subscriber that stops reading
             // falls behind by a whole queue.
-            publisher
-                .publish("load", payload.clone(), QoS::AtLeastOnce, false)
-                .await
-                .unwrap();
+            publisher.publish("load", payload.clone(), QoS::AtLeastOnce, false).await.unwrap();
         }
         publisher
     });
@@ -138,10 +103,7 @@ async fn a_stalled_subscriber_does_not_slow_the_others() {
         next(&mut messages).await;
     }
     let publisher = sender.await.unwrap();
-    publisher
-        .publish("load", "done", QoS::AtLeastOnce, false)
-        .await
-        .unwrap();
+    publisher.publish("load", "done", QoS::AtLeastOnce, false).await.unwrap();
     assert!(
         broker.broker.metrics.snapshot().messages_dropped > 0,
         "the stalled subscriber's excess was dropped"

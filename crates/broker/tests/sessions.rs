@@ -10,31 +10,18 @@ use common::*;
 #[tokio::test]
 async fn persistent_session_receives_what_was_published_while_away() {
     let broker = TestBroker::start().await;
-    let (sub, _) = cauldron_client::Client::connect(broker.options("away").clean_start(false))
-        .await
-        .unwrap();
+    let (sub, _) = cauldron_client::Client::connect(broker.options("away").clean_start(false)).await.unwrap();
     assert!(!sub.connected().session_present);
     sub.subscribe("away/#", QoS::AtLeastOnce).await.unwrap();
     sub.disconnect().await.unwrap();
 
     let (publisher, _) = broker.client("pub").await;
-    publisher
-        .publish("away/1", "one", QoS::AtLeastOnce, false)
-        .await
-        .unwrap();
-    publisher
-        .publish("away/2", "two", QoS::ExactlyOnce, false)
-        .await
-        .unwrap();
-    publisher
-        .publish("away/0", "zero", QoS::AtMostOnce, false)
-        .await
-        .unwrap(); // not queued offline
+    publisher.publish("away/1", "one", QoS::AtLeastOnce, false).await.unwrap();
+    publisher.publish("away/2", "two", QoS::ExactlyOnce, false).await.unwrap();
+    publisher.publish("away/0", "zero", QoS::AtMostOnce, false).await.unwrap(); // not queued offline
 
     let (sub, mut messages) =
-        cauldron_client::Client::connect(broker.options("away").clean_start(false))
-            .await
-            .unwrap();
+        cauldron_client::Client::connect(broker.options("away").clean_start(false)).await.unwrap();
     assert!(sub.connected().session_present, "[MQTT-3.2.2-2]");
     assert_eq!(&next(&mut messages).await.payload[..], b"one");
     let second = next(&mut messages).await;
@@ -49,19 +36,14 @@ async fn persistent_session_receives_what_was_published_while_away() {
 #[tokio::test]
 async fn clean_session_discards_the_old_session() {
     let broker = TestBroker::start().await;
-    let (sub, _) = cauldron_client::Client::connect(broker.options("c").clean_start(false))
-        .await
-        .unwrap();
+    let (sub, _) = cauldron_client::Client::connect(broker.options("c").clean_start(false)).await.unwrap();
     sub.subscribe("c/#", QoS::AtLeastOnce).await.unwrap();
     sub.disconnect().await.unwrap();
     let (sub, mut messages) = broker.client("c").await; // clean session
     assert!(!sub.connected().session_present, "[MQTT-3.2.2-1]");
     eventually(|| broker.broker.subscription_count() == 0).await;
     let (publisher, _) = broker.client("pub").await;
-    publisher
-        .publish("c/1", "x", QoS::AtLeastOnce, false)
-        .await
-        .unwrap();
+    publisher.publish("c/1", "x", QoS::AtLeastOnce, false).await.unwrap();
     nothing(&mut messages).await;
     sub.disconnect().await.unwrap();
     eventually(|| broker.broker.session_count() == 1).await; // only "pub" remains
@@ -73,20 +55,11 @@ async fn a_new_connection_with_the_same_id_takes_over() {
     let (mut first, _) = Raw::session(broker.addr, "same", false).await;
     first.subscribe("t/#", QoS::AtLeastOnce).await;
     let (second, mut messages) =
-        cauldron_client::Client::connect(broker.options("same").clean_start(false))
-            .await
-            .unwrap();
+        cauldron_client::Client::connect(broker.options("same").clean_start(false)).await.unwrap();
     assert!(second.connected().session_present);
-    assert_eq!(
-        first.expect_closed().await,
-        vec![],
-        "old connection closed [MQTT-3.1.4-2]"
-    );
+    assert_eq!(first.expect_closed().await, vec![], "old connection closed [MQTT-3.1.4-2]");
     let (publisher, _) = broker.client("pub").await;
-    publisher
-        .publish("t/x", "to the new one", QoS::AtLeastOnce, false)
-        .await
-        .unwrap();
+    publisher.publish("t/x", "to the new one", QoS::AtLeastOnce, false).await.unwrap();
     assert_eq!(&next(&mut messages).await.payload[..], b"to the new one");
 }
 
@@ -96,10 +69,7 @@ async fn unacknowledged_messages_are_resent_with_dup_on_reconnect() {
     let (mut raw, _) = Raw::session(broker.addr, "dup", false).await;
     raw.subscribe("d", QoS::AtLeastOnce).await;
     let (publisher, _) = broker.client("pub").await;
-    publisher
-        .publish("d", "first", QoS::AtLeastOnce, false)
-        .await
-        .unwrap();
+    publisher.publish("d", "first", QoS::AtLeastOnce, false).await.unwrap();
     let first = raw.expect_publish().await;
     assert!(!first.dup);
     drop(raw); // no PUBACK
@@ -108,10 +78,7 @@ async fn unacknowledged_messages_are_resent_with_dup_on_reconnect() {
     assert!(present);
     let again = raw.expect_publish().await;
     assert!(again.dup, "[MQTT-4.4.0-1]");
-    assert_eq!(
-        (again.packet_id, &again.payload[..]),
-        (first.packet_id, &b"first"[..])
-    );
+    assert_eq!((again.packet_id, &again.payload[..]), (first.packet_id, &b"first"[..]));
     raw.ack(Packet::PubAck, again.packet_id.unwrap()).await;
     raw.expect_silence().await;
 }
@@ -122,10 +89,7 @@ async fn qos2_to_a_subscriber_resumes_with_pubrel_after_reconnect() {
     let (mut raw, _) = Raw::session(broker.addr, "q2sub", false).await;
     raw.subscribe("q2", QoS::ExactlyOnce).await;
     let (publisher, _) = broker.client("pub").await;
-    publisher
-        .publish("q2", "once", QoS::ExactlyOnce, false)
-        .await
-        .unwrap();
+    publisher.publish("q2", "once", QoS::ExactlyOnce, false).await.unwrap();
     let publish = raw.expect_publish().await;
     let id = publish.packet_id.unwrap();
     raw.ack(Packet::PubRec, id).await;
@@ -145,8 +109,7 @@ async fn qos2_from_a_publisher_is_not_duplicated_across_reconnect() {
     let (sub, mut messages) = broker.client("sub").await;
     sub.subscribe("x", QoS::ExactlyOnce).await.unwrap();
     let (mut raw, _) = Raw::session(broker.addr, "q2pub", false).await;
-    raw.publish("x", "exactly once", QoS::ExactlyOnce, Some(42))
-        .await;
+    raw.publish("x", "exactly once", QoS::ExactlyOnce, Some(42)).await;
     assert!(matches!(raw.recv().await, Some(Packet::PubRec(_))));
     drop(raw); // connection lost before PUBREL
     assert_eq!(&next(&mut messages).await.payload[..], b"exactly once");
@@ -166,19 +129,13 @@ async fn qos2_from_a_publisher_is_not_duplicated_across_reconnect() {
 
 #[tokio::test]
 async fn inflight_window_holds_back_the_rest_until_acked() {
-    let config = Config {
-        max_inflight_messages: 20,
-        ..Config::default()
-    };
+    let config = Config { max_inflight_messages: 20, ..Config::default() };
     let broker = TestBroker::with_config(config).await;
     let (mut raw, _) = Raw::session(broker.addr, "slow-acker", true).await;
     raw.subscribe("w", QoS::AtLeastOnce).await;
     let (publisher, _) = broker.client("pub").await;
     for i in 0..30 {
-        publisher
-            .publish("w", i.to_string(), QoS::AtLeastOnce, false)
-            .await
-            .unwrap();
+        publisher.publish("w", i.to_string(), QoS::AtLeastOnce, false).await.unwrap();
     }
     let mut ids = Vec::new();
     for i in 0..20 {
@@ -198,28 +155,19 @@ async fn inflight_window_holds_back_the_rest_until_acked() {
 
 #[tokio::test]
 async fn offline_queue_is_bounded_and_drops_are_counted() {
-    let config = Config {
-        max_queued_messages: 10,
-        ..Config::default()
-    };
+    let config = Config { max_queued_messages: 10, ..Config::default() };
     let broker = TestBroker::with_config(config).await;
-    let (sub, _) = cauldron_client::Client::connect(broker.options("bounded").clean_start(false))
-        .await
-        .unwrap();
+    let (sub, _) =
+        cauldron_client::Client::connect(broker.options("bounded").clean_start(false)).await.unwrap();
     sub.subscribe("b", QoS::AtLeastOnce).await.unwrap();
     sub.disconnect().await.unwrap();
     let (publisher, _) = broker.client("pub").await;
     for i in 0..15 {
-        publisher
-            .publish("b", i.to_string(), QoS::AtLeastOnce, false)
-            .await
-            .unwrap();
+        publisher.publish("b", i.to_string(), QoS::AtLeastOnce, false).await.unwrap();
     }
     assert_eq!(broker.broker.metrics.snapshot().messages_dropped, 5);
     let (_sub, mut messages) =
-        cauldron_client::Client::connect(broker.options("bounded").clean_start(false))
-            .await
-            .unwrap();
+        cauldron_client::Client::connect(broker.options("bounded").clean_start(false)).await.unwrap();
     for i in 0..10 {
         assert_eq!(
             next(&mut messages).await.payload,

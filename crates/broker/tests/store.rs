@@ -34,10 +34,7 @@ impl Store for Flaky {
 async fn a_failing_store_means_no_ack_and_the_rest_keeps_working() {
     let failing = Arc::new(AtomicBool::new(false));
     let commits = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let store = Flaky {
-        failing: Arc::clone(&failing),
-        commits: Arc::clone(&commits),
-    };
+    let store = Flaky { failing: Arc::clone(&failing), commits: Arc::clone(&commits) };
     let broker = Broker::open(
         Config::default(),
         Arc::new(AllowAll),
@@ -48,48 +45,26 @@ async fn a_failing_store_means_no_ack_and_the_rest_keeps_working() {
     .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
-    tokio::spawn(cauldron_broker::run(
-        Arc::clone(&broker),
-        vec![listener],
-        CancellationToken::new(),
-    ));
+    tokio::spawn(cauldron_broker::run(Arc::clone(&broker), vec![listener], CancellationToken::new()));
 
     let (publisher, _) = Client::connect(Options::new(&addr, "pub")).await.unwrap();
-    publisher
-        .publish("kept", "1", QoS::AtLeastOnce, true)
-        .await
-        .unwrap();
-    assert!(commits
-        .lock()
-        .unwrap()
-        .iter()
-        .any(|op| matches!(op, Op::PutRetained(t, _) if t == "kept")));
+    publisher.publish("kept", "1", QoS::AtLeastOnce, true).await.unwrap();
+    assert!(commits.lock().unwrap().iter().any(|op| matches!(op, Op::PutRetained(t, _) if t == "kept")));
 
     failing.store(true, Ordering::SeqCst);
     let refused =
-        tokio::time::timeout(WAIT, publisher.publish("kept", "2", QoS::AtLeastOnce, true))
-            .await
-            .unwrap();
-    assert!(
-        refused.is_err(),
-        "no PUBACK for what could not be stored: {refused:?}"
-    );
+        tokio::time::timeout(WAIT, publisher.publish("kept", "2", QoS::AtLeastOnce, true)).await.unwrap();
+    assert!(refused.is_err(), "no PUBACK for what could not be stored: {refused:?}");
 
     // Non-durable traffic is still served while the disk is full.
     let (sub, mut messages) = Client::connect(Options::new(&addr, "sub")).await.unwrap();
     sub.subscribe("live", QoS::AtMostOnce).await.unwrap();
     let (other, _) = Client::connect(Options::new(&addr, "other")).await.unwrap();
-    other
-        .publish("live", "still here", QoS::AtMostOnce, false)
-        .await
-        .unwrap();
+    other.publish("live", "still here", QoS::AtMostOnce, false).await.unwrap();
     assert_eq!(&next(&mut messages).await.payload[..], b"still here");
 
     // And once the disk has room again, durable publishing resumes.
     failing.store(false, Ordering::SeqCst);
     let (publisher, _) = Client::connect(Options::new(&addr, "pub")).await.unwrap();
-    publisher
-        .publish("kept", "3", QoS::AtLeastOnce, true)
-        .await
-        .unwrap();
+    publisher.publish("kept", "3", QoS::AtLeastOnce, true).await.unwrap();
 }

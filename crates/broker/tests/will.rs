@@ -31,11 +31,7 @@ fn connect_with_will(id: &str, qos: QoS, retain: bool, keep_alive: u16) -> cauld
 async fn will_is_published_when_the_socket_closes_without_disconnect() {
     let broker = TestBroker::start().await;
     let (_w, mut messages) = watcher(&broker).await;
-    let (raw, _) = Raw::handshake(
-        broker.addr,
-        connect_with_will("abrupt", QoS::ExactlyOnce, false, 0),
-    )
-    .await;
+    let (raw, _) = Raw::handshake(broker.addr, connect_with_will("abrupt", QoS::ExactlyOnce, false, 0)).await;
     drop(raw);
     let will = next(&mut messages).await;
     assert_eq!(
@@ -48,13 +44,9 @@ async fn will_is_published_when_the_socket_closes_without_disconnect() {
 async fn no_will_after_disconnect() {
     let broker = TestBroker::start().await;
     let (_w, mut messages) = watcher(&broker).await;
-    let (mut raw, _) = Raw::handshake(
-        broker.addr,
-        connect_with_will("polite", QoS::AtLeastOnce, false, 0),
-    )
-    .await;
-    raw.send(Packet::Disconnect(cauldron_proto::Disconnect::normal()))
-        .await;
+    let (mut raw, _) =
+        Raw::handshake(broker.addr, connect_with_will("polite", QoS::AtLeastOnce, false, 0)).await;
+    raw.send(Packet::Disconnect(cauldron_proto::Disconnect::normal())).await;
     raw.expect_closed().await;
     nothing(&mut messages).await; // [MQTT-3.1.2-10]
 }
@@ -64,11 +56,8 @@ async fn will_on_keep_alive_timeout() {
     let broker = TestBroker::start().await;
     let (_w, mut messages) = watcher(&broker).await;
     let started = std::time::Instant::now();
-    let (mut raw, _) = Raw::handshake(
-        broker.addr,
-        connect_with_will("silent", QoS::AtLeastOnce, false, 1),
-    )
-    .await;
+    let (mut raw, _) =
+        Raw::handshake(broker.addr, connect_with_will("silent", QoS::AtLeastOnce, false, 1)).await;
     // Keep alive 1 s: the server gives up after 1.5 s of silence.
     assert_eq!(raw.expect_closed().await, vec![]);
     let elapsed = started.elapsed();
@@ -82,11 +71,8 @@ async fn will_on_keep_alive_timeout() {
 #[tokio::test]
 async fn pings_keep_the_connection_alive() {
     let broker = TestBroker::start().await;
-    let (mut raw, _) = Raw::handshake(
-        broker.addr,
-        connect_with_will("pinger", QoS::AtMostOnce, false, 1),
-    )
-    .await;
+    let (mut raw, _) =
+        Raw::handshake(broker.addr, connect_with_will("pinger", QoS::AtMostOnce, false, 1)).await;
     for _ in 0..4 {
         tokio::time::sleep(Duration::from_millis(600)).await;
         raw.send(Packet::PingReq).await;
@@ -97,19 +83,14 @@ async fn pings_keep_the_connection_alive() {
 #[tokio::test]
 async fn will_on_protocol_error_with_retain_honoured() {
     let broker = TestBroker::start().await;
-    let (mut raw, _) = Raw::handshake(
-        broker.addr,
-        connect_with_will("broken", QoS::AtLeastOnce, true, 0),
-    )
-    .await;
+    let (mut raw, _) =
+        Raw::handshake(broker.addr, connect_with_will("broken", QoS::AtLeastOnce, true, 0)).await;
     raw.send_bytes(&[0x36, 3, 0, 1, b't']).await; // PUBLISH with QoS 3: malformed
     raw.expect_closed().await;
     eventually(|| broker.broker.retained_count() == 1).await;
     // Retained will: a later subscriber still sees it, with the retain flag.
     let (late, mut messages) = broker.client("late").await;
-    late.subscribe("will/broken", QoS::AtLeastOnce)
-        .await
-        .unwrap();
+    late.subscribe("will/broken", QoS::AtLeastOnce).await.unwrap();
     let will = next(&mut messages).await;
     assert!(will.retain);
     assert_eq!(will.qos, QoS::AtLeastOnce);
@@ -119,11 +100,7 @@ async fn will_on_protocol_error_with_retain_honoured() {
 async fn will_of_a_taken_over_connection_is_published() {
     let broker = TestBroker::start().await;
     let (_w, mut messages) = watcher(&broker).await;
-    let (_first, _) = Raw::handshake(
-        broker.addr,
-        connect_with_will("twin", QoS::AtMostOnce, false, 0),
-    )
-    .await;
+    let (_first, _) = Raw::handshake(broker.addr, connect_with_will("twin", QoS::AtMostOnce, false, 0)).await;
     let (_second, _) = Raw::session(broker.addr, "twin", true).await;
     assert_eq!(&next(&mut messages).await.topic[..], "will/twin");
 }

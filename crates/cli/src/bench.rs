@@ -69,21 +69,16 @@ async fn pubsub(args: PubSubArgs) -> anyhow::Result<()> {
     let (subscriber, mut messages) = Client::connect(options(sub_id).clean_start(!args.persistent))
         .await
         .context("connecting the subscriber")?;
-    subscriber
-        .subscribe(args.topic.as_str(), qos)
-        .await
-        .context("subscribing")?;
+    subscriber.subscribe(args.topic.as_str(), qos).await.context("subscribing")?;
 
     let epoch = Instant::now();
     let received = Arc::new(AtomicU64::new(0));
     let collector = {
         let received = Arc::clone(&received);
         tokio::spawn(async move {
-            let mut latency =
-                Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
+            let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
             while received.load(Ordering::Relaxed) < total {
-                let Ok(Some(message)) =
-                    tokio::time::timeout(Duration::from_secs(10), messages.recv()).await
+                let Ok(Some(message)) = tokio::time::timeout(Duration::from_secs(10), messages.recv()).await
                 else {
                     break;
                 };
@@ -110,13 +105,8 @@ async fn pubsub(args: PubSubArgs) -> anyhow::Result<()> {
             publishers.push(tokio::spawn(async move {
                 for _ in 0..count {
                     let mut payload = vec![0u8; size];
-                    payload[..8]
-                        .copy_from_slice(&(epoch.elapsed().as_micros() as u64).to_be_bytes());
-                    if client
-                        .publish(topic.as_str(), payload, qos, false)
-                        .await
-                        .is_err()
-                    {
+                    payload[..8].copy_from_slice(&(epoch.elapsed().as_micros() as u64).to_be_bytes());
+                    if client.publish(topic.as_str(), payload, qos, false).await.is_err() {
                         errors.fetch_add(1, Ordering::Relaxed);
                     }
                 }
@@ -138,14 +128,8 @@ async fn pubsub(args: PubSubArgs) -> anyhow::Result<()> {
             received_in.as_secs_f64(), ms(0.5), ms(0.9), ms(0.99), ms(0.999), latency.max() as f64 / 1000.0
         );
     } else {
-        println!(
-            "sent      {total} in {:.2} s ({errors} errors)",
-            published_in.as_secs_f64()
-        );
-        println!(
-            "received  {received} in {:.2} s: {rate:.0} msg/s",
-            received_in.as_secs_f64()
-        );
+        println!("sent      {total} in {:.2} s ({errors} errors)", published_in.as_secs_f64());
+        println!("received  {received} in {:.2} s: {rate:.0} msg/s", received_in.as_secs_f64());
         println!(
             "latency   p50 {:.2} ms  p90 {:.2} ms  p99 {:.2} ms  p99.9 {:.2} ms  max {:.2} ms",
             ms(0.5),
@@ -158,8 +142,7 @@ async fn pubsub(args: PubSubArgs) -> anyhow::Result<()> {
     if args.persistent {
         // Leave no stored session behind.
         drop(subscriber);
-        let (cleanup, _) =
-            Client::connect(options(format!("bench-sub-{}", std::process::id()))).await?;
+        let (cleanup, _) = Client::connect(options(format!("bench-sub-{}", std::process::id()))).await?;
         cleanup.disconnect().await?;
     }
     if received < total {

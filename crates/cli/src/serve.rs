@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,6 +21,24 @@ pub struct ServeArgs {
     /// Address to accept MQTT on; repeat for several. Default 127.0.0.1:1883.
     #[arg(long = "listen", value_name = "ADDR:PORT")]
     listen: Vec<SocketAddr>,
+    /// Address of the HTTP listener (/metrics, /healthz, /readyz).
+    #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:8083")]
+    http: SocketAddr,
+    /// Connections open at once across all listeners (Mosquitto's max_connections).
+    #[arg(long, value_name = "N")]
+    max_connections: Option<usize>,
+    /// New connections per second accepted from one address.
+    #[arg(long, value_name = "N")]
+    connection_rate_per_ip: Option<u32>,
+    /// Highest keep alive granted, in seconds (Mosquitto's max_keepalive).
+    #[arg(long, value_name = "SECS", default_value_t = 65535)]
+    max_keepalive: u16,
+    /// Largest packet accepted, in bytes (Mosquitto's max_packet_size).
+    #[arg(long, value_name = "BYTES")]
+    max_packet_size: Option<usize>,
+    /// Seconds between $SYS updates; 0 turns them off (Mosquitto's sys_interval).
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    sys_interval: u64,
     /// Directory for persistent state (retained messages, sessions, queued messages).
     #[arg(long, value_name = "DIR", default_value = "cauldron-data")]
     data_dir: PathBuf,
@@ -58,10 +77,13 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         drop_oldest: args.drop_oldest,
         max_inflight_messages: args.max_inflight_messages.max(1),
         persistent_client_expiration: args.persistent_client_expiration.map(Duration::from_secs),
+        max_connections: args.max_connections,
+        connection_rate_per_ip: args.connection_rate_per_ip,
+        max_keepalive: args.max_keepalive,
+        max_packet_size: args.max_packet_size.unwrap_or(Config::default().max_packet_size),
+        sys_interval: args.sys_interval,
         durability: match args.relaxed_commit_ms {
-            Some(ms) => Durability::Relaxed {
-                interval: Duration::from_millis(ms),
-            },
+            Some(ms) => Durability::Relaxed { interval: Duration::from_millis(ms) },
             None => Durability::Sync,
         },
         ..Config::default()
@@ -78,34 +100,33 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         RedbStore::open(&path).with_context(|| format!("opening the store {}", path.display()))?;
     let durability = config.durability;
     let listen = config.listeners.clone();
-    let broker = Broker::open(
-        config,
-        Arc::new(AllowAll),
-        Box::new(store),
-        snapshot,
-        durability,
-    )
-    .with_context(|| format!("restoring state from {}", path.display()))?;
+    let broker = Broker::open(config, Arc::new(AllowAll), Box::new(store), snapshot, durability)
+        .with_context(|| format!("restoring state from {}", path.display()))?;
     let mut listeners = Vec::new();
     for addr in &listen {
-        let listener = TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("binding {addr}"))?;
+        let listener = TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
         listeners.push(listener);
     }
+    let http_listener =
+        TcpListener::bind(args.http).await.with_context(|| format!("binding HTTP {}", args.http))?;
     let shutdown = CancellationToken::new();
-    tokio::spawn(stop_on_signal(shutdown.clone()));
+    let ready = Arc::new(AtomicBool::new(true));
+    let http = crate::http::Http { broker: Arc::clone(&broker), ready: Arc::clone(&ready) };
+    let http_task = tokio::spawn(crate::http::serve(http_listener, http, shutdown.clone()));
+    tokio::spawn(stop_on_signal(shutdown.clone(), ready));
     run(broker, listeners, shutdown).await?;
+    let _ = http_task.await;
     info!("cauldron stopped");
     Ok(())
 }
 
-async fn stop_on_signal(shutdown: CancellationToken) {
+async fn stop_on_signal(shutdown: CancellationToken, ready: Arc<AtomicBool>) {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
     }
     info!("shutdown requested");
+    ready.store(false, std::sync::atomic::Ordering::Relaxed);
     shutdown.cancel();
 }

@@ -10,32 +10,13 @@ async fn pubsub_reports_every_message_at_each_qos() {
     let broker = Cauldron::start(&dir, &[]).await;
     for qos in ["0", "1", "2"] {
         let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_cauldron"))
-            .args([
-                "bench",
-                "pubsub",
-                "-H",
-                &broker.addr,
-                "-c",
-                "3",
-                "-n",
-                "100",
-                "-q",
-                qos,
-                "--json",
-            ])
+            .args(["bench", "pubsub", "-H", &broker.addr, "-c", "3", "-n", "100", "-q", qos, "--json"])
             .output()
             .await
             .unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "qos {qos}: {stdout} {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(
-            stdout.contains("\"sent\":300,\"received\":300,\"errors\":0"),
-            "{stdout}"
-        );
+        assert!(out.status.success(), "qos {qos}: {stdout} {}", String::from_utf8_lossy(&out.stderr));
+        assert!(stdout.contains("\"sent\":300,\"received\":300,\"errors\":0"), "{stdout}");
         assert!(stdout.contains("\"p99\":"), "{stdout}");
     }
     broker.terminate().await;

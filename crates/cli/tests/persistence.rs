@@ -19,10 +19,7 @@ fn persistent(addr: &str, id: &str) -> Options {
 }
 
 async fn next(messages: &mut Messages) -> Publish {
-    tokio::time::timeout(WAIT, messages.recv())
-        .await
-        .expect("message in time")
-        .expect("connected")
+    tokio::time::timeout(WAIT, messages.recv()).await.expect("message in time").expect("connected")
 }
 
 async fn nothing(messages: &mut Messages) {
@@ -35,78 +32,37 @@ async fn nothing(messages: &mut Messages) {
 async fn acked_messages_retained_and_subscriptions_survive_kill_9() {
     let dir = data_dir("kill9-basic");
     let broker = Cauldron::start(&dir, &[]).await;
-    let (sub, _) = Client::connect(persistent(&broker.addr, "phone"))
-        .await
-        .unwrap();
+    let (sub, _) = Client::connect(persistent(&broker.addr, "phone")).await.unwrap();
     sub.subscribe("one/#", QoS::AtLeastOnce).await.unwrap();
     sub.subscribe("two/#", QoS::ExactlyOnce).await.unwrap();
     sub.disconnect().await.unwrap();
-    let (publisher, _) = Client::connect(Options::new(&broker.addr, "pub"))
-        .await
-        .unwrap();
-    publisher
-        .publish("home/state", "kept", QoS::AtLeastOnce, true)
-        .await
-        .unwrap();
+    let (publisher, _) = Client::connect(Options::new(&broker.addr, "pub")).await.unwrap();
+    publisher.publish("home/state", "kept", QoS::AtLeastOnce, true).await.unwrap();
     for i in 0..50 {
-        publisher
-            .publish(
-                format!("one/{i}"),
-                format!("q1-{i}"),
-                QoS::AtLeastOnce,
-                false,
-            )
-            .await
-            .unwrap();
-        publisher
-            .publish(
-                format!("two/{i}"),
-                format!("q2-{i}"),
-                QoS::ExactlyOnce,
-                false,
-            )
-            .await
-            .unwrap();
+        publisher.publish(format!("one/{i}"), format!("q1-{i}"), QoS::AtLeastOnce, false).await.unwrap();
+        publisher.publish(format!("two/{i}"), format!("q2-{i}"), QoS::ExactlyOnce, false).await.unwrap();
     }
     broker.kill9().await;
 
     let broker = Cauldron::start(&dir, &[]).await;
-    let (sub, mut messages) = Client::connect(persistent(&broker.addr, "phone"))
-        .await
-        .unwrap();
+    let (sub, mut messages) = Client::connect(persistent(&broker.addr, "phone")).await.unwrap();
     assert!(sub.connected().session_present, "the session survived");
     for i in 0..50 {
         let m = next(&mut messages).await;
-        assert_eq!(
-            (&m.payload[..], m.qos),
-            (format!("q1-{i}").as_bytes(), QoS::AtLeastOnce)
-        );
+        assert_eq!((&m.payload[..], m.qos), (format!("q1-{i}").as_bytes(), QoS::AtLeastOnce));
         let m = next(&mut messages).await;
-        assert_eq!(
-            (&m.payload[..], m.qos),
-            (format!("q2-{i}").as_bytes(), QoS::ExactlyOnce)
-        );
+        assert_eq!((&m.payload[..], m.qos), (format!("q2-{i}").as_bytes(), QoS::ExactlyOnce));
     }
     nothing(&mut messages).await;
     // The subscriptions are still there...
-    let (publisher, _) = Client::connect(Options::new(&broker.addr, "pub"))
-        .await
-        .unwrap();
-    publisher
-        .publish("one/after", "after", QoS::AtLeastOnce, false)
-        .await
-        .unwrap();
+    let (publisher, _) = Client::connect(Options::new(&broker.addr, "pub")).await.unwrap();
+    publisher.publish("one/after", "after", QoS::AtLeastOnce, false).await.unwrap();
     assert_eq!(&next(&mut messages).await.payload[..], b"after");
     // ...and so is the retained message.
-    let (late, mut late_messages) = Client::connect(Options::new(&broker.addr, "late"))
-        .await
-        .unwrap();
+    let (late, mut late_messages) = Client::connect(Options::new(&broker.addr, "late")).await.unwrap();
     late.subscribe("home/#", QoS::AtLeastOnce).await.unwrap();
     let retained = next(&mut late_messages).await;
-    assert_eq!(
-        (&retained.payload[..], retained.retain),
-        (&b"kept"[..], true)
-    );
+    assert_eq!((&retained.payload[..], retained.retain), (&b"kept"[..], true));
     broker.terminate().await;
 }
 
@@ -115,9 +71,7 @@ async fn kill_9_under_load_loses_no_acknowledged_message() {
     let dir = data_dir("kill9-load");
     // A queue large enough that nothing is dropped for being over the limit.
     let broker = Cauldron::start(&dir, &["--max-queued-messages", "1000000"]).await;
-    let (sub, _) = Client::connect(persistent(&broker.addr, "collector"))
-        .await
-        .unwrap();
+    let (sub, _) = Client::connect(persistent(&broker.addr, "collector")).await.unwrap();
     sub.subscribe("load/#", QoS::AtLeastOnce).await.unwrap();
     sub.disconnect().await.unwrap();
 
@@ -125,9 +79,7 @@ async fn kill_9_under_load_loses_no_acknowledged_message() {
     let stop = Arc::new(AtomicBool::new(false));
     let mut publishers = Vec::new();
     for p in 0..4 {
-        let (client, _) = Client::connect(Options::new(&broker.addr, format!("pub{p}")))
-            .await
-            .unwrap();
+        let (client, _) = Client::connect(Options::new(&broker.addr, format!("pub{p}"))).await.unwrap();
         let stop = Arc::clone(&stop);
         publishers.push(tokio::spawn(async move {
             let mut acked = Vec::new();
@@ -136,10 +88,7 @@ async fn kill_9_under_load_loses_no_acknowledged_message() {
                     break;
                 }
                 let payload = format!("{p}-{i}");
-                match client
-                    .publish("load/x", payload.clone(), QoS::AtLeastOnce, false)
-                    .await
-                {
+                match client.publish("load/x", payload.clone(), QoS::AtLeastOnce, false).await {
                     Ok(()) => acked.push(payload),
                     Err(_) => break, // the broker died under us
                 }
@@ -157,9 +106,7 @@ async fn kill_9_under_load_loses_no_acknowledged_message() {
     assert!(acked.len() > 100, "the load ran: {} acked", acked.len());
 
     let mut broker = Cauldron::start(&dir, &["--max-queued-messages", "1000000"]).await;
-    let (_sub, mut messages) = Client::connect(persistent(&broker.addr, "collector"))
-        .await
-        .unwrap();
+    let (_sub, mut messages) = Client::connect(persistent(&broker.addr, "collector")).await.unwrap();
     let mut received = HashSet::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while !acked.is_subset(&received) {
@@ -171,9 +118,7 @@ async fn kill_9_under_load_loses_no_acknowledged_message() {
     let missing: Vec<_> = acked.difference(&received).collect();
     if !missing.is_empty() {
         eprintln!("broker: {}", broker.logged("state restored").await);
-        while let Ok(Some(line)) =
-            tokio::time::timeout(Duration::from_millis(200), broker.log.recv()).await
-        {
+        while let Ok(Some(line)) = tokio::time::timeout(Duration::from_millis(200), broker.log.recv()).await {
             eprintln!("broker: {line}");
         }
     }
@@ -185,11 +130,7 @@ async fn kill_9_under_load_loses_no_acknowledged_message() {
         received.len(),
         missing.first()
     );
-    eprintln!(
-        "acked {}, received after restart {}",
-        acked.len(),
-        received.len()
-    );
+    eprintln!("acked {}, received after restart {}", acked.len(), received.len());
     broker.terminate().await;
 }
 
@@ -202,10 +143,7 @@ struct Peer {
 impl Peer {
     async fn connect(addr: &str, id: &str) -> (Peer, bool) {
         let stream = TcpStream::connect(addr).await.unwrap();
-        let mut peer = Peer {
-            stream,
-            buf: BytesMut::new(),
-        };
+        let mut peer = Peer { stream, buf: BytesMut::new() };
         let connect = cauldron_proto::Connect {
             protocol: Protocol::V3_1_1,
             clean_start: false,
@@ -232,15 +170,11 @@ impl Peer {
     async fn recv(&mut self) -> Packet {
         tokio::time::timeout(WAIT, async {
             loop {
-                if let Some(p) =
-                    cauldron_proto::decode(&mut self.buf, Protocol::V3_1_1, usize::MAX).unwrap()
+                if let Some(p) = cauldron_proto::decode(&mut self.buf, Protocol::V3_1_1, usize::MAX).unwrap()
                 {
                     return p;
                 }
-                assert!(
-                    self.stream.read_buf(&mut self.buf).await.unwrap() > 0,
-                    "closed"
-                );
+                assert!(self.stream.read_buf(&mut self.buf).await.unwrap() > 0, "closed");
             }
         })
         .await
@@ -248,11 +182,8 @@ impl Peer {
     }
 
     async fn silent(&mut self) {
-        let quiet = tokio::time::timeout(
-            Duration::from_millis(500),
-            self.stream.read_buf(&mut self.buf),
-        )
-        .await;
+        let quiet =
+            tokio::time::timeout(Duration::from_millis(500), self.stream.read_buf(&mut self.buf)).await;
         assert!(quiet.is_err() && self.buf.is_empty(), "unexpected bytes");
     }
 }
@@ -265,10 +196,7 @@ async fn qos2_is_exactly_once_across_a_restart_mid_exchange() {
     let (mut sub, _) = Peer::connect(&broker.addr, "q2-sub").await;
     let filters = vec![cauldron_proto::Subscription {
         filter: "x".into(),
-        options: cauldron_proto::SubOptions {
-            qos: QoS::ExactlyOnce,
-            ..Default::default()
-        },
+        options: cauldron_proto::SubOptions { qos: QoS::ExactlyOnce, ..Default::default() },
     }];
     sub.send(Packet::Subscribe(cauldron_proto::Subscribe {
         packet_id: 1,
@@ -283,9 +211,7 @@ async fn qos2_is_exactly_once_across_a_restart_mid_exchange() {
     (publish.qos, publish.packet_id) = (QoS::ExactlyOnce, Some(7));
     publisher.send(Packet::Publish(publish.clone())).await;
     assert!(matches!(publisher.recv().await, Packet::PubRec(a) if a.packet_id == 7));
-    let Packet::Publish(delivered) = sub.recv().await else {
-        panic!()
-    };
+    let Packet::Publish(delivered) = sub.recv().await else { panic!() };
     let id = delivered.packet_id.unwrap();
     sub.send(Packet::PubRec(Ack::new(id))).await;
     assert!(matches!(sub.recv().await, Packet::PubRel(a) if a.packet_id == id));
@@ -304,9 +230,7 @@ async fn qos2_is_exactly_once_across_a_restart_mid_exchange() {
     publisher.send(Packet::Publish(publish)).await;
     assert!(matches!(publisher.recv().await, Packet::PubRec(a) if a.packet_id == 7));
     publisher.send(Packet::PubRel(Ack::new(7))).await;
-    assert!(
-        matches!(publisher.recv().await, Packet::PubComp(a) if a.reason == ReasonCode::Success)
-    );
+    assert!(matches!(publisher.recv().await, Packet::PubComp(a) if a.reason == ReasonCode::Success));
     sub.silent().await;
     broker.terminate().await;
 }
@@ -317,31 +241,15 @@ async fn a_garbage_data_file_is_quarantined_and_the_broker_starts() {
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("cauldron.redb"), vec![0xAB; 4096]).unwrap();
     let mut broker = Cauldron::start(&dir, &[]).await;
-    let (client, _) = Client::connect(Options::new(&broker.addr, "works"))
-        .await
-        .unwrap();
-    client
-        .publish("t", "x", QoS::AtLeastOnce, true)
-        .await
-        .unwrap();
+    let (client, _) = Client::connect(Options::new(&broker.addr, "works")).await.unwrap();
+    client.publish("t", "x", QoS::AtLeastOnce, true).await.unwrap();
     let quarantined: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()
         .filter_map(|e| e.ok())
-        .filter(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .starts_with("cauldron.redb.corrupt-")
-        })
+        .filter(|e| e.file_name().to_string_lossy().starts_with("cauldron.redb.corrupt-"))
         .collect();
-    assert_eq!(
-        quarantined.len(),
-        1,
-        "the bad file is kept aside for inspection"
-    );
-    assert_eq!(
-        std::fs::read(quarantined[0].path()).unwrap(),
-        vec![0xAB; 4096]
-    );
+    assert_eq!(quarantined.len(), 1, "the bad file is kept aside for inspection");
+    assert_eq!(std::fs::read(quarantined[0].path()).unwrap(), vec![0xAB; 4096]);
     drop(broker.logged("DATA FILE UNREADABLE").await);
     broker.terminate().await;
 
@@ -352,9 +260,7 @@ async fn a_garbage_data_file_is_quarantined_and_the_broker_starts() {
     let bytes = std::fs::read(&file).unwrap();
     std::fs::write(&file, &bytes[..bytes.len() / 2]).unwrap();
     let broker = Cauldron::start(&dir, &[]).await;
-    let (_client, _) = Client::connect(Options::new(&broker.addr, "still works"))
-        .await
-        .unwrap();
+    let (_client, _) = Client::connect(Options::new(&broker.addr, "still works")).await.unwrap();
     broker.terminate().await;
 }
 
@@ -362,18 +268,11 @@ async fn a_garbage_data_file_is_quarantined_and_the_broker_starts() {
 async fn relaxed_mode_commits_pending_state_on_sigterm() {
     let dir = data_dir("relaxed");
     let broker = Cauldron::start(&dir, &["--relaxed-commit-ms", "60000"]).await;
-    let (client, _) = Client::connect(Options::new(&broker.addr, "pub"))
-        .await
-        .unwrap();
-    client
-        .publish("kept/by/shutdown", "yes", QoS::AtLeastOnce, true)
-        .await
-        .unwrap();
+    let (client, _) = Client::connect(Options::new(&broker.addr, "pub")).await.unwrap();
+    client.publish("kept/by/shutdown", "yes", QoS::AtLeastOnce, true).await.unwrap();
     broker.terminate().await;
     let broker = Cauldron::start(&dir, &[]).await;
-    let (client, mut messages) = Client::connect(Options::new(&broker.addr, "sub"))
-        .await
-        .unwrap();
+    let (client, mut messages) = Client::connect(Options::new(&broker.addr, "sub")).await.unwrap();
     client.subscribe("kept/#", QoS::AtLeastOnce).await.unwrap();
     assert_eq!(&next(&mut messages).await.payload[..], b"yes");
     broker.terminate().await;
@@ -383,28 +282,16 @@ async fn relaxed_mode_commits_pending_state_on_sigterm() {
 async fn expired_sessions_leave_the_store() {
     let dir = data_dir("expiry");
     let broker = Cauldron::start(&dir, &["--persistent-client-expiration", "1"]).await;
-    let (sub, _) = Client::connect(persistent(&broker.addr, "forgetful"))
-        .await
-        .unwrap();
+    let (sub, _) = Client::connect(persistent(&broker.addr, "forgetful")).await.unwrap();
     sub.subscribe("e/#", QoS::AtLeastOnce).await.unwrap();
     sub.disconnect().await.unwrap();
-    let (publisher, _) = Client::connect(Options::new(&broker.addr, "pub"))
-        .await
-        .unwrap();
-    publisher
-        .publish("e/1", "queued", QoS::AtLeastOnce, false)
-        .await
-        .unwrap();
+    let (publisher, _) = Client::connect(Options::new(&broker.addr, "pub")).await.unwrap();
+    publisher.publish("e/1", "queued", QoS::AtLeastOnce, false).await.unwrap();
     tokio::time::sleep(Duration::from_millis(2500)).await;
     broker.kill9().await;
     let mut broker = Cauldron::start(&dir, &[]).await;
-    assert!(
-        broker.logged("state restored").await.contains("sessions=0"),
-        "nothing left of it in the store"
-    );
-    let (sub, mut messages) = Client::connect(persistent(&broker.addr, "forgetful"))
-        .await
-        .unwrap();
+    assert!(broker.logged("state restored").await.contains("sessions=0"), "nothing left of it in the store");
+    let (sub, mut messages) = Client::connect(persistent(&broker.addr, "forgetful")).await.unwrap();
     assert!(!sub.connected().session_present);
     nothing(&mut messages).await;
     broker.terminate().await;

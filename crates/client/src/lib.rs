@@ -20,8 +20,8 @@ mod options;
 mod task;
 
 use cauldron_proto::{
-    ByteString, Bytes, DecodeError, EncodeError, Packet, Properties, Publish, ReasonCode,
-    SubOptions, Subscription,
+    ByteString, Bytes, DecodeError, EncodeError, Packet, Properties, Publish, ReasonCode, SubOptions,
+    Subscription,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -59,19 +59,9 @@ pub struct Connected {
 /// A request from a handle to the connection task; each carries where to send the outcome.
 pub(crate) enum Command {
     Publish(Publish, oneshot::Sender<Result<Option<ReasonCode>, Error>>),
-    Subscribe(
-        Vec<Subscription>,
-        Properties,
-        oneshot::Sender<Result<Vec<ReasonCode>, Error>>,
-    ),
-    Unsubscribe(
-        Vec<ByteString>,
-        oneshot::Sender<Result<Vec<ReasonCode>, Error>>,
-    ),
-    Disconnect(
-        cauldron_proto::Disconnect,
-        oneshot::Sender<Result<(), Error>>,
-    ),
+    Subscribe(Vec<Subscription>, Properties, oneshot::Sender<Result<Vec<ReasonCode>, Error>>),
+    Unsubscribe(Vec<ByteString>, oneshot::Sender<Result<Vec<ReasonCode>, Error>>),
+    Disconnect(cauldron_proto::Disconnect, oneshot::Sender<Result<(), Error>>),
     /// Send this packet as it is (for tests of server behaviour).
     Raw(Packet),
 }
@@ -102,13 +92,7 @@ impl Client {
         let (commands, command_rx) = mpsc::channel(64);
         let (message_tx, rx) = mpsc::channel(1024);
         let connected = task::start(options, command_rx, message_tx).await?;
-        Ok((
-            Client {
-                commands,
-                connected,
-            },
-            Messages { rx },
-        ))
+        Ok((Client { commands, connected }, Messages { rx }))
     }
 
     /// The server's CONNACK.
@@ -121,10 +105,7 @@ impl Client {
         make: impl FnOnce(oneshot::Sender<Result<T, Error>>) -> Command,
     ) -> Result<T, Error> {
         let (tx, rx) = oneshot::channel();
-        self.commands
-            .send(make(tx))
-            .await
-            .map_err(|_| Error::Closed)?;
+        self.commands.send(make(tx)).await.map_err(|_| Error::Closed)?;
         rx.await.map_err(|_| Error::Closed)?
     }
 
@@ -149,23 +130,10 @@ impl Client {
     }
 
     /// Subscribes to one filter and returns the granted QoS (or the refusal) from SUBACK.
-    pub async fn subscribe(
-        &self,
-        filter: impl Into<ByteString>,
-        qos: QoS,
-    ) -> Result<ReasonCode, Error> {
-        let options = SubOptions {
-            qos,
-            ..SubOptions::default()
-        };
+    pub async fn subscribe(&self, filter: impl Into<ByteString>, qos: QoS) -> Result<ReasonCode, Error> {
+        let options = SubOptions { qos, ..SubOptions::default() };
         let codes = self
-            .subscribe_many(
-                vec![Subscription {
-                    filter: filter.into(),
-                    options,
-                }],
-                Properties::default(),
-            )
+            .subscribe_many(vec![Subscription { filter: filter.into(), options }], Properties::default())
             .await?;
         codes.into_iter().next().ok_or(Error::Closed)
     }
@@ -176,38 +144,27 @@ impl Client {
         filters: Vec<Subscription>,
         properties: Properties,
     ) -> Result<Vec<ReasonCode>, Error> {
-        self.request(|tx| Command::Subscribe(filters, properties, tx))
-            .await
+        self.request(|tx| Command::Subscribe(filters, properties, tx)).await
     }
 
     /// Unsubscribes and returns the UNSUBACK reason codes (empty below MQTT 5).
-    pub async fn unsubscribe(
-        &self,
-        filter: impl Into<ByteString>,
-    ) -> Result<Vec<ReasonCode>, Error> {
+    pub async fn unsubscribe(&self, filter: impl Into<ByteString>) -> Result<Vec<ReasonCode>, Error> {
         let filters = vec![filter.into()];
         self.request(|tx| Command::Unsubscribe(filters, tx)).await
     }
 
     /// Sends DISCONNECT (no will is published) and closes the connection.
     pub async fn disconnect(self) -> Result<(), Error> {
-        self.disconnect_with(cauldron_proto::Disconnect::normal())
-            .await
+        self.disconnect_with(cauldron_proto::Disconnect::normal()).await
     }
 
     /// Sends the given DISCONNECT (e.g. MQTT 5 reason 0x04 to have the will published).
-    pub async fn disconnect_with(
-        self,
-        disconnect: cauldron_proto::Disconnect,
-    ) -> Result<(), Error> {
+    pub async fn disconnect_with(self, disconnect: cauldron_proto::Disconnect) -> Result<(), Error> {
         self.request(|tx| Command::Disconnect(disconnect, tx)).await
     }
 
     /// Sends a packet as it is, without tracking it. For testing how a server reacts.
     pub async fn send_raw(&self, packet: Packet) -> Result<(), Error> {
-        self.commands
-            .send(Command::Raw(packet))
-            .await
-            .map_err(|_| Error::Closed)
+        self.commands.send(Command::Raw(packet)).await.map_err(|_| Error::Closed)
     }
 }

@@ -67,11 +67,7 @@ impl Options {
         self
     }
 
-    pub fn credentials(
-        mut self,
-        username: impl Into<ByteString>,
-        password: impl Into<Bytes>,
-    ) -> Options {
+    pub fn credentials(mut self, username: impl Into<ByteString>, password: impl Into<Bytes>) -> Options {
         self.username = Some(username.into());
         self.password = Some(password.into());
         self
@@ -84,12 +80,7 @@ impl Options {
         qos: QoS,
         retain: bool,
     ) -> Options {
-        self.will = Some(Will {
-            topic: topic.into(),
-            payload: payload.into(),
-            qos,
-            retain,
-        });
+        self.will = Some(Will { topic: topic.into(), payload: payload.into(), qos, retain });
         self
     }
 

@@ -91,18 +91,14 @@ pub(crate) async fn start(
                     // The server's challenge: answer with our proof and wait for CONNACK.
                     (Packet::Auth(auth), Some(ScramStep::Started(exchange))) => {
                         let data = auth.properties.authentication_data.unwrap_or_default();
-                        let (verifier, client_final) = exchange
-                            .finish(&data)
-                            .map_err(|_| Error::Refused(ReasonCode::NotAuthorized))?;
+                        let (verifier, client_final) =
+                            exchange.finish(&data).map_err(|_| Error::Refused(ReasonCode::NotAuthorized))?;
                         let properties = Properties {
                             authentication_method: Some(scram::METHOD.into()),
                             authentication_data: Some(client_final.into()),
                             ..Properties::default()
                         };
-                        let reply = Auth {
-                            reason: ReasonCode::ContinueAuthentication,
-                            properties,
-                        };
+                        let reply = Auth { reason: ReasonCode::ContinueAuthentication, properties };
                         Packet::Auth(reply).encode(options.protocol, &mut state.wbuf)?;
                         stream.write_all(&state.wbuf).await?;
                         state.wbuf.clear();
@@ -113,14 +109,8 @@ pub(crate) async fn start(
                     (Packet::ConnAck(ack), Some(ScramStep::Proved(verifier)))
                         if ack.code == ReasonCode::Success =>
                     {
-                        let data = ack
-                            .properties
-                            .authentication_data
-                            .clone()
-                            .unwrap_or_default();
-                        verifier
-                            .verify(&data)
-                            .map_err(|_| Error::Refused(ReasonCode::NotAuthorized))?;
+                        let data = ack.properties.authentication_data.clone().unwrap_or_default();
+                        verifier.verify(&data).map_err(|_| Error::Refused(ReasonCode::NotAuthorized))?;
                         Packet::ConnAck(ack)
                     }
                     (packet, _) => packet,
@@ -129,10 +119,7 @@ pub(crate) async fn start(
                     Packet::ConnAck(ack) if ack.code == ReasonCode::Success => Ok((
                         stream,
                         state,
-                        Connected {
-                            session_present: ack.session_present,
-                            properties: ack.properties,
-                        },
+                        Connected { session_present: ack.session_present, properties: ack.properties },
                     )),
                     Packet::ConnAck(ack) => Err(Error::Refused(ack.code)),
                     other => Err(Error::UnexpectedPacket(other.packet_type())),
@@ -143,9 +130,8 @@ pub(crate) async fn start(
             }
         }
     };
-    let (stream, state, connected) = tokio::time::timeout(options.connect_timeout, handshake)
-        .await
-        .map_err(|_| Error::Timeout)??;
+    let (stream, state, connected) =
+        tokio::time::timeout(options.connect_timeout, handshake).await.map_err(|_| Error::Timeout)??;
     tokio::spawn(run(stream, state, options.keep_alive, commands, messages));
     Ok(connected)
 }
@@ -158,11 +144,7 @@ async fn run(
     messages: mpsc::Sender<Publish>,
 ) {
     let (mut reader, mut writer) = stream.into_split();
-    let period = if keep_alive.is_zero() {
-        Duration::from_secs(86400)
-    } else {
-        keep_alive
-    };
+    let period = if keep_alive.is_zero() { Duration::from_secs(86400) } else { keep_alive };
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     // Packets that arrived in the same read as CONNACK; their acks go out with the first write.
     let mut keep_going = state.process(&messages).await;
@@ -205,9 +187,7 @@ async fn run(
 
 impl State {
     fn send(&mut self, packet: &Packet) -> Result<(), Error> {
-        packet
-            .encode(self.protocol, &mut self.wbuf)
-            .map_err(Error::from)
+        packet.encode(self.protocol, &mut self.wbuf).map_err(Error::from)
     }
 
     fn packet_id(&mut self) -> u16 {
@@ -244,11 +224,7 @@ impl State {
             }
             Command::Subscribe(filters, properties, reply) => {
                 let packet_id = self.packet_id();
-                match self.send(&Packet::Subscribe(Subscribe {
-                    packet_id,
-                    filters,
-                    properties,
-                })) {
+                match self.send(&Packet::Subscribe(Subscribe { packet_id, filters, properties })) {
                     Ok(()) => {
                         self.subscribes.insert(packet_id, reply);
                     }
@@ -259,11 +235,7 @@ impl State {
             }
             Command::Unsubscribe(filters, reply) => {
                 let packet_id = self.packet_id();
-                let unsubscribe = Unsubscribe {
-                    packet_id,
-                    filters,
-                    properties: Properties::default(),
-                };
+                let unsubscribe = Unsubscribe { packet_id, filters, properties: Properties::default() };
                 match self.send(&Packet::Unsubscribe(unsubscribe)) {
                     Ok(()) => {
                         self.unsubscribes.insert(packet_id, reply);

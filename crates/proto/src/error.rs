@@ -85,9 +85,7 @@ impl DecodeError {
             | DecodeError::InvalidPropertyValue { .. }
             | DecodeError::ZeroPacketId
             | DecodeError::InvalidSharedSubscription => ReasonCode::ProtocolError,
-            DecodeError::WildcardInTopicName | DecodeError::MissingTopic => {
-                ReasonCode::TopicNameInvalid
-            }
+            DecodeError::WildcardInTopicName | DecodeError::MissingTopic => ReasonCode::TopicNameInvalid,
             _ => ReasonCode::MalformedPacket,
         }
     }

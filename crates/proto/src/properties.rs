@@ -64,10 +64,7 @@ impl Value for bool {
         match r.u8()? {
             0 => Ok(false),
             1 => Ok(true),
-            value => Err(DecodeError::InvalidPropertyValue {
-                id,
-                value: value.into(),
-            }),
+            value => Err(DecodeError::InvalidPropertyValue { id, value: value.into() }),
         }
     }
     fn wire_len(&self) -> usize {
@@ -84,10 +81,7 @@ impl Value for QoS {
         match r.u8()? {
             0 => Ok(QoS::AtMostOnce),
             1 => Ok(QoS::AtLeastOnce),
-            value => Err(DecodeError::InvalidPropertyValue {
-                id,
-                value: value.into(),
-            }),
+            value => Err(DecodeError::InvalidPropertyValue { id, value: value.into() }),
         }
     }
     fn wire_len(&self) -> usize {
@@ -168,9 +162,8 @@ const fn ctx(list: &[Context]) -> u16 {
 
 use Context::*;
 const MESSAGE: u16 = ctx(&[Publish, Will]);
-const REASON_STRING: u16 = ctx(&[
-    ConnAck, PubAck, PubRec, PubRel, PubComp, SubAck, UnsubAck, Disconnect, Auth,
-]);
+const REASON_STRING: u16 =
+    ctx(&[ConnAck, PubAck, PubRec, PubRel, PubComp, SubAck, UnsubAck, Disconnect, Auth]);
 const EVERYWHERE: u16 = u16::MAX;
 
 macro_rules! properties {
@@ -336,10 +329,7 @@ impl Properties {
             let id = u8::try_from(id).map_err(|_| DecodeError::UnknownProperty(0xff))?;
             let mask = allowed(id).ok_or(DecodeError::UnknownProperty(id))?;
             if mask & (1 << context as u16) == 0 {
-                return Err(DecodeError::PropertyNotAllowed {
-                    id,
-                    context: context.name(),
-                });
+                return Err(DecodeError::PropertyNotAllowed { id, context: context.name() });
             }
             if id == SUBSCRIPTION_IDENTIFIER
                 && context == Context::Subscribe
@@ -373,11 +363,7 @@ impl Properties {
 
     pub(crate) fn validate_for_encode(&self) -> Result<(), EncodeError> {
         self.check_lengths()?;
-        if let Some(id) = self
-            .subscription_identifiers
-            .iter()
-            .find(|id| **id > MAX_VARINT)
-        {
+        if let Some(id) = self.subscription_identifiers.iter().find(|id| **id > MAX_VARINT) {
             return Err(EncodeError::PacketTooLarge(*id as usize));
         }
         Ok(())

@@ -71,12 +71,7 @@ fn keys(password: &[u8], salt: &[u8], iterations: u32) -> (Key, Key) {
 impl Credential {
     pub fn derive(password: &[u8], salt: &[u8], iterations: u32) -> Credential {
         let (client_key, server_key) = keys(password, salt, iterations);
-        Credential {
-            salt: salt.to_vec(),
-            iterations,
-            stored_key: sha256(&client_key),
-            server_key,
-        }
+        Credential { salt: salt.to_vec(), iterations, stored_key: sha256(&client_key), server_key }
     }
 
     /// A credential with a fresh random salt.
@@ -137,16 +132,12 @@ impl ServerExchange {
             Some(h) if h.starts_with('p') => return Err(ScramError::ChannelBinding),
             _ => return Err(ScramError::Malformed("gs2 header")),
         };
-        let username =
-            decode_name(attribute(bare, 'n').ok_or(ScramError::Malformed("no user name"))?);
+        let username = decode_name(attribute(bare, 'n').ok_or(ScramError::Malformed("no user name"))?);
         let client_nonce = attribute(bare, 'r').ok_or(ScramError::Malformed("no nonce"))?;
         let credential = lookup(&username).ok_or(ScramError::UnknownUser)?;
         let nonce = format!("{client_nonce}{}", nonce()?);
-        let server_first = format!(
-            "r={nonce},s={},i={}",
-            BASE64.encode(&credential.salt),
-            credential.iterations
-        );
+        let server_first =
+            format!("r={nonce},s={},i={}", BASE64.encode(&credential.salt), credential.iterations);
         let exchange = ServerExchange {
             username,
             gs2_header: gs2_header.to_string(),
@@ -165,9 +156,7 @@ impl ServerExchange {
     /// message that proves the server knew the credential too.
     pub fn finish(self, client_final: &[u8]) -> Result<(String, Vec<u8>), ScramError> {
         let message = text(client_final)?;
-        let (without_proof, proof) = message
-            .rsplit_once(",p=")
-            .ok_or(ScramError::Malformed("no proof"))?;
+        let (without_proof, proof) = message.rsplit_once(",p=").ok_or(ScramError::Malformed("no proof"))?;
         if attribute(without_proof, 'c') != Some(&BASE64.encode(&self.gs2_header)) {
             return Err(ScramError::ChannelBinding);
         }
@@ -191,10 +180,7 @@ impl ServerExchange {
             return Err(ScramError::InvalidProof);
         }
         let server_signature = hmac(&self.credential.server_key, auth_message.as_bytes());
-        Ok((
-            self.username,
-            format!("v={}", BASE64.encode(server_signature)).into_bytes(),
-        ))
+        Ok((self.username, format!("v={}", BASE64.encode(server_signature)).into_bytes()))
     }
 }
 
@@ -218,14 +204,7 @@ impl ClientExchange {
         let client_nonce = nonce()?;
         let client_first_bare = format!("n={},r={client_nonce}", encode_name(username));
         let message = format!("n,,{client_first_bare}").into_bytes();
-        Ok((
-            ClientExchange {
-                password: password.to_vec(),
-                client_first_bare,
-                client_nonce,
-            },
-            message,
-        ))
+        Ok((ClientExchange { password: password.to_vec(), client_first_bare, client_nonce }, message))
     }
 
     /// Takes the server-first message and returns the client-final message.
@@ -246,13 +225,8 @@ impl ClientExchange {
         let auth_message = format!("{},{server_first},{without_proof}", self.client_first_bare);
         let client_signature = hmac(&sha256(&client_key), auth_message.as_bytes());
         let proof = xor(&client_key, &client_signature);
-        let verifier = ClientVerifier {
-            server_signature: hmac(&server_key, auth_message.as_bytes()),
-        };
-        Ok((
-            verifier,
-            format!("{without_proof},p={}", BASE64.encode(proof)).into_bytes(),
-        ))
+        let verifier = ClientVerifier { server_signature: hmac(&server_key, auth_message.as_bytes()) };
+        Ok((verifier, format!("{without_proof},p={}", BASE64.encode(proof)).into_bytes()))
     }
 }
 
@@ -274,26 +248,18 @@ mod tests {
     /// The SCRAM-SHA-256 example of RFC 7677 section 3, with its fixed nonces.
     #[test]
     fn rfc7677_example_proof_and_signature() {
-        let credential = Credential::derive(
-            b"pencil",
-            &BASE64.decode("W22ZaJ0SNY7soEsUEjb6gQ==").unwrap(),
-            4096,
-        );
+        let credential =
+            Credential::derive(b"pencil", &BASE64.decode("W22ZaJ0SNY7soEsUEjb6gQ==").unwrap(), 4096);
         let client_first = b"n,,n=user,r=rOprNGfwEbeRWgbNEkqO";
-        let (mut exchange, _) = ServerExchange::start(client_first, |name| {
-            (name == "user").then(|| credential.clone())
-        })
-        .unwrap();
+        let (mut exchange, _) =
+            ServerExchange::start(client_first, |name| (name == "user").then(|| credential.clone())).unwrap();
         // Pin the server nonce to the RFC's so its proof applies.
         exchange.nonce = "rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0".into();
         exchange.auth_prefix = "n=user,r=rOprNGfwEbeRWgbNEkqO,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096".into();
         let client_final = b"c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=";
         let (user, server_final) = exchange.finish(client_final).unwrap();
         assert_eq!(user, "user");
-        assert_eq!(
-            server_final,
-            b"v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4="
-        );
+        assert_eq!(server_final, b"v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=");
     }
 
     #[test]
@@ -310,14 +276,8 @@ mod tests {
         let (client, first) = ClientExchange::start("a,b=c", b"wrong").unwrap();
         let (server, server_first) = ServerExchange::start(&first, lookup).unwrap();
         let (_, client_final) = client.finish(&server_first).unwrap();
-        assert_eq!(
-            server.finish(&client_final).unwrap_err(),
-            ScramError::InvalidProof
-        );
-        assert_eq!(
-            ServerExchange::start(b"n,,n=nobody,r=x", lookup).unwrap_err(),
-            ScramError::UnknownUser
-        );
+        assert_eq!(server.finish(&client_final).unwrap_err(), ScramError::InvalidProof);
+        assert_eq!(ServerExchange::start(b"n,,n=nobody,r=x", lookup).unwrap_err(), ScramError::UnknownUser);
         assert_eq!(
             ServerExchange::start(b"p=tls-unique,,n=a,r=x", lookup).unwrap_err(),
             ScramError::ChannelBinding

@@ -42,9 +42,7 @@ pub fn validate_filter(filter: &str) -> Result<(), DecodeError> {
 pub fn parse_shared(filter: &str) -> Option<Result<(&str, &str), DecodeError>> {
     let rest = filter.strip_prefix("$share/")?;
     Some(match rest.split_once('/') {
-        Some((group, inner))
-            if !group.is_empty() && !inner.is_empty() && !group.contains(['+', '#']) =>
-        {
+        Some((group, inner)) if !group.is_empty() && !inner.is_empty() && !group.contains(['+', '#']) => {
             Ok((group, inner))
         }
         _ => Err(DecodeError::InvalidSharedSubscription),
@@ -96,31 +94,13 @@ mod tests {
         ] {
             assert_eq!(validate_filter(ok), Ok(()), "{ok}");
         }
-        assert_eq!(
-            validate_filter("sport/tennis#"),
-            Err(DecodeError::InvalidMultiLevelWildcard)
-        );
-        assert_eq!(
-            validate_filter("sport/tennis/#/ranking"),
-            Err(DecodeError::InvalidMultiLevelWildcard)
-        );
-        assert_eq!(
-            validate_filter("sport+"),
-            Err(DecodeError::InvalidSingleLevelWildcard)
-        );
+        assert_eq!(validate_filter("sport/tennis#"), Err(DecodeError::InvalidMultiLevelWildcard));
+        assert_eq!(validate_filter("sport/tennis/#/ranking"), Err(DecodeError::InvalidMultiLevelWildcard));
+        assert_eq!(validate_filter("sport+"), Err(DecodeError::InvalidSingleLevelWildcard));
         assert_eq!(validate_filter(""), Err(DecodeError::EmptyTopic));
-        assert_eq!(
-            validate_filter("$share//a"),
-            Err(DecodeError::InvalidSharedSubscription)
-        );
-        assert_eq!(
-            validate_filter("$share/g"),
-            Err(DecodeError::InvalidSharedSubscription)
-        );
-        assert_eq!(
-            validate_filter("$share/g+/a"),
-            Err(DecodeError::InvalidSharedSubscription)
-        );
+        assert_eq!(validate_filter("$share//a"), Err(DecodeError::InvalidSharedSubscription));
+        assert_eq!(validate_filter("$share/g"), Err(DecodeError::InvalidSharedSubscription));
+        assert_eq!(validate_filter("$share/g+/a"), Err(DecodeError::InvalidSharedSubscription));
     }
 
     #[test]
@@ -135,16 +115,8 @@ mod tests {
     fn matching_follows_section_4_7() {
         let cases = [
             ("sport/tennis/player1/#", "sport/tennis/player1", true),
-            (
-                "sport/tennis/player1/#",
-                "sport/tennis/player1/ranking",
-                true,
-            ),
-            (
-                "sport/tennis/player1/#",
-                "sport/tennis/player1/score/wimbledon",
-                true,
-            ),
+            ("sport/tennis/player1/#", "sport/tennis/player1/ranking", true),
+            ("sport/tennis/player1/#", "sport/tennis/player1/score/wimbledon", true),
             ("sport/#", "sport", true),
             ("sport/tennis/+", "sport/tennis/player1", true),
             ("sport/tennis/+", "sport/tennis/player1/ranking", false),

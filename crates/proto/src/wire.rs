@@ -170,10 +170,7 @@ mod tests {
 
     #[test]
     fn varint_longer_than_four_bytes_is_malformed() {
-        assert_eq!(
-            read_varint(&[0xff, 0xff, 0xff, 0xff, 0x01]),
-            Err(DecodeError::VarIntTooLong)
-        );
+        assert_eq!(read_varint(&[0xff, 0xff, 0xff, 0xff, 0x01]), Err(DecodeError::VarIntTooLong));
         assert_eq!(read_varint(&[0xff, 0xff]), Ok(None));
     }
 

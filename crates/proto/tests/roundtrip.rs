@@ -6,19 +6,11 @@ use proptest::collection::vec;
 use proptest::prelude::*;
 
 fn protocol() -> impl Strategy<Value = Protocol> {
-    prop_oneof![
-        Just(Protocol::V3_1),
-        Just(Protocol::V3_1_1),
-        Just(Protocol::V5)
-    ]
+    prop_oneof![Just(Protocol::V3_1), Just(Protocol::V3_1_1), Just(Protocol::V5)]
 }
 
 fn qos() -> impl Strategy<Value = QoS> {
-    prop_oneof![
-        Just(QoS::AtMostOnce),
-        Just(QoS::AtLeastOnce),
-        Just(QoS::ExactlyOnce)
-    ]
+    prop_oneof![Just(QoS::AtMostOnce), Just(QoS::AtLeastOnce), Just(QoS::ExactlyOnce)]
 }
 
 fn text() -> impl Strategy<Value = ByteString> {
@@ -30,20 +22,16 @@ fn topic_name() -> impl Strategy<Value = ByteString> {
 }
 
 fn topic_filter() -> impl Strategy<Value = ByteString> {
-    (
-        vec(prop_oneof!["[a-z]{0,4}", Just("+".to_string())], 1..4),
-        any::<bool>(),
-    )
-        .prop_map(|(levels, hash)| {
-            let mut f = levels.join("/");
-            if hash {
-                f.push_str("/#");
-            }
-            if f.is_empty() {
-                f.push('+');
-            }
-            ByteString::from(f)
-        })
+    (vec(prop_oneof!["[a-z]{0,4}", Just("+".to_string())], 1..4), any::<bool>()).prop_map(|(levels, hash)| {
+        let mut f = levels.join("/");
+        if hash {
+            f.push_str("/#");
+        }
+        if f.is_empty() {
+            f.push('+');
+        }
+        ByteString::from(f)
+    })
 }
 
 fn binary() -> impl Strategy<Value = Bytes> {
@@ -64,26 +52,22 @@ fn message_properties() -> impl Strategy<Value = Properties> {
         proptest::option::of(binary()),
         vec((text(), text()), 0..3),
     )
-        .prop_map(
-            |(pfi, expiry, content_type, response_topic, correlation, user)| Properties {
-                payload_format_indicator: pfi,
-                message_expiry_interval: expiry,
-                content_type,
-                response_topic,
-                correlation_data: correlation,
-                user_properties: user,
-                ..Properties::default()
-            },
-        )
+        .prop_map(|(pfi, expiry, content_type, response_topic, correlation, user)| Properties {
+            payload_format_indicator: pfi,
+            message_expiry_interval: expiry,
+            content_type,
+            response_topic,
+            correlation_data: correlation,
+            user_properties: user,
+            ..Properties::default()
+        })
 }
 
 fn reason_properties() -> impl Strategy<Value = Properties> {
-    (proptest::option::of(text()), vec((text(), text()), 0..2)).prop_map(|(reason, user)| {
-        Properties {
-            reason_string: reason,
-            user_properties: user,
-            ..Properties::default()
-        }
+    (proptest::option::of(text()), vec((text(), text()), 0..2)).prop_map(|(reason, user)| Properties {
+        reason_string: reason,
+        user_properties: user,
+        ..Properties::default()
     })
 }
 
@@ -104,18 +88,10 @@ fn connect(p: Protocol) -> impl Strategy<Value = Packet> {
         message_properties(),
         proptest::option::of(any::<u32>()),
     )
-        .prop_map(
-            move |(topic, payload, qos, retain, mut properties, delay)| {
-                properties.will_delay_interval = delay;
-                Will {
-                    topic,
-                    payload,
-                    qos,
-                    retain,
-                    properties: props_for(p, properties),
-                }
-            },
-        );
+        .prop_map(move |(topic, payload, qos, retain, mut properties, delay)| {
+            properties.will_delay_interval = delay;
+            Will { topic, payload, qos, retain, properties: props_for(p, properties) }
+        });
     let connect_props = (
         proptest::option::of(any::<u32>()),
         proptest::option::of(1..=u16::MAX),
@@ -138,26 +114,20 @@ fn connect(p: Protocol) -> impl Strategy<Value = Packet> {
         proptest::option::of(binary()),
         connect_props,
     )
-        .prop_map(
-            move |(clean_start, keep_alive, client_id, will, username, password, properties)| {
-                // Below MQTT 5 a password requires a user name [MQTT-3.1.2-22].
-                let password = if p.is_v5() || username.is_some() {
-                    password
-                } else {
-                    None
-                };
-                Packet::Connect(Box::new(Connect {
-                    protocol: p,
-                    clean_start,
-                    keep_alive,
-                    client_id,
-                    will,
-                    username,
-                    password,
-                    properties: props_for(p, properties),
-                }))
-            },
-        )
+        .prop_map(move |(clean_start, keep_alive, client_id, will, username, password, properties)| {
+            // Below MQTT 5 a password requires a user name [MQTT-3.1.2-22].
+            let password = if p.is_v5() || username.is_some() { password } else { None };
+            Packet::Connect(Box::new(Connect {
+                protocol: p,
+                clean_start,
+                keep_alive,
+                client_id,
+                will,
+                username,
+                password,
+                properties: props_for(p, properties),
+            }))
+        })
 }
 
 fn connack(p: Protocol) -> impl Strategy<Value = Packet> {
@@ -169,9 +139,7 @@ fn connack(p: Protocol) -> impl Strategy<Value = Packet> {
             ReasonCode::QuotaExceeded,
         ]
     } else {
-        (0..=5)
-            .map(|c| ReasonCode::from_v3_connack(c).unwrap())
-            .collect()
+        (0..=5).map(|c| ReasonCode::from_v3_connack(c).unwrap()).collect()
     };
     let props = (
         proptest::option::of(text()),
@@ -188,11 +156,7 @@ fn connack(p: Protocol) -> impl Strategy<Value = Packet> {
         });
     (any::<bool>(), proptest::sample::select(codes), props).prop_map(
         move |(session_present, code, properties)| {
-            Packet::ConnAck(ConnAck {
-                session_present,
-                code,
-                properties: props_for(p, properties),
-            })
+            Packet::ConnAck(ConnAck { session_present, code, properties: props_for(p, properties) })
         },
     )
 }
@@ -208,20 +172,18 @@ fn publish(p: Protocol) -> impl Strategy<Value = Packet> {
         vec(1..=MAX_VARINT, 0..3),
         binary(),
     )
-        .prop_map(
-            move |(qos, dup, retain, topic, id, mut properties, sub_ids, payload)| {
-                properties.subscription_identifiers = sub_ids;
-                Packet::Publish(Publish {
-                    dup: dup && qos != QoS::AtMostOnce,
-                    qos,
-                    retain,
-                    topic,
-                    packet_id: (qos != QoS::AtMostOnce).then_some(id),
-                    properties: props_for(p, properties),
-                    payload,
-                })
-            },
-        )
+        .prop_map(move |(qos, dup, retain, topic, id, mut properties, sub_ids, payload)| {
+            properties.subscription_identifiers = sub_ids;
+            Packet::Publish(Publish {
+                dup: dup && qos != QoS::AtMostOnce,
+                qos,
+                retain,
+                topic,
+                packet_id: (qos != QoS::AtMostOnce).then_some(id),
+                properties: props_for(p, properties),
+                payload,
+            })
+        })
 }
 
 fn ack(p: Protocol) -> impl Strategy<Value = Packet> {
@@ -235,31 +197,14 @@ fn ack(p: Protocol) -> impl Strategy<Value = Packet> {
     } else {
         vec![ReasonCode::Success]
     };
-    (
-        0..4u8,
-        packet_id(),
-        proptest::sample::select(reasons),
-        reason_properties(),
-    )
-        .prop_map(move |(kind, packet_id, reason, properties)| {
+    (0..4u8, packet_id(), proptest::sample::select(reasons), reason_properties()).prop_map(
+        move |(kind, packet_id, reason, properties)| {
             let properties = props_for(p, properties);
             match kind {
-                0 => Packet::PubAck(Ack {
-                    packet_id,
-                    reason,
-                    properties,
-                }),
-                1 => Packet::PubRec(Ack {
-                    packet_id,
-                    reason,
-                    properties,
-                }),
+                0 => Packet::PubAck(Ack { packet_id, reason, properties }),
+                1 => Packet::PubRec(Ack { packet_id, reason, properties }),
                 // PUBREL and PUBCOMP only know success and "packet identifier not found".
-                2 => Packet::PubRel(Ack {
-                    packet_id,
-                    reason: ReasonCode::Success,
-                    properties,
-                }),
+                2 => Packet::PubRel(Ack { packet_id, reason: ReasonCode::Success, properties }),
                 _ => Packet::PubComp(
                     Ack {
                         packet_id,
@@ -269,7 +214,8 @@ fn ack(p: Protocol) -> impl Strategy<Value = Packet> {
                     .normalize(p),
                 ),
             }
-        })
+        },
+    )
 }
 
 trait Normalize {
@@ -287,48 +233,26 @@ impl Normalize for Ack {
 }
 
 fn subscribe(p: Protocol) -> impl Strategy<Value = Packet> {
-    let options =
-        (qos(), any::<bool>(), any::<bool>(), 0..3u8).prop_map(move |(qos, nl, rap, rh)| {
-            if !p.is_v5() {
-                return SubOptions {
-                    qos,
-                    ..SubOptions::default()
-                };
-            }
-            let retain_handling = [
-                RetainHandling::OnSubscribe,
-                RetainHandling::OnNewSubscribe,
-                RetainHandling::Never,
-            ][rh as usize];
-            SubOptions {
-                qos,
-                no_local: nl,
-                retain_as_published: rap,
-                retain_handling,
-            }
-        });
-    let filters = vec(
-        (topic_filter(), options).prop_map(|(filter, options)| Subscription { filter, options }),
-        1..4,
-    );
-    (
-        packet_id(),
-        filters,
-        proptest::option::of(1..=MAX_VARINT),
-        vec((text(), text()), 0..2),
-    )
-        .prop_map(move |(packet_id, filters, sub_id, user)| {
+    let options = (qos(), any::<bool>(), any::<bool>(), 0..3u8).prop_map(move |(qos, nl, rap, rh)| {
+        if !p.is_v5() {
+            return SubOptions { qos, ..SubOptions::default() };
+        }
+        let retain_handling =
+            [RetainHandling::OnSubscribe, RetainHandling::OnNewSubscribe, RetainHandling::Never][rh as usize];
+        SubOptions { qos, no_local: nl, retain_as_published: rap, retain_handling }
+    });
+    let filters =
+        vec((topic_filter(), options).prop_map(|(filter, options)| Subscription { filter, options }), 1..4);
+    (packet_id(), filters, proptest::option::of(1..=MAX_VARINT), vec((text(), text()), 0..2)).prop_map(
+        move |(packet_id, filters, sub_id, user)| {
             let properties = Properties {
                 subscription_identifiers: sub_id.into_iter().collect(),
                 user_properties: user,
                 ..Properties::default()
             };
-            Packet::Subscribe(Subscribe {
-                packet_id,
-                filters,
-                properties: props_for(p, properties),
-            })
-        })
+            Packet::Subscribe(Subscribe { packet_id, filters, properties: props_for(p, properties) })
+        },
+    )
 }
 
 fn suback(p: Protocol) -> impl Strategy<Value = Packet> {
@@ -348,29 +272,18 @@ fn suback(p: Protocol) -> impl Strategy<Value = Packet> {
             ReasonCode::UnspecifiedError,
         ]
     };
-    (
-        packet_id(),
-        vec(proptest::sample::select(codes), 1..5),
-        reason_properties(),
+    (packet_id(), vec(proptest::sample::select(codes), 1..5), reason_properties()).prop_map(
+        move |(packet_id, codes, properties)| {
+            Packet::SubAck(SubAck { packet_id, codes, properties: props_for(p, properties) })
+        },
     )
-        .prop_map(move |(packet_id, codes, properties)| {
-            Packet::SubAck(SubAck {
-                packet_id,
-                codes,
-                properties: props_for(p, properties),
-            })
-        })
 }
 
 fn unsubscribe(p: Protocol) -> impl Strategy<Value = Packet> {
     (packet_id(), vec(topic_filter(), 1..4), reason_properties()).prop_map(
         move |(packet_id, filters, mut properties)| {
             properties.reason_string = None;
-            Packet::Unsubscribe(Unsubscribe {
-                packet_id,
-                filters,
-                properties: props_for(p, properties),
-            })
+            Packet::Unsubscribe(Unsubscribe { packet_id, filters, properties: props_for(p, properties) })
         },
     )
 }
@@ -386,11 +299,7 @@ fn unsuback(p: Protocol) -> impl Strategy<Value = Packet> {
     );
     (packet_id(), codes, reason_properties()).prop_map(move |(packet_id, codes, properties)| {
         let codes = if p.is_v5() { codes } else { Vec::new() };
-        Packet::UnsubAck(UnsubAck {
-            packet_id,
-            codes,
-            properties: props_for(p, properties),
-        })
+        Packet::UnsubAck(UnsubAck { packet_id, codes, properties: props_for(p, properties) })
     })
 }
 
@@ -410,17 +319,10 @@ fn disconnect_and_auth(p: Protocol) -> impl Strategy<Value = Packet> {
         .prop_map(move |(reason, mut properties, expiry, auth)| {
             if auth && p.is_v5() {
                 properties.authentication_method = Some("SCRAM-SHA-256".into());
-                return Packet::Auth(Auth {
-                    reason: ReasonCode::ContinueAuthentication,
-                    properties,
-                });
+                return Packet::Auth(Auth { reason: ReasonCode::ContinueAuthentication, properties });
             }
             properties.session_expiry_interval = expiry;
-            let disconnect = if p.is_v5() {
-                Disconnect { reason, properties }
-            } else {
-                Disconnect::normal()
-            };
+            let disconnect = if p.is_v5() { Disconnect { reason, properties } } else { Disconnect::normal() };
             Packet::Disconnect(disconnect)
         })
 }

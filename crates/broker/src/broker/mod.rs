@@ -19,13 +19,11 @@ use cauldron_proto::{topic, ByteString, QoS, ReasonCode, RetainHandling, Subscri
 use crate::authz::{AllowAll, Authorizer};
 use crate::config::{Config, Redirect};
 use crate::message::Message;
-use crate::metrics::{self, Metrics};
+use crate::metrics::{self, DropReason, Metrics};
 use crate::retain::Retained;
 use crate::router::{Entry, Match, Router};
 use crate::session::{Delivery, Enqueued, Limits, SessionHandle};
-use crate::store::{
-    self, Durability, Op, Persistence, Snapshot, Store, StoreError, StoredMessage, Ticket,
-};
+use crate::store::{self, Durability, Op, Persistence, Snapshot, Store, StoreError, StoredMessage, Ticket};
 
 pub struct Broker {
     pub config: Config,
@@ -35,7 +33,20 @@ pub struct Broker {
     redirect: RwLock<Option<Redirect>>,
     authorizer: Arc<dyn Authorizer>,
     persistence: Option<Persistence>,
-    pub metrics: Metrics,
+    pub metrics: Arc<Metrics>,
+    started: Instant,
+}
+
+/// Gauges computed from the broker's state, for `$SYS` and `/metrics`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Stats {
+    pub sessions_online: u64,
+    pub sessions_offline: u64,
+    pub queued_messages: u64,
+    pub queued_bytes: u64,
+    pub inflight: u64,
+    pub retained: u64,
+    pub subscriptions: u64,
 }
 
 /// What became of a published message.
@@ -73,20 +84,20 @@ impl Broker {
         snapshot: Snapshot,
         durability: Durability,
     ) -> Result<Arc<Broker>, StoreError> {
-        let broker = Broker::build(
-            config,
-            authorizer,
-            Some(Persistence::start(store, durability)),
-        );
+        let metrics = Arc::new(Metrics::new());
+        let observer = Arc::clone(&metrics);
+        let observe = Box::new(move |took, ops| {
+            observer.commit_seconds.observe_duration(took);
+            observer.commit_ops.observe(ops as f64);
+        });
+        let persistence = Persistence::start(store, durability, observe);
+        let mut broker = Broker::build(config, authorizer, Some(persistence));
+        broker.metrics = metrics;
         broker.restore(snapshot)?;
         Ok(Arc::new(broker))
     }
 
-    fn build(
-        config: Config,
-        authorizer: Arc<dyn Authorizer>,
-        persistence: Option<Persistence>,
-    ) -> Broker {
+    fn build(config: Config, authorizer: Arc<dyn Authorizer>, persistence: Option<Persistence>) -> Broker {
         Broker {
             persistence,
             authorizer,
@@ -95,7 +106,8 @@ impl Broker {
             router: RwLock::default(),
             retained: RwLock::default(),
             sessions: Mutex::default(),
-            metrics: Metrics::default(),
+            metrics: Arc::new(Metrics::new()),
+            started: Instant::now(),
         }
     }
 
@@ -137,7 +149,8 @@ impl Broker {
         let mut ops = Vec::new();
         if message.retain {
             lock!(self.retained.write()).set(&message);
-            if self.persistence.is_some() {
+            // `$SYS` values are recomputed at start: not worth a write every interval.
+            if self.persistence.is_some() && !message.topic.starts_with("$SYS/") {
                 ops.push(match message.payload.is_empty() {
                     true => Op::DeleteRetained(message.topic.to_string()),
                     false => Op::PutRetained(
@@ -164,10 +177,7 @@ impl Broker {
         // granted QoS, with every subscription identifier [MQTT-3.3.4-2, 3.3.4-3].
         // Read access is checked on every delivery, wills and retained messages included.
         if !self.authorizer.allows_everything() {
-            let allowed = |e: &&Entry| {
-                self.authorizer
-                    .can_receive(&e.session.client_info(), &message.topic)
-            };
+            let allowed = |e: &&Entry| self.authorizer.can_receive(&e.session.client_info(), &message.topic);
             matches.retain(allowed);
             shared.retain(|(e, _)| allowed(e));
         }
@@ -175,11 +185,7 @@ impl Broker {
         let mut offered = 0;
         let mut dropped = 0;
         for group in matches.chunk_by(|a, b| Arc::ptr_eq(&a.session, &b.session)) {
-            let granted = group
-                .iter()
-                .map(|e| e.options.qos)
-                .max()
-                .unwrap_or_default();
+            let granted = group.iter().map(|e| e.options.qos).max().unwrap_or_default();
             let retain = message.retain && group.iter().any(|e| e.options.retain_as_published);
             let delivery = Delivery {
                 message: Arc::clone(&message),
@@ -212,12 +218,9 @@ impl Broker {
         }
         if dropped > 0 {
             tracing::debug!(topic = %message.topic, dropped, "queues full: message dropped");
-            metrics::add(&self.metrics.messages_dropped, dropped);
+            self.metrics.dropped_for(DropReason::QueueFull, dropped);
         }
-        Routed {
-            matched: offered,
-            durable: self.submit(ops),
-        }
+        Routed { matched: offered, durable: self.submit(ops) }
     }
 
     /// Publishes a message nobody waits on (wills, messages handed back by a leaving member).
@@ -236,17 +239,11 @@ impl Broker {
     ) -> (ReasonCode, Vec<Delivery>) {
         let mut options = sub.options;
         options.qos = options.qos.min(self.config.max_qos);
-        let entry = Entry {
-            session: Arc::clone(session),
-            options,
-            subscription_id,
-        };
+        let entry = Entry { session: Arc::clone(session), options, subscription_id };
         let is_new = lock!(self.router.write()).insert(&sub.filter, entry);
         {
             let mut state = session.lock();
-            state
-                .subscriptions
-                .insert(sub.filter.clone(), (options, subscription_id));
+            state.subscriptions.insert(sub.filter.clone(), (options, subscription_id));
             state.journal_record();
         }
         let code = match options.qos {
@@ -295,11 +292,7 @@ impl Broker {
     /// Finds or creates the session for a CONNECT. An existing connection with the same client
     /// id is closed [MQTT-3.1.4-2]; its session is resumed unless a clean start was asked for or
     /// it was not persistent. Returns the session and the Session Present flag.
-    pub fn open_session(
-        &self,
-        client_id: &ByteString,
-        clean_start: bool,
-    ) -> (Arc<SessionHandle>, bool) {
+    pub fn open_session(&self, client_id: &ByteString, clean_start: bool) -> (Arc<SessionHandle>, bool) {
         let mut sessions = lock!(self.sessions.lock());
         if let Some(existing) = sessions.get(client_id).cloned() {
             existing.kick();
@@ -342,10 +335,7 @@ impl Broker {
             return;
         }
         let mut sessions = lock!(self.sessions.lock());
-        if sessions
-            .get(&session.client_id)
-            .is_some_and(|s| Arc::ptr_eq(s, session))
-        {
+        if sessions.get(&session.client_id).is_some_and(|s| Arc::ptr_eq(s, session)) {
             sessions.remove(&session.client_id);
         }
         drop(sessions);
@@ -363,14 +353,7 @@ impl Broker {
                 Some(entry) => (&entry.session, entry.options.qos.min(delivery.message.qos)),
                 None => (leaving, delivery.qos),
             };
-            target.deliver(
-                Delivery {
-                    qos,
-                    seq: 0,
-                    ..delivery
-                },
-                &mut ops,
-            );
+            target.deliver(Delivery { qos, seq: 0, ..delivery }, &mut ops);
         }
         drop(self.submit(ops));
     }
@@ -380,16 +363,13 @@ impl Broker {
     pub fn expire_sessions(&self, now: Instant) -> usize {
         let expired: Vec<Arc<SessionHandle>> = {
             let mut sessions = lock!(self.sessions.lock());
-            let expired: Vec<_> = sessions
-                .values()
-                .filter(|s| s.lock().is_expired(now))
-                .cloned()
-                .collect();
+            let expired: Vec<_> = sessions.values().filter(|s| s.lock().is_expired(now)).cloned().collect();
             for session in &expired {
                 sessions.remove(&session.client_id);
             }
             expired
         };
+        metrics::add(&self.metrics.sessions_expired, expired.len() as u64);
         for session in &expired {
             let will = session.lock().take_pending_will(None);
             if let Some(will) = will {
@@ -446,6 +426,30 @@ impl Broker {
     /// The redirection in force, if any.
     pub fn redirection(&self) -> Option<Redirect> {
         lock!(self.redirect.read()).clone()
+    }
+
+    /// How long the broker has run.
+    pub fn uptime(&self) -> std::time::Duration {
+        self.started.elapsed()
+    }
+
+    /// A consistent-enough look at the sessions, queues and stores, one lock at a time.
+    pub fn stats(&self) -> Stats {
+        let sessions: Vec<_> = lock!(self.sessions.lock()).values().cloned().collect();
+        let mut stats = Stats::default();
+        for session in sessions {
+            let state = session.lock();
+            match state.is_online() {
+                true => stats.sessions_online += 1,
+                false => stats.sessions_offline += 1,
+            }
+            stats.queued_messages += state.queued() as u64;
+            stats.queued_bytes += state.queued_bytes() as u64;
+            stats.inflight += state.inflight() as u64;
+        }
+        stats.retained = self.retained_count() as u64;
+        stats.subscriptions = self.subscription_count() as u64;
+        stats
     }
 
     /// Number of sessions known, online or not.

@@ -27,11 +27,7 @@ impl Broker {
         let mut deliveries: HashMap<&str, Vec<_>> = HashMap::new();
         for (client, seq, bytes) in &snapshot.deliveries {
             let stored: StoredDelivery = from_bytes(bytes)?;
-            deliveries.entry(client.as_str()).or_default().push((
-                *seq,
-                stored.restore(*seq)?,
-                stored.state,
-            ));
+            deliveries.entry(client.as_str()).or_default().push((*seq, stored.restore(*seq)?, stored.state));
         }
         let mut inbound: HashMap<&str, Vec<u16>> = HashMap::new();
         for (client, id) in &snapshot.inbound_qos2 {
@@ -47,17 +43,10 @@ impl Broker {
             {
                 let mut state = handle.lock();
                 let queued = deliveries.remove(client.as_str()).unwrap_or_default();
-                state.restore(
-                    &record,
-                    queued,
-                    inbound.remove(client.as_str()).unwrap_or_default(),
-                )?;
+                state.restore(&record, queued, inbound.remove(client.as_str()).unwrap_or_default())?;
                 for (filter, (options, id)) in &state.subscriptions {
-                    let entry = Entry {
-                        session: Arc::clone(&handle),
-                        options: *options,
-                        subscription_id: *id,
-                    };
+                    let entry =
+                        Entry { session: Arc::clone(&handle), options: *options, subscription_id: *id };
                     router.insert(filter, entry);
                 }
             }

@@ -9,8 +9,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use cauldron_proto::{
-    decode, scram, ByteString, ConnAck, Connect, DecodeError, Packet, Properties, Protocol, QoS,
-    ReasonCode,
+    decode, scram, ByteString, ConnAck, Connect, DecodeError, Packet, Properties, Protocol, QoS, ReasonCode,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio_util::sync::CancellationToken;
@@ -18,7 +17,7 @@ use tracing::{debug, info};
 
 use crate::auth;
 use crate::broker::Broker;
-use crate::metrics;
+use crate::metrics::{self, Refusal};
 use crate::session::next_connection_id;
 
 use super::Connection;
@@ -62,31 +61,17 @@ async fn enhanced_auth<S: AsyncRead + AsyncWrite>(
     writer: &mut WriteHalf<S>,
     rbuf: &mut BytesMut,
 ) -> Result<(String, Vec<u8>), ReasonCode> {
-    let method = connect
-        .properties
-        .authentication_method
-        .as_deref()
-        .unwrap_or_default();
-    let (exchange, challenge) = auth::begin(
-        &broker.config,
-        method,
-        connect.properties.authentication_data.as_ref(),
-    )?;
+    let method = connect.properties.authentication_method.as_deref().unwrap_or_default();
+    let (exchange, challenge) =
+        auth::begin(&broker.config, method, connect.properties.authentication_data.as_ref())?;
     let mut buf = BytesMut::new();
-    challenge
-        .encode(Protocol::V5, &mut buf)
-        .map_err(|_| ReasonCode::UnspecifiedError)?;
-    writer
-        .write_all(&buf)
-        .await
-        .map_err(|_| ReasonCode::UnspecifiedError)?;
-    let reply = tokio::time::timeout(
-        broker.config.connect_timeout,
-        read_packet(broker, reader, rbuf, Protocol::V5),
-    )
-    .await
-    .map_err(|_| ReasonCode::NotAuthorized)?
-    .map_err(|e| e.reason_code())?;
+    challenge.encode(Protocol::V5, &mut buf).map_err(|_| ReasonCode::UnspecifiedError)?;
+    writer.write_all(&buf).await.map_err(|_| ReasonCode::UnspecifiedError)?;
+    let reply =
+        tokio::time::timeout(broker.config.connect_timeout, read_packet(broker, reader, rbuf, Protocol::V5))
+            .await
+            .map_err(|_| ReasonCode::NotAuthorized)?
+            .map_err(|e| e.reason_code())?;
     match reply {
         Packet::Auth(auth) => auth::complete(exchange, &auth),
         _ => Err(ReasonCode::ProtocolError),
@@ -107,9 +92,7 @@ pub(super) async fn write_and_close<W: AsyncWrite + Unpin>(
 
 /// A client id for a client that sent none [MQTT-3.1.3-6].
 fn assign_client_id(prefix: &str) -> ByteString {
-    let random = std::collections::hash_map::RandomState::new()
-        .build_hasher()
-        .finish();
+    let random = std::collections::hash_map::RandomState::new().build_hasher().finish();
     ByteString::from(format!("{prefix}{random:016x}"))
 }
 
@@ -125,11 +108,7 @@ pub(super) async fn accept<S: AsyncRead + AsyncWrite>(
     let protocol = connect.protocol;
     let config = &broker.config;
     let refuse = |code: ReasonCode| {
-        Packet::ConnAck(ConnAck {
-            session_present: false,
-            code,
-            properties: Properties::default(),
-        })
+        Packet::ConnAck(ConnAck { session_present: false, code, properties: Properties::default() })
     };
     let mut props = Properties::default();
     let client_id = if connect.client_id.is_empty() {
@@ -138,12 +117,8 @@ pub(super) async fn accept<S: AsyncRead + AsyncWrite>(
             || (protocol == Protocol::V3_1_1 && !connect.clean_start)
             || !config.allow_zero_length_clientid;
         if refused {
-            write_and_close(
-                writer,
-                &refuse(ReasonCode::ClientIdentifierNotValid),
-                protocol,
-            )
-            .await;
+            broker.metrics.refuse(Refusal::Protocol);
+            write_and_close(writer, &refuse(ReasonCode::ClientIdentifierNotValid), protocol).await;
             return None;
         }
         let id = assign_client_id(&config.auto_id_prefix);
@@ -166,6 +141,7 @@ pub(super) async fn accept<S: AsyncRead + AsyncWrite>(
             }
             Err(code) => {
                 metrics::add(&broker.metrics.auth_failures, 1);
+                broker.metrics.refuse(Refusal::Auth);
                 write_and_close(writer, &refuse(code), protocol).await;
                 return None;
             }
@@ -185,6 +161,7 @@ pub(super) async fn accept<S: AsyncRead + AsyncWrite>(
             properties: Properties::default(),
         };
         connack.properties.server_reference = Some(redirect.reference.into());
+        broker.metrics.refuse(Refusal::Redirected);
         write_and_close(writer, &Packet::ConnAck(connack), protocol).await;
         return None;
     }
@@ -192,9 +169,9 @@ pub(super) async fn accept<S: AsyncRead + AsyncWrite>(
         Protocol::V5 => connect.properties.session_expiry_interval.unwrap_or(0),
         _ if connect.clean_start => 0,
         // 3.x persistent sessions live until Mosquitto's persistent_client_expiration, if set.
-        _ => config.persistent_client_expiration.map_or(u32::MAX, |d| {
-            d.as_secs().min(u64::from(u32::MAX - 1)) as u32
-        }),
+        _ => config
+            .persistent_client_expiration
+            .map_or(u32::MAX, |d| d.as_secs().min(u64::from(u32::MAX - 1)) as u32),
     };
     let (session, session_present) = broker.open_session(&client_id, connect.clean_start);
     let id = next_connection_id();
@@ -203,14 +180,8 @@ pub(super) async fn accept<S: AsyncRead + AsyncWrite>(
     let resend = {
         let mut state = session.lock();
         state.expiry_interval = expiry_interval;
-        state.max_packet_size = connect
-            .properties
-            .maximum_packet_size
-            .map_or(usize::MAX, |m| m as usize);
-        let receive_maximum = connect
-            .properties
-            .receive_maximum
-            .map_or(usize::MAX, usize::from);
+        state.max_packet_size = connect.properties.maximum_packet_size.map_or(usize::MAX, |m| m as usize);
+        let receive_maximum = connect.properties.receive_maximum.map_or(usize::MAX, usize::from);
         let resend = state.attach(id, protocol, receive_maximum);
         state.journal_record();
         resend
@@ -229,10 +200,8 @@ pub(super) async fn accept<S: AsyncRead + AsyncWrite>(
         props.subscription_identifiers_available = unless(config.subscription_identifier_available);
         props.shared_subscription_available = unless(config.shared_subscription_available);
         if connect.properties.request_response_information == Some(true) {
-            props.response_information = config
-                .response_topic_prefix
-                .as_ref()
-                .map(|prefix| format!("{prefix}/{client_id}").into());
+            props.response_information =
+                config.response_topic_prefix.as_ref().map(|prefix| format!("{prefix}/{client_id}").into());
         }
         if config.max_packet_size < cauldron_proto::MAX_VARINT as usize {
             props.maximum_packet_size = Some(config.max_packet_size as u32);
@@ -242,11 +211,7 @@ pub(super) async fn accept<S: AsyncRead + AsyncWrite>(
         "New client connected from {peer} as {client_id} (p{}, c{}, k{keep_alive}{})",
         protocol.level(),
         u8::from(connect.clean_start),
-        connect
-            .username
-            .as_ref()
-            .map(|u| format!(", u'{u}'"))
-            .unwrap_or_default()
+        connect.username.as_ref().map(|u| format!(", u'{u}'")).unwrap_or_default()
     );
     let mut conn = Connection {
         broker: Arc::clone(broker),
@@ -263,10 +228,7 @@ pub(super) async fn accept<S: AsyncRead + AsyncWrite>(
         reauth: None,
         alias_out_max: connect.properties.topic_alias_maximum.unwrap_or(0),
         aliases_out: HashMap::new(),
-        problem_information: connect
-            .properties
-            .request_problem_information
-            .unwrap_or(true),
+        problem_information: connect.properties.request_problem_information.unwrap_or(true),
         aliases: HashMap::new(),
         wbuf: BytesMut::with_capacity(4096),
         pending: VecDeque::new(),
@@ -274,11 +236,7 @@ pub(super) async fn accept<S: AsyncRead + AsyncWrite>(
         scratch: Vec::new(),
     };
     // CONNACK first, then whatever the resumed session still owes the client.
-    conn.send(&Packet::ConnAck(ConnAck {
-        session_present,
-        code: ReasonCode::Success,
-        properties: props,
-    }));
+    conn.send(&Packet::ConnAck(ConnAck { session_present, code: ReasonCode::Success, properties: props }));
     for packet in &resend {
         conn.send(packet);
     }

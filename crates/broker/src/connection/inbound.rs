@@ -1,14 +1,14 @@
 //! What the connection does with each packet the client sends after CONNECT.
 
 use cauldron_proto::{
-    Ack, Auth, Disconnect, Packet, Properties, Publish, QoS, ReasonCode, SubAck, Subscribe,
-    UnsubAck, Unsubscribe,
+    Ack, Auth, Disconnect, Packet, Properties, Publish, QoS, ReasonCode, SubAck, Subscribe, UnsubAck,
+    Unsubscribe,
 };
 
 use crate::auth;
 use crate::broker::Broker;
 use crate::message::Message;
-use crate::metrics;
+use crate::metrics::{self, DropReason};
 
 use super::{Connection, Exit, Violation};
 
@@ -21,10 +21,7 @@ impl Connection {
                 drop(self.broker.flush_session(&self.session));
             }
             Packet::PubRec(ack) => {
-                let reply = self
-                    .session
-                    .lock()
-                    .on_pubrec(ack.packet_id, ack.reason.is_error());
+                let reply = self.session.lock().on_pubrec(ack.packet_id, ack.reason.is_error());
                 // The released state is stored before PUBREL goes out: after a restart the
                 // broker must repeat PUBREL, never the PUBLISH the client already passed on.
                 let ticket = self.broker.flush_session(&self.session);
@@ -53,10 +50,7 @@ impl Connection {
             Packet::PingReq => self.send(&Packet::PingResp),
             Packet::Disconnect(disconnect) => return self.on_disconnect(disconnect).map(Some),
             Packet::Connect(_) => {
-                return Err(Violation::new(
-                    ReasonCode::ProtocolError,
-                    "[MQTT-3.1.0-2] second CONNECT",
-                ));
+                return Err(Violation::new(ReasonCode::ProtocolError, "[MQTT-3.1.0-2] second CONNECT"));
             }
             Packet::Auth(auth) => self.on_auth(auth)?,
             other => {
@@ -108,8 +102,12 @@ impl Connection {
             ));
         }
         metrics::add(&self.broker.metrics.messages_received, 1);
+        metrics::add(&self.broker.metrics.publish_received[publish.qos as usize], 1);
         let (qos, packet_id) = (publish.qos, publish.packet_id.unwrap_or(0));
         let allowed = self.may_publish(&publish.topic);
+        if !allowed {
+            self.broker.metrics.dropped_for(DropReason::NotAuthorized, 1);
+        }
         let message = Message::from_publish(publish, Some(self.client_id.clone()));
         // Denied messages are dropped; the QoS flow still completes [MQTT-3.3.5-2].
         let route = |broker: &Broker, message| allowed.then(|| broker.publish(message));
@@ -129,7 +127,10 @@ impl Connection {
                 if state.pending_qos2() >= usize::from(self.broker.config.receive_maximum)
                     && !state.knows_qos2(packet_id)
                 {
-                    return Err(Violation::new(ReasonCode::ReceiveMaximumExceeded, "[MQTT-3.3.4-9] more unacknowledged QoS 2 PUBLISHes than the Receive Maximum"));
+                    return Err(Violation::new(
+                        ReasonCode::ReceiveMaximumExceeded,
+                        "[MQTT-3.3.4-9] more unacknowledged QoS 2 PUBLISHes than the Receive Maximum",
+                    ));
                 }
                 // Forward once per packet id until PUBREL (method B of [MQTT-4.3.3]).
                 let is_new = state.receive_qos2(packet_id);
@@ -169,11 +170,7 @@ impl Connection {
     }
 
     fn on_subscribe(&mut self, subscribe: Subscribe) -> Result<(), Violation> {
-        let subscription_id = subscribe
-            .properties
-            .subscription_identifiers
-            .first()
-            .copied();
+        let subscription_id = subscribe.properties.subscription_identifiers.first().copied();
         let mut codes = Vec::with_capacity(subscribe.filters.len());
         let mut retained = Vec::new();
         let config = &self.broker.config;
@@ -190,10 +187,7 @@ impl Connection {
             } else if subscription_id.is_some() && !config.subscription_identifier_available {
                 Some(ReasonCode::SubscriptionIdentifiersNotSupported)
             } else if !self.broker.authorizer().allows_everything()
-                && !self
-                    .broker
-                    .authorizer()
-                    .can_subscribe(&self.session.client_info(), &sub.filter)
+                && !self.broker.authorizer().can_subscribe(&self.session.client_info(), &sub.filter)
             {
                 Some(ReasonCode::NotAuthorized)
             } else if !config.wildcard_subscription_available
@@ -232,12 +226,10 @@ impl Connection {
         let codes = unsubscribe
             .filters
             .iter()
-            .map(
-                |filter| match self.broker.unsubscribe(&self.session, filter) {
-                    true => ReasonCode::Success,
-                    false => ReasonCode::NoSubscriptionExisted,
-                },
-            )
+            .map(|filter| match self.broker.unsubscribe(&self.session, filter) {
+                true => ReasonCode::Success,
+                false => ReasonCode::NoSubscriptionExisted,
+            })
             .collect();
         let ticket = self.broker.flush_session(&self.session);
         self.hold_until(ticket);
@@ -279,11 +271,7 @@ impl Connection {
             }
             Err(code) => {
                 metrics::add(&self.broker.metrics.auth_failures, 1);
-                let reason = if code == ReasonCode::ProtocolError {
-                    code
-                } else {
-                    ReasonCode::NotAuthorized
-                };
+                let reason = if code == ReasonCode::ProtocolError { code } else { ReasonCode::NotAuthorized };
                 Err(Violation::new(reason, "re-authentication failed"))
             }
         }
@@ -299,8 +287,6 @@ impl Connection {
             }
             self.session.lock().expiry_interval = expiry;
         }
-        Ok(Exit::Disconnect {
-            send_will: disconnect.reason == ReasonCode::DisconnectWithWill,
-        })
+        Ok(Exit::Disconnect { send_will: disconnect.reason == ReasonCode::DisconnectWithWill })
     }
 }

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use cauldron_proto::{
-    decode, scram, ByteString, ConnAck, DecodeError, Disconnect, Packet, Properties, Protocol,
-    Publish, ReasonCode, Will,
+    decode, scram, ByteString, ConnAck, DecodeError, Disconnect, Packet, Properties, Protocol, Publish,
+    ReasonCode, Will,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::time::{sleep_until, Instant};
@@ -19,7 +19,7 @@ use tracing::{debug, info};
 use crate::broker::Broker;
 use crate::config::Redirect;
 use crate::message::Message;
-use crate::metrics;
+use crate::metrics::{self, DropReason, Refusal};
 use crate::session::SessionHandle;
 use crate::store::{StoreError, Ticket};
 
@@ -63,10 +63,7 @@ struct Violation {
 
 impl Violation {
     fn new(reason: ReasonCode, message: impl Into<String>) -> Violation {
-        Violation {
-            reason,
-            message: message.into(),
-        }
+        Violation { reason, message: message.into() }
     }
 }
 
@@ -81,20 +78,15 @@ pub async fn serve<S>(broker: Arc<Broker>, stream: S, peer: SocketAddr, shutdown
 where
     S: AsyncRead + AsyncWrite + Send + Unpin,
 {
-    metrics::add(&broker.metrics.connections_current, 1);
-    metrics::add(&broker.metrics.connections_total, 1);
+    broker.metrics.connected();
     let (mut reader, mut writer) = tokio::io::split(stream);
     let mut rbuf = BytesMut::with_capacity(4096);
-    let first = tokio::time::timeout(
-        broker.config.connect_timeout,
-        read_connect(&broker, &mut reader, &mut rbuf),
-    )
-    .await;
+    let first =
+        tokio::time::timeout(broker.config.connect_timeout, read_connect(&broker, &mut reader, &mut rbuf))
+            .await;
     match first {
         Ok(Ok(connect)) => {
-            if let Some(conn) =
-                accept(&broker, *connect, peer, &mut reader, &mut writer, &mut rbuf).await
-            {
+            if let Some(conn) = accept(&broker, *connect, peer, &mut reader, &mut writer, &mut rbuf).await {
                 conn.run(reader, writer, rbuf, shutdown).await;
             }
         }
@@ -106,6 +98,7 @@ where
                 code: ReasonCode::UnsupportedProtocolVersion,
                 properties: Properties::default(),
             };
+            broker.metrics.refuse(Refusal::Protocol);
             write_and_close(&mut writer, &Packet::ConnAck(code), Protocol::V3_1_1).await;
         }
         Ok(Err(e)) => {
@@ -214,6 +207,7 @@ impl Connection {
             if let Some(keep_alive) = self.keep_alive {
                 *deadline = Instant::now() + keep_alive;
             }
+            self.broker.metrics.packet_in(packet.packet_type() as u8);
             match self.handle(packet) {
                 Ok(None) => {}
                 Ok(Some(exit)) => return Some(exit),
@@ -248,10 +242,7 @@ impl Connection {
     /// Moves queued messages into the write buffer.
     fn drain_session(&mut self) {
         let mut packets = std::mem::take(&mut self.scratch);
-        let (produced, dropped) = self
-            .session
-            .lock()
-            .drain(self.id, &mut packets, DRAIN_BUDGET);
+        let (produced, expired, too_large) = self.session.lock().drain(self.id, &mut packets, DRAIN_BUDGET);
         // Packet ids of QoS 1/2 messages are stored before the messages leave.
         let ticket = self.broker.flush_session(&self.session);
         self.hold_until(ticket);
@@ -260,7 +251,8 @@ impl Connection {
             self.session.wake.notify_one();
         }
         metrics::add(&self.broker.metrics.messages_sent, produced as u64);
-        metrics::add(&self.broker.metrics.messages_dropped, dropped);
+        self.broker.metrics.dropped_for(DropReason::Expired, expired);
+        self.broker.metrics.dropped_for(DropReason::TooLarge, too_large);
         for mut packet in packets.drain(..) {
             if let Packet::Publish(publish) = &mut packet {
                 self.apply_topic_alias(publish);
@@ -288,11 +280,12 @@ impl Connection {
 
     /// Queues a packet: straight for the socket, or held while a commit is pending.
     fn send(&mut self, packet: &Packet) {
-        let buf = if self.pending.is_empty() {
-            &mut self.wbuf
-        } else {
-            &mut self.held
-        };
+        let metrics = &self.broker.metrics;
+        metrics.packet_out(packet.packet_type() as u8);
+        if let Packet::Publish(publish) = packet {
+            metrics::add(&metrics.publish_sent[publish.qos as usize], 1);
+        }
+        let buf = if self.pending.is_empty() { &mut self.wbuf } else { &mut self.held };
         if let Err(e) = packet.encode(self.protocol, buf) {
             debug!(client = %self.client_id, error = %e, "packet not encodable, dropped");
         }
@@ -309,25 +302,14 @@ impl Connection {
                 debug!(client = %self.client_id, peer = %self.peer, reason = ?v.reason, "{}", v.message);
                 (Some((v.reason, v.message.clone())), true)
             }
-            Exit::KeepAliveTimeout => (
-                Some((ReasonCode::KeepAliveTimeout, "keep alive timeout".into())),
-                true,
-            ),
-            Exit::TakenOver => (
-                Some((ReasonCode::SessionTakenOver, "session taken over".into())),
-                true,
-            ),
-            Exit::Redirected(redirect) => (
-                Some((redirect.reason_code(), "moved to another server".into())),
-                true,
-            ),
-            Exit::Shutdown => (
-                Some((
-                    ReasonCode::ServerShuttingDown,
-                    "server shutting down".into(),
-                )),
-                true,
-            ),
+            Exit::KeepAliveTimeout => {
+                (Some((ReasonCode::KeepAliveTimeout, "keep alive timeout".into())), true)
+            }
+            Exit::TakenOver => (Some((ReasonCode::SessionTakenOver, "session taken over".into())), true),
+            Exit::Redirected(redirect) => {
+                (Some((redirect.reason_code(), "moved to another server".into())), true)
+            }
+            Exit::Shutdown => (Some((ReasonCode::ServerShuttingDown, "server shutting down".into())), true),
         };
         info!(client = %self.client_id, ?exit, "Client disconnected");
         if let (Some((reason, message)), true) = (reason, self.protocol.is_v5()) {

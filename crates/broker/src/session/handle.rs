@@ -81,11 +81,7 @@ impl SessionHandle {
 
     /// Registers `connection` as the one to cancel on takeover, cancelling the previous one.
     pub fn set_connection(&self, connection: u64, token: CancellationToken) {
-        let previous = self
-            .kick
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .replace((connection, token));
+        let previous = self.kick.lock().unwrap_or_else(|e| e.into_inner()).replace((connection, token));
         if let Some((_, old)) = previous {
             old.cancel();
         }
@@ -104,15 +100,8 @@ impl SessionHandle {
 
     /// Who this session belongs to now.
     pub fn client_info(&self) -> ClientInfo {
-        let username = self
-            .username
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        ClientInfo {
-            client_id: self.client_id.clone(),
-            username,
-        }
+        let username = self.username.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        ClientInfo { client_id: self.client_id.clone(), username }
     }
 
     pub fn set_username(&self, username: Option<ByteString>) {

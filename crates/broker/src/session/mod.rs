@@ -171,18 +171,13 @@ impl Session {
     fn journal_delivery(&mut self, delivery: &Delivery, state: DeliveryState) {
         if self.journaling() && delivery.seq != 0 {
             let record = store::record::to_bytes(&StoredDelivery::new(delivery, state));
-            self.ops.push(Op::PutDelivery(
-                self.client_id.clone(),
-                delivery.seq,
-                record,
-            ));
+            self.ops.push(Op::PutDelivery(self.client_id.clone(), delivery.seq, record));
         }
     }
 
     fn forget_delivery(&mut self, delivery: &Delivery) {
         if self.journaling() && delivery.seq != 0 {
-            self.ops
-                .push(Op::DeleteDelivery(self.client_id.clone(), delivery.seq));
+            self.ops.push(Op::DeleteDelivery(self.client_id.clone(), delivery.seq));
         }
     }
 
@@ -205,17 +200,12 @@ impl Session {
             expiry_interval: self.expiry_interval,
             expires_at_ms: self.expires_at.map(store::record::wall_ms),
             subscriptions,
-            pending_will: self.pending_will.as_ref().map(|(_, will)| {
-                (
-                    StoredMessage::new(will),
-                    store::record::wall_ms(Instant::now()),
-                )
-            }),
+            pending_will: self
+                .pending_will
+                .as_ref()
+                .map(|(_, will)| (StoredMessage::new(will), store::record::wall_ms(Instant::now()))),
         };
-        self.ops.push(Op::PutSession(
-            self.client_id.clone(),
-            store::record::to_bytes(&record),
-        ));
+        self.ops.push(Op::PutSession(self.client_id.clone(), store::record::to_bytes(&record)));
         self.stored = true;
     }
 
@@ -225,12 +215,7 @@ impl Session {
 
     /// Attaches a new connection and returns what must be resent to it: every unacknowledged
     /// PUBLISH with DUP set and every pending PUBREL, in their original order [MQTT-4.4.0-1].
-    pub fn attach(
-        &mut self,
-        connection: u64,
-        protocol: Protocol,
-        receive_maximum: usize,
-    ) -> Vec<Packet> {
+    pub fn attach(&mut self, connection: u64, protocol: Protocol, receive_maximum: usize) -> Vec<Packet> {
         self.connection = Some(connection);
         self.expires_at = None;
         self.protocol = protocol;
@@ -284,10 +269,8 @@ impl Session {
             self.queue.drain(..).partition(|d| d.shared.is_some());
         self.queue = kept;
         taken.extend(shared);
-        let (shared, kept): (VecDeque<_>, VecDeque<_>) = self
-            .inflight
-            .drain(..)
-            .partition(|e| !e.is_released() && e.delivery().shared.is_some());
+        let (shared, kept): (VecDeque<_>, VecDeque<_>) =
+            self.inflight.drain(..).partition(|e| !e.is_released() && e.delivery().shared.is_some());
         self.inflight = kept;
         taken.extend(shared.into_iter().map(|e| match e.state {
             InflightState::Published(d) | InflightState::Released(d) => d,
@@ -306,16 +289,14 @@ impl Session {
     /// Offers a message. The queue is bounded in count and bytes; what does not fit is dropped
     /// (the new message, or the oldest queued one) and counted.
     pub fn enqueue(&mut self, mut delivery: Delivery) -> Enqueued {
-        let offline_qos0 =
-            !self.is_online() && delivery.qos == QoS::AtMostOnce && !self.limits.queue_qos0;
+        let offline_qos0 = !self.is_online() && delivery.qos == QoS::AtMostOnce && !self.limits.queue_qos0;
         if offline_qos0 {
             self.dropped += 1;
             return Enqueued::Dropped;
         }
         let size = delivery.message.payload.len();
-        let bytes_full = |s: &Session| {
-            s.limits.max_queued_bytes > 0 && s.queued_bytes + size > s.limits.max_queued_bytes
-        };
+        let bytes_full =
+            |s: &Session| s.limits.max_queued_bytes > 0 && s.queued_bytes + size > s.limits.max_queued_bytes;
         let full = |s: &Session| s.queue.len() >= s.limits.max_queued || bytes_full(s);
         if full(self) {
             if !self.limits.drop_oldest {
@@ -352,15 +333,20 @@ impl Session {
         self.inflight.len()
     }
 
+    pub fn queued_bytes(&self) -> usize {
+        self.queued_bytes
+    }
+
     /// Moves queued messages into PUBLISH packets for `connection`, as far as the inflight
     /// window allows (QoS 0 needs no window). Expired and oversized messages are dropped.
-    /// Returns how many packets were produced and how many messages dropped.
-    pub fn drain(&mut self, connection: u64, out: &mut Vec<Packet>, budget: usize) -> (usize, u64) {
+    /// Returns how many packets were produced, and how many messages were dropped as expired
+    /// and as too large.
+    pub fn drain(&mut self, connection: u64, out: &mut Vec<Packet>, budget: usize) -> (usize, u64, u64) {
         if self.connection != Some(connection) {
-            return (0, 0);
+            return (0, 0, 0);
         }
         let now = Instant::now();
-        let mut dropped = 0;
+        let (mut expired, mut too_large) = (0, 0);
         let mut produced = 0;
         while produced < budget {
             let Some(front) = self.queue.front() else {
@@ -382,11 +368,13 @@ impl Session {
             ));
             // Expired messages are never delivered [MQTT-3.3.2-5]; one larger than the client's
             // Maximum Packet Size is not sent [MQTT-3.1.2-25].
-            if delivery.message.is_expired(now)
-                || publish.encoded_len(self.protocol) > self.max_packet_size
-            {
+            let is_expired = delivery.message.is_expired(now);
+            if is_expired || publish.encoded_len(self.protocol) > self.max_packet_size {
                 self.forget_delivery(&delivery);
-                dropped += 1;
+                match is_expired {
+                    true => expired += 1,
+                    false => too_large += 1,
+                }
                 continue;
             }
             if let Some(packet_id) = packet_id {
@@ -396,16 +384,13 @@ impl Session {
                 if delivery.qos == QoS::ExactlyOnce {
                     self.journal_delivery(&delivery, DeliveryState::Sent(packet_id));
                 }
-                self.inflight.push_back(Inflight {
-                    packet_id,
-                    state: InflightState::Published(delivery),
-                });
+                self.inflight.push_back(Inflight { packet_id, state: InflightState::Published(delivery) });
             }
             out.push(publish);
             produced += 1;
         }
-        self.dropped += dropped;
-        (produced, dropped)
+        self.dropped += expired + too_large;
+        (produced, expired, too_large)
     }
 
     fn allocate_packet_id(&mut self) -> u16 {
@@ -419,9 +404,7 @@ impl Session {
     }
 
     fn position(&self, packet_id: u16, released: bool) -> Option<usize> {
-        self.inflight
-            .iter()
-            .position(|e| e.packet_id == packet_id && e.is_released() == released)
+        self.inflight.iter().position(|e| e.packet_id == packet_id && e.is_released() == released)
     }
 
     fn complete(&mut self, index: usize) {
@@ -450,19 +433,11 @@ impl Session {
                     unreachable!("position(.., false)")
                 };
                 self.journal_delivery(&delivery, DeliveryState::Released(packet_id));
-                self.inflight.insert(
-                    i,
-                    Inflight {
-                        packet_id,
-                        state: InflightState::Released(delivery),
-                    },
-                );
+                self.inflight.insert(i, Inflight { packet_id, state: InflightState::Released(delivery) });
                 Some(Packet::PubRel(Ack::new(packet_id)))
             }
             // Already released (a repeated PUBREC): PUBREL again.
-            None if self.position(packet_id, true).is_some() => {
-                Some(Packet::PubRel(Ack::new(packet_id)))
-            }
+            None if self.position(packet_id, true).is_some() => Some(Packet::PubRel(Ack::new(packet_id))),
             None => {
                 let mut ack = Ack::new(packet_id);
                 ack.reason = ReasonCode::PacketIdentifierNotFound;
@@ -482,8 +457,7 @@ impl Session {
     pub fn receive_qos2(&mut self, packet_id: u16) -> bool {
         let is_new = self.incoming_qos2.insert(packet_id);
         if is_new && self.journaling() {
-            self.ops
-                .push(Op::PutInboundQos2(self.client_id.clone(), packet_id));
+            self.ops.push(Op::PutInboundQos2(self.client_id.clone(), packet_id));
         }
         is_new
     }
@@ -502,8 +476,7 @@ impl Session {
     pub fn release_qos2(&mut self, packet_id: u16) -> bool {
         let known = self.incoming_qos2.remove(&packet_id);
         if known && self.journaling() {
-            self.ops
-                .push(Op::DeleteInboundQos2(self.client_id.clone(), packet_id));
+            self.ops.push(Op::DeleteInboundQos2(self.client_id.clone(), packet_id));
         }
         known
     }
@@ -520,11 +493,7 @@ impl Session {
             (Some((owner, _)), Some(connection)) => *owner == connection,
             (None, _) => false,
         };
-        let will = if matches {
-            self.pending_will.take().map(|(_, will)| will)
-        } else {
-            None
-        };
+        let will = if matches { self.pending_will.take().map(|(_, will)| will) } else { None };
         if will.is_some() {
             self.journal_record();
         }
@@ -543,10 +512,7 @@ impl Session {
         self.expires_at = record.expires_at_ms.map(store::record::instant);
         self.stored = true;
         for sub in &record.subscriptions {
-            self.subscriptions.insert(
-                sub.filter.as_str().into(),
-                (options_from_byte(sub.options)?, sub.id),
-            );
+            self.subscriptions.insert(sub.filter.as_str().into(), (options_from_byte(sub.options)?, sub.id));
         }
         if let Some((will, _)) = &record.pending_will {
             self.pending_will = Some((0, will.restore()?));
@@ -558,14 +524,12 @@ impl Session {
                     self.queued_bytes += delivery.message.payload.len();
                     self.queue.push_back(delivery);
                 }
-                DeliveryState::Sent(packet_id) => self.inflight.push_back(Inflight {
-                    packet_id,
-                    state: InflightState::Published(delivery),
-                }),
-                DeliveryState::Released(packet_id) => self.inflight.push_back(Inflight {
-                    packet_id,
-                    state: InflightState::Released(delivery),
-                }),
+                DeliveryState::Sent(packet_id) => {
+                    self.inflight.push_back(Inflight { packet_id, state: InflightState::Published(delivery) })
+                }
+                DeliveryState::Released(packet_id) => {
+                    self.inflight.push_back(Inflight { packet_id, state: InflightState::Released(delivery) })
+                }
             }
         }
         let highest = self.inflight.iter().map(|e| e.packet_id).max().unwrap_or(0);

@@ -2,13 +2,7 @@ use super::*;
 use cauldron_proto::{Properties, Publish};
 
 fn limits() -> Limits {
-    Limits {
-        max_inflight: 2,
-        max_queued: 3,
-        max_queued_bytes: 0,
-        queue_qos0: false,
-        drop_oldest: false,
-    }
+    Limits { max_inflight: 2, max_queued: 3, max_queued_bytes: 0, queue_qos0: false, drop_oldest: false }
 }
 
 fn delivery(payload: &'static str, qos: QoS) -> Delivery {
@@ -43,17 +37,10 @@ fn inflight_window_and_bounded_queue() {
     for p in ["a", "b", "c"] {
         assert_eq!(s.enqueue(delivery(p, QoS::AtLeastOnce)), Enqueued::Queued);
     }
-    assert_eq!(
-        s.enqueue(delivery("d", QoS::AtLeastOnce)),
-        Enqueued::Dropped
-    );
+    assert_eq!(s.enqueue(delivery("d", QoS::AtLeastOnce)), Enqueued::Dropped);
     let mut out = vec![];
     s.drain(1, &mut out, usize::MAX);
-    assert_eq!(
-        ids(&out),
-        [(Some(1), false), (Some(2), false)],
-        "window of 2"
-    );
+    assert_eq!(ids(&out), [(Some(1), false), (Some(2), false)], "window of 2");
     assert!(s.on_puback(1));
     assert!(!s.on_puback(1), "second ack of the same id is ignored");
     out.clear();
@@ -73,7 +60,7 @@ fn reconnect_resends_with_dup_in_order_and_pubrel_for_released() {
     assert_eq!(s.on_pubrec(1, false), Some(Packet::PubRel(Ack::new(1))));
     assert!(s.detach(1, Instant::now()));
     // A packet from the old connection after detaching produces nothing.
-    assert_eq!(s.drain(1, &mut out, usize::MAX), (0, 0));
+    assert_eq!(s.drain(1, &mut out, usize::MAX), (0, 0, 0));
     let resent = s.attach(2, Protocol::V3_1_1, usize::MAX);
     assert_eq!(ids(&resent), [(Some(1), false), (Some(2), true)]);
     assert!(matches!(resent[0], Packet::PubRel(_)));
@@ -85,14 +72,8 @@ fn reconnect_resends_with_dup_in_order_and_pubrel_for_released() {
 #[test]
 fn offline_session_keeps_qos1_and_drops_qos0() {
     let mut s = Session::new("c", limits(), false);
-    assert_eq!(
-        s.enqueue(delivery("zero", QoS::AtMostOnce)),
-        Enqueued::Dropped
-    );
-    assert_eq!(
-        s.enqueue(delivery("one", QoS::AtLeastOnce)),
-        Enqueued::Queued
-    );
+    assert_eq!(s.enqueue(delivery("zero", QoS::AtMostOnce)), Enqueued::Dropped);
+    assert_eq!(s.enqueue(delivery("one", QoS::AtLeastOnce)), Enqueued::Queued);
     s.attach(7, Protocol::V3_1_1, usize::MAX);
     let mut out = vec![];
     s.drain(7, &mut out, usize::MAX);
@@ -120,19 +101,8 @@ fn receive_maximum_caps_the_window() {
     assert_eq!(out.len(), 1);
 }
 
-fn limits_with(
-    max_queued: usize,
-    max_queued_bytes: usize,
-    drop_oldest: bool,
-    queue_qos0: bool,
-) -> Limits {
-    Limits {
-        max_inflight: 10,
-        max_queued,
-        max_queued_bytes,
-        queue_qos0,
-        drop_oldest,
-    }
+fn limits_with(max_queued: usize, max_queued_bytes: usize, drop_oldest: bool, queue_qos0: bool) -> Limits {
+    Limits { max_inflight: 10, max_queued, max_queued_bytes, queue_qos0, drop_oldest }
 }
 
 fn payloads(s: &mut Session) -> Vec<String> {
@@ -154,11 +124,7 @@ fn byte_limit_and_drop_oldest_policy() {
         s.enqueue(delivery(p, QoS::AtLeastOnce));
     }
     s.attach(1, Protocol::V3_1_1, usize::MAX);
-    assert_eq!(
-        payloads(&mut s),
-        ["aaaa", "bbbb"],
-        "the newest is dropped by default"
-    );
+    assert_eq!(payloads(&mut s), ["aaaa", "bbbb"], "the newest is dropped by default");
     assert_eq!(s.dropped, 1);
 
     let mut s = Session::new("c", limits_with(2, 0, true, false), false);
@@ -173,10 +139,7 @@ fn byte_limit_and_drop_oldest_policy() {
 #[test]
 fn qos0_is_queued_offline_only_when_configured() {
     let mut s = Session::new("c", limits_with(10, 0, false, true), false);
-    assert_eq!(
-        s.enqueue(delivery("zero", QoS::AtMostOnce)),
-        Enqueued::Queued
-    );
+    assert_eq!(s.enqueue(delivery("zero", QoS::AtMostOnce)), Enqueued::Queued);
     s.attach(1, Protocol::V3_1_1, usize::MAX);
     assert_eq!(payloads(&mut s), ["zero"]);
 }
@@ -187,28 +150,15 @@ fn a_persistent_session_journals_each_step_of_a_delivery() {
     let mut s = Session::new("c", limits(), true);
     s.expiry_interval = u32::MAX;
     s.enqueue(delivery("m", QoS::ExactlyOnce));
-    assert!(
-        matches!(&s.take_ops()[..], [Op::PutDelivery(c, 1, _)] if c == "c"),
-        "queued"
-    );
+    assert!(matches!(&s.take_ops()[..], [Op::PutDelivery(c, 1, _)] if c == "c"), "queued");
     s.attach(1, Protocol::V3_1_1, usize::MAX);
     let mut out = vec![];
     s.drain(1, &mut out, usize::MAX);
-    assert!(
-        matches!(&s.take_ops()[..], [Op::PutDelivery(_, 1, _)]),
-        "sent with its packet id"
-    );
+    assert!(matches!(&s.take_ops()[..], [Op::PutDelivery(_, 1, _)]), "sent with its packet id");
     s.on_pubrec(1, false);
-    assert!(
-        matches!(&s.take_ops()[..], [Op::PutDelivery(_, 1, _)]),
-        "released"
-    );
+    assert!(matches!(&s.take_ops()[..], [Op::PutDelivery(_, 1, _)]), "released");
     s.on_pubcomp(1);
-    assert_eq!(
-        s.take_ops(),
-        [Op::DeleteDelivery("c".into(), 1)],
-        "complete"
-    );
+    assert_eq!(s.take_ops(), [Op::DeleteDelivery("c".into(), 1)], "complete");
     assert!(s.receive_qos2(9));
     assert_eq!(s.take_ops(), [Op::PutInboundQos2("c".into(), 9)]);
     s.release_qos2(9);

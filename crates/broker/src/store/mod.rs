@@ -87,18 +87,15 @@ pub struct Persistence {
 const MAX_BATCH_OPS: usize = 10_000;
 
 impl Persistence {
-    /// Starts the writer thread over `store`.
-    pub fn start(store: Box<dyn Store>, durability: Durability) -> Persistence {
+    /// Starts the writer thread over `store`; `observe` hears of each commit's duration and
+    /// number of operations (for metrics).
+    pub fn start(store: Box<dyn Store>, durability: Durability, observe: CommitObserver) -> Persistence {
         let (tx, rx) = std_mpsc::channel();
         let writer = std::thread::Builder::new()
             .name("cauldron-store".into())
-            .spawn(move || write_loop(store, rx, durability))
+            .spawn(move || write_loop(store, rx, durability, observe))
             .expect("spawning the store writer thread");
-        Persistence {
-            tx,
-            writer: std::sync::Mutex::new(Some(writer)),
-            durability,
-        }
+        Persistence { tx, writer: std::sync::Mutex::new(Some(writer)), durability }
     }
 
     /// Queues `ops` for the next commit. Returns a ticket to wait on unless there is nothing to
@@ -117,21 +114,13 @@ impl Persistence {
         // The channel is unbounded, but each connection waits on its tickets, so what is
         // outstanding is bounded by connections times one read's worth of packets. After a
         // stop, the send fails and the dropped `done` reads as `Stopped` to the waiter.
-        let _ = self.tx.send(Request {
-            ops,
-            done,
-            stop: false,
-        });
+        let _ = self.tx.send(Request { ops, done, stop: false });
         ticket
     }
 
     /// Commits what is pending and stops the writer; later submissions are not stored.
     pub fn shutdown(&self) {
-        let _ = self.tx.send(Request {
-            ops: Vec::new(),
-            done: None,
-            stop: true,
-        });
+        let _ = self.tx.send(Request { ops: Vec::new(), done: None, stop: true });
         let writer = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(writer) = writer {
             let _ = writer.join();
@@ -145,7 +134,15 @@ impl Drop for Persistence {
     }
 }
 
-fn write_loop(mut store: Box<dyn Store>, rx: std_mpsc::Receiver<Request>, durability: Durability) {
+/// Told the duration and operation count of every commit.
+pub type CommitObserver = Box<dyn Fn(Duration, usize) + Send>;
+
+fn write_loop(
+    mut store: Box<dyn Store>,
+    rx: std_mpsc::Receiver<Request>,
+    durability: Durability,
+    observe: CommitObserver,
+) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         if let Durability::Relaxed { interval } = durability {
@@ -170,15 +167,12 @@ fn write_loop(mut store: Box<dyn Store>, rx: std_mpsc::Receiver<Request>, durabi
             }
         }
         let stop = batch.iter().any(|r| r.stop);
-        let ops: Vec<Op> = batch
-            .iter_mut()
-            .flat_map(|r| std::mem::take(&mut r.ops))
-            .collect();
-        let result = if ops.is_empty() {
-            Ok(())
-        } else {
-            store.commit(&ops)
-        };
+        let ops: Vec<Op> = batch.iter_mut().flat_map(|r| std::mem::take(&mut r.ops)).collect();
+        let started = Instant::now();
+        let result = if ops.is_empty() { Ok(()) } else { store.commit(&ops) };
+        if !ops.is_empty() {
+            observe(started.elapsed(), ops.len());
+        }
         if let Err(e) = &result {
             error!(error = %e, ops = ops.len(), "store commit failed; those messages are not acknowledged");
         }
@@ -215,29 +209,19 @@ mod tests {
     #[tokio::test]
     async fn requests_arriving_during_a_commit_share_the_next_one() {
         let commits = Arc::new(Mutex::new(Vec::new()));
-        let persistence = Persistence::start(Box::new(Recorder(commits.clone())), Durability::Sync);
-        let first = persistence
-            .submit(vec![Op::DeleteRetained("a".into())])
-            .unwrap();
+        let persistence =
+            Persistence::start(Box::new(Recorder(commits.clone())), Durability::Sync, Box::new(|_, _| {}));
+        let first = persistence.submit(vec![Op::DeleteRetained("a".into())]).unwrap();
         std::thread::sleep(Duration::from_millis(5)); // the writer is now committing "a"
-        let tickets: Vec<_> = (0..10)
-            .map(|i| {
-                persistence
-                    .submit(vec![Op::DeleteRetained(i.to_string())])
-                    .unwrap()
-            })
-            .collect();
+        let tickets: Vec<_> =
+            (0..10).map(|i| persistence.submit(vec![Op::DeleteRetained(i.to_string())]).unwrap()).collect();
         first.await.unwrap().unwrap();
         for ticket in tickets {
             ticket.await.unwrap().unwrap();
         }
         persistence.shutdown();
         let commits = commits.lock().unwrap();
-        assert_eq!(
-            commits.len(),
-            2,
-            "one commit for the first, one for the ten that waited"
-        );
+        assert_eq!(commits.len(), 2, "one commit for the first, one for the ten that waited");
         assert_eq!(commits[1].len(), 10);
         assert!(persistence.submit(vec![]).is_none());
     }

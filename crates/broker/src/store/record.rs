@@ -67,22 +67,14 @@ pub fn from_bytes<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, StoreErr
 /// Wall-clock milliseconds for an instant (past or future).
 pub fn wall_ms(at: Instant) -> u64 {
     let now = Instant::now();
-    let wall_now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    let wall = if at >= now {
-        wall_now + (at - now)
-    } else {
-        wall_now.saturating_sub(now - at)
-    };
+    let wall_now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let wall = if at >= now { wall_now + (at - now) } else { wall_now.saturating_sub(now - at) };
     wall.as_millis() as u64
 }
 
 /// The instant for wall-clock milliseconds (the past maps to now).
 pub fn instant(ms: u64) -> Instant {
-    let wall_now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
+    let wall_now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
     Instant::now() + Duration::from_millis(ms).saturating_sub(wall_now)
 }
 
@@ -98,9 +90,7 @@ impl StoredMessage {
         );
         let mut buf = BytesMut::new();
         // A message that came in through the codec always goes back out through it.
-        Packet::Publish(publish)
-            .encode(Protocol::V5, &mut buf)
-            .expect("a received message re-encodes");
+        Packet::Publish(publish).encode(Protocol::V5, &mut buf).expect("a received message re-encodes");
         StoredMessage {
             publish: buf.to_vec(),
             publisher: message.publisher.as_ref().map(|p| p.to_string()),
@@ -112,11 +102,7 @@ impl StoredMessage {
         let mut buf = BytesMut::from(&self.publish[..]);
         let publish: Publish = match decode(&mut buf, Protocol::V5, usize::MAX) {
             Ok(Some(Packet::Publish(p))) => p,
-            other => {
-                return Err(StoreError::Corrupt(format!(
-                    "stored message is not a PUBLISH: {other:?}"
-                )))
-            }
+            other => return Err(StoreError::Corrupt(format!("stored message is not a PUBLISH: {other:?}"))),
         };
         let mut message = Message::from_publish(publish, self.publisher.as_deref().map(Into::into));
         message.expires_at = self.expires_at_ms.map(instant);

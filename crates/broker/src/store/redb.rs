@@ -63,29 +63,18 @@ impl Store for RedbStore {
         let mut snapshot = Snapshot::default();
         for item in txn.open_table(RETAINED).map_err(io)?.iter().map_err(io)? {
             let (k, v) = item.map_err(io)?;
-            snapshot
-                .retained
-                .push((k.value().to_string(), v.value().to_vec()));
+            snapshot.retained.push((k.value().to_string(), v.value().to_vec()));
         }
         for item in txn.open_table(SESSIONS).map_err(io)?.iter().map_err(io)? {
             let (k, v) = item.map_err(io)?;
-            snapshot
-                .sessions
-                .push((k.value().to_string(), v.value().to_vec()));
+            snapshot.sessions.push((k.value().to_string(), v.value().to_vec()));
         }
         for item in txn.open_table(DELIVERIES).map_err(io)?.iter().map_err(io)? {
             let (k, v) = item.map_err(io)?;
             let (client, seq) = k.value();
-            snapshot
-                .deliveries
-                .push((client.to_string(), seq, v.value().to_vec()));
+            snapshot.deliveries.push((client.to_string(), seq, v.value().to_vec()));
         }
-        for item in txn
-            .open_table(INBOUND_QOS2)
-            .map_err(io)?
-            .iter()
-            .map_err(io)?
-        {
+        for item in txn.open_table(INBOUND_QOS2).map_err(io)?.iter().map_err(io)? {
             let (k, _) = item.map_err(io)?;
             let (client, id) = k.value();
             snapshot.inbound_qos2.push((client.to_string(), id));
@@ -103,32 +92,22 @@ impl Store for RedbStore {
             for op in ops {
                 match op {
                     Op::PutRetained(topic, value) => {
-                        retained
-                            .insert(topic.as_str(), value.as_slice())
-                            .map_err(io)?;
+                        retained.insert(topic.as_str(), value.as_slice()).map_err(io)?;
                     }
                     Op::DeleteRetained(topic) => {
                         retained.remove(topic.as_str()).map_err(io)?;
                     }
                     Op::PutSession(client, value) => {
-                        sessions
-                            .insert(client.as_str(), value.as_slice())
-                            .map_err(io)?;
+                        sessions.insert(client.as_str(), value.as_slice()).map_err(io)?;
                     }
                     Op::DeleteSession(client) => {
                         sessions.remove(client.as_str()).map_err(io)?;
                         let client = client.as_str();
-                        deliveries
-                            .retain_in((client, 0)..=(client, u64::MAX), |_, _| false)
-                            .map_err(io)?;
-                        inbound
-                            .retain_in((client, 0)..=(client, u16::MAX), |_, _| false)
-                            .map_err(io)?;
+                        deliveries.retain_in((client, 0)..=(client, u64::MAX), |_, _| false).map_err(io)?;
+                        inbound.retain_in((client, 0)..=(client, u16::MAX), |_, _| false).map_err(io)?;
                     }
                     Op::PutDelivery(client, seq, value) => {
-                        deliveries
-                            .insert((client.as_str(), *seq), value.as_slice())
-                            .map_err(io)?;
+                        deliveries.insert((client.as_str(), *seq), value.as_slice()).map_err(io)?;
                     }
                     Op::DeleteDelivery(client, seq) => {
                         deliveries.remove((client.as_str(), *seq)).map_err(io)?;

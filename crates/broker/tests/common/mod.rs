@@ -9,8 +9,8 @@ use bytes::BytesMut;
 use cauldron_broker::{run, Broker, CancellationToken, Config};
 use cauldron_client::{Client, Messages, Options};
 use cauldron_proto::{
-    decode, Ack, ByteString, Connect, Packet, Properties, Protocol, Publish, QoS, SubOptions,
-    Subscribe, Subscription,
+    decode, Ack, ByteString, Connect, Packet, Properties, Protocol, Publish, QoS, SubOptions, Subscribe,
+    Subscription,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -41,12 +41,7 @@ impl TestBroker {
             let (broker, shutdown) = (Arc::clone(&broker), shutdown.clone());
             async move { run(broker, vec![listener], shutdown).await.unwrap() }
         });
-        TestBroker {
-            addr,
-            broker,
-            shutdown,
-            task,
-        }
+        TestBroker { addr, broker, shutdown, task }
     }
 
     pub fn options(&self, client_id: &str) -> Options {
@@ -63,10 +58,7 @@ impl TestBroker {
 
     pub async fn stop(self) {
         self.shutdown.cancel();
-        tokio::time::timeout(WAIT, self.task)
-            .await
-            .unwrap()
-            .unwrap();
+        tokio::time::timeout(WAIT, self.task).await.unwrap().unwrap();
     }
 }
 
@@ -89,10 +81,7 @@ pub async fn nothing(messages: &mut Messages) {
 pub async fn eventually(mut cond: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + WAIT;
     while !cond() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "condition not reached in time"
-        );
+        assert!(tokio::time::Instant::now() < deadline, "condition not reached in time");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -107,11 +96,7 @@ pub struct Raw {
 impl Raw {
     pub async fn connect(addr: SocketAddr, protocol: Protocol) -> Raw {
         let stream = TcpStream::connect(addr).await.unwrap();
-        Raw {
-            stream,
-            protocol,
-            buf: BytesMut::new(),
-        }
+        Raw { stream, protocol, buf: BytesMut::new() }
     }
 
     pub fn connect_packet(client_id: &str, clean: bool, protocol: Protocol) -> Connect {
@@ -138,11 +123,7 @@ impl Raw {
     }
 
     pub async fn session(addr: SocketAddr, client_id: &str, clean: bool) -> (Raw, bool) {
-        let (raw, ack) = Raw::handshake(
-            addr,
-            Raw::connect_packet(client_id, clean, Protocol::V3_1_1),
-        )
-        .await;
+        let (raw, ack) = Raw::handshake(addr, Raw::connect_packet(client_id, clean, Protocol::V3_1_1)).await;
         assert_eq!(ack.code, cauldron_proto::ReasonCode::Success);
         (raw, ack.session_present)
     }
@@ -160,15 +141,13 @@ impl Raw {
 
     /// The next packet, or `None` if the server closed the connection. Fails after `WAIT`.
     pub async fn recv(&mut self) -> Option<Packet> {
-        tokio::time::timeout(WAIT, self.recv_inner())
-            .await
-            .expect("timed out waiting for a packet")
+        tokio::time::timeout(WAIT, self.recv_inner()).await.expect("timed out waiting for a packet")
     }
 
     async fn recv_inner(&mut self) -> Option<Packet> {
         loop {
-            if let Some(packet) = decode(&mut self.buf, self.protocol, usize::MAX)
-                .expect("server sent a malformed packet")
+            if let Some(packet) =
+                decode(&mut self.buf, self.protocol, usize::MAX).expect("server sent a malformed packet")
             {
                 return Some(packet);
             }
@@ -196,20 +175,10 @@ impl Raw {
     }
 
     pub async fn subscribe(&mut self, filter: &str, qos: QoS) -> cauldron_proto::SubAck {
-        let options = SubOptions {
-            qos,
-            ..SubOptions::default()
-        };
-        let filters = vec![Subscription {
-            filter: ByteString::from(filter),
-            options,
-        }];
-        self.send(Packet::Subscribe(Subscribe {
-            packet_id: 1,
-            filters,
-            properties: Properties::default(),
-        }))
-        .await;
+        let options = SubOptions { qos, ..SubOptions::default() };
+        let filters = vec![Subscription { filter: ByteString::from(filter), options }];
+        self.send(Packet::Subscribe(Subscribe { packet_id: 1, filters, properties: Properties::default() }))
+            .await;
         match self.recv().await {
             Some(Packet::SubAck(ack)) => ack,
             other => panic!("expected SUBACK, got {other:?}"),

@@ -14,6 +14,8 @@ pub const WAIT: Duration = Duration::from_secs(10);
 pub struct Cauldron {
     child: Child,
     pub addr: String,
+    /// The HTTP listener (`/metrics`, `/healthz`, `/readyz`).
+    pub http: String,
     /// What the broker logged, line by line, as it arrives.
     pub log: tokio::sync::mpsc::UnboundedReceiver<String>,
     /// Lines already read while starting.
@@ -30,13 +32,10 @@ pub fn data_dir(name: &str) -> PathBuf {
 impl Cauldron {
     pub async fn start(data_dir: &Path, extra: &[&str]) -> Cauldron {
         let mut child = Command::new(env!("CARGO_BIN_EXE_cauldron"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .args(["serve", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
             .args(extra)
-            .env(
-                "RUST_LOG",
-                std::env::var("CAULDRON_TEST_LOG").unwrap_or_else(|_| "info".into()),
-            )
+            .env("RUST_LOG", std::env::var("CAULDRON_TEST_LOG").unwrap_or_else(|_| "info".into()))
             .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
@@ -50,24 +49,26 @@ impl Cauldron {
             }
         });
         // The listener is bound to port 0: learn the real address from the log.
+        // Both listeners are bound to port 0: learn the real addresses from the log.
         let mut early = Vec::new();
-        let addr = tokio::time::timeout(WAIT, async {
+        let (addr, http) = tokio::time::timeout(WAIT, async {
+            let (mut addr, mut http) = (None, None);
             while let Some(line) = log.recv().await {
-                if let Some(rest) = line.split("Opening listener on ").nth(1) {
-                    return rest.split_whitespace().next().unwrap().to_string();
-                }
+                let after = |marker: &str| {
+                    line.split(marker).nth(1).map(|r| r.split_whitespace().next().unwrap().to_string())
+                };
+                addr = addr.or(after("Opening listener on "));
+                http = http.or(after("HTTP listening on "));
                 early.push(line);
+                if let (Some(addr), Some(http)) = (&addr, &http) {
+                    return (addr.clone(), http.clone());
+                }
             }
             panic!("cauldron exited before listening: {early:?}");
         })
         .await
         .expect("cauldron listens");
-        Cauldron {
-            child,
-            addr,
-            log,
-            early,
-        }
+        Cauldron { child, addr, http, log, early }
     }
 
     /// kill -9: no chance to commit or say goodbye.
@@ -78,15 +79,9 @@ impl Cauldron {
     /// SIGTERM, then wait for a clean exit.
     pub async fn terminate(mut self) {
         let pid = self.child.id().unwrap().to_string();
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .await
-            .unwrap();
-        let status = tokio::time::timeout(WAIT, self.child.wait())
-            .await
-            .expect("exits after SIGTERM")
-            .unwrap();
+        Command::new("kill").args(["-TERM", &pid]).status().await.unwrap();
+        let status =
+            tokio::time::timeout(WAIT, self.child.wait()).await.expect("exits after SIGTERM").unwrap();
         assert!(status.success(), "clean exit, got {status}");
     }
 

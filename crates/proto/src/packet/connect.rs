@@ -49,11 +49,7 @@ impl Connect {
             (b"MQTT", 5) => Protocol::V5,
             (b"MQIsdp", 3) => Protocol::V3_1,
             (b"MQTT" | b"MQIsdp", _) => return Err(DecodeError::UnsupportedProtocolLevel(level)),
-            _ => {
-                return Err(DecodeError::InvalidProtocolName(
-                    String::from_utf8_lossy(&name).into_owned(),
-                ))
-            }
+            _ => return Err(DecodeError::InvalidProtocolName(String::from_utf8_lossy(&name).into_owned())),
         };
         let flags = r.u8()?;
         if flags & RESERVED != 0 {
@@ -75,26 +71,12 @@ impl Connect {
             let properties = read_props(r, protocol, Context::Will)?;
             let topic = r.string()?;
             crate::topic::validate_name(&topic)?;
-            Some(Will {
-                topic,
-                payload: r.binary()?,
-                qos: will_qos,
-                retain: will_retain,
-                properties,
-            })
+            Some(Will { topic, payload: r.binary()?, qos: will_qos, retain: will_retain, properties })
         } else {
             None
         };
-        let username = if flags & USERNAME != 0 {
-            Some(r.string()?)
-        } else {
-            None
-        };
-        let password = if flags & PASSWORD != 0 {
-            Some(r.binary()?)
-        } else {
-            None
-        };
+        let username = if flags & USERNAME != 0 { Some(r.string()?) } else { None };
+        let password = if flags & PASSWORD != 0 { Some(r.binary()?) } else { None };
         Ok(Connect {
             protocol,
             clean_start: flags & CLEAN_START != 0,
@@ -187,21 +169,11 @@ impl ConnAck {
             return Err(DecodeError::ConnAckReservedFlags);
         }
         let byte = r.u8()?;
-        let code = if protocol.is_v5() {
-            ReasonCode::from_u8(byte)
-        } else {
-            ReasonCode::from_v3_connack(byte)
-        }
-        .ok_or(DecodeError::InvalidReasonCode {
-            code: byte,
-            context: "CONNACK",
-        })?;
+        let code =
+            if protocol.is_v5() { ReasonCode::from_u8(byte) } else { ReasonCode::from_v3_connack(byte) }
+                .ok_or(DecodeError::InvalidReasonCode { code: byte, context: "CONNACK" })?;
         let properties = read_props(r, protocol, Context::ConnAck)?;
-        Ok(ConnAck {
-            session_present: flags & 1 != 0,
-            code,
-            properties,
-        })
+        Ok(ConnAck { session_present: flags & 1 != 0, code, properties })
     }
 
     pub(super) fn body_len(&self, protocol: Protocol) -> usize {
@@ -210,11 +182,7 @@ impl ConnAck {
 
     pub(super) fn write(&self, protocol: Protocol, dst: &mut BytesMut) {
         dst.put_u8(u8::from(self.session_present));
-        let code = if protocol.is_v5() {
-            self.code as u8
-        } else {
-            self.code.to_v3_connack()
-        };
+        let code = if protocol.is_v5() { self.code as u8 } else { self.code.to_v3_connack() };
         dst.put_u8(code);
         put_props(&self.properties, protocol, dst);
     }

@@ -21,10 +21,7 @@ impl Disconnect {
     }
 
     pub fn with_reason(reason: ReasonCode) -> Disconnect {
-        Disconnect {
-            reason,
-            properties: Properties::default(),
-        }
+        Disconnect { reason, properties: Properties::default() }
     }
 
     pub(super) fn read(r: &mut Reader, protocol: Protocol) -> Result<Disconnect, DecodeError> {
@@ -64,10 +61,7 @@ impl Auth {
             reason,
             ReasonCode::Success | ReasonCode::ContinueAuthentication | ReasonCode::ReAuthenticate
         ) {
-            return Err(DecodeError::InvalidReasonCode {
-                code: reason as u8,
-                context: "AUTH",
-            });
+            return Err(DecodeError::InvalidReasonCode { code: reason as u8, context: "AUTH" });
         }
         Ok(Auth { reason, properties })
     }
@@ -91,15 +85,9 @@ fn read_reason_and_props(
         return Ok((ReasonCode::Success, Properties::default()));
     }
     let byte = r.u8()?;
-    let reason = ReasonCode::from_u8(byte).ok_or(DecodeError::InvalidReasonCode {
-        code: byte,
-        context: name,
-    })?;
-    let properties = if r.remaining() > 0 {
-        Properties::read(r, context)?
-    } else {
-        Properties::default()
-    };
+    let reason =
+        ReasonCode::from_u8(byte).ok_or(DecodeError::InvalidReasonCode { code: byte, context: name })?;
+    let properties = if r.remaining() > 0 { Properties::read(r, context)? } else { Properties::default() };
     Ok((reason, properties))
 }
 

@@ -11,9 +11,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 pub use connect::{ConnAck, Connect, Will};
 pub use control::{Auth, Disconnect};
 pub use publish::{Ack, Publish};
-pub use subscribe::{
-    RetainHandling, SubAck, SubOptions, Subscribe, Subscription, UnsubAck, Unsubscribe,
-};
+pub use subscribe::{RetainHandling, SubAck, SubOptions, Subscribe, Subscription, UnsubAck, Unsubscribe};
 
 use crate::wire::{put_varint, read_varint, varint_len, Reader};
 use crate::{DecodeError, EncodeError, Protocol};
@@ -78,10 +76,7 @@ pub fn decode(
     let header = 1 + len_bytes;
     let size = header + remaining as usize;
     if size > max_packet_size {
-        return Err(DecodeError::PacketTooLarge {
-            size,
-            max: max_packet_size,
-        });
+        return Err(DecodeError::PacketTooLarge { size, max: max_packet_size });
     }
     if buf.len() < size {
         buf.reserve(size - buf.len());
@@ -103,10 +98,7 @@ impl Packet {
             _ => 0,
         };
         if flags != expected_flags {
-            return Err(DecodeError::ReservedFlags {
-                packet_type: kind,
-                flags,
-            });
+            return Err(DecodeError::ReservedFlags { packet_type: kind, flags });
         }
         let v5 = protocol.is_v5();
         let mut r = Reader::new(body);
@@ -232,9 +224,7 @@ impl Packet {
                 props(&p.properties)
             }
             Packet::Subscribe(p) => {
-                p.filters
-                    .iter()
-                    .try_for_each(|s| check_field(s.filter.len()))?;
+                p.filters.iter().try_for_each(|s| check_field(s.filter.len()))?;
                 props(&p.properties)
             }
             Packet::SubAck(p) => props(&p.properties),

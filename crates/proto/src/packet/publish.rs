@@ -41,11 +41,7 @@ impl Publish {
         u8::from(self.dup) << 3 | (self.qos as u8) << 1 | u8::from(self.retain)
     }
 
-    pub(super) fn read(
-        flags: u8,
-        r: &mut Reader,
-        protocol: Protocol,
-    ) -> Result<Publish, DecodeError> {
+    pub(super) fn read(flags: u8, r: &mut Reader, protocol: Protocol) -> Result<Publish, DecodeError> {
         let dup = flags & 0x08 != 0;
         let qos = QoS::from_u8((flags >> 1) & 0x03)?;
         if dup && qos == QoS::AtMostOnce {
@@ -65,15 +61,7 @@ impl Publish {
         } else {
             crate::topic::validate_name(&topic)?;
         }
-        Ok(Publish {
-            dup,
-            qos,
-            retain: flags & 0x01 != 0,
-            topic,
-            packet_id,
-            properties,
-            payload: r.rest(),
-        })
+        Ok(Publish { dup, qos, retain: flags & 0x01 != 0, topic, packet_id, properties, payload: r.rest() })
     }
 
     pub(super) fn body_len(&self, protocol: Protocol) -> usize {
@@ -102,18 +90,10 @@ pub struct Ack {
 impl Ack {
     /// A successful acknowledgement without properties.
     pub fn new(packet_id: u16) -> Ack {
-        Ack {
-            packet_id,
-            reason: ReasonCode::Success,
-            properties: Properties::default(),
-        }
+        Ack { packet_id, reason: ReasonCode::Success, properties: Properties::default() }
     }
 
-    pub(super) fn read(
-        kind: PacketType,
-        r: &mut Reader,
-        protocol: Protocol,
-    ) -> Result<Ack, DecodeError> {
+    pub(super) fn read(kind: PacketType, r: &mut Reader, protocol: Protocol) -> Result<Ack, DecodeError> {
         let packet_id = read_packet_id(r)?;
         if !protocol.is_v5() || r.remaining() == 0 {
             // A remaining length of 2 means success and no properties [MQTT-3.4.2.1].
@@ -128,20 +108,10 @@ impl Ack {
         let byte = r.u8()?;
         let reason = ReasonCode::from_u8(byte)
             .filter(|code| valid_reason(kind, *code))
-            .ok_or(DecodeError::InvalidReasonCode {
-                code: byte,
-                context: name,
-            })?;
-        let properties = if r.remaining() > 0 {
-            Properties::read(r, context)?
-        } else {
-            Properties::default()
-        };
-        Ok(Ack {
-            packet_id,
-            reason,
-            properties,
-        })
+            .ok_or(DecodeError::InvalidReasonCode { code: byte, context: name })?;
+        let properties =
+            if r.remaining() > 0 { Properties::read(r, context)? } else { Properties::default() };
+        Ok(Ack { packet_id, reason, properties })
     }
 
     pub(super) fn body_len(&self, protocol: Protocol) -> usize {

@@ -88,11 +88,7 @@ impl Subscribe {
         if filters.is_empty() {
             return Err(DecodeError::EmptySubscribe);
         }
-        Ok(Subscribe {
-            packet_id,
-            filters,
-            properties,
-        })
+        Ok(Subscribe { packet_id, filters, properties })
     }
 
     pub(super) fn body_len(&self, protocol: Protocol) -> usize {
@@ -131,16 +127,9 @@ impl SubAck {
                 (false, 0..=2) | (true, _) => ReasonCode::from_u8(byte),
                 (false, _) => None,
             };
-            codes.push(code.ok_or(DecodeError::InvalidReasonCode {
-                code: byte,
-                context: "SUBACK",
-            })?);
+            codes.push(code.ok_or(DecodeError::InvalidReasonCode { code: byte, context: "SUBACK" })?);
         }
-        Ok(SubAck {
-            packet_id,
-            codes,
-            properties,
-        })
+        Ok(SubAck { packet_id, codes, properties })
     }
 
     pub(super) fn body_len(&self, protocol: Protocol) -> usize {
@@ -151,11 +140,7 @@ impl SubAck {
         dst.put_u16(self.packet_id);
         put_props(&self.properties, protocol, dst);
         for code in &self.codes {
-            let byte = if !protocol.is_v5() && code.is_error() {
-                0x80
-            } else {
-                *code as u8
-            };
+            let byte = if !protocol.is_v5() && code.is_error() { 0x80 } else { *code as u8 };
             dst.put_u8(byte);
         }
     }
@@ -181,16 +166,11 @@ impl Unsubscribe {
         if filters.is_empty() {
             return Err(DecodeError::EmptyUnsubscribe);
         }
-        Ok(Unsubscribe {
-            packet_id,
-            filters,
-            properties,
-        })
+        Ok(Unsubscribe { packet_id, filters, properties })
     }
 
     pub(super) fn body_len(&self, protocol: Protocol) -> usize {
-        2 + props_len(&self.properties, protocol)
-            + self.filters.iter().map(|f| 2 + f.len()).sum::<usize>()
+        2 + props_len(&self.properties, protocol) + self.filters.iter().map(|f| 2 + f.len()).sum::<usize>()
     }
 
     pub(super) fn write(&self, protocol: Protocol, dst: &mut BytesMut) {
@@ -218,17 +198,11 @@ impl UnsubAck {
         while protocol.is_v5() && r.remaining() > 0 {
             let byte = r.u8()?;
             codes.push(
-                ReasonCode::from_u8(byte).ok_or(DecodeError::InvalidReasonCode {
-                    code: byte,
-                    context: "UNSUBACK",
-                })?,
+                ReasonCode::from_u8(byte)
+                    .ok_or(DecodeError::InvalidReasonCode { code: byte, context: "UNSUBACK" })?,
             );
         }
-        Ok(UnsubAck {
-            packet_id,
-            codes,
-            properties,
-        })
+        Ok(UnsubAck { packet_id, codes, properties })
     }
 
     pub(super) fn body_len(&self, protocol: Protocol) -> usize {

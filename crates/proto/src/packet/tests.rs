@@ -64,9 +64,7 @@ fn connect_3_1_1_with_will_user_and_password() {
 fn connect_3_1_uses_mqisdp() {
     #[rustfmt::skip]
     let bytes = [0x10, 17, 0, 6, b'M', b'Q', b'I', b's', b'd', b'p', 3, 0x02, 0, 10, 0, 3, b'a', b' ', b'b'];
-    let Some(Packet::Connect(c)) = decode_all(&bytes, Protocol::V3_1_1).unwrap() else {
-        panic!()
-    };
+    let Some(Packet::Connect(c)) = decode_all(&bytes, Protocol::V3_1_1).unwrap() else { panic!() };
     assert_eq!(c.protocol, Protocol::V3_1);
     assert_eq!(&c.client_id[..], "a b");
     assert_eq!(encoded(&Packet::Connect(c), Protocol::V3_1), bytes);
@@ -113,35 +111,14 @@ fn connect_rejections_name_their_rule() {
         bytes.extend(body);
         decode_all(&bytes, Protocol::V3_1_1)
     };
-    assert_eq!(
-        connect(b"MQTT", 6, 2),
-        Err(DecodeError::UnsupportedProtocolLevel(6))
-    );
-    assert_eq!(
-        connect(b"MQIsdp", 4, 2),
-        Err(DecodeError::UnsupportedProtocolLevel(4))
-    );
-    assert!(matches!(
-        connect(b"HTTP", 4, 2),
-        Err(DecodeError::InvalidProtocolName(_))
-    ));
-    assert_eq!(
-        connect(b"MQTT", 4, 0x03),
-        Err(DecodeError::ConnectReservedFlag)
-    );
-    assert_eq!(
-        connect(b"MQTT", 4, 0x08),
-        Err(DecodeError::WillFlagsWithoutWill)
-    );
-    assert_eq!(
-        connect(b"MQTT", 4, 0x20),
-        Err(DecodeError::WillFlagsWithoutWill)
-    );
+    assert_eq!(connect(b"MQTT", 6, 2), Err(DecodeError::UnsupportedProtocolLevel(6)));
+    assert_eq!(connect(b"MQIsdp", 4, 2), Err(DecodeError::UnsupportedProtocolLevel(4)));
+    assert!(matches!(connect(b"HTTP", 4, 2), Err(DecodeError::InvalidProtocolName(_))));
+    assert_eq!(connect(b"MQTT", 4, 0x03), Err(DecodeError::ConnectReservedFlag));
+    assert_eq!(connect(b"MQTT", 4, 0x08), Err(DecodeError::WillFlagsWithoutWill));
+    assert_eq!(connect(b"MQTT", 4, 0x20), Err(DecodeError::WillFlagsWithoutWill));
     assert_eq!(connect(b"MQTT", 4, 0x1c), Err(DecodeError::InvalidQoS));
-    assert_eq!(
-        connect(b"MQTT", 4, 0x42),
-        Err(DecodeError::PasswordWithoutUsername)
-    );
+    assert_eq!(connect(b"MQTT", 4, 0x42), Err(DecodeError::PasswordWithoutUsername));
     assert_eq!(
         DecodeError::UnsupportedProtocolLevel(6).reason_code(),
         ReasonCode::UnsupportedProtocolVersion
@@ -150,33 +127,15 @@ fn connect_rejections_name_their_rule() {
 
 #[test]
 fn connack_in_both_generations() {
-    let ack = |code| ConnAck {
-        session_present: true,
-        code,
-        properties: Properties::default(),
-    };
-    exact(
-        &[0x20, 2, 1, 0],
-        Packet::ConnAck(ack(ReasonCode::Success)),
-        Protocol::V3_1_1,
-    );
+    let ack = |code| ConnAck { session_present: true, code, properties: Properties::default() };
+    exact(&[0x20, 2, 1, 0], Packet::ConnAck(ack(ReasonCode::Success)), Protocol::V3_1_1);
     exact(
         &[0x20, 2, 0, 5],
-        Packet::ConnAck(ConnAck {
-            session_present: false,
-            ..ack(ReasonCode::NotAuthorized)
-        }),
+        Packet::ConnAck(ConnAck { session_present: false, ..ack(ReasonCode::NotAuthorized) }),
         Protocol::V3_1_1,
     );
-    exact(
-        &[0x20, 3, 1, 0x87, 0],
-        Packet::ConnAck(ack(ReasonCode::NotAuthorized)),
-        Protocol::V5,
-    );
-    assert_eq!(
-        decode_all(&[0x20, 2, 2, 0], Protocol::V3_1_1),
-        Err(DecodeError::ConnAckReservedFlags)
-    );
+    exact(&[0x20, 3, 1, 0x87, 0], Packet::ConnAck(ack(ReasonCode::NotAuthorized)), Protocol::V5);
+    assert_eq!(decode_all(&[0x20, 2, 2, 0], Protocol::V3_1_1), Err(DecodeError::ConnAckReservedFlags));
     assert!(decode_all(&[0x20, 2, 0, 6], Protocol::V3_1_1).is_err());
 }
 
@@ -196,72 +155,35 @@ fn publish_qos0_and_qos2() {
         properties: Properties::default(),
         payload: Bytes::new(),
     };
-    exact(
-        &[0x3d, 5, 0, 1, b't', 0, 10],
-        Packet::Publish(publish.clone()),
-        Protocol::V3_1_1,
-    );
-    exact(
-        &[0x3d, 6, 0, 1, b't', 0, 10, 0],
-        Packet::Publish(publish),
-        Protocol::V5,
-    );
+    exact(&[0x3d, 5, 0, 1, b't', 0, 10], Packet::Publish(publish.clone()), Protocol::V3_1_1);
+    exact(&[0x3d, 6, 0, 1, b't', 0, 10, 0], Packet::Publish(publish), Protocol::V5);
 }
 
 #[test]
 fn publish_is_zero_copy() {
     let mut buf = BytesMut::from(&[0x30, 7, 0, 3, b'a', b'/', b'b', b'h', b'i'][..]);
     let start = buf.as_ptr() as usize;
-    let Some(Packet::Publish(p)) = decode(&mut buf, Protocol::V3_1_1, MAX).unwrap() else {
-        panic!()
-    };
-    assert_eq!(
-        p.payload.as_ptr() as usize,
-        start + 7,
-        "payload points into the read buffer"
-    );
+    let Some(Packet::Publish(p)) = decode(&mut buf, Protocol::V3_1_1, MAX).unwrap() else { panic!() };
+    assert_eq!(p.payload.as_ptr() as usize, start + 7, "payload points into the read buffer");
     assert_eq!(p.topic.as_bytes().as_ptr() as usize, start + 4);
 }
 
 #[test]
 fn publish_rejections() {
     let v4 = Protocol::V3_1_1;
-    assert_eq!(
-        decode_all(&[0x36, 5, 0, 1, b't', 0, 1], v4),
-        Err(DecodeError::InvalidQoS)
-    );
-    assert_eq!(
-        decode_all(&[0x38, 3, 0, 1, b't'], v4),
-        Err(DecodeError::DupOnQoS0)
-    );
-    assert_eq!(
-        decode_all(&[0x32, 5, 0, 1, b't', 0, 0], v4),
-        Err(DecodeError::ZeroPacketId)
-    );
-    assert_eq!(
-        decode_all(&[0x30, 3, 0, 1, b'+'], v4),
-        Err(DecodeError::WildcardInTopicName)
-    );
-    assert_eq!(
-        decode_all(&[0x30, 3, 0, 1, b'#'], v4),
-        Err(DecodeError::WildcardInTopicName)
-    );
+    assert_eq!(decode_all(&[0x36, 5, 0, 1, b't', 0, 1], v4), Err(DecodeError::InvalidQoS));
+    assert_eq!(decode_all(&[0x38, 3, 0, 1, b't'], v4), Err(DecodeError::DupOnQoS0));
+    assert_eq!(decode_all(&[0x32, 5, 0, 1, b't', 0, 0], v4), Err(DecodeError::ZeroPacketId));
+    assert_eq!(decode_all(&[0x30, 3, 0, 1, b'+'], v4), Err(DecodeError::WildcardInTopicName));
+    assert_eq!(decode_all(&[0x30, 3, 0, 1, b'#'], v4), Err(DecodeError::WildcardInTopicName));
     assert_eq!(
         decode_all(&[0x30, 2, 0, 0], v4),
         Err(DecodeError::EmptyTopic.clone()).or(Err(DecodeError::MissingTopic))
     );
-    assert_eq!(
-        decode_all(&[0x30, 3, 0, 1, 0], v4),
-        Err(DecodeError::NullCharacter)
-    );
+    assert_eq!(decode_all(&[0x30, 3, 0, 1, 0], v4), Err(DecodeError::NullCharacter));
     // MQTT 5: an empty topic is fine with a topic alias, not without.
-    assert!(decode_all(&[0x30, 6, 0, 0, 3, 0x23, 0, 1], Protocol::V5)
-        .unwrap()
-        .is_some());
-    assert_eq!(
-        decode_all(&[0x30, 3, 0, 0, 0], Protocol::V5),
-        Err(DecodeError::MissingTopic)
-    );
+    assert!(decode_all(&[0x30, 6, 0, 0, 3, 0x23, 0, 1], Protocol::V5).unwrap().is_some());
+    assert_eq!(decode_all(&[0x30, 3, 0, 0, 0], Protocol::V5), Err(DecodeError::MissingTopic));
     // A topic alias of 0 is a protocol error [MQTT-3.3.2-8].
     assert_eq!(
         decode_all(&[0x30, 7, 0, 1, b't', 3, 0x23, 0, 0], Protocol::V5),
@@ -274,46 +196,27 @@ fn property_rules() {
     let v5 = Protocol::V5;
     // Duplicate message expiry interval.
     assert_eq!(
-        decode_all(
-            &[0x30, 14, 0, 1, b't', 10, 0x02, 0, 0, 0, 1, 0x02, 0, 0, 0, 2],
-            v5
-        ),
+        decode_all(&[0x30, 14, 0, 1, b't', 10, 0x02, 0, 0, 0, 1, 0x02, 0, 0, 0, 2], v5),
         Err(DecodeError::DuplicateProperty(0x02))
     );
     // Session expiry interval is not a PUBLISH property.
     assert_eq!(
         decode_all(&[0x30, 9, 0, 1, b't', 5, 0x11, 0, 0, 0, 1], v5),
-        Err(DecodeError::PropertyNotAllowed {
-            id: 0x11,
-            context: "PUBLISH"
-        })
+        Err(DecodeError::PropertyNotAllowed { id: 0x11, context: "PUBLISH" })
     );
-    assert_eq!(
-        decode_all(&[0x30, 5, 0, 1, b't', 1, 0x7f], v5),
-        Err(DecodeError::UnknownProperty(0x7f))
-    );
+    assert_eq!(decode_all(&[0x30, 5, 0, 1, b't', 1, 0x7f], v5), Err(DecodeError::UnknownProperty(0x7f)));
     // Payload format indicator 2 is invalid.
     assert_eq!(
         decode_all(&[0x30, 6, 0, 1, b't', 2, 0x01, 2], v5),
         Err(DecodeError::InvalidPropertyValue { id: 0x01, value: 2 })
     );
     // Property length longer than the packet.
-    assert_eq!(
-        decode_all(&[0x30, 5, 0, 1, b't', 9, 0x01], v5),
-        Err(DecodeError::Truncated)
-    );
+    assert_eq!(decode_all(&[0x30, 5, 0, 1, b't', 9, 0x01], v5), Err(DecodeError::Truncated));
     // User properties repeat and keep their order.
     #[rustfmt::skip]
     let bytes = [0x30, 19, 0, 1, b't', 14, 0x26, 0, 1, b'b', 0, 1, b'1', 0x26, 0, 1, b'a', 0, 1, b'2', b'!'];
-    let Some(Packet::Publish(p)) = decode_all(&bytes, v5).unwrap() else {
-        panic!()
-    };
-    let names: Vec<&str> = p
-        .properties
-        .user_properties
-        .iter()
-        .map(|(n, _)| &n[..])
-        .collect();
+    let Some(Packet::Publish(p)) = decode_all(&bytes, v5).unwrap() else { panic!() };
+    let names: Vec<&str> = p.properties.user_properties.iter().map(|(n, _)| &n[..]).collect();
     assert_eq!(names, ["b", "a"]);
     assert_eq!(encoded(&Packet::Publish(p), v5), bytes);
 }
@@ -321,36 +224,19 @@ fn property_rules() {
 #[test]
 fn acks_short_and_long_forms() {
     let v5 = Protocol::V5;
-    exact(
-        &[0x40, 2, 0, 7],
-        Packet::PubAck(Ack::new(7)),
-        Protocol::V3_1_1,
-    );
-    exact(
-        &[0x62, 2, 0, 7],
-        Packet::PubRel(Ack::new(7)),
-        Protocol::V3_1_1,
-    );
+    exact(&[0x40, 2, 0, 7], Packet::PubAck(Ack::new(7)), Protocol::V3_1_1);
+    exact(&[0x62, 2, 0, 7], Packet::PubRel(Ack::new(7)), Protocol::V3_1_1);
     exact(&[0x40, 2, 0, 7], Packet::PubAck(Ack::new(7)), v5);
-    let no_subs = Ack {
-        reason: ReasonCode::NoMatchingSubscribers,
-        ..Ack::new(7)
-    };
+    let no_subs = Ack { reason: ReasonCode::NoMatchingSubscribers, ..Ack::new(7) };
     exact(&[0x40, 3, 0, 7, 0x10], Packet::PubAck(no_subs), v5);
     // A reason code with an empty property length decodes as the short form.
-    assert_eq!(
-        decode_all(&[0x50, 4, 0, 7, 0, 0], v5).unwrap(),
-        Some(Packet::PubRec(Ack::new(7)))
-    );
+    assert_eq!(decode_all(&[0x50, 4, 0, 7, 0, 0], v5).unwrap(), Some(Packet::PubRec(Ack::new(7))));
     // PUBREL with 0x10 is not allowed.
     assert!(decode_all(&[0x62, 3, 0, 7, 0x10], v5).is_err());
     // PUBREL must carry flags 0b0010 [MQTT-3.6.1-1].
     assert_eq!(
         decode_all(&[0x60, 2, 0, 7], v5),
-        Err(DecodeError::ReservedFlags {
-            packet_type: 6,
-            flags: 0
-        })
+        Err(DecodeError::ReservedFlags { packet_type: 6, flags: 0 })
     );
 }
 
@@ -362,42 +248,23 @@ fn subscribe_and_suback() {
         filters: vec![
             Subscription {
                 filter: "a/+".into(),
-                options: SubOptions {
-                    qos: QoS::AtLeastOnce,
-                    ..SubOptions::default()
-                },
+                options: SubOptions { qos: QoS::AtLeastOnce, ..SubOptions::default() },
             },
-            Subscription {
-                filter: "#".into(),
-                options: SubOptions::default(),
-            },
+            Subscription { filter: "#".into(), options: SubOptions::default() },
         ],
         properties: Properties::default(),
     };
-    exact(
-        &[0x82, 12, 0, 1, 0, 3, b'a', b'/', b'+', 1, 0, 1, b'#', 0],
-        Packet::Subscribe(sub),
-        v4,
-    );
-    assert_eq!(
-        decode_all(&[0x82, 2, 0, 1], v4),
-        Err(DecodeError::EmptySubscribe)
-    );
+    exact(&[0x82, 12, 0, 1, 0, 3, b'a', b'/', b'+', 1, 0, 1, b'#', 0], Packet::Subscribe(sub), v4);
+    assert_eq!(decode_all(&[0x82, 2, 0, 1], v4), Err(DecodeError::EmptySubscribe));
     assert_eq!(
         decode_all(&[0x80, 6, 0, 1, 0, 1, b'#', 0], v4),
-        Err(DecodeError::ReservedFlags {
-            packet_type: 8,
-            flags: 0
-        })
+        Err(DecodeError::ReservedFlags { packet_type: 8, flags: 0 })
     );
     assert_eq!(
         decode_all(&[0x82, 6, 0, 1, 0, 1, b'#', 4], v4),
         Err(DecodeError::SubscriptionOptionsReserved)
     );
-    assert_eq!(
-        decode_all(&[0x82, 6, 0, 1, 0, 1, b'#', 3], v4),
-        Err(DecodeError::InvalidQoS)
-    );
+    assert_eq!(decode_all(&[0x82, 6, 0, 1, 0, 1, b'#', 3], v4), Err(DecodeError::InvalidQoS));
     assert_eq!(
         decode_all(&[0x82, 7, 0, 1, 0, 2, b'#', b'a', 0], v4),
         Err(DecodeError::InvalidMultiLevelWildcard)
@@ -417,90 +284,40 @@ fn subscribe_and_suback() {
                 retain_handling: RetainHandling::Never,
             },
         }],
-        properties: Properties {
-            subscription_identifiers: vec![200],
-            ..Properties::default()
-        },
+        properties: Properties { subscription_identifiers: vec![200], ..Properties::default() },
     };
-    exact(
-        &[0x82, 10, 0, 9, 3, 0x0b, 0xc8, 0x01, 0, 1, b'x', 0x2e],
-        Packet::Subscribe(v5_sub),
-        Protocol::V5,
-    );
+    exact(&[0x82, 10, 0, 9, 3, 0x0b, 0xc8, 0x01, 0, 1, b'x', 0x2e], Packet::Subscribe(v5_sub), Protocol::V5);
     let codes = vec![ReasonCode::GrantedQoS1, ReasonCode::NotAuthorized];
-    let suback = SubAck {
-        packet_id: 1,
-        codes,
-        properties: Properties::default(),
-    };
-    assert_eq!(
-        encoded(&Packet::SubAck(suback.clone()), v4),
-        [0x90, 4, 0, 1, 1, 0x80]
-    );
-    exact(
-        &[0x90, 5, 0, 1, 0, 1, 0x87],
-        Packet::SubAck(suback),
-        Protocol::V5,
-    );
+    let suback = SubAck { packet_id: 1, codes, properties: Properties::default() };
+    assert_eq!(encoded(&Packet::SubAck(suback.clone()), v4), [0x90, 4, 0, 1, 1, 0x80]);
+    exact(&[0x90, 5, 0, 1, 0, 1, 0x87], Packet::SubAck(suback), Protocol::V5);
 }
 
 #[test]
 fn unsubscribe_unsuback_ping_disconnect() {
     let v4 = Protocol::V3_1_1;
-    let unsub = Unsubscribe {
-        packet_id: 2,
-        filters: vec!["a/#".into()],
-        properties: Properties::default(),
-    };
-    exact(
-        &[0xa2, 7, 0, 2, 0, 3, b'a', b'/', b'#'],
-        Packet::Unsubscribe(unsub),
-        v4,
-    );
-    assert_eq!(
-        decode_all(&[0xa2, 2, 0, 2], v4),
-        Err(DecodeError::EmptyUnsubscribe)
-    );
-    let unsuback = UnsubAck {
-        packet_id: 2,
-        codes: vec![],
-        properties: Properties::default(),
-    };
+    let unsub = Unsubscribe { packet_id: 2, filters: vec!["a/#".into()], properties: Properties::default() };
+    exact(&[0xa2, 7, 0, 2, 0, 3, b'a', b'/', b'#'], Packet::Unsubscribe(unsub), v4);
+    assert_eq!(decode_all(&[0xa2, 2, 0, 2], v4), Err(DecodeError::EmptyUnsubscribe));
+    let unsuback = UnsubAck { packet_id: 2, codes: vec![], properties: Properties::default() };
     exact(&[0xb0, 2, 0, 2], Packet::UnsubAck(unsuback), v4);
     let unsuback5 = UnsubAck {
         packet_id: 2,
         codes: vec![ReasonCode::NoSubscriptionExisted],
         properties: Properties::default(),
     };
-    exact(
-        &[0xb0, 4, 0, 2, 0, 0x11],
-        Packet::UnsubAck(unsuback5),
-        Protocol::V5,
-    );
+    exact(&[0xb0, 4, 0, 2, 0, 0x11], Packet::UnsubAck(unsuback5), Protocol::V5);
     exact(&[0xc0, 0], Packet::PingReq, v4);
     exact(&[0xd0, 0], Packet::PingResp, v4);
     exact(&[0xe0, 0], Packet::Disconnect(Disconnect::normal()), v4);
-    exact(
-        &[0xe0, 0],
-        Packet::Disconnect(Disconnect::normal()),
-        Protocol::V5,
-    );
+    exact(&[0xe0, 0], Packet::Disconnect(Disconnect::normal()), Protocol::V5);
     exact(
         &[0xe0, 1, 0x8e],
         Packet::Disconnect(Disconnect::with_reason(ReasonCode::SessionTakenOver)),
         Protocol::V5,
     );
-    assert_eq!(
-        decode_all(&[0xc0, 1, 0], v4),
-        Err(DecodeError::TrailingBytes(1))
-    );
-    assert_eq!(
-        decode_all(&[0xe1, 0], v4),
-        Err(DecodeError::ReservedFlags {
-            packet_type: 14,
-            flags: 1
-        })
-    );
+    assert_eq!(decode_all(&[0xc0, 1, 0], v4), Err(DecodeError::TrailingBytes(1)));
+    assert_eq!(decode_all(&[0xe1, 0], v4), Err(DecodeError::ReservedFlags { packet_type: 14, flags: 1 }));
 }
 
 #[test]
@@ -513,21 +330,10 @@ fn auth_is_mqtt5_only() {
         },
     };
     let bytes = encoded(&Packet::Auth(auth.clone()), Protocol::V5);
-    assert_eq!(
-        decode_all(&bytes, Protocol::V5).unwrap(),
-        Some(Packet::Auth(auth.clone()))
-    );
-    assert_eq!(
-        decode_all(&bytes, Protocol::V3_1_1),
-        Err(DecodeError::ReservedPacketType(15))
-    );
-    assert!(Packet::Auth(auth)
-        .encode(Protocol::V3_1_1, &mut BytesMut::new())
-        .is_err());
-    assert_eq!(
-        decode_all(&[0x00, 0], Protocol::V5),
-        Err(DecodeError::ReservedPacketType(0))
-    );
+    assert_eq!(decode_all(&bytes, Protocol::V5).unwrap(), Some(Packet::Auth(auth.clone())));
+    assert_eq!(decode_all(&bytes, Protocol::V3_1_1), Err(DecodeError::ReservedPacketType(15)));
+    assert!(Packet::Auth(auth).encode(Protocol::V3_1_1, &mut BytesMut::new()).is_err());
+    assert_eq!(decode_all(&[0x00, 0], Protocol::V5), Err(DecodeError::ReservedPacketType(0)));
 }
 
 #[test]
@@ -535,40 +341,24 @@ fn incomplete_input_is_none_and_size_is_checked_from_the_header() {
     let full = [0x30, 7, 0, 3, b'a', b'/', b'b', b'h', b'i'];
     for cut in 0..full.len() {
         let mut buf = BytesMut::from(&full[..cut]);
-        assert_eq!(
-            decode(&mut buf, Protocol::V3_1_1, MAX),
-            Ok(None),
-            "cut at {cut}"
-        );
+        assert_eq!(decode(&mut buf, Protocol::V3_1_1, MAX), Ok(None), "cut at {cut}");
         assert_eq!(buf.len(), cut, "nothing consumed");
     }
     // Remaining length 200 MB announced in four bytes: refused before any body arrives.
     let mut buf = BytesMut::from(&[0x30, 0x80, 0x80, 0x80, 0x60][..]);
     assert_eq!(
         decode(&mut buf, Protocol::V3_1_1, 1024),
-        Err(DecodeError::PacketTooLarge {
-            size: 5 + 0x60 * 128 * 128 * 128,
-            max: 1024
-        })
+        Err(DecodeError::PacketTooLarge { size: 5 + 0x60 * 128 * 128 * 128, max: 1024 })
     );
     assert!(buf.capacity() < 1024);
     let mut buf = BytesMut::from(&[0x30, 0xff, 0xff, 0xff, 0xff, 0x01][..]);
-    assert_eq!(
-        decode(&mut buf, Protocol::V3_1_1, MAX),
-        Err(DecodeError::VarIntTooLong)
-    );
+    assert_eq!(decode(&mut buf, Protocol::V3_1_1, MAX), Err(DecodeError::VarIntTooLong));
 }
 
 #[test]
 fn two_packets_in_one_buffer() {
     let mut buf = BytesMut::from(&[0xc0, 0, 0xd0, 0, 0xe0][..]);
-    assert_eq!(
-        decode(&mut buf, Protocol::V3_1_1, MAX),
-        Ok(Some(Packet::PingReq))
-    );
-    assert_eq!(
-        decode(&mut buf, Protocol::V3_1_1, MAX),
-        Ok(Some(Packet::PingResp))
-    );
+    assert_eq!(decode(&mut buf, Protocol::V3_1_1, MAX), Ok(Some(Packet::PingReq)));
+    assert_eq!(decode(&mut buf, Protocol::V3_1_1, MAX), Ok(Some(Packet::PingResp)));
     assert_eq!(decode(&mut buf, Protocol::V3_1_1, MAX), Ok(None));
 }

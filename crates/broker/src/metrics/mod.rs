@@ -1,0 +1,232 @@
+//! Counters and histograms the broker keeps about itself, read by `$SYS`, Prometheus `/metrics`
+//! and tests. Relaxed atomics: each value is independent and only needs to be eventually exact.
+
+mod prometheus;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+pub use prometheus::render;
+
+macro_rules! counters {
+    ($($(#[$doc:meta])* $name:ident,)*) => {
+        #[derive(Debug, Default)]
+        pub struct Metrics {
+            $($(#[$doc])* pub $name: AtomicU64,)*
+            /// Packets received and sent, by control packet type (index = type number).
+            pub packets_received: [AtomicU64; 16],
+            pub packets_sent: [AtomicU64; 16],
+            /// PUBLISH packets received and sent, by QoS.
+            pub publish_received: [AtomicU64; 3],
+            pub publish_sent: [AtomicU64; 3],
+            /// Messages dropped, by [`DropReason`].
+            pub dropped: [AtomicU64; DropReason::ALL.len()],
+            /// Connections refused, by [`Refusal`].
+            pub refused: [AtomicU64; Refusal::ALL.len()],
+            /// Store commit duration and operations per commit.
+            pub commit_seconds: Histogram,
+            pub commit_ops: Histogram,
+        }
+
+        /// A point-in-time copy of the plain counters.
+        #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+        pub struct MetricsSnapshot {
+            $(pub $name: u64,)*
+        }
+
+        impl Metrics {
+            pub fn snapshot(&self) -> MetricsSnapshot {
+                MetricsSnapshot { $($name: self.$name.load(Ordering::Relaxed),)* }
+            }
+        }
+    };
+}
+
+counters! {
+    /// Connections open now.
+    connections_current,
+    /// The most connections open at once since start.
+    connections_maximum,
+    /// Connections accepted since start.
+    connections_total,
+    /// Connections closed because of malformed or protocol-violating input.
+    protocol_errors,
+    /// PUBLISH packets received from clients.
+    messages_received,
+    /// PUBLISH packets sent to clients.
+    messages_sent,
+    /// Messages dropped for any reason (the sum of `dropped`).
+    messages_dropped,
+    bytes_received,
+    bytes_sent,
+    /// Failed authentications (CONNECT and re-authentication).
+    auth_failures,
+    /// Sessions ended by their expiry interval.
+    sessions_expired,
+}
+
+/// Why a message did not reach a subscriber.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// The session's queue was full (count or bytes), or QoS 0 for an offline client.
+    QueueFull,
+    /// Larger than the client's Maximum Packet Size.
+    TooLarge,
+    /// Its Message Expiry Interval ran out while queued.
+    Expired,
+    /// The publisher may not publish there.
+    NotAuthorized,
+    /// The broker-wide ceiling for queued messages was reached.
+    Memory,
+}
+
+impl DropReason {
+    pub const ALL: [DropReason; 5] = [
+        DropReason::QueueFull,
+        DropReason::TooLarge,
+        DropReason::Expired,
+        DropReason::NotAuthorized,
+        DropReason::Memory,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            DropReason::QueueFull => "queue_full",
+            DropReason::TooLarge => "too_large",
+            DropReason::Expired => "expired",
+            DropReason::NotAuthorized => "not_authorized",
+            DropReason::Memory => "memory",
+        }
+    }
+}
+
+/// Why a connection was refused before it became a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The broker or listener was at its connection limit.
+    MaxConnections,
+    /// The client's address opened connections faster than allowed.
+    RateLimited,
+    /// Bad or missing credentials, or not authorized.
+    Auth,
+    /// Unsupported protocol level or client identifier.
+    Protocol,
+    /// Redirected to another server.
+    Redirected,
+}
+
+impl Refusal {
+    pub const ALL: [Refusal; 5] = [
+        Refusal::MaxConnections,
+        Refusal::RateLimited,
+        Refusal::Auth,
+        Refusal::Protocol,
+        Refusal::Redirected,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Refusal::MaxConnections => "max_connections",
+            Refusal::RateLimited => "rate_limited",
+            Refusal::Auth => "auth",
+            Refusal::Protocol => "protocol",
+            Refusal::Redirected => "redirected",
+        }
+    }
+}
+
+impl Metrics {
+    pub fn dropped_for(&self, reason: DropReason, n: u64) {
+        if n > 0 {
+            add(&self.dropped[reason as usize], n);
+            add(&self.messages_dropped, n);
+        }
+    }
+
+    pub fn refuse(&self, reason: Refusal) {
+        add(&self.refused[reason as usize], 1);
+    }
+
+    pub fn connected(&self) {
+        let now = self.connections_current.fetch_add(1, Ordering::Relaxed) + 1;
+        self.connections_maximum.fetch_max(now, Ordering::Relaxed);
+        add(&self.connections_total, 1);
+    }
+
+    pub fn packet_in(&self, kind: u8) {
+        add(&self.packets_received[usize::from(kind & 0x0f)], 1);
+    }
+
+    pub fn packet_out(&self, kind: u8) {
+        add(&self.packets_sent[usize::from(kind & 0x0f)], 1);
+    }
+
+    /// Every packet received or sent, of any type.
+    pub fn packets(&self, counts: &[AtomicU64; 16]) -> u64 {
+        counts.iter().map(|c| c.load(Ordering::Relaxed)).sum()
+    }
+}
+
+/// A histogram with fixed upper bounds, Prometheus style (cumulative on output).
+#[derive(Debug)]
+pub struct Histogram {
+    pub bounds: &'static [f64],
+    counts: Vec<AtomicU64>,
+    /// Sum of observations in millionths, to stay in integers.
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    pub fn new(bounds: &'static [f64]) -> Histogram {
+        Histogram {
+            bounds,
+            counts: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
+            sum_micros: AtomicU64::new(0),
+        }
+    }
+
+    pub fn observe(&self, value: f64) {
+        let bucket = self.bounds.iter().position(|b| value <= *b).unwrap_or(self.bounds.len());
+        add(&self.counts[bucket], 1);
+        add(&self.sum_micros, (value * 1e6) as u64);
+    }
+
+    pub fn observe_duration(&self, elapsed: Duration) {
+        self.observe(elapsed.as_secs_f64());
+    }
+
+    /// Per-bucket counts (the last is above every bound), sum and count.
+    pub fn read(&self) -> (Vec<u64>, f64, u64) {
+        let counts: Vec<u64> = self.counts.iter().map(|c| c.load(Ordering::Relaxed)).collect();
+        let total = counts.iter().sum();
+        (counts, self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6, total)
+    }
+}
+
+impl Default for Histogram {
+    fn default() -> Histogram {
+        Histogram::new(&[])
+    }
+}
+
+const COMMIT_SECONDS: &[f64] =
+    &[0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0];
+const COMMIT_OPS: &[f64] = &[1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 5000.0, 10000.0];
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        Metrics {
+            commit_seconds: Histogram::new(COMMIT_SECONDS),
+            commit_ops: Histogram::new(COMMIT_OPS),
+            ..Metrics::default()
+        }
+    }
+}
+
+pub fn add(counter: &AtomicU64, n: u64) {
+    counter.fetch_add(n, Ordering::Relaxed);
+}
+
+pub fn sub(counter: &AtomicU64, n: u64) {
+    counter.fetch_sub(n, Ordering::Relaxed);
+}

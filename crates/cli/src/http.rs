@@ -1,0 +1,46 @@
+//! The HTTP listener: Prometheus `/metrics`, `/healthz` (the process answers) and `/readyz`
+//! (the broker serves MQTT: state loaded, listeners open, not shutting down).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use cauldron_broker::{Broker, CancellationToken};
+use tokio::net::TcpListener;
+use tracing::info;
+
+#[derive(Clone)]
+pub struct Http {
+    pub broker: Arc<Broker>,
+    pub ready: Arc<AtomicBool>,
+}
+
+pub fn router(state: Http) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready))
+        .with_state(state)
+}
+
+async fn metrics(State(http): State<Http>) -> impl IntoResponse {
+    let body = cauldron_broker::metrics::render(&http.broker);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body)
+}
+
+async fn ready(State(http): State<Http>) -> impl IntoResponse {
+    match http.ready.load(Ordering::Relaxed) {
+        true => (StatusCode::OK, "ready\n"),
+        false => (StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
+    }
+}
+
+/// Serves HTTP on `listener` until `shutdown`.
+pub async fn serve(listener: TcpListener, state: Http, shutdown: CancellationToken) -> std::io::Result<()> {
+    info!("HTTP listening on {}", listener.local_addr()?);
+    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown.cancelled_owned()).await
+}
