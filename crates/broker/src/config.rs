@@ -21,6 +21,9 @@ pub struct Config {
     pub max_queued_bytes: usize,
     /// When a session's queue is full, drop its oldest message instead of the new one.
     pub drop_oldest: bool,
+    /// Payload bytes queued across all sessions above which QoS 0 messages are shed; a quarter
+    /// above it, QoS 1/2 are refused too (MQTT 5 publishers get 0x97). 0 is no ceiling.
+    pub memory_ceiling: usize,
     /// How long a 3.x persistent session (clean session 0) outlives its connection; `None`
     /// keeps it forever (Mosquitto: persistent_client_expiration).
     pub persistent_client_expiration: Option<Duration>,
@@ -74,6 +77,7 @@ impl Default for Config {
             queue_qos0_messages: false,
             max_queued_bytes: 0,
             drop_oldest: false,
+            memory_ceiling: 0,
             persistent_client_expiration: None,
             durability: crate::store::Durability::Sync,
             max_packet_size: 268_435_460,

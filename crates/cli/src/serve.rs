@@ -36,6 +36,10 @@ pub struct ServeArgs {
     /// Largest packet accepted, in bytes (Mosquitto's max_packet_size).
     #[arg(long, value_name = "BYTES")]
     max_packet_size: Option<usize>,
+    /// Payload bytes queued across all sessions above which QoS 0 is shed (and, a quarter above,
+    /// QoS 1/2 too). 0 is no ceiling.
+    #[arg(long, value_name = "BYTES", default_value_t = 0)]
+    memory_ceiling: usize,
     /// Seconds between $SYS updates; 0 turns them off (Mosquitto's sys_interval).
     #[arg(long, value_name = "SECS", default_value_t = 10)]
     sys_interval: u64,
@@ -82,6 +86,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_keepalive: args.max_keepalive,
         max_packet_size: args.max_packet_size.unwrap_or(Config::default().max_packet_size),
         sys_interval: args.sys_interval,
+        memory_ceiling: args.memory_ceiling,
         durability: match args.relaxed_commit_ms {
             Some(ms) => Durability::Relaxed { interval: Duration::from_millis(ms) },
             None => Durability::Sync,

@@ -33,6 +33,8 @@ pub struct Broker {
     redirect: RwLock<Option<Redirect>>,
     authorizer: Arc<dyn Authorizer>,
     persistence: Option<Persistence>,
+    /// Payload bytes queued across all sessions, for the memory ceiling.
+    queued_memory: Arc<std::sync::atomic::AtomicUsize>,
     pub metrics: Arc<Metrics>,
     started: Instant,
 }
@@ -49,10 +51,23 @@ pub struct Stats {
     pub subscriptions: u64,
 }
 
+impl Routed {
+    /// The sessions that took the message, or `Err` if every one refused it for the memory
+    /// ceiling (MQTT 5: quota exceeded).
+    pub fn accepted(&self) -> Result<usize, ()> {
+        match self.matched > 0 && self.over_ceiling == self.matched {
+            true => Err(()),
+            false => Ok(self.matched),
+        }
+    }
+}
+
 /// What became of a published message.
 pub struct Routed {
     /// Sessions it was offered to.
     pub matched: usize,
+    /// Of those, how many refused it for the broker-wide memory ceiling.
+    pub over_ceiling: usize,
     /// Resolves once it is stored (retained, or queued for a persistent session).
     pub durable: Option<Ticket>,
 }
@@ -108,6 +123,7 @@ impl Broker {
             sessions: Mutex::default(),
             metrics: Arc::new(Metrics::new()),
             started: Instant::now(),
+            queued_memory: Arc::default(),
         }
     }
 
@@ -130,7 +146,12 @@ impl Broker {
     }
 
     fn new_session(&self, client_id: &ByteString) -> Arc<SessionHandle> {
-        SessionHandle::new(client_id.clone(), self.limits(), self.persistence.is_some())
+        SessionHandle::new(
+            client_id.clone(),
+            self.limits(),
+            self.persistence.is_some(),
+            Arc::clone(&self.queued_memory),
+        )
     }
 
     fn limits(&self) -> Limits {
@@ -140,6 +161,7 @@ impl Broker {
             max_queued_bytes: self.config.max_queued_bytes,
             drop_oldest: self.config.drop_oldest,
             queue_qos0: self.config.queue_qos0_messages,
+            memory_ceiling: self.config.memory_ceiling,
         }
     }
 
@@ -183,7 +205,7 @@ impl Broker {
         }
         matches.sort_by_key(|e| Arc::as_ptr(&e.session));
         let mut offered = 0;
-        let mut dropped = 0;
+        let mut drops = Vec::new();
         for group in matches.chunk_by(|a, b| Arc::ptr_eq(&a.session, &b.session)) {
             let granted = group.iter().map(|e| e.options.qos).max().unwrap_or_default();
             let retain = message.retain && group.iter().any(|e| e.options.retain_as_published);
@@ -196,8 +218,8 @@ impl Broker {
                 shared: None,
                 seq: 0,
             };
-            if group[0].session.deliver(delivery, &mut ops) == Enqueued::Dropped {
-                dropped += 1;
+            if let Enqueued::Dropped(reason) = group[0].session.deliver(delivery, &mut ops) {
+                drops.push(reason);
             }
             offered += 1;
         }
@@ -211,16 +233,19 @@ impl Broker {
                 shared: Some(filter.clone()),
                 seq: 0,
             };
-            if entry.session.deliver(delivery, &mut ops) == Enqueued::Dropped {
-                dropped += 1;
+            if let Enqueued::Dropped(reason) = entry.session.deliver(delivery, &mut ops) {
+                drops.push(reason);
             }
             offered += 1;
         }
-        if dropped > 0 {
-            tracing::debug!(topic = %message.topic, dropped, "queues full: message dropped");
-            self.metrics.dropped_for(DropReason::QueueFull, dropped);
+        for reason in &drops {
+            self.metrics.dropped_for(*reason, 1);
         }
-        Routed { matched: offered, durable: self.submit(ops) }
+        if !drops.is_empty() {
+            tracing::debug!(topic = %message.topic, dropped = drops.len(), "message dropped for full queues");
+        }
+        let over_ceiling = drops.iter().filter(|r| **r == DropReason::Memory).count();
+        Routed { matched: offered, over_ceiling, durable: self.submit(ops) }
     }
 
     /// Publishes a message nobody waits on (wills, messages handed back by a leaving member).
@@ -431,6 +456,11 @@ impl Broker {
     /// How long the broker has run.
     pub fn uptime(&self) -> std::time::Duration {
         self.started.elapsed()
+    }
+
+    /// Payload bytes queued across all sessions.
+    pub fn queued_memory(&self) -> usize {
+        self.queued_memory.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// A consistent-enough look at the sessions, queues and stores, one lock at a time.

@@ -117,7 +117,7 @@ impl Connection {
             }
             QoS::AtLeastOnce => {
                 let routed = route(&self.broker, message);
-                let matched = routed.as_ref().map(|r| r.matched);
+                let matched = routed.as_ref().map(|r| r.accepted());
                 // Acked means durable: PUBACK waits for the commit that stores the message.
                 self.hold_until(routed.and_then(|r| r.durable));
                 self.send(&Packet::PubAck(self.ack(packet_id, matched)));
@@ -139,10 +139,11 @@ impl Connection {
                 self.hold_until(ticket);
                 let matched = match is_new {
                     true => route(&self.broker, message).map(|routed| {
+                        let accepted = routed.accepted();
                         self.hold_until(routed.durable);
-                        routed.matched
+                        accepted
                     }),
-                    false => Some(1),
+                    false => Some(Ok(1)),
                 };
                 self.send(&Packet::PubRec(self.ack(packet_id, matched)));
             }
@@ -155,15 +156,17 @@ impl Connection {
         authorizer.allows_everything() || authorizer.can_publish(&self.session.client_info(), topic)
     }
 
-    /// PUBACK/PUBREC for a message routed to `matched` sessions (`None`: not authorized).
-    /// MQTT 5 says why; 3.1.1 has no way to, so a denied publish looks accepted there.
-    fn ack(&self, packet_id: u16, matched: Option<usize>) -> Ack {
+    /// PUBACK/PUBREC for a message routed to `matched` sessions (`None`: not authorized,
+    /// `Err`: refused everywhere for the memory ceiling). MQTT 5 says why; 3.1.1 has no way to,
+    /// so there a denied publish looks accepted.
+    fn ack(&self, packet_id: u16, matched: Option<Result<usize, ()>>) -> Ack {
         let mut ack = Ack::new(packet_id);
         if self.protocol.is_v5() {
             ack.reason = match matched {
                 None => ReasonCode::NotAuthorized,
-                Some(0) => ReasonCode::NoMatchingSubscribers,
-                Some(_) => ReasonCode::Success,
+                Some(Err(())) => ReasonCode::QuotaExceeded,
+                Some(Ok(0)) => ReasonCode::NoMatchingSubscribers,
+                Some(Ok(_)) => ReasonCode::Success,
             };
         }
         ack

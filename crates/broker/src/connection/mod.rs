@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use cauldron_proto::{
-    decode, scram, ByteString, ConnAck, DecodeError, Disconnect, Packet, Properties, Protocol, Publish,
-    ReasonCode, Will,
+    decode, scram, ByteString, ConnAck, DecodeError, Disconnect, Packet, PacketType, Properties, Protocol,
+    Publish, ReasonCode, Will,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::time::{sleep_until, Instant};
@@ -86,6 +86,7 @@ where
             .await;
     match first {
         Ok(Ok(connect)) => {
+            broker.metrics.packet_in(PacketType::Connect as u8);
             if let Some(conn) = accept(&broker, *connect, peer, &mut reader, &mut writer, &mut rbuf).await {
                 conn.run(reader, writer, rbuf, shutdown).await;
             }

@@ -1,7 +1,7 @@
 //! `SessionHandle`: a session shared between publishers (through the router) and the connection
 //! task that serves it, plus what belongs to the client rather than to the protocol state.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use cauldron_proto::ByteString;
@@ -35,9 +35,15 @@ pub struct SessionHandle {
 
 impl SessionHandle {
     /// `store`: the broker keeps a store, so the session journals its changes when persistent.
-    pub fn new(client_id: ByteString, limits: Limits, store: bool) -> Arc<SessionHandle> {
+    /// `memory`: the broker-wide count of queued payload bytes.
+    pub fn new(
+        client_id: ByteString,
+        limits: Limits,
+        store: bool,
+        memory: Arc<AtomicUsize>,
+    ) -> Arc<SessionHandle> {
         Arc::new(SessionHandle {
-            state: Mutex::new(Session::new(&client_id, limits, store)),
+            state: Mutex::new(Session::new(&client_id, limits, store, memory)),
             client_id,
             wake: Notify::new(),
             kick: Mutex::new(None),
@@ -54,8 +60,9 @@ impl SessionHandle {
             max_queued_bytes: 0,
             queue_qos0: false,
             drop_oldest: false,
+            memory_ceiling: 0,
         };
-        SessionHandle::new(client_id.into(), limits, false)
+        SessionHandle::new(client_id.into(), limits, false, Arc::default())
     }
 
     /// Locks the state. Never held across an `.await`; a poisoned lock (a panic elsewhere while

@@ -12,6 +12,7 @@ mod handle;
 mod tests;
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,6 +21,7 @@ use cauldron_proto::{Ack, ByteString, Packet, Protocol, QoS, ReasonCode, SubOpti
 pub use handle::{next_connection_id, SessionHandle};
 
 use crate::message::Message;
+use crate::metrics::DropReason;
 use crate::store::{
     self, DeliveryState, Op, StoredDelivery, StoredMessage, StoredSession, StoredSubscription,
 };
@@ -77,14 +79,17 @@ pub struct Limits {
     pub queue_qos0: bool,
     /// When the queue is full, drop its oldest message rather than the new one.
     pub drop_oldest: bool,
+    /// Payload bytes queued across all sessions above which QoS 0 is shed; a quarter more and
+    /// QoS 1/2 are refused too. 0 is no ceiling.
+    pub memory_ceiling: usize,
 }
 
 /// The outcome of offering a message to a session.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Enqueued {
     Queued,
-    /// Queue full, or QoS 0 for an offline client: counted as dropped.
-    Dropped,
+    /// Not queued, and why (counted).
+    Dropped(DropReason),
 }
 
 /// Protocol state of one session, without I/O.
@@ -102,6 +107,9 @@ pub struct Session {
     pub expires_at: Option<Instant>,
     queue: VecDeque<Delivery>,
     queued_bytes: usize,
+    /// Payload bytes queued in all sessions of the broker; this session's share is
+    /// `queued_bytes`, given back when the session is dropped.
+    memory: Arc<AtomicUsize>,
     inflight: VecDeque<Inflight>,
     next_packet_id: u16,
     /// QoS 2 packet ids received but not yet released: a repeat PUBLISH is not forwarded again.
@@ -124,7 +132,7 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn new(client_id: &str, limits: Limits, store: bool) -> Session {
+    pub fn new(client_id: &str, limits: Limits, store: bool, memory: Arc<AtomicUsize>) -> Session {
         Session {
             client_id: client_id.to_string(),
             subscriptions: HashMap::new(),
@@ -134,6 +142,7 @@ impl Session {
             expires_at: None,
             queue: VecDeque::new(),
             queued_bytes: 0,
+            memory,
             inflight: VecDeque::new(),
             next_packet_id: 1,
             incoming_qos2: HashSet::new(),
@@ -254,7 +263,7 @@ impl Session {
         // QoS 0 messages are not kept for an offline client unless configured.
         if !self.limits.queue_qos0 {
             self.queue.retain(|d| d.qos != QoS::AtMostOnce);
-            self.queued_bytes = self.queue.iter().map(|d| d.message.payload.len()).sum();
+            self.recount_queued_bytes();
         }
         self.journal_record();
         true
@@ -275,7 +284,7 @@ impl Session {
         taken.extend(shared.into_iter().map(|e| match e.state {
             InflightState::Published(d) | InflightState::Released(d) => d,
         }));
-        self.queued_bytes = self.queue.iter().map(|d| d.message.payload.len()).sum();
+        self.recount_queued_bytes();
         for delivery in &taken {
             self.forget_delivery(delivery);
         }
@@ -292,27 +301,35 @@ impl Session {
         let offline_qos0 = !self.is_online() && delivery.qos == QoS::AtMostOnce && !self.limits.queue_qos0;
         if offline_qos0 {
             self.dropped += 1;
-            return Enqueued::Dropped;
+            return Enqueued::Dropped(DropReason::QueueFull);
         }
         let size = delivery.message.payload.len();
+        // Over the broker-wide ceiling, QoS 0 goes first, then everything.
+        let ceiling = self.limits.memory_ceiling;
+        let used = self.memory.load(Ordering::Relaxed);
+        let hard = ceiling + ceiling / 4;
+        if ceiling > 0 && (used >= hard || (used >= ceiling && delivery.qos == QoS::AtMostOnce)) {
+            self.dropped += 1;
+            return Enqueued::Dropped(DropReason::Memory);
+        }
         let bytes_full =
             |s: &Session| s.limits.max_queued_bytes > 0 && s.queued_bytes + size > s.limits.max_queued_bytes;
         let full = |s: &Session| s.queue.len() >= s.limits.max_queued || bytes_full(s);
         if full(self) {
             if !self.limits.drop_oldest {
                 self.dropped += 1;
-                return Enqueued::Dropped;
+                return Enqueued::Dropped(DropReason::QueueFull);
             }
             while full(self) {
                 let Some(oldest) = self.queue.pop_front() else {
                     break;
                 };
-                self.queued_bytes -= oldest.message.payload.len();
+                self.set_queued_bytes(self.queued_bytes - oldest.message.payload.len());
                 self.forget_delivery(&oldest);
                 self.dropped += 1;
             }
             if full(self) {
-                return Enqueued::Dropped; // larger than the whole byte limit
+                return Enqueued::Dropped(DropReason::QueueFull); // larger than the whole byte limit
             }
         }
         if self.journaling() && delivery.qos != QoS::AtMostOnce {
@@ -320,7 +337,7 @@ impl Session {
             self.next_seq += 1;
             self.journal_delivery(&delivery, DeliveryState::Queued);
         }
-        self.queued_bytes += size;
+        self.set_queued_bytes(self.queued_bytes + size);
         self.queue.push_back(delivery);
         Enqueued::Queued
     }
@@ -335,6 +352,21 @@ impl Session {
 
     pub fn queued_bytes(&self) -> usize {
         self.queued_bytes
+    }
+
+    /// Changes this session's queued bytes and the broker-wide total with it.
+    fn set_queued_bytes(&mut self, bytes: usize) {
+        if bytes >= self.queued_bytes {
+            self.memory.fetch_add(bytes - self.queued_bytes, Ordering::Relaxed);
+        } else {
+            self.memory.fetch_sub(self.queued_bytes - bytes, Ordering::Relaxed);
+        }
+        self.queued_bytes = bytes;
+    }
+
+    fn recount_queued_bytes(&mut self) {
+        let bytes = self.queue.iter().map(|d| d.message.payload.len()).sum();
+        self.set_queued_bytes(bytes);
     }
 
     /// Moves queued messages into PUBLISH packets for `connection`, as far as the inflight
@@ -356,7 +388,7 @@ impl Session {
                 break;
             }
             let delivery = self.queue.pop_front().expect("front exists");
-            self.queued_bytes -= delivery.message.payload.len();
+            self.set_queued_bytes(self.queued_bytes - delivery.message.payload.len());
             let packet_id = (delivery.qos != QoS::AtMostOnce).then(|| self.allocate_packet_id());
             let publish = Packet::Publish(delivery.message.to_publish(
                 delivery.qos,
@@ -521,7 +553,7 @@ impl Session {
             self.next_seq = self.next_seq.max(seq + 1);
             match state {
                 DeliveryState::Queued => {
-                    self.queued_bytes += delivery.message.payload.len();
+                    self.set_queued_bytes(self.queued_bytes + delivery.message.payload.len());
                     self.queue.push_back(delivery);
                 }
                 DeliveryState::Sent(packet_id) => {
@@ -559,4 +591,11 @@ fn options_from_byte(byte: u8) -> Result<SubOptions, store::StoreError> {
             _ => cauldron_proto::RetainHandling::Never,
         },
     })
+}
+
+impl Drop for Session {
+    /// A discarded session gives its queued bytes back to the broker-wide total.
+    fn drop(&mut self) {
+        self.set_queued_bytes(0);
+    }
 }

@@ -2,7 +2,14 @@ use super::*;
 use cauldron_proto::{Properties, Publish};
 
 fn limits() -> Limits {
-    Limits { max_inflight: 2, max_queued: 3, max_queued_bytes: 0, queue_qos0: false, drop_oldest: false }
+    Limits {
+        max_inflight: 2,
+        max_queued: 3,
+        max_queued_bytes: 0,
+        queue_qos0: false,
+        drop_oldest: false,
+        memory_ceiling: 0,
+    }
 }
 
 fn delivery(payload: &'static str, qos: QoS) -> Delivery {
@@ -32,12 +39,12 @@ fn ids(packets: &[Packet]) -> Vec<(Option<u16>, bool)> {
 
 #[test]
 fn inflight_window_and_bounded_queue() {
-    let mut s = Session::new("c", limits(), false);
+    let mut s = Session::new("c", limits(), false, Arc::default());
     s.attach(1, Protocol::V3_1_1, usize::MAX);
     for p in ["a", "b", "c"] {
         assert_eq!(s.enqueue(delivery(p, QoS::AtLeastOnce)), Enqueued::Queued);
     }
-    assert_eq!(s.enqueue(delivery("d", QoS::AtLeastOnce)), Enqueued::Dropped);
+    assert_eq!(s.enqueue(delivery("d", QoS::AtLeastOnce)), Enqueued::Dropped(DropReason::QueueFull));
     let mut out = vec![];
     s.drain(1, &mut out, usize::MAX);
     assert_eq!(ids(&out), [(Some(1), false), (Some(2), false)], "window of 2");
@@ -51,7 +58,7 @@ fn inflight_window_and_bounded_queue() {
 
 #[test]
 fn reconnect_resends_with_dup_in_order_and_pubrel_for_released() {
-    let mut s = Session::new("c", limits(), false);
+    let mut s = Session::new("c", limits(), false, Arc::default());
     s.attach(1, Protocol::V3_1_1, usize::MAX);
     s.enqueue(delivery("a", QoS::ExactlyOnce));
     s.enqueue(delivery("b", QoS::AtLeastOnce));
@@ -71,8 +78,8 @@ fn reconnect_resends_with_dup_in_order_and_pubrel_for_released() {
 
 #[test]
 fn offline_session_keeps_qos1_and_drops_qos0() {
-    let mut s = Session::new("c", limits(), false);
-    assert_eq!(s.enqueue(delivery("zero", QoS::AtMostOnce)), Enqueued::Dropped);
+    let mut s = Session::new("c", limits(), false, Arc::default());
+    assert_eq!(s.enqueue(delivery("zero", QoS::AtMostOnce)), Enqueued::Dropped(DropReason::QueueFull));
     assert_eq!(s.enqueue(delivery("one", QoS::AtLeastOnce)), Enqueued::Queued);
     s.attach(7, Protocol::V3_1_1, usize::MAX);
     let mut out = vec![];
@@ -82,7 +89,7 @@ fn offline_session_keeps_qos1_and_drops_qos0() {
 
 #[test]
 fn qos2_receive_deduplicates_until_release() {
-    let mut s = Session::new("c", limits(), false);
+    let mut s = Session::new("c", limits(), false, Arc::default());
     assert!(s.receive_qos2(5));
     assert!(!s.receive_qos2(5), "retransmission is not forwarded again");
     assert!(s.release_qos2(5));
@@ -92,7 +99,7 @@ fn qos2_receive_deduplicates_until_release() {
 
 #[test]
 fn receive_maximum_caps_the_window() {
-    let mut s = Session::new("c", limits(), false);
+    let mut s = Session::new("c", limits(), false, Arc::default());
     s.attach(1, Protocol::V5, 1);
     s.enqueue(delivery("a", QoS::AtLeastOnce));
     s.enqueue(delivery("b", QoS::AtLeastOnce));
@@ -102,7 +109,7 @@ fn receive_maximum_caps_the_window() {
 }
 
 fn limits_with(max_queued: usize, max_queued_bytes: usize, drop_oldest: bool, queue_qos0: bool) -> Limits {
-    Limits { max_inflight: 10, max_queued, max_queued_bytes, queue_qos0, drop_oldest }
+    Limits { max_inflight: 10, max_queued, max_queued_bytes, queue_qos0, drop_oldest, memory_ceiling: 0 }
 }
 
 fn payloads(s: &mut Session) -> Vec<String> {
@@ -119,7 +126,7 @@ fn payloads(s: &mut Session) -> Vec<String> {
 #[test]
 fn byte_limit_and_drop_oldest_policy() {
     // 10 bytes of payload at most: "aaaa" + "bbbb" fit, "cccc" does not.
-    let mut s = Session::new("c", limits_with(100, 10, false, false), false);
+    let mut s = Session::new("c", limits_with(100, 10, false, false), false, Arc::default());
     for p in ["aaaa", "bbbb", "cccc"] {
         s.enqueue(delivery(p, QoS::AtLeastOnce));
     }
@@ -127,7 +134,7 @@ fn byte_limit_and_drop_oldest_policy() {
     assert_eq!(payloads(&mut s), ["aaaa", "bbbb"], "the newest is dropped by default");
     assert_eq!(s.dropped, 1);
 
-    let mut s = Session::new("c", limits_with(2, 0, true, false), false);
+    let mut s = Session::new("c", limits_with(2, 0, true, false), false, Arc::default());
     for p in ["1", "2", "3", "4"] {
         s.enqueue(delivery(p, QoS::AtLeastOnce));
     }
@@ -138,7 +145,7 @@ fn byte_limit_and_drop_oldest_policy() {
 
 #[test]
 fn qos0_is_queued_offline_only_when_configured() {
-    let mut s = Session::new("c", limits_with(10, 0, false, true), false);
+    let mut s = Session::new("c", limits_with(10, 0, false, true), false, Arc::default());
     assert_eq!(s.enqueue(delivery("zero", QoS::AtMostOnce)), Enqueued::Queued);
     s.attach(1, Protocol::V3_1_1, usize::MAX);
     assert_eq!(payloads(&mut s), ["zero"]);
@@ -147,7 +154,7 @@ fn qos0_is_queued_offline_only_when_configured() {
 #[test]
 fn a_persistent_session_journals_each_step_of_a_delivery() {
     use crate::store::Op;
-    let mut s = Session::new("c", limits(), true);
+    let mut s = Session::new("c", limits(), true, Arc::default());
     s.expiry_interval = u32::MAX;
     s.enqueue(delivery("m", QoS::ExactlyOnce));
     assert!(matches!(&s.take_ops()[..], [Op::PutDelivery(c, 1, _)] if c == "c"), "queued");
@@ -164,7 +171,33 @@ fn a_persistent_session_journals_each_step_of_a_delivery() {
     s.release_qos2(9);
     assert_eq!(s.take_ops(), [Op::DeleteInboundQos2("c".into(), 9)]);
     // A clean session journals nothing.
-    let mut clean = Session::new("d", limits(), true);
+    let mut clean = Session::new("d", limits(), true, Arc::default());
     clean.enqueue(delivery("m", QoS::AtLeastOnce));
     assert!(clean.take_ops().is_empty());
+}
+
+#[test]
+fn memory_ceiling_sheds_qos0_first_then_everything() {
+    let memory = Arc::new(AtomicUsize::new(0));
+    let limits = Limits { memory_ceiling: 8, ..limits_with(100, 0, false, true) };
+    let mut a = Session::new("a", limits, false, Arc::clone(&memory));
+    let mut b = Session::new("b", limits, false, Arc::clone(&memory));
+    assert_eq!(a.enqueue(delivery("12345678", QoS::AtLeastOnce)), Enqueued::Queued);
+    assert_eq!(memory.load(Ordering::Relaxed), 8, "counted broker-wide");
+    assert_eq!(
+        b.enqueue(delivery("x", QoS::AtMostOnce)),
+        Enqueued::Dropped(DropReason::Memory),
+        "QoS 0 shed at the ceiling"
+    );
+    assert_eq!(b.enqueue(delivery("12", QoS::AtLeastOnce)), Enqueued::Queued, "QoS 1 still taken");
+    assert_eq!(
+        b.enqueue(delivery("y", QoS::AtLeastOnce)),
+        Enqueued::Dropped(DropReason::Memory),
+        "refused past a quarter more"
+    );
+    b.attach(1, Protocol::V3_1_1, usize::MAX);
+    assert_eq!(payloads(&mut b), ["12"]);
+    assert_eq!(memory.load(Ordering::Relaxed), 8, "sent messages give their bytes back");
+    drop(a);
+    assert_eq!(memory.load(Ordering::Relaxed), 0, "a discarded session gives its bytes back");
 }

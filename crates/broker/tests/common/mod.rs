@@ -28,8 +28,9 @@ pub struct TestBroker {
 }
 
 impl TestBroker {
+    /// Defaults, but no `$SYS` tree, so retained counts are the test's own.
     pub async fn start() -> TestBroker {
-        TestBroker::with_config(Config::default()).await
+        TestBroker::with_config(Config { sys_interval: 0, ..Config::default() }).await
     }
 
     pub async fn with_config(config: Config) -> TestBroker {
