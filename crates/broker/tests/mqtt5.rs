@@ -750,7 +750,73 @@ async fn response_information_and_server_keep_alive() {
     let (_raw, ack) = raw_v5(&broker, connect).await;
     assert_eq!(ack.properties.response_information.as_deref(), Some("responses/asker"));
     assert_eq!(ack.properties.server_keep_alive, Some(30), "keep alive lowered to the maximum");
-    let (_raw, ack) = raw_v5(&broker, v5("not-asking")).await;
+    let mut modest = v5("not-asking");
+    modest.keep_alive = 20;
+    let (_raw, ack) = raw_v5(&broker, modest).await;
     assert_eq!(ack.properties.response_information, None);
     assert_eq!(ack.properties.server_keep_alive, None);
+}
+
+#[tokio::test]
+async fn memory_ceiling_sheds_qos0_then_answers_quota_exceeded() {
+    // 100 payload bytes across all queues: QoS 0 is shed from 100, everything from 125
+    // (QoS 0 shedding itself is shown in `session::tests`).
+    let config = Config { memory_ceiling: 100, ..Config::default() };
+    let broker = TestBroker::with_config(config).await;
+    let (mut away, _) = raw_v5(&broker, persistent("away", 600)).await;
+    subscribe_with(&mut away, "big", qos(QoS::AtLeastOnce), None).await;
+    drop(away);
+    let (publisher, _) = v5_client(&broker, "pub").await;
+    let fill = "x".repeat(60);
+    for _ in 0..3 {
+        // 60, 120, 180 bytes queued: each was taken while the total was under 125.
+        publish_v5(&publisher, message("big", &fill, QoS::AtLeastOnce)).await;
+    }
+    let refused = publisher.publish_packet(message("big", &fill, QoS::AtLeastOnce)).await.unwrap();
+    assert_eq!(refused, Some(ReasonCode::QuotaExceeded), "past the ceiling and a quarter");
+    let metrics = &broker.broker.metrics;
+    assert_eq!(
+        metrics.dropped[cauldron_broker::metrics::DropReason::Memory as usize]
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    assert_eq!(broker.broker.queued_memory(), 180);
+}
+
+#[tokio::test]
+async fn keep_alive_above_the_maximum_refuses_3x_clients() {
+    let broker = TestBroker::with_config(Config { max_keepalive: 60, ..Config::default() }).await;
+    for keep_alive in [61, 0] {
+        let mut connect = Raw::connect_packet("sleepy", true, Protocol::V3_1_1);
+        connect.keep_alive = keep_alive;
+        let (_raw, ack) = Raw::handshake(broker.addr, connect).await;
+        assert_eq!(ack.code.to_v3_connack(), 2, "keep alive {keep_alive}: identifier rejected, as Mosquitto");
+    }
+    let mut connect = Raw::connect_packet("fine", true, Protocol::V3_1_1);
+    connect.keep_alive = 60;
+    let (_raw, ack) = Raw::handshake(broker.addr, connect).await;
+    assert_eq!(ack.code, ReasonCode::Success);
+}
+
+#[tokio::test]
+async fn each_listener_has_its_own_connection_limit() {
+    let small = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let large = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (small_addr, large_addr) = (small.local_addr().unwrap(), large.local_addr().unwrap());
+    let broker = cauldron_broker::Broker::new(Config { sys_interval: 0, ..Config::default() });
+    let listeners = vec![
+        cauldron_broker::Listener { socket: small, max_connections: Some(1) },
+        cauldron_broker::Listener { socket: large, max_connections: None },
+    ];
+    tokio::spawn(cauldron_broker::run_listeners(
+        std::sync::Arc::clone(&broker),
+        listeners,
+        cauldron_broker::CancellationToken::new(),
+    ));
+    let (_one, _) = Raw::handshake(small_addr, v5("one")).await;
+    let mut refused = Raw::connect(small_addr, Protocol::V5).await;
+    refused.send(Packet::Connect(Box::new(v5("two")))).await;
+    assert_eq!(refused.expect_closed().await, vec![], "the small listener is full");
+    let (_three, ack) = Raw::handshake(large_addr, v5("three")).await;
+    assert_eq!(ack.code, ReasonCode::Success, "the other listener is not");
 }

@@ -100,8 +100,7 @@ async fn metrics_endpoint_parses_and_counts() {
         tokio::time::timeout(WAIT, messages.recv()).await.unwrap().unwrap();
     }
     // A v5 client that says its packets may be at most 10 bytes gets nothing bigger.
-    let mut small = cauldron_proto::Properties::default();
-    small.maximum_packet_size = Some(10);
+    let small = cauldron_proto::Properties { maximum_packet_size: Some(10), ..Default::default() };
     let (tiny, _) =
         Client::connect(Options::new(&broker.addr, "tiny").protocol(Protocol::V5).properties(small))
             .await

@@ -148,8 +148,17 @@ pub(super) async fn accept<S: AsyncRead + AsyncWrite>(
         }
     }
 
+    // Above max_keepalive (or 0, "never", when a maximum is set): MQTT 5 clients are told the
+    // maximum in Server Keep Alive; 3.x clients cannot be, and are refused as Mosquitto does.
     let mut keep_alive = connect.keep_alive;
-    if protocol.is_v5() && keep_alive > config.max_keepalive {
+    let limited = config.max_keepalive < u16::MAX;
+    if keep_alive > config.max_keepalive || (limited && keep_alive == 0) {
+        if !protocol.is_v5() {
+            broker.metrics.refuse(Refusal::Protocol);
+            debug!(%peer, keep_alive, max = config.max_keepalive, "keep alive above max_keepalive: refused");
+            write_and_close(writer, &refuse(ReasonCode::ClientIdentifierNotValid), protocol).await;
+            return None;
+        }
         keep_alive = config.max_keepalive;
         props.server_keep_alive = Some(keep_alive);
     }
@@ -208,8 +217,13 @@ pub(super) async fn accept<S: AsyncRead + AsyncWrite>(
         }
     }
     info!(
-        "New client connected from {peer} as {client_id} (p{}, c{}, k{keep_alive}{})",
-        protocol.level(),
+        "New client connected from {peer} as {client_id} (p{}, c{}, k{keep_alive}{}).",
+        // Mosquitto's protocol numbers: p1 is 3.1, p2 is 3.1.1, p5 is 5.0.
+        match protocol {
+            Protocol::V3_1 => 1,
+            Protocol::V3_1_1 => 2,
+            Protocol::V5 => 5,
+        },
         u8::from(connect.clean_start),
         connect.username.as_ref().map(|u| format!(", u'{u}'")).unwrap_or_default()
     );

@@ -312,7 +312,17 @@ impl Connection {
             }
             Exit::Shutdown => (Some((ReasonCode::ServerShuttingDown, "server shutting down".into())), true),
         };
-        info!(client = %self.client_id, ?exit, "Client disconnected");
+        // Worded as Mosquitto words them, so existing log filters keep working.
+        let id = &self.client_id;
+        match &exit {
+            Exit::Disconnect { .. } => info!("Client {id} disconnected."),
+            Exit::Closed => info!("Client {id} closed its connection."),
+            Exit::KeepAliveTimeout => info!("Client {id} has exceeded timeout, disconnecting."),
+            Exit::TakenOver => info!("Client {id} already connected, closing old connection."),
+            Exit::Violation(v) => info!("Client {id} disconnected due to protocol error: {}.", v.message),
+            Exit::Redirected(r) => info!("Client {id} redirected to {}.", r.reference),
+            Exit::Shutdown => info!("Client {id} disconnected: server shutting down."),
+        }
         if let (Some((reason, message)), true) = (reason, self.protocol.is_v5()) {
             let mut disconnect = Disconnect::with_reason(reason);
             if let Exit::Redirected(redirect) = &exit {
