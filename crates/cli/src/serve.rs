@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use cauldron_broker::store::{Durability, RedbStore};
-use cauldron_broker::{run, AllowAll, Broker, CancellationToken, Config};
+use cauldron_broker::{run_listeners, AllowAll, Broker, CancellationToken, Config, Listener};
 use tokio::net::TcpListener;
 use tracing::info;
 
@@ -27,6 +27,9 @@ pub struct ServeArgs {
     /// Connections open at once across all listeners (Mosquitto's max_connections).
     #[arg(long, value_name = "N")]
     max_connections: Option<usize>,
+    /// Connections open at once on each listener.
+    #[arg(long, value_name = "N")]
+    listener_max_connections: Option<usize>,
     /// New connections per second accepted from one address.
     #[arg(long, value_name = "N")]
     connection_rate_per_ip: Option<u32>,
@@ -109,8 +112,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("restoring state from {}", path.display()))?;
     let mut listeners = Vec::new();
     for addr in &listen {
-        let listener = TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
-        listeners.push(listener);
+        let socket = TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
+        listeners.push(Listener { socket, max_connections: args.listener_max_connections });
     }
     let http_listener =
         TcpListener::bind(args.http).await.with_context(|| format!("binding HTTP {}", args.http))?;
@@ -119,7 +122,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let http = crate::http::Http { broker: Arc::clone(&broker), ready: Arc::clone(&ready) };
     let http_task = tokio::spawn(crate::http::serve(http_listener, http, shutdown.clone()));
     tokio::spawn(stop_on_signal(shutdown.clone(), ready));
-    run(broker, listeners, shutdown).await?;
+    run_listeners(broker, listeners, shutdown).await?;
     let _ = http_task.await;
     info!("cauldron stopped");
     Ok(())

@@ -190,3 +190,35 @@ async fn sigterm_tells_mqtt5_clients_and_exits_cleanly() {
     let Some(cauldron_proto::Packet::Disconnect(d)) = disconnect else { panic!("{disconnect:?}") };
     assert_eq!(d.reason, cauldron_proto::ReasonCode::ServerShuttingDown);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wills_are_published_and_stored_at_shutdown() {
+    let dir = data_dir("shutdown-will");
+    let broker = Cauldron::start(&dir, &["--sys-interval", "0"]).await;
+    // A persistent watcher, offline at shutdown, so the will waits for it in the store.
+    let (watcher, _) =
+        Client::connect(Options::new(&broker.addr, "watcher").clean_start(false)).await.unwrap();
+    watcher.subscribe("wills/#", QoS::AtLeastOnce).await.unwrap();
+    watcher.disconnect().await.unwrap();
+    let options =
+        Options::new(&broker.addr, "device").will("wills/device", "offline", QoS::AtLeastOnce, false);
+    let (_device, _) = Client::connect(options).await.unwrap();
+    broker.terminate().await;
+
+    let broker = Cauldron::start(&dir, &["--sys-interval", "0"]).await;
+    let (_watcher, mut messages) =
+        Client::connect(Options::new(&broker.addr, "watcher").clean_start(false)).await.unwrap();
+    let will = tokio::time::timeout(WAIT, messages.recv()).await.expect("the will was kept").unwrap();
+    assert_eq!((&will.topic[..], &will.payload[..]), ("wills/device", &b"offline"[..]));
+    broker.terminate().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_listener_connection_limit_from_the_command_line() {
+    let dir = data_dir("listener-limit");
+    let broker = Cauldron::start(&dir, &["--listener-max-connections", "1", "--sys-interval", "0"]).await;
+    let _first = accepted(&broker.addr, "first").await.expect("room for one");
+    assert!(accepted(&broker.addr, "second").await.is_none());
+    check_metrics(&broker.http, &["cauldron_connections_refused_total{reason=max_connections}=1"]).await;
+    broker.terminate().await;
+}

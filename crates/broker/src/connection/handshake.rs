@@ -155,7 +155,7 @@ pub(super) async fn accept<S: AsyncRead + AsyncWrite>(
     if keep_alive > config.max_keepalive || (limited && keep_alive == 0) {
         if !protocol.is_v5() {
             broker.metrics.refuse(Refusal::Protocol);
-            debug!(%peer, keep_alive, max = config.max_keepalive, "keep alive above max_keepalive: refused");
+            info!(%peer, keep_alive, max = config.max_keepalive, "Client refused: keep alive above max_keepalive.");
             write_and_close(writer, &refuse(ReasonCode::ClientIdentifierNotValid), protocol).await;
             return None;
         }
