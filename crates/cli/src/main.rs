@@ -12,6 +12,10 @@ struct Cli {
     /// Log format: human-readable text or one JSON object per line.
     #[arg(long, global = true, value_enum, default_value = "text")]
     log_format: LogFormat,
+    /// Log filter when RUST_LOG is not set: a level (error, warn, info, debug, trace) or
+    /// per-module directives such as `info,cauldron_broker=debug`.
+    #[arg(long, global = true, default_value = "info")]
+    log_level: String,
     #[command(subcommand)]
     command: Command,
 }
@@ -33,8 +37,12 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    // Levels come from RUST_LOG (e.g. `RUST_LOG=cauldron_broker=debug`), info by default.
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    // Levels come from RUST_LOG (e.g. `RUST_LOG=cauldron_broker=debug`), else --log-level.
+    let filter = match tracing_subscriber::EnvFilter::try_from_default_env() {
+        Ok(filter) => filter,
+        Err(_) => tracing_subscriber::EnvFilter::try_new(&cli.log_level)
+            .map_err(|e| anyhow::anyhow!("--log-level {:?}: {e}", cli.log_level))?,
+    };
     let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match cli.log_format {
         LogFormat::Json => logs.json().init(),

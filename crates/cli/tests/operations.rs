@@ -222,3 +222,18 @@ async fn per_listener_connection_limit_from_the_command_line() {
     check_metrics(&broker.http, &["cauldron_connections_refused_total{reason=max_connections}=1"]).await;
     broker.terminate().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_carry_mosquitto_style_connection_lines() {
+    let dir = data_dir("json-logs");
+    let mut broker = Cauldron::start(&dir, &["--sys-interval", "0", "--log-format", "json"]).await;
+    let (client, _) =
+        Client::connect(Options::new(&broker.addr, "logged").credentials("jane", "pw")).await.unwrap();
+    let line = broker.logged("New client connected").await;
+    assert!(line.starts_with('{') && line.ends_with('}'), "one JSON object per line: {line}");
+    assert!(line.contains("\"level\":\"INFO\""), "{line}");
+    assert!(line.contains("as logged (p2, c1, k60, u'jane')."), "{line}");
+    client.disconnect().await.unwrap();
+    assert!(broker.logged("Client logged disconnected.").await.starts_with('{'));
+    broker.terminate().await;
+}

@@ -54,8 +54,10 @@ impl Cauldron {
         let (addr, http) = tokio::time::timeout(WAIT, async {
             let (mut addr, mut http) = (None, None);
             while let Some(line) = log.recv().await {
+                // Text logs end the address at a space, JSON logs at the closing quote.
                 let after = |marker: &str| {
-                    line.split(marker).nth(1).map(|r| r.split_whitespace().next().unwrap().to_string())
+                    let rest = line.split(marker).nth(1)?;
+                    Some(rest.split(|c: char| c.is_whitespace() || c == '"').next().unwrap().to_string())
                 };
                 addr = addr.or(after("Opening listener on "));
                 http = http.or(after("HTTP listening on "));
