@@ -63,6 +63,12 @@ pub struct Config {
     pub sys_interval: u64,
     /// How often expired sessions are looked for.
     pub expiry_check_interval: Duration,
+    /// Users and password hashes (a Mosquitto password file).
+    pub password_file: Option<std::sync::Arc<crate::auth::password::PasswordFile>>,
+    /// Whether clients without a username (or with one but no password file) may connect.
+    pub allow_anonymous: bool,
+    /// Pause before answering a refused login.
+    pub auth_failure_delay: Duration,
     /// Users who may authenticate with SCRAM-SHA-256 (MQTT 5 enhanced authentication).
     pub scram_users: HashMap<String, cauldron_proto::scram::Credential>,
 }
@@ -99,6 +105,9 @@ impl Default for Config {
             sys_interval: 10,
             expiry_check_interval: Duration::from_secs(1),
             scram_users: HashMap::new(),
+            password_file: None,
+            allow_anonymous: true,
+            auth_failure_delay: Duration::from_secs(1),
         }
     }
 }

@@ -11,7 +11,7 @@
 //! # }
 //! ```
 
-mod auth;
+pub mod auth;
 pub mod authz;
 mod broker;
 pub mod config;

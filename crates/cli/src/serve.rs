@@ -8,8 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use cauldron_broker::auth::{acl::AclFile, password::PasswordFile};
 use cauldron_broker::store::{Durability, RedbStore};
-use cauldron_broker::{run_listeners, AllowAll, Broker, CancellationToken, Config, Listener};
+use cauldron_broker::{run_listeners, AllowAll, Authorizer, Broker, CancellationToken, Config, Listener};
 use tokio::net::TcpListener;
 use tracing::info;
 
@@ -24,6 +25,16 @@ pub struct ServeArgs {
     /// Address of the HTTP listener (/metrics, /healthz, /readyz).
     #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:8083")]
     http: SocketAddr,
+    /// Mosquitto password file (`$6$`, `$7$` or `$argon2id$` hashes, as mosquitto_passwd writes).
+    #[arg(long, value_name = "FILE")]
+    password_file: Option<PathBuf>,
+    /// Mosquitto ACL file; without one, every client may use every topic.
+    #[arg(long, value_name = "FILE")]
+    acl_file: Option<PathBuf>,
+    /// Whether clients without credentials may connect. Default: yes, unless a password file
+    /// is given.
+    #[arg(long, value_name = "BOOL")]
+    allow_anonymous: Option<bool>,
     /// Connections open at once across all listeners (Mosquitto's max_connections).
     #[arg(long, value_name = "N")]
     max_connections: Option<usize>,
@@ -99,6 +110,15 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if !args.listen.is_empty() {
         config.listeners = args.listen;
     }
+    // Bad files stop the start with file, line and problem: never half-configured.
+    if let Some(path) = &args.password_file {
+        config.password_file = Some(Arc::new(PasswordFile::load(path)?));
+    }
+    config.allow_anonymous = args.allow_anonymous.unwrap_or(args.password_file.is_none());
+    let authorizer: Arc<dyn Authorizer> = match &args.acl_file {
+        Some(path) => Arc::new(AclFile::load(path)?),
+        None => Arc::new(AllowAll),
+    };
     info!("cauldron {} starting", env!("CARGO_PKG_VERSION"));
     // State is loaded before any listener opens.
     std::fs::create_dir_all(&config.data_dir)
@@ -108,7 +128,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         RedbStore::open(&path).with_context(|| format!("opening the store {}", path.display()))?;
     let durability = config.durability;
     let listen = config.listeners.clone();
-    let broker = Broker::open(config, Arc::new(AllowAll), Box::new(store), snapshot, durability)
+    let broker = Broker::open(config, authorizer, Box::new(store), snapshot, durability)
         .with_context(|| format!("restoring state from {}", path.display()))?;
     let mut listeners = Vec::new();
     for addr in &listen {

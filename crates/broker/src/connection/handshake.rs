@@ -96,6 +96,15 @@ fn assign_client_id(prefix: &str) -> ByteString {
     ByteString::from(format!("{prefix}{random:016x}"))
 }
 
+/// Counts and logs a refused login, and waits a moment before answering it, which makes guessing
+/// passwords slow.
+async fn refuse_credentials(broker: &Broker, peer: SocketAddr, client_id: &ByteString, code: ReasonCode) {
+    metrics::add(&broker.metrics.auth_failures, 1);
+    broker.metrics.refuse(Refusal::Auth);
+    info!(%peer, "Client {client_id} refused: {code:?}.");
+    tokio::time::sleep(broker.config.auth_failure_delay).await;
+}
+
 /// Decides on a CONNECT, answers CONNACK, and on success attaches the session.
 pub(super) async fn accept<S: AsyncRead + AsyncWrite>(
     broker: &Arc<Broker>,
@@ -130,22 +139,29 @@ pub(super) async fn accept<S: AsyncRead + AsyncWrite>(
         connect.client_id.clone()
     };
     let mut auth_method = None;
+    let mut username = connect.username.clone();
     if protocol.is_v5() && connect.properties.authentication_method.is_some() {
         match enhanced_auth(broker, &connect, reader, writer, rbuf).await {
             Ok((user, server_final)) => {
                 debug!(%peer, user, "authenticated with {}", scram::METHOD);
+                username = Some(user.into());
                 auth_method = connect.properties.authentication_method.clone();
                 let data = auth::properties(server_final);
                 props.authentication_method = data.authentication_method;
                 props.authentication_data = data.authentication_data;
             }
             Err(code) => {
-                metrics::add(&broker.metrics.auth_failures, 1);
-                broker.metrics.refuse(Refusal::Auth);
+                refuse_credentials(broker, peer, &client_id, code).await;
                 write_and_close(writer, &refuse(code), protocol).await;
                 return None;
             }
         }
+    } else if let Err(code) =
+        auth::check_credentials(config, connect.username.as_deref(), connect.password.as_deref())
+    {
+        refuse_credentials(broker, peer, &client_id, code).await;
+        write_and_close(writer, &refuse(code), protocol).await;
+        return None;
     }
 
     // Above max_keepalive (or 0, "never", when a maximum is set): MQTT 5 clients are told the
@@ -197,7 +213,7 @@ pub(super) async fn accept<S: AsyncRead + AsyncWrite>(
     };
     drop(broker.flush_session(&session));
     session.set_online(true);
-    session.set_username(connect.username.clone());
+    session.set_username(username);
     if protocol.is_v5() {
         // Advertise only what differs from the defaults of MQTT 5.0 section 3.2.2.3.
         props.topic_alias_maximum = Some(config.topic_alias_maximum).filter(|m| *m > 0);

@@ -2,6 +2,9 @@
 //! broker's users, at CONNECT and for re-authentication on a live connection. The SCRAM steps
 //! themselves live in `cauldron_proto::scram`; this module maps them onto packets and reason codes.
 
+pub mod acl;
+pub mod password;
+
 use cauldron_proto::scram::{self, ScramError, ServerExchange};
 use cauldron_proto::{Auth, Bytes, Packet, Properties, ReasonCode};
 
@@ -54,4 +57,21 @@ pub fn complete(exchange: ServerExchange, reply: &Auth) -> Result<(String, Vec<u
     }
     let data = reply.properties.authentication_data.as_ref().map(|d| &d[..]).unwrap_or_default();
     exchange.finish(data).map_err(|e| failure(&e))
+}
+
+/// Username and password against the password file, or anonymous access. A username with no
+/// password file to check it against counts as anonymous, as in Mosquitto.
+pub fn check_credentials(
+    config: &Config,
+    username: Option<&str>,
+    password: Option<&[u8]>,
+) -> Result<(), ReasonCode> {
+    match (username, &config.password_file) {
+        (Some(user), Some(file)) => match file.check(user, password.unwrap_or_default()) {
+            true => Ok(()),
+            false => Err(ReasonCode::BadUserNameOrPassword),
+        },
+        _ if config.allow_anonymous => Ok(()),
+        _ => Err(ReasonCode::NotAuthorized),
+    }
 }

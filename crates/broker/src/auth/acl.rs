@@ -1,0 +1,267 @@
+//! Mosquitto ACL files, with Mosquitto's semantics: lines before the first `user` apply to
+//! anonymous clients; `user <name>` starts a user's section; `topic [read|write|readwrite|deny]
+//! <topic>`; `pattern ...` with `%u` and `%c` applies to everyone; deny wins over grants; once a
+//! file is set, anything it does not grant is refused.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use cauldron_proto::topic;
+
+use super::password::FileError;
+use crate::authz::{Authorizer, ClientInfo};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    Read,
+    Write,
+    ReadWrite,
+    Deny,
+}
+
+impl Access {
+    fn grants(self, wanted: Access) -> bool {
+        self == wanted || (self == Access::ReadWrite && wanted != Access::Deny)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Rule {
+    access: Access,
+    topic: String,
+}
+
+/// A parsed ACL file, used as the broker's [`Authorizer`].
+#[derive(Debug, Clone, Default)]
+pub struct AclFile {
+    anonymous: Vec<Rule>,
+    users: HashMap<String, Vec<Rule>>,
+    patterns: Vec<Rule>,
+}
+
+/// `[access] <topic>`: the access word is optional (readwrite); the topic may contain spaces.
+fn rule(rest: &str) -> Result<Rule, String> {
+    let (first, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+    let access = match first {
+        "read" => Some(Access::Read),
+        "write" => Some(Access::Write),
+        "readwrite" => Some(Access::ReadWrite),
+        "deny" => Some(Access::Deny),
+        _ => None,
+    };
+    let (access, topic) = match access {
+        Some(access) => (access, tail.trim()),
+        None => (Access::ReadWrite, rest.trim()),
+    };
+    if topic.is_empty() {
+        return Err("missing topic".into());
+    }
+    topic::validate_filter(topic).map_err(|e| format!("topic {topic:?}: {e}"))?;
+    Ok(Rule { access, topic: topic.to_string() })
+}
+
+impl AclFile {
+    pub fn load(path: &Path) -> Result<AclFile, FileError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| FileError {
+            file: file.clone(),
+            line: 0,
+            problem: e.to_string(),
+        })?;
+        AclFile::parse(&text).map_err(|(line, problem)| FileError { file, line, problem })
+    }
+
+    /// Parses ACL text; errors carry the 1-based line number.
+    pub fn parse(text: &str) -> Result<AclFile, (usize, String)> {
+        let mut acl = AclFile::default();
+        let mut user: Option<String> = None;
+        for (i, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let (keyword, rest) = line.split_once(' ').unwrap_or((line, ""));
+            let error = |problem: String| (i + 1, problem);
+            match keyword {
+                "user" if !rest.trim().is_empty() => {
+                    let name = rest.trim().to_string();
+                    acl.users.entry(name.clone()).or_default();
+                    user = Some(name);
+                }
+                "topic" => {
+                    let rule = rule(rest).map_err(error)?;
+                    match &user {
+                        Some(name) => acl.users.entry(name.clone()).or_default().push(rule),
+                        None => acl.anonymous.push(rule),
+                    }
+                }
+                "pattern" => acl.patterns.push(rule(rest).map_err(error)?),
+                _ => return Err(error(format!("unknown ACL line {line:?}"))),
+            }
+        }
+        Ok(acl)
+    }
+
+    /// The rules that apply to `client`, patterns substituted. A pattern whose `%u` or `%c`
+    /// would not be a single plain level (absent, or holding `/`, `+` or `#`) applies to no one.
+    fn rules_for<'a>(&'a self, client: &'a ClientInfo) -> impl Iterator<Item = Rule> + 'a {
+        let own = match &client.username {
+            Some(user) => self.users.get(&user[..]).map(Vec::as_slice).unwrap_or_default(),
+            None => &self.anonymous,
+        };
+        let plain = |s: &str| !s.is_empty() && !s.contains(['/', '+', '#']);
+        let username = client.username.as_deref().filter(|u| plain(u));
+        let client_id = Some(&client.client_id[..]).filter(|c| plain(c));
+        let patterns = self.patterns.iter().filter_map(move |rule| {
+            let mut topic = rule.topic.clone();
+            if topic.contains("%u") {
+                topic = topic.replace("%u", username?);
+            }
+            if topic.contains("%c") {
+                topic = topic.replace("%c", client_id?);
+            }
+            Some(Rule { access: rule.access, topic })
+        });
+        own.iter().cloned().chain(patterns)
+    }
+
+    /// Deny first, then any grant of `wanted` access.
+    fn check(&self, client: &ClientInfo, name: &str, wanted: Access) -> bool {
+        let rules: Vec<Rule> = self.rules_for(client).collect();
+        if rules.iter().any(|r| r.access == Access::Deny && topic::matches(&r.topic, name)) {
+            return false;
+        }
+        rules.iter().any(|r| r.access.grants(wanted) && topic::matches(&r.topic, name))
+    }
+}
+
+/// Whether some topic name matches both filters (an ACL rule and a subscription).
+fn intersects(a: &str, b: &str) -> bool {
+    let wildcard_first = |f: &str| f.starts_with(['+', '#']);
+    // Filters that start with a wildcard never match `$` topics [MQTT-4.7.2-1].
+    if (a.starts_with('$') && wildcard_first(b)) || (b.starts_with('$') && wildcard_first(a)) {
+        return false;
+    }
+    fn levels(a: &[&str], b: &[&str]) -> bool {
+        match (a.first(), b.first()) {
+            (Some(&"#"), _) | (_, Some(&"#")) | (None, None) => true,
+            (Some(x), Some(y)) => (*x == "+" || *y == "+" || x == y) && levels(&a[1..], &b[1..]),
+            _ => false,
+        }
+    }
+    let (a, b): (Vec<&str>, Vec<&str>) = (a.split('/').collect(), b.split('/').collect());
+    levels(&a, &b)
+}
+
+impl Authorizer for AclFile {
+    fn can_publish(&self, client: &ClientInfo, topic: &str) -> bool {
+        self.check(client, topic, Access::Write)
+    }
+
+    /// A filter is granted if some readable topic could match it; each message is then checked
+    /// on delivery, so `owntracks/+/+` yields exactly the friends the file lets one read.
+    fn can_subscribe(&self, client: &ClientInfo, filter: &str) -> bool {
+        let filter = match topic::parse_shared(filter) {
+            Some(Ok((_, inner))) => inner,
+            _ => filter,
+        };
+        self.rules_for(client).any(|r| r.access.grants(Access::Read) && intersects(&r.topic, filter))
+    }
+
+    fn can_receive(&self, client: &ClientInfo, topic: &str) -> bool {
+        self.check(client, topic, Access::Read)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client(id: &str, user: Option<&str>) -> ClientInfo {
+        ClientInfo { client_id: id.into(), username: user.map(Into::into) }
+    }
+
+    /// The OwnTracks quicksetup ACL shape (shared/reference/owntracks.md §6).
+    const OWNTRACKS: &str = "\
+# anonymous: nothing but a public topic
+topic read public/#
+
+user jane
+topic readwrite owntracks/jane/#
+topic read owntracks/+/+
+topic read owntracks/+/+/event
+topic read owntracks/+/+/info
+
+user recorder
+topic read owntracks/#
+topic write owntracks/+/+/cmd
+
+pattern write $SYS/broker/connection/%c/state
+pattern readwrite devices/%u/#
+";
+
+    #[test]
+    fn owntracks_acl() {
+        let acl = AclFile::parse(OWNTRACKS).unwrap();
+        let jane = client("phone", Some("jane"));
+        assert!(acl.can_publish(&jane, "owntracks/jane/phone"));
+        assert!(!acl.can_publish(&jane, "owntracks/bob/phone"));
+        assert!(acl.can_receive(&jane, "owntracks/bob/phone"));
+        assert!(acl.can_receive(&jane, "owntracks/bob/phone/event"));
+        assert!(!acl.can_receive(&jane, "owntracks/bob/phone/cmd"));
+        assert!(acl.can_subscribe(&jane, "owntracks/+/+"));
+        assert!(!acl.can_subscribe(&jane, "secret/#"));
+        let recorder = client("rec", Some("recorder"));
+        assert!(acl.can_receive(&recorder, "owntracks/jane/phone/waypoints"));
+        assert!(acl.can_publish(&recorder, "owntracks/jane/phone/cmd"));
+        assert!(!acl.can_publish(&recorder, "owntracks/jane/phone"));
+        // Patterns, for everyone with a username / client id.
+        assert!(acl.can_publish(&jane, "$SYS/broker/connection/phone/state"));
+        assert!(!acl.can_publish(&jane, "$SYS/broker/connection/other/state"));
+        assert!(acl.can_publish(&jane, "devices/jane/x"));
+        // Anonymous: only the lines before the first `user`.
+        let anonymous = client("anon", None);
+        assert!(acl.can_receive(&anonymous, "public/news"));
+        assert!(!acl.can_publish(&anonymous, "public/news"));
+        assert!(!acl.can_receive(&anonymous, "devices/x/y"), "%u needs a username");
+        // A user without a section has only the patterns.
+        let stranger = client("s", Some("stranger"));
+        assert!(!acl.can_receive(&stranger, "owntracks/jane/phone"));
+    }
+
+    #[test]
+    fn deny_wins_and_wildcards_do_not_reach_dollar_topics() {
+        let acl = AclFile::parse("user u\ntopic #\ntopic deny secret/#\n").unwrap();
+        let u = client("c", Some("u"));
+        assert!(acl.can_publish(&u, "a/b"));
+        assert!(!acl.can_publish(&u, "secret/x"));
+        assert!(!acl.can_receive(&u, "$SYS/broker/uptime"));
+        assert!(!acl.can_subscribe(&u, "$SYS/#"));
+    }
+
+    #[test]
+    fn substitution_must_be_a_plain_level() {
+        let acl = AclFile::parse("pattern readwrite d/%c/#\n").unwrap();
+        assert!(acl.can_publish(&client("box", None), "d/box/t"));
+        assert!(!acl.can_publish(&client("a/b", None), "d/a/b/t"), "a client id with '/' matches nothing");
+        assert!(!acl.can_publish(&client("+", None), "d/x/t"));
+    }
+
+    #[test]
+    fn filters_intersect_as_topics_would() {
+        assert!(intersects("a/+", "a/b"));
+        assert!(intersects("a/#", "a"));
+        assert!(intersects("+/b", "a/+"));
+        assert!(!intersects("a/b", "a/c"));
+        assert!(!intersects("a/b/c", "a/b"));
+        assert!(!intersects("#", "$SYS/#"));
+        assert!(intersects("$SYS/#", "$SYS/broker/+"));
+    }
+
+    #[test]
+    fn bad_lines_are_named() {
+        assert_eq!(AclFile::parse("topic read a/#\nuser\n").unwrap_err().0, 2);
+        assert_eq!(AclFile::parse("topik a\n").unwrap_err().0, 1);
+        assert!(AclFile::parse("topic read a/#/b\n").unwrap_err().1.contains("MQTT-4.7.1-1"));
+    }
+}

@@ -1,0 +1,193 @@
+//! Mosquitto password files: `username:hash` lines with `$6$` (salted SHA-512), `$7$`
+//! (PBKDF2-HMAC-SHA512, the iteration count read from the line) or `$argon2id$` hashes. A file
+//! written by `mosquitto_passwd` works unchanged; comparisons are constant-time.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine;
+use sha2::{Digest, Sha512};
+
+/// A problem with a password file, naming where it is.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}:{line}: {problem}")]
+pub struct FileError {
+    pub file: String,
+    pub line: usize,
+    pub problem: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Hash {
+    /// `$6$salt$sha512(password || salt)`.
+    Sha512 { salt: Vec<u8>, hash: Vec<u8> },
+    /// `$7$iterations$salt$pbkdf2_hmac_sha512(password, salt, iterations)`.
+    Pbkdf2 { iterations: u32, salt: Vec<u8>, hash: Vec<u8> },
+    /// The standard argon2 encoded string.
+    Argon2id(String),
+}
+
+/// The users of a password file.
+#[derive(Debug, Clone, Default)]
+pub struct PasswordFile {
+    users: HashMap<String, Hash>,
+}
+
+fn equal_in_constant_time(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn pbkdf2(password: &[u8], salt: &[u8], iterations: u32) -> Vec<u8> {
+    let mut out = vec![0u8; 64];
+    pbkdf2::pbkdf2_hmac::<Sha512>(password, salt, iterations, &mut out);
+    out
+}
+
+impl Hash {
+    fn parse(text: &str) -> Result<Hash, String> {
+        let b64 = |s: &str| BASE64.decode(s).map_err(|e| format!("bad base64 ({e})"));
+        if text.starts_with("$argon2id$") {
+            PasswordHash::new(text).map_err(|e| format!("bad argon2id hash ({e})"))?;
+            return Ok(Hash::Argon2id(text.to_string()));
+        }
+        let parts: Vec<&str> = text.split('$').collect();
+        match parts.as_slice() {
+            ["", "6", salt, hash] => Ok(Hash::Sha512 { salt: b64(salt)?, hash: b64(hash)? }),
+            ["", "7", iterations, salt, hash] => {
+                let iterations =
+                    iterations.parse().map_err(|_| format!("bad iteration count {iterations:?}"))?;
+                let salt = b64(salt)?;
+                if salt.len() != 12 && salt.len() != 64 {
+                    return Err(format!("salt of {} bytes; Mosquitto writes 12 or 64", salt.len()));
+                }
+                Ok(Hash::Pbkdf2 { iterations, salt, hash: b64(hash)? })
+            }
+            _ => Err("not a $6$, $7$ or $argon2id$ hash".into()),
+        }
+    }
+
+    fn verify(&self, password: &[u8]) -> bool {
+        match self {
+            Hash::Sha512 { salt, hash } => {
+                let digest = Sha512::new().chain_update(password).chain_update(salt).finalize();
+                equal_in_constant_time(&digest, hash)
+            }
+            Hash::Pbkdf2 { iterations, salt, hash } => {
+                equal_in_constant_time(&pbkdf2(password, salt, *iterations), hash)
+            }
+            // The argon2 crate compares in constant time itself.
+            Hash::Argon2id(encoded) => PasswordHash::new(encoded)
+                .is_ok_and(|parsed| argon2::Argon2::default().verify_password(password, &parsed).is_ok()),
+        }
+    }
+}
+
+impl PasswordFile {
+    /// Reads a password file; the first bad line is an error naming file and line.
+    pub fn load(path: &Path) -> Result<PasswordFile, FileError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| FileError {
+            file: file.clone(),
+            line: 0,
+            problem: e.to_string(),
+        })?;
+        PasswordFile::parse(&text).map_err(|(line, problem)| FileError { file, line, problem })
+    }
+
+    /// Parses password file text; errors carry the 1-based line number.
+    pub fn parse(text: &str) -> Result<PasswordFile, (usize, String)> {
+        let mut users = HashMap::new();
+        for (i, line) in text.lines().enumerate() {
+            let line = line.trim_end_matches('\r');
+            if line.trim().is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let (user, hash) = line.split_once(':').ok_or((i + 1, "expected username:hash".to_string()))?;
+            let hash = Hash::parse(hash).map_err(|problem| (i + 1, format!("user {user:?}: {problem}")))?;
+            users.insert(user.to_string(), hash);
+        }
+        Ok(PasswordFile { users })
+    }
+
+    /// Whether `password` is right for `username`. Unknown users cost a hash too, so timing does
+    /// not tell which users exist.
+    pub fn check(&self, username: &str, password: &[u8]) -> bool {
+        match self.users.get(username) {
+            Some(hash) => hash.verify(password),
+            None => {
+                let _ = pbkdf2(password, b"unknown user", 101);
+                false
+            }
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.users.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.users.is_empty()
+    }
+}
+
+/// An argon2id hash with Mosquitto 2.1's parameters (t=1, m=47104 KiB, p=1).
+pub fn hash_argon2id(password: &[u8]) -> Result<String, String> {
+    let mut salt = [0u8; 16];
+    getrandom::fill(&mut salt).map_err(|e| e.to_string())?;
+    let salt = SaltString::encode_b64(&salt).map_err(|e| e.to_string())?;
+    let params = argon2::Params::new(47104, 1, 1, None).map_err(|e| e.to_string())?;
+    let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+    Ok(argon.hash_password(password, &salt).map_err(|e| e.to_string())?.to_string())
+}
+
+/// A `$7$` hash as Mosquitto 2.0 writes it (12-byte salt), with `iterations` rounds.
+pub fn hash_pbkdf2(password: &[u8], iterations: u32) -> Result<String, String> {
+    let mut salt = [0u8; 12];
+    getrandom::fill(&mut salt).map_err(|e| e.to_string())?;
+    let hash = pbkdf2(password, &salt, iterations);
+    Ok(format!("$7${iterations}${}${}", BASE64.encode(salt), BASE64.encode(hash)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Lines written by Debian's `mosquitto_passwd` 2.0.11 (`-b`, password "s3cret" / "hunter2").
+    const MOSQUITTO_2_0: &str = "alice:$7$101$smU9hGMr56F5a15e$/xk8ytfxqyceSHmO84ryKqs23A0kbY+NM2cDS4hX8LvX2/Al+KmpMwd136wr26TK5944//jVKlUBZC07u3AsLQ==\n\
+bob:$7$101$PKYtOCvUgVAmO8TE$o17d0s0O8lrPtj73YbkA1S5lEMROHUCa0AoU4MysaMcFvu+LPIxiSnWWldROYFaGGiJR9yTWSCge+/yucGfDDg==\n";
+
+    #[test]
+    fn mosquitto_passwd_files_verify() {
+        let file = PasswordFile::parse(MOSQUITTO_2_0).unwrap();
+        assert_eq!(file.len(), 2);
+        assert!(file.check("alice", b"s3cret"));
+        assert!(file.check("bob", b"hunter2"));
+        assert!(!file.check("alice", b"hunter2"));
+        assert!(!file.check("carol", b"s3cret"));
+    }
+
+    #[test]
+    fn sha512_and_argon2id_and_our_own_hashes() {
+        let salt = b"0123456789ab";
+        let digest = Sha512::new().chain_update(b"pw").chain_update(salt).finalize();
+        let line = format!("old:$6${}${}\n", BASE64.encode(salt), BASE64.encode(digest));
+        let argon = hash_argon2id(b"pw2").unwrap();
+        let pbkdf = hash_pbkdf2(b"pw3", 1000).unwrap();
+        let text = format!("{line}# a comment\n\nnew:{argon}\nmid:{pbkdf}\n");
+        let file = PasswordFile::parse(&text).unwrap();
+        assert!(file.check("old", b"pw") && !file.check("old", b"pw2"));
+        assert!(file.check("new", b"pw2") && !file.check("new", b"pw"));
+        assert!(file.check("mid", b"pw3"));
+        assert!(argon.starts_with("$argon2id$v=19$m=47104,t=1,p=1$"));
+    }
+
+    #[test]
+    fn bad_lines_name_their_line() {
+        assert_eq!(PasswordFile::parse("a:$7$101$x$y\n").unwrap_err().0, 1);
+        let (line, problem) = PasswordFile::parse("ok:$6$YQ==$YQ==\nnocolon\n").unwrap_err();
+        assert_eq!((line, problem.as_str()), (2, "expected username:hash"));
+        assert!(PasswordFile::parse("p:plaintext\n").unwrap_err().1.contains("not a $6$"));
+    }
+}
