@@ -2,6 +2,7 @@
 
 mod bench;
 mod http;
+mod passwd;
 mod serve;
 
 use clap::{Parser, Subcommand};
@@ -30,6 +31,8 @@ enum LogFormat {
 enum Command {
     /// Run the broker.
     Serve(serve::ServeArgs),
+    /// Manage a Mosquitto password file (mosquitto_passwd's flags).
+    Passwd(passwd::PasswdArgs),
     /// Generate load against a broker and measure it.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -52,5 +55,6 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => runtime.block_on(serve::serve(args)),
         Command::Bench(command) => runtime.block_on(bench::run(command)),
+        Command::Passwd(args) => passwd::run(args),
     }
 }

@@ -132,6 +132,14 @@ impl PasswordFile {
     }
 }
 
+/// A `$6$` hash (salted SHA-512), the format of Mosquitto 1.6 and earlier.
+pub fn hash_sha512(password: &[u8]) -> Result<String, String> {
+    let mut salt = [0u8; 12];
+    getrandom::fill(&mut salt).map_err(|e| e.to_string())?;
+    let digest = Sha512::new().chain_update(password).chain_update(salt).finalize();
+    Ok(format!("$6${}${}", BASE64.encode(salt), BASE64.encode(digest)))
+}
+
 /// An argon2id hash with Mosquitto 2.1's parameters (t=1, m=47104 KiB, p=1).
 pub fn hash_argon2id(password: &[u8]) -> Result<String, String> {
     let mut salt = [0u8; 16];
