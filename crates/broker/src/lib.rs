@@ -25,6 +25,7 @@ mod server;
 mod session;
 pub mod store;
 mod sys;
+pub mod tls;
 
 pub use authz::{AllowAll, Authorizer, ClientInfo};
 pub use broker::{Broker, Stats};

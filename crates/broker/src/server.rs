@@ -11,20 +11,23 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::broker::Broker;
-use crate::connection;
+use crate::connection::{self, CertIdentity};
 use crate::limits::{admit, RateLimiter};
 use crate::metrics::Refusal;
+use crate::tls::Tls;
 
 /// A bound listener with its own limits.
 pub struct Listener {
     pub socket: TcpListener,
     /// Connections this listener accepts at once (`None`: only the broker-wide limit).
     pub max_connections: Option<usize>,
+    /// TLS, if this listener speaks it.
+    pub tls: Option<Arc<Tls>>,
 }
 
 impl From<TcpListener> for Listener {
     fn from(socket: TcpListener) -> Listener {
-        Listener { socket, max_connections: None }
+        Listener { socket, max_connections: None, tls: None }
     }
 }
 
@@ -57,6 +60,33 @@ pub async fn run_listeners(
     // Connections are closed: commit what they left pending.
     let _ = tokio::task::spawn_blocking(move || broker.close_store()).await;
     Ok(())
+}
+
+/// The TLS handshake (bounded by the connect timeout), then MQTT over it.
+async fn serve_tls(
+    broker: Arc<Broker>,
+    tls: Arc<Tls>,
+    stream: tokio::net::TcpStream,
+    peer: std::net::SocketAddr,
+    shutdown: CancellationToken,
+) {
+    let handshake = tokio::time::timeout(broker.config.connect_timeout, tls.acceptor.accept(stream)).await;
+    let stream = match handshake {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => {
+            info!(%peer, error = %e, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            info!(%peer, "TLS handshake timed out");
+            return;
+        }
+    };
+    let identity = match tls.names_clients() {
+        true => CertIdentity::Named(tls.username(stream.get_ref().1.peer_certificates())),
+        false => CertIdentity::NotUsed,
+    };
+    connection::serve(broker, stream, peer, identity, shutdown).await;
 }
 
 /// Ends sessions whose expiry interval ran out while their client was away.
@@ -106,7 +136,19 @@ async fn accept_loop(broker: Arc<Broker>, listener: Listener, shutdown: Cancella
                 }
                 // Small packets are the norm: don't let Nagle hold them back.
                 let _ = stream.set_nodelay(true);
-                connections.spawn(connection::serve(Arc::clone(&broker), stream, peer, shutdown.clone()));
+                let (broker, shutdown) = (Arc::clone(&broker), shutdown.clone());
+                match &listener.tls {
+                    None => connections.spawn(connection::serve(
+                        broker,
+                        stream,
+                        peer,
+                        CertIdentity::NotUsed,
+                        shutdown,
+                    )),
+                    Some(tls) => {
+                        connections.spawn(serve_tls(broker, Arc::clone(tls), stream, peer, shutdown))
+                    }
+                };
             }
             Err(e) => {
                 // Usually out of file descriptors: wait, rather than spin, for some to close.

@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::Context;
 use cauldron_broker::auth::{acl::AclFile, password::PasswordFile};
 use cauldron_broker::store::{Durability, RedbStore};
+use cauldron_broker::tls::{Tls, TlsSettings, TlsVersions};
 use cauldron_broker::{run_listeners, AllowAll, Authorizer, Broker, CancellationToken, Config, Listener};
 use tokio::net::TcpListener;
 use tracing::info;
@@ -22,6 +23,30 @@ pub struct ServeArgs {
     /// Address to accept MQTT on; repeat for several. Default 127.0.0.1:1883.
     #[arg(long = "listen", value_name = "ADDR:PORT")]
     listen: Vec<SocketAddr>,
+    /// Address to accept MQTT over TLS on; repeat for several. Needs --certfile and --keyfile.
+    #[arg(long = "tls-listen", value_name = "ADDR:PORT")]
+    tls_listen: Vec<SocketAddr>,
+    /// PEM server certificate (chain) for the TLS listeners.
+    #[arg(long, value_name = "FILE")]
+    certfile: Option<PathBuf>,
+    /// PEM private key for the TLS listeners.
+    #[arg(long, value_name = "FILE")]
+    keyfile: Option<PathBuf>,
+    /// PEM CA certificates that client certificates must chain to.
+    #[arg(long, value_name = "FILE")]
+    cafile: Option<PathBuf>,
+    /// Refuse TLS clients without a valid certificate.
+    #[arg(long)]
+    require_certificate: bool,
+    /// Use the client certificate's Common Name as the user name (no password checked).
+    #[arg(long)]
+    use_identity_as_username: bool,
+    /// Use the client certificate's whole subject as the user name.
+    #[arg(long)]
+    use_subject_as_username: bool,
+    /// Offer only this TLS version (tlsv1.2 or tlsv1.3); default both.
+    #[arg(long, value_name = "VERSION", value_parser = ["tlsv1.2", "tlsv1.3"])]
+    tls_version: Option<String>,
     /// Address of the HTTP listener (/metrics, /healthz, /readyz).
     #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:8083")]
     http: SocketAddr,
@@ -133,7 +158,34 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut listeners = Vec::new();
     for addr in &listen {
         let socket = TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
-        listeners.push(Listener { socket, max_connections: args.listener_max_connections });
+        listeners.push(Listener { socket, max_connections: args.listener_max_connections, tls: None });
+    }
+    if !args.tls_listen.is_empty() {
+        let (Some(certfile), Some(keyfile)) = (args.certfile.clone(), args.keyfile.clone()) else {
+            anyhow::bail!("--tls-listen needs --certfile and --keyfile");
+        };
+        let settings = TlsSettings {
+            certfile,
+            keyfile,
+            cafile: args.cafile.clone(),
+            require_certificate: args.require_certificate,
+            use_identity_as_username: args.use_identity_as_username,
+            use_subject_as_username: args.use_subject_as_username,
+            versions: match args.tls_version.as_deref() {
+                Some("tlsv1.2") => TlsVersions::Tls12,
+                Some("tlsv1.3") => TlsVersions::Tls13,
+                _ => TlsVersions::Both,
+            },
+        };
+        let tls = Arc::new(Tls::load(settings)?);
+        for addr in &args.tls_listen {
+            let socket = TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
+            listeners.push(Listener {
+                socket,
+                max_connections: args.listener_max_connections,
+                tls: Some(Arc::clone(&tls)),
+            });
+        }
     }
     let http_listener =
         TcpListener::bind(args.http).await.with_context(|| format!("binding HTTP {}", args.http))?;

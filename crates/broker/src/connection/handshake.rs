@@ -20,7 +20,7 @@ use crate::broker::Broker;
 use crate::metrics::{self, Refusal};
 use crate::session::next_connection_id;
 
-use super::Connection;
+use super::{CertIdentity, Connection};
 
 /// Reads until one whole packet is there, which must be CONNECT [MQTT-3.1.0-1].
 pub(super) async fn read_connect<R: AsyncRead + Unpin>(
@@ -110,6 +110,7 @@ pub(super) async fn accept<S: AsyncRead + AsyncWrite>(
     broker: &Arc<Broker>,
     connect: Connect,
     peer: SocketAddr,
+    identity: CertIdentity,
     reader: &mut ReadHalf<S>,
     writer: &mut WriteHalf<S>,
     rbuf: &mut BytesMut,
@@ -156,6 +157,14 @@ pub(super) async fn accept<S: AsyncRead + AsyncWrite>(
                 return None;
             }
         }
+    } else if let CertIdentity::Named(name) = identity {
+        // The certificate is the credential; without one there is nobody to be.
+        let Some(name) = name else {
+            refuse_credentials(broker, peer, &client_id, ReasonCode::NotAuthorized).await;
+            write_and_close(writer, &refuse(ReasonCode::NotAuthorized), protocol).await;
+            return None;
+        };
+        username = Some(name.into());
     } else if let Err(code) =
         auth::check_credentials(config, connect.username.as_deref(), connect.password.as_deref())
     {

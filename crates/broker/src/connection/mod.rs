@@ -74,8 +74,22 @@ impl From<DecodeError> for Violation {
 }
 
 /// Serves one client connection until it ends. Never panics on client input.
-pub async fn serve<S>(broker: Arc<Broker>, stream: S, peer: SocketAddr, shutdown: CancellationToken)
-where
+/// How a TLS listener names its client by certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CertIdentity {
+    /// The listener does not: CONNECT's user name and password count.
+    NotUsed,
+    /// The listener does: this is the user name (`None`: the client showed no certificate).
+    Named(Option<String>),
+}
+
+pub async fn serve<S>(
+    broker: Arc<Broker>,
+    stream: S,
+    peer: SocketAddr,
+    identity: CertIdentity,
+    shutdown: CancellationToken,
+) where
     S: AsyncRead + AsyncWrite + Send + Unpin,
 {
     broker.metrics.connected();
@@ -87,7 +101,9 @@ where
     match first {
         Ok(Ok(connect)) => {
             broker.metrics.packet_in(PacketType::Connect as u8);
-            if let Some(conn) = accept(&broker, *connect, peer, &mut reader, &mut writer, &mut rbuf).await {
+            if let Some(conn) =
+                accept(&broker, *connect, peer, identity, &mut reader, &mut writer, &mut rbuf).await
+            {
                 conn.run(reader, writer, rbuf, shutdown).await;
             }
         }

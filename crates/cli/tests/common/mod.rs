@@ -16,6 +16,8 @@ pub struct Cauldron {
     pub addr: String,
     /// The HTTP listener (`/metrics`, `/healthz`, `/readyz`).
     pub http: String,
+    /// Every MQTT listener, in the order opened (plain ones first, then TLS).
+    pub listeners: Vec<String>,
     /// What the broker logged, line by line, as it arrives.
     pub log: tokio::sync::mpsc::UnboundedReceiver<String>,
     /// Lines already read while starting.
@@ -51,6 +53,7 @@ impl Cauldron {
         // The listener is bound to port 0: learn the real address from the log.
         // Both listeners are bound to port 0: learn the real addresses from the log.
         let mut early = Vec::new();
+        let expected = 1 + extra.iter().filter(|a| **a == "--tls-listen").count();
         let (addr, http) = tokio::time::timeout(WAIT, async {
             let (mut addr, mut http) = (None, None);
             while let Some(line) = log.recv().await {
@@ -62,7 +65,8 @@ impl Cauldron {
                 addr = addr.or(after("Opening listener on "));
                 http = http.or(after("HTTP listening on "));
                 early.push(line);
-                if let (Some(addr), Some(http)) = (&addr, &http) {
+                let opened = early.iter().filter(|l| l.contains("Opening listener on ")).count();
+                if let (Some(addr), Some(http), true) = (&addr, &http, opened >= expected) {
                     return (addr.clone(), http.clone());
                 }
             }
@@ -70,7 +74,12 @@ impl Cauldron {
         })
         .await
         .expect("cauldron listens");
-        Cauldron { child, addr, http, log, early }
+        let listeners = early
+            .iter()
+            .filter_map(|l| l.split("Opening listener on ").nth(1))
+            .map(|rest| rest.split(|c: char| c.is_whitespace() || c == '"').next().unwrap().to_string())
+            .collect();
+        Cauldron { child, addr, http, listeners, log, early }
     }
 
     /// kill -9: no chance to commit or say goodbye.

@@ -1,0 +1,144 @@
+//! TLS listeners with certificates made by the test (rcgen), driven by Mosquitto's clients.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::*;
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+
+struct Pki {
+    ca: PathBuf,
+    server_cert: PathBuf,
+    server_key: PathBuf,
+    client_cert: PathBuf,
+    client_key: PathBuf,
+}
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate for "jane".
+fn pki(dir: &Path) -> Pki {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(DnType::CommonName, "cauldron test CA");
+    let ca_key = KeyPair::generate().unwrap();
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let write = |name: &str, pem: String| {
+        let path = dir.join(name);
+        std::fs::write(&path, pem).unwrap();
+        path
+    };
+    let server_key = KeyPair::generate().unwrap();
+    let server = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
+    let server_cert = server.signed_by(&server_key, &issuer).unwrap();
+    let client_key = KeyPair::generate().unwrap();
+    let mut client = CertificateParams::new(Vec::<String>::new()).unwrap();
+    client.distinguished_name.push(DnType::CommonName, "jane");
+    let client_cert = client.signed_by(&client_key, &issuer).unwrap();
+    Pki {
+        ca: write("ca.pem", ca_cert.pem()),
+        server_cert: write("server.pem", server_cert.pem()),
+        server_key: write("server.key", server_key.serialize_pem()),
+        client_cert: write("client.pem", client_cert.pem()),
+        client_key: write("client.key", client_key.serialize_pem()),
+    }
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+async fn mosquitto(program: &str, args: &[&str]) -> std::process::Output {
+    let child = tokio::process::Command::new(program).args(args).kill_on_drop(true).output();
+    tokio::time::timeout(WAIT, child).await.expect("in time").expect("mosquitto clients are installed")
+}
+
+/// Publishes one retained message and reads it back, both over TLS with the given extra flags.
+async fn round_trip(port: &str, tls: &[&str], topic: &str) -> (bool, String) {
+    let mut publish = vec!["-h", "127.0.0.1", "-p", port, "-t", topic, "-m", "over tls", "-r", "-q", "1"];
+    publish.extend_from_slice(tls);
+    let out = mosquitto("mosquitto_pub", &publish).await;
+    if !out.status.success() {
+        return (false, String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    let mut subscribe = vec!["-h", "127.0.0.1", "-p", port, "-t", topic, "-C", "1", "-W", "5"];
+    subscribe.extend_from_slice(tls);
+    let out = mosquitto("mosquitto_sub", &subscribe).await;
+    // mosquitto_sub exits 0 when every subscription is refused, so success means the message.
+    let received = String::from_utf8_lossy(&out.stdout).into_owned();
+    (out.status.success() && received.trim() == "over tls", received)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_1_2_and_1_3_with_a_test_ca() {
+    let dir = data_dir("tls");
+    let pki = pki(&dir.join("pki"));
+    let args = [
+        "--tls-listen",
+        "127.0.0.1:0",
+        "--certfile",
+        path(&pki.server_cert),
+        "--keyfile",
+        path(&pki.server_key),
+    ];
+    let broker = Cauldron::start(&dir, &args).await;
+    let port = broker.listeners[1].rsplit(':').next().unwrap().to_string();
+    for version in ["tlsv1.2", "tlsv1.3"] {
+        let (ok, out) =
+            round_trip(&port, &["--cafile", path(&pki.ca), "--tls-version", version], "tls/t").await;
+        assert!(ok && out.trim() == "over tls", "{version}: {out}");
+    }
+    // A client that does not trust our CA gets no session.
+    let (ok, _) = round_trip(&port, &["--cafile", "/etc/ssl/certs/ca-certificates.crt"], "tls/x").await;
+    assert!(!ok);
+    broker.terminate().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_certificates_name_the_user_for_the_acl() {
+    let dir = data_dir("tls-identity");
+    let pki = pki(&dir.join("pki"));
+    let acl = dir.join("acl");
+    std::fs::write(&acl, "user jane\ntopic readwrite owntracks/jane/#\n").unwrap();
+    let args = [
+        "--tls-listen",
+        "127.0.0.1:0",
+        "--certfile",
+        path(&pki.server_cert),
+        "--keyfile",
+        path(&pki.server_key),
+        "--cafile",
+        path(&pki.ca),
+        "--require-certificate",
+        "--use-identity-as-username",
+        "--acl-file",
+        path(&acl),
+    ];
+    let broker = Cauldron::start(&dir, &args).await;
+    let port = broker.listeners[1].rsplit(':').next().unwrap().to_string();
+    let with_cert =
+        ["--cafile", path(&pki.ca), "--cert", path(&pki.client_cert), "--key", path(&pki.client_key)];
+    let (ok, out) = round_trip(&port, &with_cert, "owntracks/jane/phone").await;
+    assert!(ok && out.trim() == "over tls", "CN=jane may use her topics: {out}");
+    let (ok, out) = round_trip(&port, &with_cert, "owntracks/bob/phone").await;
+    assert!(!ok, "and nobody else's: {out}");
+    let (ok, _) = round_trip(&port, &["--cafile", path(&pki.ca)], "owntracks/jane/phone").await;
+    assert!(!ok, "no certificate, no connection");
+    broker.terminate().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_key_file_stops_the_start_and_names_it() {
+    let dir = data_dir("tls-bad");
+    let pki = pki(&dir.join("pki"));
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_cauldron"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--tls-listen", "127.0.0.1:0"])
+        .args(["--certfile", path(&pki.server_cert), "--keyfile", "/nonexistent/server.key", "--data-dir"])
+        .arg(&dir)
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/server.key"));
+}
