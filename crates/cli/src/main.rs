@@ -30,7 +30,7 @@ enum LogFormat {
 #[derive(Subcommand)]
 enum Command {
     /// Run the broker.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Manage a Mosquitto password file (mosquitto_passwd's flags).
     Passwd(passwd::PasswdArgs),
     /// Generate load against a broker and measure it.
@@ -53,7 +53,7 @@ fn main() -> anyhow::Result<()> {
     }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match cli.command {
-        Command::Serve(args) => runtime.block_on(serve::serve(args)),
+        Command::Serve(args) => runtime.block_on(serve::serve(*args)),
         Command::Bench(command) => runtime.block_on(bench::run(command)),
         Command::Passwd(args) => passwd::run(args),
     }
