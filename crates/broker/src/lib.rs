@@ -26,6 +26,7 @@ mod session;
 pub mod store;
 mod sys;
 pub mod tls;
+mod ws;
 
 pub use authz::{AllowAll, Authorizer, ClientInfo};
 pub use broker::{Broker, Stats};

@@ -15,6 +15,7 @@ use crate::connection::{self, CertIdentity};
 use crate::limits::{admit, RateLimiter};
 use crate::metrics::Refusal;
 use crate::tls::Tls;
+use crate::ws;
 
 /// A bound listener with its own limits.
 pub struct Listener {
@@ -23,11 +24,13 @@ pub struct Listener {
     pub max_connections: Option<usize>,
     /// TLS, if this listener speaks it.
     pub tls: Option<Arc<Tls>>,
+    /// MQTT over WebSocket on this HTTP path (e.g. `/mqtt`), instead of bare MQTT.
+    pub websocket: Option<String>,
 }
 
 impl From<TcpListener> for Listener {
     fn from(socket: TcpListener) -> Listener {
-        Listener { socket, max_connections: None, tls: None }
+        Listener { socket, max_connections: None, tls: None, websocket: None }
     }
 }
 
@@ -67,6 +70,7 @@ async fn serve_tls(
     broker: Arc<Broker>,
     tls: Arc<Tls>,
     stream: tokio::net::TcpStream,
+    websocket: Option<String>,
     peer: std::net::SocketAddr,
     shutdown: CancellationToken,
 ) {
@@ -86,7 +90,28 @@ async fn serve_tls(
         true => CertIdentity::Named(tls.username(stream.get_ref().1.peer_certificates())),
         false => CertIdentity::NotUsed,
     };
-    connection::serve(broker, stream, peer, identity, shutdown).await;
+    serve_stream(broker, stream, websocket, peer, identity, shutdown).await;
+}
+
+/// MQTT on a (possibly TLS) stream, first upgrading it to WebSocket on listeners that say so.
+async fn serve_stream<S>(
+    broker: Arc<Broker>,
+    stream: S,
+    websocket: Option<String>,
+    peer: std::net::SocketAddr,
+    identity: CertIdentity,
+    shutdown: CancellationToken,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin,
+{
+    let Some(path) = websocket else {
+        return connection::serve(broker, stream, peer, identity, shutdown).await;
+    };
+    match tokio::time::timeout(broker.config.connect_timeout, ws::accept(stream, &path)).await {
+        Ok(Ok(ws)) => connection::serve(broker, ws, peer, identity, shutdown).await,
+        Ok(Err(e)) => info!(%peer, error = %e, "WebSocket handshake failed"),
+        Err(_) => info!(%peer, "WebSocket handshake timed out"),
+    }
 }
 
 /// Ends sessions whose expiry interval ran out while their client was away.
@@ -136,17 +161,19 @@ async fn accept_loop(broker: Arc<Broker>, listener: Listener, shutdown: Cancella
                 }
                 // Small packets are the norm: don't let Nagle hold them back.
                 let _ = stream.set_nodelay(true);
-                let (broker, shutdown) = (Arc::clone(&broker), shutdown.clone());
+                let (broker, shutdown, path) =
+                    (Arc::clone(&broker), shutdown.clone(), listener.websocket.clone());
                 match &listener.tls {
-                    None => connections.spawn(connection::serve(
+                    None => connections.spawn(serve_stream(
                         broker,
                         stream,
+                        path,
                         peer,
                         CertIdentity::NotUsed,
                         shutdown,
                     )),
                     Some(tls) => {
-                        connections.spawn(serve_tls(broker, Arc::clone(tls), stream, peer, shutdown))
+                        connections.spawn(serve_tls(broker, Arc::clone(tls), stream, path, peer, shutdown))
                     }
                 };
             }

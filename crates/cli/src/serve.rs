@@ -26,6 +26,15 @@ pub struct ServeArgs {
     /// Address to accept MQTT over TLS on; repeat for several. Needs --certfile and --keyfile.
     #[arg(long = "tls-listen", value_name = "ADDR:PORT")]
     tls_listen: Vec<SocketAddr>,
+    /// Address to accept MQTT over WebSocket on; repeat for several.
+    #[arg(long = "ws-listen", value_name = "ADDR:PORT")]
+    ws_listen: Vec<SocketAddr>,
+    /// Address to accept MQTT over WebSocket over TLS on; repeat for several.
+    #[arg(long = "wss-listen", value_name = "ADDR:PORT")]
+    wss_listen: Vec<SocketAddr>,
+    /// HTTP path of the WebSocket listeners.
+    #[arg(long, value_name = "PATH", default_value = "/mqtt")]
+    ws_path: String,
     /// PEM server certificate (chain) for the TLS listeners.
     #[arg(long, value_name = "FILE")]
     certfile: Option<PathBuf>,
@@ -155,35 +164,44 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let listen = config.listeners.clone();
     let broker = Broker::open(config, authorizer, Box::new(store), snapshot, durability)
         .with_context(|| format!("restoring state from {}", path.display()))?;
+    let tls = match args.tls_listen.is_empty() && args.wss_listen.is_empty() {
+        true => None,
+        false => {
+            let (Some(certfile), Some(keyfile)) = (args.certfile.clone(), args.keyfile.clone()) else {
+                anyhow::bail!("--tls-listen and --wss-listen need --certfile and --keyfile");
+            };
+            let settings = TlsSettings {
+                certfile,
+                keyfile,
+                cafile: args.cafile.clone(),
+                require_certificate: args.require_certificate,
+                use_identity_as_username: args.use_identity_as_username,
+                use_subject_as_username: args.use_subject_as_username,
+                versions: match args.tls_version.as_deref() {
+                    Some("tlsv1.2") => TlsVersions::Tls12,
+                    Some("tlsv1.3") => TlsVersions::Tls13,
+                    _ => TlsVersions::Both,
+                },
+            };
+            Some(Arc::new(Tls::load(settings)?))
+        }
+    };
+    // Plain, TLS, WebSocket and WebSocket over TLS listeners, in that order.
+    let kinds = [
+        (&listen, false, false),
+        (&args.tls_listen, true, false),
+        (&args.ws_listen, false, true),
+        (&args.wss_listen, true, true),
+    ];
     let mut listeners = Vec::new();
-    for addr in &listen {
-        let socket = TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
-        listeners.push(Listener { socket, max_connections: args.listener_max_connections, tls: None });
-    }
-    if !args.tls_listen.is_empty() {
-        let (Some(certfile), Some(keyfile)) = (args.certfile.clone(), args.keyfile.clone()) else {
-            anyhow::bail!("--tls-listen needs --certfile and --keyfile");
-        };
-        let settings = TlsSettings {
-            certfile,
-            keyfile,
-            cafile: args.cafile.clone(),
-            require_certificate: args.require_certificate,
-            use_identity_as_username: args.use_identity_as_username,
-            use_subject_as_username: args.use_subject_as_username,
-            versions: match args.tls_version.as_deref() {
-                Some("tlsv1.2") => TlsVersions::Tls12,
-                Some("tlsv1.3") => TlsVersions::Tls13,
-                _ => TlsVersions::Both,
-            },
-        };
-        let tls = Arc::new(Tls::load(settings)?);
-        for addr in &args.tls_listen {
+    for (addrs, secure, websocket) in kinds {
+        for addr in addrs {
             let socket = TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
             listeners.push(Listener {
                 socket,
                 max_connections: args.listener_max_connections,
-                tls: Some(Arc::clone(&tls)),
+                tls: if secure { tls.clone() } else { None },
+                websocket: websocket.then(|| args.ws_path.clone()),
             });
         }
     }

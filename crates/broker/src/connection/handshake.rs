@@ -67,6 +67,7 @@ async fn enhanced_auth<S: AsyncRead + AsyncWrite>(
     let mut buf = BytesMut::new();
     challenge.encode(Protocol::V5, &mut buf).map_err(|_| ReasonCode::UnspecifiedError)?;
     writer.write_all(&buf).await.map_err(|_| ReasonCode::UnspecifiedError)?;
+    writer.flush().await.map_err(|_| ReasonCode::UnspecifiedError)?;
     let reply =
         tokio::time::timeout(broker.config.connect_timeout, read_packet(broker, reader, rbuf, Protocol::V5))
             .await
@@ -85,7 +86,11 @@ pub(super) async fn write_and_close<W: AsyncWrite + Unpin>(
 ) {
     let mut buf = BytesMut::new();
     if packet.encode(protocol, &mut buf).is_ok() {
-        let _ = tokio::time::timeout(Duration::from_secs(1), writer.write_all(&buf)).await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            writer.write_all(&buf).await?;
+            writer.flush().await
+        })
+        .await;
     }
     let _ = writer.shutdown().await;
 }

@@ -190,7 +190,12 @@ impl Connection {
                 written = writer.write_buf(&mut self.wbuf), if !self.wbuf.is_empty() => match written {
                     Ok(n) if n > 0 => {
                         metrics::add(&self.broker.metrics.bytes_sent, n as u64);
-                        None
+                        // Framed transports (WebSocket) hold writes until flushed; for TCP and
+                        // TLS this only pushes out what is already on its way.
+                        match self.wbuf.is_empty() && writer.flush().await.is_err() {
+                            true => Some(Exit::Closed),
+                            false => None,
+                        }
                     }
                     _ => Some(Exit::Closed),
                 },
@@ -358,6 +363,7 @@ impl Connection {
         if !matches!(exit, Exit::Closed) {
             let _ = tokio::time::timeout(Duration::from_secs(1), async {
                 let _ = writer.write_all(&self.wbuf).await;
+                let _ = writer.flush().await;
                 let _ = writer.shutdown().await;
             })
             .await;

@@ -53,7 +53,7 @@ impl Cauldron {
         // The listener is bound to port 0: learn the real address from the log.
         // Both listeners are bound to port 0: learn the real addresses from the log.
         let mut early = Vec::new();
-        let expected = 1 + extra.iter().filter(|a| **a == "--tls-listen").count();
+        let expected = 1 + extra.iter().filter(|a| a.ends_with("-listen")).count();
         let (addr, http) = tokio::time::timeout(WAIT, async {
             let (mut addr, mut http) = (None, None);
             while let Some(line) = log.recv().await {

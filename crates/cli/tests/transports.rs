@@ -142,3 +142,48 @@ async fn a_missing_key_file_stops_the_start_and_names_it() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/server.key"));
 }
+
+async fn paho_ws(port: &str, path: &str, cafile: Option<&Path>) -> std::process::Output {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/paho_ws.py");
+    let mut command = tokio::process::Command::new("python3");
+    command.args([script, port, path]);
+    if let Some(ca) = cafile {
+        command.arg(ca);
+    }
+    tokio::time::timeout(WAIT, command.output()).await.expect("in time").unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_and_websocket_over_tls_with_paho() {
+    let dir = data_dir("ws");
+    let pki = pki(&dir.join("pki"));
+    let args = [
+        "--ws-listen",
+        "127.0.0.1:0",
+        "--wss-listen",
+        "127.0.0.1:0",
+        "--certfile",
+        path(&pki.server_cert),
+        "--keyfile",
+        path(&pki.server_key),
+    ];
+    let broker = Cauldron::start(&dir, &args).await;
+    let port = |i: usize| broker.listeners[i].rsplit(':').next().unwrap().to_string();
+    let out = paho_ws(&port(1), "/mqtt", None).await;
+    assert!(
+        out.status.success(),
+        "ws: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = paho_ws(&port(2), "/mqtt", Some(&pki.ca)).await;
+    assert!(
+        out.status.success(),
+        "wss: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = paho_ws(&port(1), "/elsewhere", None).await;
+    assert!(!out.status.success(), "only the configured path upgrades");
+    broker.terminate().await;
+}
