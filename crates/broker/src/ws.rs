@@ -15,6 +15,8 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
 /// Accepts the WebSocket upgrade on `path`, choosing the `mqtt` subprotocol when offered.
+// The refusal type is tungstenite's (an HTTP response), so its size is not ours to choose.
+#[allow(clippy::result_large_err)]
 pub async fn accept<S>(stream: S, path: &str) -> Result<WsStream<S>, tokio_tungstenite::tungstenite::Error>
 where
     S: AsyncRead + AsyncWrite + Unpin,
