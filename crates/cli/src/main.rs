@@ -1,6 +1,7 @@
 //! `cauldron`: the MQTT broker and its tools in one binary.
 
 mod bench;
+mod config_check;
 mod http;
 mod passwd;
 mod serve;
@@ -31,6 +32,9 @@ enum LogFormat {
 enum Command {
     /// Run the broker.
     Serve(Box<serve::ServeArgs>),
+    /// Check a configuration file and print what would run.
+    #[command(subcommand)]
+    Config(config_check::ConfigCommand),
     /// Manage a Mosquitto password file (mosquitto_passwd's flags).
     Passwd(passwd::PasswdArgs),
     /// Generate load against a broker and measure it.
@@ -38,7 +42,18 @@ enum Command {
     Bench(bench::BenchCommand),
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // One line naming the problem (and, for files, where it is), not a backtrace.
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // Levels come from RUST_LOG (e.g. `RUST_LOG=cauldron_broker=debug`), else --log-level.
     let filter = match tracing_subscriber::EnvFilter::try_from_default_env() {
@@ -56,5 +71,6 @@ fn main() -> anyhow::Result<()> {
         Command::Serve(args) => runtime.block_on(serve::serve(*args)),
         Command::Bench(command) => runtime.block_on(bench::run(command)),
         Command::Passwd(args) => passwd::run(args),
+        Command::Config(command) => config_check::run(command),
     }
 }

@@ -9,17 +9,22 @@ use std::time::Duration;
 
 use anyhow::Context;
 use cauldron_broker::auth::{acl::AclFile, password::PasswordFile};
+use cauldron_broker::config::{mosquitto, ListenerSpec, Setup};
 use cauldron_broker::store::{Durability, RedbStore};
 use cauldron_broker::tls::{Tls, TlsSettings, TlsVersions};
 use cauldron_broker::{run_listeners, AllowAll, Authorizer, Broker, CancellationToken, Config, Listener};
 use tokio::net::TcpListener;
-use tracing::info;
+use tracing::{info, warn};
 
 /// The store file inside the data directory.
 const STORE_FILE: &str = "cauldron.redb";
 
 #[derive(clap::Args)]
 pub struct ServeArgs {
+    /// Read a Mosquitto 2.x configuration file as it is (listeners, auth files, TLS, limits).
+    /// It replaces the listener, auth and limit flags; --http and --relaxed-commit-ms still apply.
+    #[arg(long, value_name = "FILE")]
+    mosquitto_conf: Option<PathBuf>,
     /// Address to accept MQTT on; repeat for several. Default 127.0.0.1:1883.
     #[arg(long = "listen", value_name = "ADDR:PORT")]
     listen: Vec<SocketAddr>,
@@ -120,39 +125,106 @@ pub struct ServeArgs {
     persistent_client_expiration: Option<u64>,
 }
 
-pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let mut config = Config {
-        data_dir: args.data_dir,
-        max_queued_messages: args.max_queued_messages,
-        max_queued_bytes: args.max_queued_bytes,
-        queue_qos0_messages: args.queue_qos0_messages,
-        drop_oldest: args.drop_oldest,
-        max_inflight_messages: args.max_inflight_messages.max(1),
-        persistent_client_expiration: args.persistent_client_expiration.map(Duration::from_secs),
-        max_connections: args.max_connections,
-        connection_rate_per_ip: args.connection_rate_per_ip,
-        max_keepalive: args.max_keepalive,
-        max_packet_size: args.max_packet_size.unwrap_or(Config::default().max_packet_size),
-        sys_interval: args.sys_interval,
-        memory_ceiling: args.memory_ceiling,
-        durability: match args.relaxed_commit_ms {
-            Some(ms) => Durability::Relaxed { interval: Duration::from_millis(ms) },
-            None => Durability::Sync,
-        },
-        ..Config::default()
-    };
-    if !args.listen.is_empty() {
-        config.listeners = args.listen;
+impl ServeArgs {
+    /// The setup the flags describe (when no mosquitto.conf is given).
+    fn setup(&self) -> anyhow::Result<Setup> {
+        let mut config = Config {
+            data_dir: self.data_dir.clone(),
+            max_queued_messages: self.max_queued_messages,
+            max_queued_bytes: self.max_queued_bytes,
+            queue_qos0_messages: self.queue_qos0_messages,
+            drop_oldest: self.drop_oldest,
+            max_inflight_messages: self.max_inflight_messages.max(1),
+            persistent_client_expiration: self.persistent_client_expiration.map(Duration::from_secs),
+            max_connections: self.max_connections,
+            connection_rate_per_ip: self.connection_rate_per_ip,
+            max_keepalive: self.max_keepalive,
+            max_packet_size: self.max_packet_size.unwrap_or(Config::default().max_packet_size),
+            sys_interval: self.sys_interval,
+            memory_ceiling: self.memory_ceiling,
+            ..Config::default()
+        };
+        config.allow_anonymous = self.allow_anonymous.unwrap_or(self.password_file.is_none());
+        let tls = (!self.tls_listen.is_empty() || !self.wss_listen.is_empty()).then(|| TlsSettings {
+            certfile: self.certfile.clone().unwrap_or_default(),
+            keyfile: self.keyfile.clone().unwrap_or_default(),
+            cafile: self.cafile.clone(),
+            require_certificate: self.require_certificate,
+            use_identity_as_username: self.use_identity_as_username,
+            use_subject_as_username: self.use_subject_as_username,
+            versions: match self.tls_version.as_deref() {
+                Some("tlsv1.2") => TlsVersions::Tls12,
+                Some("tlsv1.3") => TlsVersions::Tls13,
+                _ => TlsVersions::Both,
+            },
+        });
+        if tls.as_ref().is_some_and(|t| t.certfile.as_os_str().is_empty() || t.keyfile.as_os_str().is_empty())
+        {
+            anyhow::bail!("--tls-listen and --wss-listen need --certfile and --keyfile");
+        }
+        let default_listen = [Config::default().listeners[0]];
+        let plain: &[SocketAddr] = if self.listen.is_empty() { &default_listen } else { &self.listen };
+        // Plain, TLS, WebSocket and WebSocket over TLS listeners, in that order.
+        let kinds = [
+            (plain, false, false),
+            (&self.tls_listen[..], true, false),
+            (&self.ws_listen[..], false, true),
+            (&self.wss_listen[..], true, true),
+        ];
+        let listeners = kinds
+            .into_iter()
+            .flat_map(|(addrs, secure, websocket)| addrs.iter().map(move |addr| (*addr, secure, websocket)))
+            .map(|(addr, secure, websocket)| ListenerSpec {
+                addr: Some(addr),
+                max_connections: self.listener_max_connections,
+                tls: if secure { tls.clone() } else { None },
+                websocket: websocket.then(|| self.ws_path.clone()),
+            })
+            .collect();
+        Ok(Setup {
+            config,
+            listeners,
+            password_file: self.password_file.clone(),
+            acl_file: self.acl_file.clone(),
+            warnings: Vec::new(),
+        })
     }
+}
+
+/// Reads and checks everything a start needs; any problem stops here, naming its file.
+pub fn load_setup(args: &ServeArgs) -> anyhow::Result<Setup> {
+    let mut setup = match &args.mosquitto_conf {
+        Some(path) => mosquitto::read(path)?,
+        None => args.setup()?,
+    };
+    setup.config.durability = match args.relaxed_commit_ms {
+        Some(ms) => Durability::Relaxed { interval: Duration::from_millis(ms) },
+        None => Durability::Sync,
+    };
+    Ok(setup)
+}
+
+pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let setup = load_setup(&args)?;
+    for warning in &setup.warnings {
+        warn!("{warning}");
+    }
+    let Setup { mut config, listeners: specs, password_file, acl_file, .. } = setup;
     // Bad files stop the start with file, line and problem: never half-configured.
-    if let Some(path) = &args.password_file {
+    if let Some(path) = &password_file {
         config.password_file = Some(Arc::new(PasswordFile::load(path)?));
     }
-    config.allow_anonymous = args.allow_anonymous.unwrap_or(args.password_file.is_none());
-    let authorizer: Arc<dyn Authorizer> = match &args.acl_file {
+    let authorizer: Arc<dyn Authorizer> = match &acl_file {
         Some(path) => Arc::new(AclFile::load(path)?),
         None => Arc::new(AllowAll),
     };
+    let mut tls = Vec::new();
+    for spec in &specs {
+        tls.push(match &spec.tls {
+            Some(settings) => Some(Arc::new(Tls::load(settings.clone())?)),
+            None => None,
+        });
+    }
     info!("cauldron {} starting", env!("CARGO_PKG_VERSION"));
     // State is loaded before any listener opens.
     std::fs::create_dir_all(&config.data_dir)
@@ -161,49 +233,18 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let (store, snapshot, _quarantined) =
         RedbStore::open(&path).with_context(|| format!("opening the store {}", path.display()))?;
     let durability = config.durability;
-    let listen = config.listeners.clone();
     let broker = Broker::open(config, authorizer, Box::new(store), snapshot, durability)
         .with_context(|| format!("restoring state from {}", path.display()))?;
-    let tls = match args.tls_listen.is_empty() && args.wss_listen.is_empty() {
-        true => None,
-        false => {
-            let (Some(certfile), Some(keyfile)) = (args.certfile.clone(), args.keyfile.clone()) else {
-                anyhow::bail!("--tls-listen and --wss-listen need --certfile and --keyfile");
-            };
-            let settings = TlsSettings {
-                certfile,
-                keyfile,
-                cafile: args.cafile.clone(),
-                require_certificate: args.require_certificate,
-                use_identity_as_username: args.use_identity_as_username,
-                use_subject_as_username: args.use_subject_as_username,
-                versions: match args.tls_version.as_deref() {
-                    Some("tlsv1.2") => TlsVersions::Tls12,
-                    Some("tlsv1.3") => TlsVersions::Tls13,
-                    _ => TlsVersions::Both,
-                },
-            };
-            Some(Arc::new(Tls::load(settings)?))
-        }
-    };
-    // Plain, TLS, WebSocket and WebSocket over TLS listeners, in that order.
-    let kinds = [
-        (&listen, false, false),
-        (&args.tls_listen, true, false),
-        (&args.ws_listen, false, true),
-        (&args.wss_listen, true, true),
-    ];
     let mut listeners = Vec::new();
-    for (addrs, secure, websocket) in kinds {
-        for addr in addrs {
-            let socket = TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
-            listeners.push(Listener {
-                socket,
-                max_connections: args.listener_max_connections,
-                tls: if secure { tls.clone() } else { None },
-                websocket: websocket.then(|| args.ws_path.clone()),
-            });
-        }
+    for (spec, tls) in specs.into_iter().zip(tls) {
+        let addr = spec.addr.unwrap_or_else(|| Config::default().listeners[0]);
+        let socket = TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
+        listeners.push(Listener {
+            socket,
+            max_connections: spec.max_connections,
+            tls,
+            websocket: spec.websocket,
+        });
     }
     let http_listener =
         TcpListener::bind(args.http).await.with_context(|| format!("binding HTTP {}", args.http))?;

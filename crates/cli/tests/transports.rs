@@ -2,48 +2,9 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use common::*;
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
-
-struct Pki {
-    ca: PathBuf,
-    server_cert: PathBuf,
-    server_key: PathBuf,
-    client_cert: PathBuf,
-    client_key: PathBuf,
-}
-
-/// A CA, a server certificate for 127.0.0.1 and a client certificate for "jane".
-fn pki(dir: &Path) -> Pki {
-    std::fs::create_dir_all(dir).unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.distinguished_name.push(DnType::CommonName, "cauldron test CA");
-    let ca_key = KeyPair::generate().unwrap();
-    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::new(ca_params, ca_key);
-    let write = |name: &str, pem: String| {
-        let path = dir.join(name);
-        std::fs::write(&path, pem).unwrap();
-        path
-    };
-    let server_key = KeyPair::generate().unwrap();
-    let server = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
-    let server_cert = server.signed_by(&server_key, &issuer).unwrap();
-    let client_key = KeyPair::generate().unwrap();
-    let mut client = CertificateParams::new(Vec::<String>::new()).unwrap();
-    client.distinguished_name.push(DnType::CommonName, "jane");
-    let client_cert = client.signed_by(&client_key, &issuer).unwrap();
-    Pki {
-        ca: write("ca.pem", ca_cert.pem()),
-        server_cert: write("server.pem", server_cert.pem()),
-        server_key: write("server.key", server_key.serialize_pem()),
-        client_cert: write("client.pem", client_cert.pem()),
-        client_key: write("client.key", client_key.serialize_pem()),
-    }
-}
 
 fn path(p: &Path) -> &str {
     p.to_str().unwrap()

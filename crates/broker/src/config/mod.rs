@@ -1,4 +1,10 @@
-//! The broker's typed configuration, with defaults in code (Mosquitto's where it has one).
+//! The broker's typed configuration, with defaults in code (Mosquitto's where it has one), and
+//! the readers that produce it.
+
+pub mod mosquitto;
+mod setup;
+
+pub use setup::{ListenerSpec, Setup};
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

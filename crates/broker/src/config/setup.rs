@@ -1,0 +1,85 @@
+//! Everything `cauldron serve` needs to start, whichever way it was described (flags or a
+//! mosquitto.conf): the broker `Config`, the listeners, and the auth files.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use super::Config;
+use crate::tls::TlsSettings;
+
+/// One listener to open.
+#[derive(Debug, Clone, Default)]
+pub struct ListenerSpec {
+    pub addr: Option<SocketAddr>,
+    pub max_connections: Option<usize>,
+    pub tls: Option<TlsSettings>,
+    /// `Some(path)`: MQTT over WebSocket on that path.
+    pub websocket: Option<String>,
+}
+
+/// A complete, checked description of a broker to run.
+#[derive(Debug, Clone, Default)]
+pub struct Setup {
+    pub config: Config,
+    pub listeners: Vec<ListenerSpec>,
+    pub password_file: Option<PathBuf>,
+    pub acl_file: Option<PathBuf>,
+    /// Settings that were read but that cauldron does not act on, one line each.
+    pub warnings: Vec<String>,
+}
+
+impl Setup {
+    /// A readable summary of what would run, for `cauldron config check`.
+    pub fn describe(&self) -> String {
+        let mut out = String::new();
+        for l in &self.listeners {
+            let kind = match (&l.tls, &l.websocket) {
+                (None, None) => "mqtt".to_string(),
+                (Some(_), None) => "mqtt+tls".to_string(),
+                (None, Some(path)) => format!("websocket {path}"),
+                (Some(_), Some(path)) => format!("websocket+tls {path}"),
+            };
+            let addr = l.addr.map(|a| a.to_string()).unwrap_or_default();
+            let limit = l.max_connections.map(|m| format!(", max {m} connections")).unwrap_or_default();
+            out.push_str(&format!("listener {addr} ({kind}{limit})\n"));
+            if let Some(tls) = &l.tls {
+                out.push_str(&format!(
+                    "  certfile {}, keyfile {}, cafile {}, require_certificate {}, use_identity_as_username {}\n",
+                    tls.certfile.display(),
+                    tls.keyfile.display(),
+                    tls.cafile.as_ref().map(|c| c.display().to_string()).unwrap_or_else(|| "-".into()),
+                    tls.require_certificate,
+                    tls.use_identity_as_username,
+                ));
+            }
+        }
+        let c = &self.config;
+        out.push_str(&format!("allow_anonymous {}\n", c.allow_anonymous));
+        if let Some(p) = &self.password_file {
+            out.push_str(&format!("password_file {}\n", p.display()));
+        }
+        if let Some(p) = &self.acl_file {
+            out.push_str(&format!("acl_file {}\n", p.display()));
+        }
+        out.push_str(&format!(
+            "data_dir {}\nmax_inflight_messages {}\nmax_queued_messages {}\nmax_queued_bytes {}\nqueue_qos0_messages {}\n\
+             max_packet_size {}\nmax_keepalive {}\nmax_connections {}\nsys_interval {}\nretain_available {}\n\
+             persistent_client_expiration {}\n",
+            c.data_dir.display(),
+            c.max_inflight_messages,
+            c.max_queued_messages,
+            c.max_queued_bytes,
+            c.queue_qos0_messages,
+            c.max_packet_size,
+            c.max_keepalive,
+            c.max_connections.map(|m| m.to_string()).unwrap_or_else(|| "unlimited".into()),
+            c.sys_interval,
+            c.retain_available,
+            c.persistent_client_expiration.map(|d| format!("{}s", d.as_secs())).unwrap_or_else(|| "never".into()),
+        ));
+        for warning in &self.warnings {
+            out.push_str(&format!("warning: {warning}\n"));
+        }
+        out
+    }
+}

@@ -1,0 +1,127 @@
+//! A Mosquitto configuration in the OwnTracks quicksetup shape (passwords, ACL, a TLS listener,
+//! a WebSocket listener) runs unchanged under `--mosquitto-conf`.
+
+mod common;
+
+use common::*;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn owntracks_style_mosquitto_conf_with_tls_and_websocket_clients() {
+    let dir = data_dir("mosquitto-conf");
+    let pki = pki(&dir.join("pki"));
+    let bin = env!("CARGO_BIN_EXE_cauldron");
+    let passwords = dir.join("passwd");
+    for (i, (user, pw)) in [("jane", "jane-pw"), ("bob", "bob-pw")].into_iter().enumerate() {
+        let mut cmd = std::process::Command::new(bin);
+        cmd.args(["passwd", "-b", "-H", "sha512-pbkdf2"]);
+        if i == 0 {
+            cmd.arg("-c");
+        }
+        assert!(cmd.arg(&passwords).args([user, pw]).status().unwrap().success());
+    }
+    std::fs::write(
+        dir.join("acl"),
+        "user jane\ntopic readwrite owntracks/jane/#\ntopic read owntracks/+/+\n\n\
+         user bob\ntopic readwrite owntracks/bob/#\ntopic read owntracks/+/+\n",
+    )
+    .unwrap();
+    let (plain, tls, ws) = (free_port(), free_port(), free_port());
+    let conf = dir.join("mosquitto.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "# written like the OwnTracks quicksetup's owntracks.conf\n\
+             pid_file /run/mosquitto/mosquitto.pid\npersistence true\npersistence_location {data}\n\
+             log_dest topic\nallow_anonymous false\npassword_file passwd\nacl_file acl\n\
+             max_inflight_messages 20\nmax_queued_messages 9000\n\n\
+             listener {plain} 127.0.0.1\n\n\
+             listener {tls} 127.0.0.1\ncafile pki/ca.pem\ncertfile pki/server.pem\nkeyfile pki/server.key\n\n\
+             listener {ws} 127.0.0.1\nprotocol websockets\n",
+            data = dir.join("data").display()
+        ),
+    )
+    .unwrap();
+
+    let check = std::process::Command::new(bin).args(["config", "check"]).arg(&conf).output().unwrap();
+    let report = String::from_utf8_lossy(&check.stdout);
+    assert!(check.status.success(), "{report}{}", String::from_utf8_lossy(&check.stderr));
+    assert!(report.contains(&format!("listener 127.0.0.1:{tls} (mqtt+tls)")), "{report}");
+    assert!(
+        report.contains("password file")
+            && report.contains("2 users")
+            && report.contains("warning: log_dest"),
+        "{report}"
+    );
+
+    let conf_arg = conf.display().to_string();
+    let broker = Cauldron::start(&dir, &["--mosquitto-conf", &conf_arg]).await;
+    // Jane over TLS with her password: her own location is hers to publish.
+    let out = tokio::process::Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &tls.to_string(), "--cafile"])
+        .arg(&pki.ca)
+        .args([
+            "-u",
+            "jane",
+            "-P",
+            "jane-pw",
+            "-t",
+            "owntracks/jane/phone",
+            "-m",
+            "{\"_type\":\"location\"}",
+            "-r",
+            "-q",
+            "1",
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // Bob over WebSocket with paho, reading his own topic.
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/paho_ws.py");
+    let out = tokio::process::Command::new("python3")
+        .args([script, &ws.to_string(), "/mqtt", "-", "bob", "bob-pw", "owntracks/bob/phone"])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Bob sees Jane's retained location as a friend.
+    let out = tokio::process::Command::new("mosquitto_sub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &plain.to_string(),
+            "-u",
+            "bob",
+            "-P",
+            "bob-pw",
+            "-t",
+            "owntracks/+/+",
+            "-C",
+            "1",
+            "-W",
+            "5",
+            "-v",
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "owntracks/jane/phone {\"_type\":\"location\"}");
+    // Anonymous clients are refused once listeners are configured.
+    let out = tokio::process::Command::new("mosquitto_sub")
+        .args(["-h", "127.0.0.1", "-p", &plain.to_string(), "-t", "x", "-C", "1", "-W", "3"])
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    broker.terminate().await;
+}
