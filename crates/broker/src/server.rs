@@ -74,7 +74,7 @@ async fn serve_tls(
     peer: std::net::SocketAddr,
     shutdown: CancellationToken,
 ) {
-    let handshake = tokio::time::timeout(broker.config.connect_timeout, tls.acceptor.accept(stream)).await;
+    let handshake = tokio::time::timeout(broker.config.connect_timeout, tls.acceptor().accept(stream)).await;
     let stream = match handshake {
         Ok(Ok(stream)) => stream,
         Ok(Err(e)) => {

@@ -50,15 +50,34 @@ fn file_error(path: &std::path::Path, problem: impl std::fmt::Display) -> TlsErr
     TlsError::File { file: path.display().to_string(), problem: problem.to_string() }
 }
 
-/// A listener's TLS: the acceptor and how to name its clients.
+/// A listener's TLS: the acceptor and how to name its clients. The acceptor can be rebuilt
+/// from the same files while the broker runs (SIGHUP after a certificate renewal); handshakes
+/// already done keep their session.
 pub struct Tls {
-    pub acceptor: TlsAcceptor,
+    acceptor: std::sync::RwLock<TlsAcceptor>,
     pub settings: TlsSettings,
 }
 
 impl Tls {
     /// Loads the files and builds the rustls configuration; every problem names its file.
     pub fn load(settings: TlsSettings) -> Result<Tls, TlsError> {
+        let acceptor = Tls::acceptor_for(&settings)?;
+        Ok(Tls { acceptor: std::sync::RwLock::new(acceptor), settings })
+    }
+
+    /// Reads the files again; on error the acceptor in use stays.
+    pub fn reload(&self) -> Result<(), TlsError> {
+        let acceptor = Tls::acceptor_for(&self.settings)?;
+        *self.acceptor.write().unwrap_or_else(|e| e.into_inner()) = acceptor;
+        Ok(())
+    }
+
+    /// The acceptor for the next handshake.
+    pub fn acceptor(&self) -> TlsAcceptor {
+        self.acceptor.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn acceptor_for(settings: &TlsSettings) -> Result<TlsAcceptor, TlsError> {
         let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&settings.certfile)
             .map_err(|e| file_error(&settings.certfile, e))?
             .collect::<Result<_, _>>()
@@ -97,7 +116,7 @@ impl Tls {
             None => builder.with_no_client_auth(),
         };
         let config = builder.with_single_cert(certs, key).map_err(|e| file_error(&settings.keyfile, e))?;
-        Ok(Tls { acceptor: TlsAcceptor::from(Arc::new(config)), settings })
+        Ok(TlsAcceptor::from(Arc::new(config)))
     }
 
     /// The user name the client certificate stands for, if the listener takes it from there.

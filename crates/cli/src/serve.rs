@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use cauldron_broker::auth::{acl::AclFile, password::PasswordFile};
+use cauldron_broker::auth::acl::{AclFile, ReloadableAcl};
+use cauldron_broker::auth::password::{PasswordFile, Passwords};
 use cauldron_broker::config::{mosquitto, ListenerSpec, Setup};
 use cauldron_broker::store::{Durability, RedbStore};
 use cauldron_broker::tls::{Tls, TlsSettings, TlsVersions};
@@ -212,10 +213,15 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let Setup { mut config, listeners: specs, password_file, acl_file, .. } = setup;
     // Bad files stop the start with file, line and problem: never half-configured.
     if let Some(path) = &password_file {
-        config.password_file = Some(Arc::new(PasswordFile::load(path)?));
+        config.password_file = Arc::new(Passwords::new(Some(PasswordFile::load(path)?)));
     }
-    let authorizer: Arc<dyn Authorizer> = match &acl_file {
-        Some(path) => Arc::new(AclFile::load(path)?),
+    let passwords = Arc::clone(&config.password_file);
+    let acl = match &acl_file {
+        Some(path) => Some(Arc::new(ReloadableAcl::new(AclFile::load(path)?))),
+        None => None,
+    };
+    let authorizer: Arc<dyn Authorizer> = match &acl {
+        Some(acl) => Arc::clone(acl) as Arc<dyn Authorizer>,
         None => Arc::new(AllowAll),
     };
     let mut tls = Vec::new();
@@ -253,10 +259,52 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let http = crate::http::Http { broker: Arc::clone(&broker), ready: Arc::clone(&ready) };
     let http_task = tokio::spawn(crate::http::serve(http_listener, http, shutdown.clone()));
     tokio::spawn(stop_on_signal(shutdown.clone(), ready));
+    let reloadable = Reloadable {
+        password_file: password_file.map(|path| (path, passwords)),
+        acl: acl_file.zip(acl),
+        tls: listeners.iter().filter_map(|l| l.tls.clone()).collect(),
+    };
+    tokio::spawn(reload_on_hangup(reloadable));
     run_listeners(broker, listeners, shutdown).await?;
     let _ = http_task.await;
     info!("cauldron stopped");
     Ok(())
+}
+
+/// What SIGHUP reloads: the password file, the ACL file, TLS certificates and keys.
+struct Reloadable {
+    password_file: Option<(PathBuf, Arc<Passwords>)>,
+    acl: Option<(PathBuf, Arc<ReloadableAcl>)>,
+    tls: Vec<Arc<Tls>>,
+}
+
+/// On SIGHUP, reads the files again without dropping any connection (a certificate renewal is
+/// the common case). A file that fails to load is reported and the one in use stays.
+async fn reload_on_hangup(reloadable: Reloadable) {
+    let Ok(mut hangup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+        return;
+    };
+    while hangup.recv().await.is_some() {
+        info!("SIGHUP: reloading password file, ACL file and certificates");
+        if let Some((path, passwords)) = &reloadable.password_file {
+            match PasswordFile::load(path) {
+                Ok(file) => passwords.replace(file),
+                Err(e) => warn!("password file not reloaded: {e}"),
+            }
+        }
+        if let Some((path, acl)) = &reloadable.acl {
+            match AclFile::load(path) {
+                Ok(file) => acl.replace(file),
+                Err(e) => warn!("ACL file not reloaded: {e}"),
+            }
+        }
+        for tls in &reloadable.tls {
+            if let Err(e) = tls.reload() {
+                warn!("certificates not reloaded: {e}");
+            }
+        }
+        info!("reload done");
+    }
 }
 
 async fn stop_on_signal(shutdown: CancellationToken, ready: Arc<AtomicBool>) {

@@ -123,3 +123,47 @@ async fn a_bad_file_line_stops_the_start_and_names_file_and_line() {
     assert!(stderr.contains(&format!("{}:3:", acl.display())), "{stderr}");
     assert!(stderr.contains("MQTT-4.7.1-1"), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_passwords_and_acl_without_dropping_connections() {
+    let dir = data_dir("reload");
+    std::fs::create_dir_all(&dir).unwrap();
+    let passwords = dir.join("passwords");
+    mosquitto_passwd(&passwords, "jane", "janes-secret", true);
+    let acl = dir.join("acl");
+    std::fs::write(&acl, "user jane\ntopic read news/#\n").unwrap();
+    let (p, a) = (passwords.display().to_string(), acl.display().to_string());
+    let mut broker =
+        Cauldron::start(&dir, &["--password-file", &p, "--acl-file", &a, "--sys-interval", "0"]).await;
+    let (jane, mut janes) =
+        Client::connect(Options::new(&broker.addr, "jane").credentials("jane", "janes-secret"))
+            .await
+            .unwrap();
+    jane.subscribe("news/#", QoS::AtMostOnce).await.unwrap();
+    assert!(matches!(
+        refused(Options::new(&broker.addr, "bob").credentials("bob", "bobs-secret")).await,
+        ReasonCode::BadUserNameOrPassword
+    ));
+
+    // Bob joins, Jane loses her news; one SIGHUP applies both.
+    mosquitto_passwd(&passwords, "bob", "bobs-secret", false);
+    std::fs::write(&acl, "user jane\ntopic read weather/#\n\nuser bob\ntopic write news/#\n").unwrap();
+    broker.hangup().await;
+    let (bob, _) = Client::connect(Options::new(&broker.addr, "bob").credentials("bob", "bobs-secret"))
+        .await
+        .expect("bob after reload");
+    bob.publish("news/today", "reloaded", QoS::AtLeastOnce, false).await.unwrap();
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), janes.recv()).await.is_err(),
+        "the new ACL applies to Jane's connection"
+    );
+    jane.publish("still/connected", "yes", QoS::AtLeastOnce, false)
+        .await
+        .expect("Jane's connection survived the reload");
+
+    // A broken file on reload is reported and the one in use stays.
+    std::fs::write(&acl, "topic read a/#/b\n").unwrap();
+    broker.hangup().await;
+    bob.publish("news/later", "x", QoS::AtLeastOnce, false).await.unwrap();
+    broker.terminate().await;
+}

@@ -148,3 +148,31 @@ async fn websocket_and_websocket_over_tls_with_paho() {
     assert!(!out.status.success(), "only the configured path upgrades");
     broker.terminate().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_renewed_certificates() {
+    let dir = data_dir("tls-reload");
+    let first = pki(&dir.join("pki"));
+    let args = [
+        "--tls-listen",
+        "127.0.0.1:0",
+        "--certfile",
+        path(&first.server_cert),
+        "--keyfile",
+        path(&first.server_key),
+    ];
+    let mut broker = Cauldron::start(&dir, &args).await;
+    let port = broker.listeners[1].rsplit(':').next().unwrap().to_string();
+    let old_ca = dir.join("old-ca.pem");
+    std::fs::copy(&first.ca, &old_ca).unwrap();
+    assert!(round_trip(&port, &["--cafile", path(&old_ca)], "r/1").await.0);
+    // "Renewal": new certificates from a new CA in the same files.
+    let renewed = pki(&dir.join("pki"));
+    broker.hangup().await;
+    assert!(
+        round_trip(&port, &["--cafile", path(&renewed.ca)], "r/2").await.0,
+        "the renewed certificate is served"
+    );
+    assert!(!round_trip(&port, &["--cafile", path(&old_ca)], "r/3").await.0, "the old one is gone");
+    broker.terminate().await;
+}

@@ -135,6 +135,39 @@ impl AclFile {
     }
 }
 
+/// An ACL file that can be swapped while the broker runs (SIGHUP). Each check reads the file in
+/// force at that moment, so a reload applies to connected clients' next messages too.
+#[derive(Debug)]
+pub struct ReloadableAcl {
+    current: std::sync::RwLock<std::sync::Arc<AclFile>>,
+}
+
+impl ReloadableAcl {
+    pub fn new(acl: AclFile) -> ReloadableAcl {
+        ReloadableAcl { current: std::sync::RwLock::new(std::sync::Arc::new(acl)) }
+    }
+
+    pub fn replace(&self, acl: AclFile) {
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = std::sync::Arc::new(acl);
+    }
+
+    fn get(&self) -> std::sync::Arc<AclFile> {
+        self.current.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+impl Authorizer for ReloadableAcl {
+    fn can_publish(&self, client: &ClientInfo, topic: &str) -> bool {
+        self.get().can_publish(client, topic)
+    }
+    fn can_subscribe(&self, client: &ClientInfo, filter: &str) -> bool {
+        self.get().can_subscribe(client, filter)
+    }
+    fn can_receive(&self, client: &ClientInfo, topic: &str) -> bool {
+        self.get().can_receive(client, topic)
+    }
+}
+
 /// Whether some topic name matches both filters (an ACL rule and a subscription).
 fn intersects(a: &str, b: &str) -> bool {
     let wildcard_first = |f: &str| f.starts_with(['+', '#']);

@@ -66,7 +66,7 @@ pub fn check_credentials(
     username: Option<&str>,
     password: Option<&[u8]>,
 ) -> Result<(), ReasonCode> {
-    match (username, &config.password_file) {
+    match (username, config.password_file.current()) {
         (Some(user), Some(file)) => match file.check(user, password.unwrap_or_default()) {
             true => Ok(()),
             false => Err(ReasonCode::BadUserNameOrPassword),

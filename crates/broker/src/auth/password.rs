@@ -199,3 +199,24 @@ bob:$7$101$PKYtOCvUgVAmO8TE$o17d0s0O8lrPtj73YbkA1S5lEMROHUCa0AoU4MysaMcFvu+LPIxi
         assert!(PasswordFile::parse("p:plaintext\n").unwrap_err().1.contains("not a $6$"));
     }
 }
+
+/// A password file that can be swapped while the broker runs (SIGHUP): logins read the current
+/// one; connected clients are not affected.
+#[derive(Debug, Default)]
+pub struct Passwords {
+    current: std::sync::RwLock<Option<std::sync::Arc<PasswordFile>>>,
+}
+
+impl Passwords {
+    pub fn new(file: Option<PasswordFile>) -> Passwords {
+        Passwords { current: std::sync::RwLock::new(file.map(std::sync::Arc::new)) }
+    }
+
+    pub fn current(&self) -> Option<std::sync::Arc<PasswordFile>> {
+        self.current.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn replace(&self, file: PasswordFile) {
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Some(std::sync::Arc::new(file));
+    }
+}

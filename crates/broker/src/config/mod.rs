@@ -70,7 +70,7 @@ pub struct Config {
     /// How often expired sessions are looked for.
     pub expiry_check_interval: Duration,
     /// Users and password hashes (a Mosquitto password file).
-    pub password_file: Option<std::sync::Arc<crate::auth::password::PasswordFile>>,
+    pub password_file: std::sync::Arc<crate::auth::password::Passwords>,
     /// Whether clients without a username (or with one but no password file) may connect.
     pub allow_anonymous: bool,
     /// Pause before answering a refused login.
@@ -111,7 +111,7 @@ impl Default for Config {
             sys_interval: 10,
             expiry_check_interval: Duration::from_secs(1),
             scram_users: HashMap::new(),
-            password_file: None,
+            password_file: Default::default(),
             allow_anonymous: true,
             auth_failure_delay: Duration::from_secs(1),
         }

@@ -98,6 +98,13 @@ impl Cauldron {
         assert!(status.success(), "clean exit, got {status}");
     }
 
+    /// SIGHUP: reload password file, ACL file and certificates; returns once the reload is logged.
+    pub async fn hangup(&mut self) {
+        let pid = self.child.id().unwrap().to_string();
+        Command::new("kill").args(["-HUP", &pid]).status().await.unwrap();
+        self.logged("reload done").await;
+    }
+
     /// Waits for a log line containing `text` and returns it.
     pub async fn logged(&mut self, text: &str) -> String {
         if let Some(line) = self.early.iter().find(|l| l.contains(text)) {
