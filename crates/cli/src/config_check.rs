@@ -9,7 +9,7 @@ use cauldron_broker::tls::Tls;
 
 #[derive(clap::Subcommand)]
 pub enum ConfigCommand {
-    /// Check a mosquitto.conf and print what cauldron would run from it.
+    /// Check a cauldron.toml (by its extension) or a mosquitto.conf, and print what would run.
     Check {
         /// The configuration file.
         file: PathBuf,
@@ -18,7 +18,10 @@ pub enum ConfigCommand {
 
 pub fn run(command: ConfigCommand) -> anyhow::Result<()> {
     let ConfigCommand::Check { file } = command;
-    let setup = mosquitto::read(&file)?;
+    let setup = match file.extension().is_some_and(|e| e == "toml") {
+        true => cauldron_broker::config::toml::read(&file)?.setup,
+        false => mosquitto::read(&file)?,
+    };
     if let Some(path) = &setup.password_file {
         let users = PasswordFile::load(path)?;
         println!("password file {}: {} users", path.display(), users.len());

@@ -22,6 +22,9 @@ const STORE_FILE: &str = "cauldron.redb";
 
 #[derive(clap::Args)]
 pub struct ServeArgs {
+    /// Read a cauldron.toml (see docs/CONFIG.md). It replaces the listener, auth and limit flags.
+    #[arg(long, value_name = "FILE", conflicts_with = "mosquitto_conf")]
+    config: Option<PathBuf>,
     /// Read a Mosquitto 2.x configuration file as it is (listeners, auth files, TLS, limits).
     /// It replaces the listener, auth and limit flags; --http and --relaxed-commit-ms still apply.
     #[arg(long, value_name = "FILE")]
@@ -193,20 +196,25 @@ impl ServeArgs {
 }
 
 /// Reads and checks everything a start needs; any problem stops here, naming its file.
-pub fn load_setup(args: &ServeArgs) -> anyhow::Result<Setup> {
-    let mut setup = match &args.mosquitto_conf {
-        Some(path) => mosquitto::read(path)?,
-        None => args.setup()?,
+/// Returns the setup and the HTTP address.
+pub fn load_setup(args: &ServeArgs) -> anyhow::Result<(Setup, SocketAddr)> {
+    let (mut setup, http, relaxed) = match (&args.config, &args.mosquitto_conf) {
+        (Some(path), _) => {
+            let read = cauldron_broker::config::toml::read(path)?;
+            (read.setup, read.http.unwrap_or(args.http), read.relaxed_commit_ms.or(args.relaxed_commit_ms))
+        }
+        (None, Some(path)) => (mosquitto::read(path)?, args.http, args.relaxed_commit_ms),
+        (None, None) => (args.setup()?, args.http, args.relaxed_commit_ms),
     };
-    setup.config.durability = match args.relaxed_commit_ms {
+    setup.config.durability = match relaxed {
         Some(ms) => Durability::Relaxed { interval: Duration::from_millis(ms) },
         None => Durability::Sync,
     };
-    Ok(setup)
+    Ok((setup, http))
 }
 
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let setup = load_setup(&args)?;
+    let (setup, http_addr) = load_setup(&args)?;
     for warning in &setup.warnings {
         warn!("{warning}");
     }
@@ -253,7 +261,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         });
     }
     let http_listener =
-        TcpListener::bind(args.http).await.with_context(|| format!("binding HTTP {}", args.http))?;
+        TcpListener::bind(http_addr).await.with_context(|| format!("binding HTTP {http_addr}"))?;
     let shutdown = CancellationToken::new();
     let ready = Arc::new(AtomicBool::new(true));
     let http = crate::http::Http { broker: Arc::clone(&broker), ready: Arc::clone(&ready) };

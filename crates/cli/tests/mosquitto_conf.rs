@@ -125,3 +125,55 @@ async fn owntracks_style_mosquitto_conf_with_tls_and_websocket_clients() {
     assert!(!out.status.success());
     broker.terminate().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cauldron_toml_runs_and_bad_keys_stop_the_start() {
+    let dir = data_dir("toml");
+    std::fs::create_dir_all(&dir).unwrap();
+    let bin = env!("CARGO_BIN_EXE_cauldron");
+    assert!(std::process::Command::new(bin)
+        .args(["passwd", "-c", "-b"])
+        .arg(dir.join("passwd"))
+        .args(["jane", "pw"])
+        .status()
+        .unwrap()
+        .success());
+    let (plain, ws) = (free_port(), free_port());
+    let config = dir.join("cauldron.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = \"data\"\npassword_file = \"passwd\"\nmax_queued_messages = 50\nsys_interval = 0\n\n\
+             [[listener]]\naddress = \"127.0.0.1:{plain}\"\n\n[[listener]]\naddress = \"127.0.0.1:{ws}\"\nprotocol = \"websockets\"\n"
+        ),
+    )
+    .unwrap();
+    let check = std::process::Command::new(bin).args(["config", "check"]).arg(&config).output().unwrap();
+    let report = String::from_utf8_lossy(&check.stdout);
+    assert!(
+        report.contains("max_queued_messages 50") && report.contains("allow_anonymous false"),
+        "{report}"
+    );
+
+    let config_arg = config.display().to_string();
+    let broker = Cauldron::start(&dir, &["--config", &config_arg]).await;
+    assert_eq!(broker.addr, format!("127.0.0.1:{plain}"));
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/paho_ws.py");
+    let out = tokio::process::Command::new("python3")
+        .args([script, &ws.to_string(), "/mqtt", "-", "jane", "pw", "toml/t"])
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(dir.join("data").join("cauldron.redb").exists(), "data_dir relative to the file");
+    broker.terminate().await;
+
+    std::fs::write(&config, "sys_interval = 0\nmax_queued_mesages = 5\n").unwrap();
+    let out = std::process::Command::new(bin).args(["serve", "--config"]).arg(&config).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains(&config_arg) && stderr.contains("line 2") && stderr.contains("max_queued_mesages"),
+        "{stderr}"
+    );
+}

@@ -3,6 +3,7 @@
 
 pub mod mosquitto;
 mod setup;
+pub mod toml;
 
 pub use setup::{ListenerSpec, Setup};
 

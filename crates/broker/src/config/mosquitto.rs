@@ -56,7 +56,7 @@ fn parse_num<T: std::str::FromStr>(value: &str) -> Result<T, String> {
 }
 
 /// `1d`, `12h`, `2w`, `1m` (month), `1y`, or plain seconds.
-fn parse_expiration(value: &str) -> Result<Duration, String> {
+pub(crate) fn parse_expiration(value: &str) -> Result<Duration, String> {
     let (number, unit) = value.split_at(value.find(|c: char| !c.is_ascii_digit()).unwrap_or(value.len()));
     let n: u64 = number.parse().map_err(|_| format!("expected e.g. 1d or 12h, got {value:?}"))?;
     let seconds = match unit {

@@ -1,0 +1,214 @@
+//! `cauldron.toml`: the native configuration file, documented key by key in docs/CONFIG.md.
+//! Keys carry Mosquitto's names where Mosquitto has the setting. Unknown keys and bad values are
+//! errors that name the file, line and key; nothing starts half-configured.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use super::mosquitto::parse_expiration;
+use super::setup::{ListenerSpec, Setup};
+use super::Config;
+use crate::tls::{TlsSettings, TlsVersions};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    data_dir: Option<PathBuf>,
+    http: Option<SocketAddr>,
+    allow_anonymous: Option<bool>,
+    password_file: Option<PathBuf>,
+    acl_file: Option<PathBuf>,
+    max_inflight_messages: Option<usize>,
+    max_queued_messages: Option<usize>,
+    max_queued_bytes: Option<usize>,
+    queue_qos0_messages: Option<bool>,
+    drop_oldest: Option<bool>,
+    memory_ceiling: Option<usize>,
+    max_packet_size: Option<usize>,
+    max_keepalive: Option<u16>,
+    max_connections: Option<usize>,
+    connection_rate_per_ip: Option<u32>,
+    persistent_client_expiration: Option<String>,
+    relaxed_commit_ms: Option<u64>,
+    sys_interval: Option<u64>,
+    retain_available: Option<bool>,
+    allow_zero_length_clientid: Option<bool>,
+    auto_id_prefix: Option<String>,
+    #[serde(default, rename = "listener")]
+    listeners: Vec<ListenerFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListenerFile {
+    address: SocketAddr,
+    #[serde(default)]
+    protocol: Protocol,
+    path: Option<String>,
+    max_connections: Option<usize>,
+    tls: Option<TlsFile>,
+}
+
+#[derive(Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum Protocol {
+    #[default]
+    Mqtt,
+    Websockets,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TlsFile {
+    certfile: PathBuf,
+    keyfile: PathBuf,
+    cafile: Option<PathBuf>,
+    #[serde(default)]
+    require_certificate: bool,
+    #[serde(default)]
+    use_identity_as_username: bool,
+    #[serde(default)]
+    use_subject_as_username: bool,
+    tls_version: Option<String>,
+}
+
+/// A problem in a cauldron.toml.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}: {problem}")]
+pub struct TomlError {
+    pub file: String,
+    pub problem: String,
+}
+
+/// What a cauldron.toml describes, plus the HTTP address it may set.
+#[derive(Debug)]
+pub struct TomlSetup {
+    pub setup: Setup,
+    pub http: Option<SocketAddr>,
+    pub relaxed_commit_ms: Option<u64>,
+}
+
+pub fn read(path: &Path) -> Result<TomlSetup, TomlError> {
+    let file = path.display().to_string();
+    let error = |problem: String| TomlError { file: file.clone(), problem };
+    let text = std::fs::read_to_string(path).map_err(|e| error(e.to_string()))?;
+    // toml's message names the line, the column and the key.
+    let parsed: File = toml::from_str(&text).map_err(|e| error(e.to_string().trim_end().to_string()))?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    let resolve = |p: PathBuf| if p.is_relative() { base.join(p) } else { p };
+    let defaults = Config::default();
+    let default_listener = defaults.listeners[0];
+    let listeners_given = !parsed.listeners.is_empty();
+    let config = Config {
+        data_dir: parsed.data_dir.map(resolve).unwrap_or(defaults.data_dir.clone()),
+        allow_anonymous: parsed.allow_anonymous.unwrap_or(!listeners_given || parsed.password_file.is_none()),
+        max_inflight_messages: parsed.max_inflight_messages.unwrap_or(defaults.max_inflight_messages).max(1),
+        max_queued_messages: parsed.max_queued_messages.unwrap_or(defaults.max_queued_messages),
+        max_queued_bytes: parsed.max_queued_bytes.unwrap_or(0),
+        queue_qos0_messages: parsed.queue_qos0_messages.unwrap_or(false),
+        drop_oldest: parsed.drop_oldest.unwrap_or(false),
+        memory_ceiling: parsed.memory_ceiling.unwrap_or(0),
+        max_packet_size: parsed.max_packet_size.unwrap_or(defaults.max_packet_size),
+        max_keepalive: parsed.max_keepalive.unwrap_or(defaults.max_keepalive),
+        max_connections: parsed.max_connections,
+        connection_rate_per_ip: parsed.connection_rate_per_ip,
+        persistent_client_expiration: match parsed.persistent_client_expiration {
+            Some(value) => Some(
+                parse_expiration(&value).map_err(|e| error(format!("persistent_client_expiration: {e}")))?,
+            ),
+            None => None,
+        },
+        sys_interval: parsed.sys_interval.unwrap_or(defaults.sys_interval),
+        retain_available: parsed.retain_available.unwrap_or(true),
+        allow_zero_length_clientid: parsed.allow_zero_length_clientid.unwrap_or(true),
+        auto_id_prefix: parsed.auto_id_prefix.unwrap_or(defaults.auto_id_prefix.clone()),
+        ..defaults
+    };
+    let mut listeners = Vec::new();
+    for listener in parsed.listeners {
+        let tls = match listener.tls {
+            Some(tls) => Some(TlsSettings {
+                certfile: resolve(tls.certfile),
+                keyfile: resolve(tls.keyfile),
+                cafile: tls.cafile.map(resolve),
+                require_certificate: tls.require_certificate,
+                use_identity_as_username: tls.use_identity_as_username,
+                use_subject_as_username: tls.use_subject_as_username,
+                versions: match tls.tls_version.as_deref() {
+                    None => TlsVersions::Both,
+                    Some("tlsv1.2") => TlsVersions::Tls12,
+                    Some("tlsv1.3") => TlsVersions::Tls13,
+                    Some(other) => {
+                        return Err(error(format!(
+                            "listener {}: tls_version {other:?}: expected tlsv1.2 or tlsv1.3",
+                            listener.address
+                        )))
+                    }
+                },
+            }),
+            None => None,
+        };
+        let websocket = (listener.protocol == Protocol::Websockets)
+            .then(|| listener.path.unwrap_or_else(|| "/mqtt".into()));
+        listeners.push(ListenerSpec {
+            addr: Some(listener.address),
+            max_connections: listener.max_connections,
+            tls,
+            websocket,
+        });
+    }
+    if listeners.is_empty() {
+        listeners.push(ListenerSpec { addr: Some(default_listener), ..ListenerSpec::default() });
+    }
+    let setup = Setup {
+        config,
+        listeners,
+        password_file: parsed.password_file.map(resolve),
+        acl_file: parsed.acl_file.map(resolve),
+        warnings: Vec::new(),
+    };
+    Ok(TomlSetup { setup, http: parsed.http, relaxed_commit_ms: parsed.relaxed_commit_ms })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(name: &str, text: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("cauldron-toml-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    #[test]
+    fn the_example_in_the_repository_reads() {
+        let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../../cauldron.example.toml");
+        let read = read(Path::new(example)).unwrap();
+        assert_eq!(read.setup.listeners.len(), 3);
+        assert!(read.setup.listeners[1].tls.is_some());
+        assert_eq!(read.setup.listeners[2].websocket.as_deref(), Some("/mqtt"));
+        assert!(!read.setup.config.allow_anonymous);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_name_file_line_and_key() {
+        let path = write("unknown.toml", "data_dir = \"d\"\nmax_queued_mesages = 5\n");
+        let e = read(&path).unwrap_err().to_string();
+        assert!(
+            e.starts_with(&path.display().to_string())
+                && e.contains("line 2")
+                && e.contains("max_queued_mesages"),
+            "{e}"
+        );
+        let path =
+            write("bad.toml", "[[listener]]\naddress = \"0.0.0.0:1883\"\nmax_connections = \"many\"\n");
+        let e = read(&path).unwrap_err().to_string();
+        assert!(e.contains("line 3") && e.contains("max_connections"), "{e}");
+        let path = write("expiry.toml", "persistent_client_expiration = \"3x\"\n");
+        assert!(read(&path).unwrap_err().to_string().contains("persistent_client_expiration"));
+    }
+}
