@@ -176,3 +176,18 @@ async fn sighup_reloads_renewed_certificates() {
     assert!(!round_trip(&port, &["--cafile", path(&old_ca)], "r/3").await.0, "the old one is gone");
     broker.terminate().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipv6_listener() {
+    let dir = data_dir("ipv6");
+    let broker = Cauldron::start(&dir, &["--listen", "[::1]:0"]).await;
+    let addr = broker.listeners[1].clone();
+    assert!(addr.starts_with("[::1]:"), "{addr}");
+    let (client, mut messages) =
+        cauldron_client::Client::connect(cauldron_client::Options::new(&addr, "six")).await.expect("connects over IPv6");
+    client.subscribe("v6", cauldron_client::QoS::AtLeastOnce).await.unwrap();
+    client.publish("v6", "hello", cauldron_client::QoS::AtLeastOnce, false).await.unwrap();
+    let got = tokio::time::timeout(WAIT, messages.recv()).await.unwrap().unwrap();
+    assert_eq!(&got.payload[..], b"hello");
+    broker.terminate().await;
+}
