@@ -65,13 +65,15 @@ async fn read_v1<R: AsyncRead + Unpin>(reader: &mut R) -> io::Result<Option<Sock
         }
         line.push(reader.read_u8().await?);
     }
-    let text = std::str::from_utf8(&line[..line.len() - 2]).map_err(|_| invalid("PROXY v1 line is not text"))?;
+    let text =
+        std::str::from_utf8(&line[..line.len() - 2]).map_err(|_| invalid("PROXY v1 line is not text"))?;
     let parts: Vec<&str> = text.split(' ').collect();
     match parts.as_slice() {
         ["PROXY", "UNKNOWN", ..] => Ok(None),
         ["PROXY", "TCP4" | "TCP6", source, _destination, source_port, _destination_port] => {
             let ip: IpAddr = source.parse().map_err(|_| invalid(format!("bad source address {source:?}")))?;
-            let port: u16 = source_port.parse().map_err(|_| invalid(format!("bad source port {source_port:?}")))?;
+            let port: u16 =
+                source_port.parse().map_err(|_| invalid(format!("bad source port {source_port:?}")))?;
             Ok(Some(SocketAddr::new(ip, port)))
         }
         _ => Err(invalid(format!("bad PROXY v1 line {text:?}"))),

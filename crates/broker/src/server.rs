@@ -2,10 +2,12 @@
 //! Tests hand in listeners bound to port 0; the binary binds the configured addresses.
 
 use std::io;
-use std::sync::Arc;
-use std::time::Duration;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -14,23 +16,67 @@ use crate::broker::Broker;
 use crate::connection::{self, CertIdentity};
 use crate::limits::{admit, RateLimiter};
 use crate::metrics::Refusal;
+use crate::proxy;
 use crate::tls::Tls;
 use crate::ws;
 
+/// A bound socket: TCP, or a Unix domain socket for local clients.
+pub enum Socket {
+    Tcp(TcpListener),
+    Unix(UnixListener),
+}
+
+impl From<TcpListener> for Socket {
+    fn from(socket: TcpListener) -> Socket {
+        Socket::Tcp(socket)
+    }
+}
+
+impl Socket {
+    fn describe(&self) -> io::Result<String> {
+        Ok(match self {
+            Socket::Tcp(socket) => socket.local_addr()?.to_string(),
+            Socket::Unix(socket) => {
+                let addr = socket.local_addr()?;
+                format!("unix:{}", addr.as_pathname().map(|p| p.display().to_string()).unwrap_or_default())
+            }
+        })
+    }
+}
+
+/// Unix socket clients are local; they share this address for logs and rate limits.
+const UNIX_PEER: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0);
+
 /// A bound listener with its own limits.
 pub struct Listener {
-    pub socket: TcpListener,
+    pub socket: Socket,
     /// Connections this listener accepts at once (`None`: only the broker-wide limit).
     pub max_connections: Option<usize>,
     /// TLS, if this listener speaks it.
     pub tls: Option<Arc<Tls>>,
     /// MQTT over WebSocket on this HTTP path (e.g. `/mqtt`), instead of bare MQTT.
     pub websocket: Option<String>,
+    /// Each connection starts with a PROXY protocol (v1 or v2) header naming the real client.
+    pub proxy_protocol: bool,
+}
+
+/// What a connection task needs to know about its listener.
+struct Setting {
+    tls: Option<Arc<Tls>>,
+    websocket: Option<String>,
+    proxy_protocol: bool,
+    rate: Option<Arc<Mutex<RateLimiter>>>,
 }
 
 impl From<TcpListener> for Listener {
     fn from(socket: TcpListener) -> Listener {
-        Listener { socket, max_connections: None, tls: None, websocket: None }
+        Listener {
+            socket: socket.into(),
+            max_connections: None,
+            tls: None,
+            websocket: None,
+            proxy_protocol: false,
+        }
     }
 }
 
@@ -52,7 +98,7 @@ pub async fn run_listeners(
 ) -> io::Result<()> {
     let mut accept_loops = JoinSet::new();
     for listener in listeners {
-        info!("Opening listener on {}", listener.socket.local_addr()?);
+        info!("Opening listener on {}", listener.socket.describe()?);
         accept_loops.spawn(accept_loop(Arc::clone(&broker), listener, shutdown.clone()));
     }
     let sweeper = tokio::spawn(expire_sessions(Arc::clone(&broker), shutdown.clone()));
@@ -65,15 +111,73 @@ pub async fn run_listeners(
     Ok(())
 }
 
+enum Accepted {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+async fn accept(socket: &Socket) -> io::Result<(Accepted, SocketAddr)> {
+    match socket {
+        Socket::Tcp(socket) => socket.accept().await.map(|(s, peer)| (Accepted::Tcp(s), peer)),
+        Socket::Unix(socket) => socket.accept().await.map(|(s, _)| (Accepted::Unix(s), UNIX_PEER)),
+    }
+}
+
+/// The per-address rate limit, if one is set.
+fn allowed(setting: &Setting, peer: SocketAddr) -> Result<(), Refusal> {
+    match &setting.rate {
+        Some(rate) if !rate.lock().unwrap_or_else(|e| e.into_inner()).allow(peer.ip(), Instant::now()) => {
+            Err(Refusal::RateLimited)
+        }
+        _ => Ok(()),
+    }
+}
+
+fn refuse(broker: &Broker, peer: SocketAddr, refusal: Refusal) {
+    broker.metrics.refuse(refusal);
+    warn!(%peer, reason = refusal.label(), "connection refused");
+}
+
+/// One accepted connection: the PROXY header if the listener expects one, then TLS, WebSocket
+/// and MQTT as the listener says.
+async fn handle<S>(
+    broker: Arc<Broker>,
+    setting: Arc<Setting>,
+    mut stream: S,
+    mut peer: SocketAddr,
+    shutdown: CancellationToken,
+) where
+    S: AsyncRead + AsyncWrite + Send + Unpin,
+{
+    if setting.proxy_protocol {
+        match tokio::time::timeout(broker.config.connect_timeout, proxy::read_header(&mut stream)).await {
+            Ok(Ok(Some(client))) => peer = client,
+            Ok(Ok(None)) => {} // the balancer speaking for itself (health checks)
+            Ok(Err(e)) => return info!(%peer, error = %e, "bad PROXY protocol header"),
+            Err(_) => return info!(%peer, "no PROXY protocol header in time"),
+        }
+        if let Err(refusal) = allowed(&setting, peer) {
+            return refuse(&broker, peer, refusal);
+        }
+    }
+    let websocket = setting.websocket.clone();
+    match &setting.tls {
+        None => serve_stream(broker, stream, websocket, peer, CertIdentity::NotUsed, shutdown).await,
+        Some(tls) => serve_tls(broker, Arc::clone(tls), stream, websocket, peer, shutdown).await,
+    }
+}
+
 /// The TLS handshake (bounded by the connect timeout), then MQTT over it.
-async fn serve_tls(
+async fn serve_tls<S>(
     broker: Arc<Broker>,
     tls: Arc<Tls>,
-    stream: tokio::net::TcpStream,
+    stream: S,
     websocket: Option<String>,
-    peer: std::net::SocketAddr,
+    peer: SocketAddr,
     shutdown: CancellationToken,
-) {
+) where
+    S: AsyncRead + AsyncWrite + Send + Unpin,
+{
     let handshake = tokio::time::timeout(broker.config.connect_timeout, tls.acceptor().accept(stream)).await;
     let stream = match handshake {
         Ok(Ok(stream)) => stream,
@@ -98,11 +202,11 @@ async fn serve_stream<S>(
     broker: Arc<Broker>,
     stream: S,
     websocket: Option<String>,
-    peer: std::net::SocketAddr,
+    peer: SocketAddr,
     identity: CertIdentity,
     shutdown: CancellationToken,
 ) where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin,
+    S: AsyncRead + AsyncWrite + Send + Unpin,
 {
     let Some(path) = websocket else {
         return connection::serve(broker, stream, peer, identity, shutdown).await;
@@ -132,58 +236,54 @@ async fn expire_sessions(broker: Arc<Broker>, shutdown: CancellationToken) {
 async fn accept_loop(broker: Arc<Broker>, listener: Listener, shutdown: CancellationToken) {
     let mut connections = JoinSet::new();
     let mut backoff = Duration::from_millis(5);
-    let mut rate = broker.config.connection_rate_per_ip.map(RateLimiter::new);
+    let rate = broker.config.connection_rate_per_ip.map(|r| Arc::new(Mutex::new(RateLimiter::new(r))));
+    let setting = Arc::new(Setting {
+        tls: listener.tls.clone(),
+        websocket: listener.websocket.clone(),
+        proxy_protocol: listener.proxy_protocol,
+        rate,
+    });
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => break,
-            accepted = listener.socket.accept() => accepted,
+            accepted = accept(&listener.socket) => accepted,
             // Reap finished connection tasks so the set does not grow without bound.
             Some(_) = connections.join_next(), if !connections.is_empty() => continue,
         };
-        match accepted {
-            Ok((stream, peer)) => {
-                backoff = Duration::from_millis(5);
-                while connections.try_join_next().is_some() {}
-                let open = broker.metrics.connections_current.load(std::sync::atomic::Ordering::Relaxed);
-                let mut verdict =
-                    admit(open, broker.config.max_connections, connections.len(), listener.max_connections);
-                if verdict.is_ok()
-                    && rate.as_mut().is_some_and(|r| !r.allow(peer.ip(), std::time::Instant::now()))
-                {
-                    verdict = Err(Refusal::RateLimited);
-                }
-                if let Err(refusal) = verdict {
-                    // Refused before any MQTT is read: closing is the only answer there is.
-                    broker.metrics.refuse(refusal);
-                    warn!(%peer, reason = refusal.label(), "connection refused");
-                    drop(stream);
-                    continue;
-                }
-                // Small packets are the norm: don't let Nagle hold them back.
-                let _ = stream.set_nodelay(true);
-                let (broker, shutdown, path) =
-                    (Arc::clone(&broker), shutdown.clone(), listener.websocket.clone());
-                match &listener.tls {
-                    None => connections.spawn(serve_stream(
-                        broker,
-                        stream,
-                        path,
-                        peer,
-                        CertIdentity::NotUsed,
-                        shutdown,
-                    )),
-                    Some(tls) => {
-                        connections.spawn(serve_tls(broker, Arc::clone(tls), stream, path, peer, shutdown))
-                    }
-                };
-            }
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
             Err(e) => {
                 // Usually out of file descriptors: wait, rather than spin, for some to close.
                 warn!(error = %e, "accept failed; backing off {backoff:?}");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
             }
+        };
+        backoff = Duration::from_millis(5);
+        while connections.try_join_next().is_some() {}
+        let open = broker.metrics.connections_current.load(std::sync::atomic::Ordering::Relaxed);
+        // Behind a PROXY header the address here is the balancer's: rate limits wait for it.
+        let rate_checked_here = !setting.proxy_protocol;
+        let verdict = admit(open, broker.config.max_connections, connections.len(), listener.max_connections)
+            .and_then(|()| match rate_checked_here {
+                true => allowed(&setting, peer),
+                false => Ok(()),
+            });
+        if let Err(refusal) = verdict {
+            // Refused before any MQTT is read: closing is the only answer there is.
+            refuse(&broker, peer, refusal);
+            continue;
         }
+        let (broker, shutdown, setting) = (Arc::clone(&broker), shutdown.clone(), Arc::clone(&setting));
+        match stream {
+            Accepted::Tcp(stream) => {
+                // Small packets are the norm: don't let Nagle hold them back.
+                let _ = stream.set_nodelay(true);
+                connections.spawn(handle(broker, setting, stream, peer, shutdown))
+            }
+            Accepted::Unix(stream) => connections.spawn(handle(broker, setting, stream, peer, shutdown)),
+        };
     }
     let drained = tokio::time::timeout(Duration::from_secs(5), async {
         while connections.join_next().await.is_some() {}

@@ -13,8 +13,10 @@ use cauldron_broker::auth::password::{PasswordFile, Passwords};
 use cauldron_broker::config::{mosquitto, ListenerSpec, Setup};
 use cauldron_broker::store::{Durability, RedbStore};
 use cauldron_broker::tls::{Tls, TlsSettings, TlsVersions};
-use cauldron_broker::{run_listeners, AllowAll, Authorizer, Broker, CancellationToken, Config, Listener};
-use tokio::net::TcpListener;
+use cauldron_broker::{
+    run_listeners, AllowAll, Authorizer, Broker, CancellationToken, Config, Listener, Socket,
+};
+use tokio::net::{TcpListener, UnixListener};
 use tracing::{info, warn};
 
 /// The store file inside the data directory.
@@ -35,6 +37,13 @@ pub struct ServeArgs {
     /// Address to accept MQTT over TLS on; repeat for several. Needs --certfile and --keyfile.
     #[arg(long = "tls-listen", value_name = "ADDR:PORT")]
     tls_listen: Vec<SocketAddr>,
+    /// Unix domain socket to accept MQTT on (local clients); repeat for several.
+    #[arg(long = "unix-listen", value_name = "PATH")]
+    unix_listen: Vec<PathBuf>,
+    /// Address to accept MQTT on behind a load balancer: each connection starts with a PROXY
+    /// protocol (v1 or v2) header naming the real client.
+    #[arg(long = "proxy-listen", value_name = "ADDR:PORT")]
+    proxy_listen: Vec<SocketAddr>,
     /// Address to accept MQTT over WebSocket on; repeat for several.
     #[arg(long = "ws-listen", value_name = "ADDR:PORT")]
     ws_listen: Vec<SocketAddr>,
@@ -175,7 +184,7 @@ impl ServeArgs {
             (&self.ws_listen[..], false, true),
             (&self.wss_listen[..], true, true),
         ];
-        let listeners = kinds
+        let mut listeners: Vec<ListenerSpec> = kinds
             .into_iter()
             .flat_map(|(addrs, secure, websocket)| addrs.iter().map(move |addr| (*addr, secure, websocket)))
             .map(|(addr, secure, websocket)| ListenerSpec {
@@ -183,8 +192,21 @@ impl ServeArgs {
                 max_connections: self.listener_max_connections,
                 tls: if secure { tls.clone() } else { None },
                 websocket: websocket.then(|| self.ws_path.clone()),
+                ..ListenerSpec::default()
             })
             .collect();
+        let limit = self.listener_max_connections;
+        listeners.extend(self.proxy_listen.iter().map(|addr| ListenerSpec {
+            addr: Some(*addr),
+            max_connections: limit,
+            proxy_protocol: true,
+            ..ListenerSpec::default()
+        }));
+        listeners.extend(self.unix_listen.iter().map(|path| ListenerSpec {
+            unix: Some(path.clone()),
+            max_connections: limit,
+            ..ListenerSpec::default()
+        }));
         Ok(Setup {
             config,
             listeners,
@@ -251,13 +273,26 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("restoring state from {}", path.display()))?;
     let mut listeners = Vec::new();
     for (spec, tls) in specs.into_iter().zip(tls) {
-        let addr = spec.addr.unwrap_or_else(|| Config::default().listeners[0]);
-        let socket = TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
+        let socket = match &spec.unix {
+            Some(path) => {
+                // A socket file left by an earlier run would make bind fail.
+                if path.exists() {
+                    std::fs::remove_file(path)
+                        .with_context(|| format!("removing stale socket {}", path.display()))?;
+                }
+                Socket::Unix(UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?)
+            }
+            None => {
+                let addr = spec.addr.unwrap_or_else(|| Config::default().listeners[0]);
+                Socket::Tcp(TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?)
+            }
+        };
         listeners.push(Listener {
             socket,
             max_connections: spec.max_connections,
             tls,
             websocket: spec.websocket,
+            proxy_protocol: spec.proxy_protocol,
         });
     }
     let http_listener =

@@ -184,10 +184,80 @@ async fn ipv6_listener() {
     let addr = broker.listeners[1].clone();
     assert!(addr.starts_with("[::1]:"), "{addr}");
     let (client, mut messages) =
-        cauldron_client::Client::connect(cauldron_client::Options::new(&addr, "six")).await.expect("connects over IPv6");
+        cauldron_client::Client::connect(cauldron_client::Options::new(&addr, "six"))
+            .await
+            .expect("connects over IPv6");
     client.subscribe("v6", cauldron_client::QoS::AtLeastOnce).await.unwrap();
     client.publish("v6", "hello", cauldron_client::QoS::AtLeastOnce, false).await.unwrap();
     let got = tokio::time::timeout(WAIT, messages.recv()).await.unwrap().unwrap();
     assert_eq!(&got.payload[..], b"hello");
+    broker.terminate().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unix_socket_listener_with_mosquitto_clients() {
+    let dir = data_dir("unix");
+    std::fs::create_dir_all(&dir).unwrap();
+    let socket = dir.join("mqtt.sock");
+    let broker = Cauldron::start(&dir, &["--unix-listen", path(&socket)]).await;
+    assert_eq!(broker.listeners[1], format!("unix:{}", socket.display()));
+    let out = mosquitto(
+        "mosquitto_pub",
+        &["--unix", path(&socket), "-t", "local/t", "-m", "via unix", "-r", "-q", "1"],
+    )
+    .await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out =
+        mosquitto("mosquitto_sub", &["--unix", path(&socket), "-t", "local/t", "-C", "1", "-W", "5"]).await;
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "via unix");
+    broker.terminate().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_protocol_names_the_real_client() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = data_dir("proxy");
+    let mut broker = Cauldron::start(&dir, &["--proxy-listen", "127.0.0.1:0"]).await;
+    let addr = broker.listeners[1].clone();
+    let connect = |id: &str| {
+        let mut buf = cauldron_proto::BytesMut::new();
+        let connect = cauldron_proto::Connect {
+            protocol: cauldron_proto::Protocol::V3_1_1,
+            clean_start: true,
+            keep_alive: 0,
+            client_id: id.into(),
+            will: None,
+            username: None,
+            password: None,
+            properties: Default::default(),
+        };
+        cauldron_proto::Packet::Connect(Box::new(connect))
+            .encode(cauldron_proto::Protocol::V3_1_1, &mut buf)
+            .unwrap();
+        buf.to_vec()
+    };
+    let mut v2 = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    v2.extend_from_slice(&[0x21, 0x11, 0, 12, 198, 51, 100, 9, 10, 0, 0, 1, 0x1f, 0x90, 0x07, 0x5b]);
+    let headers: [(&str, Vec<u8>, &str); 2] = [
+        ("behind-v1", b"PROXY TCP4 203.0.113.7 10.0.0.1 51234 1883\r\n".to_vec(), "203.0.113.7:51234"),
+        ("behind-v2", v2, "198.51.100.9:8080"),
+    ];
+    for (id, header, real) in headers {
+        let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let mut bytes = header;
+        bytes.extend(connect(id));
+        stream.write_all(&bytes).await.unwrap();
+        let mut connack = [0u8; 4];
+        stream.read_exact(&mut connack).await.unwrap();
+        assert_eq!(connack, [0x20, 2, 0, 0], "{id}: accepted");
+        let line = broker.logged(&format!("as {id} ")).await;
+        assert!(line.contains(&format!("New client connected from {real} as {id}")), "{line}");
+    }
+    // Without a header there is no MQTT on this listener.
+    let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    stream.write_all(&connect("no-header")).await.unwrap();
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(WAIT, stream.read_to_end(&mut rest)).await;
+    assert!(rest.is_empty(), "closed without a CONNACK");
     broker.terminate().await;
 }

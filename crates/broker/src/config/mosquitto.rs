@@ -102,8 +102,14 @@ impl Reader {
                 let mut parts = value.split_whitespace();
                 let port: u16 = parse_num(parts.next().unwrap_or_default())?;
                 let ip = match parts.next() {
-                    Some(host) if host.starts_with('/') => {
-                        return Err("unix socket listeners are not supported yet".into())
+                    // `listener 0 /path/to/socket`: a Unix domain socket.
+                    Some(socket) if socket.starts_with('/') => {
+                        if port != 0 {
+                            return Err("a unix socket listener needs port 0".into());
+                        }
+                        let spec = ListenerSpec { unix: Some(socket.into()), ..ListenerSpec::default() };
+                        self.current = Some(spec);
+                        return Ok(());
                     }
                     Some("localhost") => IpAddr::V4(Ipv4Addr::LOCALHOST),
                     Some(host) => {
@@ -129,6 +135,13 @@ impl Reader {
                 "websockets" => self.listener().websocket = Some("/mqtt".into()),
                 _ => return Err(format!("protocol {value:?}: expected mqtt or websockets")),
             },
+            // Mosquitto 2.1's name; 1 and 2 both mean "expect a header", of either version.
+            "enable_proxy_protocol" => {
+                self.listener().proxy_protocol = match value {
+                    "1" | "2" => true,
+                    _ => return Err(format!("{value:?}: expected 1 or 2")),
+                }
+            }
             "max_connections" => {
                 let n: i64 = parse_num(value)?;
                 self.listener().max_connections = (n >= 0).then_some(n as usize);

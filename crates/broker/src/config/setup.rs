@@ -15,6 +15,10 @@ pub struct ListenerSpec {
     pub tls: Option<TlsSettings>,
     /// `Some(path)`: MQTT over WebSocket on that path.
     pub websocket: Option<String>,
+    /// A Unix domain socket instead of `addr`.
+    pub unix: Option<PathBuf>,
+    /// Connections start with a PROXY protocol header (behind a load balancer).
+    pub proxy_protocol: bool,
 }
 
 /// A complete, checked description of a broker to run.
@@ -39,7 +43,11 @@ impl Setup {
                 (None, Some(path)) => format!("websocket {path}"),
                 (Some(_), Some(path)) => format!("websocket+tls {path}"),
             };
-            let addr = l.addr.map(|a| a.to_string()).unwrap_or_default();
+            let addr = match &l.unix {
+                Some(path) => format!("unix:{}", path.display()),
+                None => l.addr.map(|a| a.to_string()).unwrap_or_default(),
+            };
+            let kind = if l.proxy_protocol { format!("{kind}, PROXY protocol") } else { kind };
             let limit = l.max_connections.map(|m| format!(", max {m} connections")).unwrap_or_default();
             out.push_str(&format!("listener {addr} ({kind}{limit})\n"));
             if let Some(tls) = &l.tls {

@@ -43,7 +43,10 @@ struct File {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ListenerFile {
-    address: SocketAddr,
+    address: Option<SocketAddr>,
+    unix_socket: Option<PathBuf>,
+    #[serde(default)]
+    proxy_protocol: bool,
     #[serde(default)]
     protocol: Protocol,
     path: Option<String>,
@@ -142,7 +145,7 @@ pub fn read(path: &Path) -> Result<TomlSetup, TomlError> {
                     Some("tlsv1.3") => TlsVersions::Tls13,
                     Some(other) => {
                         return Err(error(format!(
-                            "listener {}: tls_version {other:?}: expected tlsv1.2 or tlsv1.3",
+                            "listener {:?}: tls_version {other:?}: expected tlsv1.2 or tlsv1.3",
                             listener.address
                         )))
                     }
@@ -152,8 +155,13 @@ pub fn read(path: &Path) -> Result<TomlSetup, TomlError> {
         };
         let websocket = (listener.protocol == Protocol::Websockets)
             .then(|| listener.path.unwrap_or_else(|| "/mqtt".into()));
+        if listener.address.is_some() == listener.unix_socket.is_some() {
+            return Err(error("every [[listener]] needs exactly one of address and unix_socket".into()));
+        }
         listeners.push(ListenerSpec {
-            addr: Some(listener.address),
+            addr: listener.address,
+            unix: listener.unix_socket.map(resolve),
+            proxy_protocol: listener.proxy_protocol,
             max_connections: listener.max_connections,
             tls,
             websocket,
