@@ -26,6 +26,14 @@ pub trait Authorizer: Send + Sync + 'static {
     }
 }
 
+/// Access control of one listener, for Mosquitto's `per_listener_settings true`: its own
+/// anonymous rule, password file and ACL instead of the broker's.
+pub struct ListenerAuth {
+    pub allow_anonymous: bool,
+    pub passwords: std::sync::Arc<crate::auth::password::Passwords>,
+    pub authorizer: std::sync::Arc<dyn Authorizer>,
+}
+
 /// The default: no access control.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct AllowAll;

@@ -12,6 +12,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::authz::ListenerAuth;
 use crate::broker::Broker;
 use crate::connection::{self, CertIdentity};
 use crate::limits::{admit, RateLimiter};
@@ -58,6 +59,8 @@ pub struct Listener {
     pub websocket: Option<String>,
     /// Each connection starts with a PROXY protocol (v1 or v2) header naming the real client.
     pub proxy_protocol: bool,
+    /// Its own anonymous rule, password file and ACL (`per_listener_settings true`).
+    pub auth: Option<Arc<ListenerAuth>>,
 }
 
 /// What a connection task needs to know about its listener.
@@ -66,6 +69,7 @@ struct Setting {
     websocket: Option<String>,
     proxy_protocol: bool,
     rate: Option<Arc<Mutex<RateLimiter>>>,
+    auth: Option<Arc<ListenerAuth>>,
 }
 
 impl From<TcpListener> for Listener {
@@ -76,6 +80,7 @@ impl From<TcpListener> for Listener {
             tls: None,
             websocket: None,
             proxy_protocol: false,
+            auth: None,
         }
     }
 }
@@ -160,10 +165,9 @@ async fn handle<S>(
             return refuse(&broker, peer, refusal);
         }
     }
-    let websocket = setting.websocket.clone();
-    match &setting.tls {
-        None => serve_stream(broker, stream, websocket, peer, CertIdentity::NotUsed, shutdown).await,
-        Some(tls) => serve_tls(broker, Arc::clone(tls), stream, websocket, peer, shutdown).await,
+    match setting.tls.clone() {
+        None => serve_stream(broker, stream, setting, peer, CertIdentity::NotUsed, shutdown).await,
+        Some(tls) => serve_tls(broker, tls, stream, setting, peer, shutdown).await,
     }
 }
 
@@ -172,7 +176,7 @@ async fn serve_tls<S>(
     broker: Arc<Broker>,
     tls: Arc<Tls>,
     stream: S,
-    websocket: Option<String>,
+    setting: Arc<Setting>,
     peer: SocketAddr,
     shutdown: CancellationToken,
 ) where
@@ -194,25 +198,26 @@ async fn serve_tls<S>(
         true => CertIdentity::Named(tls.username(stream.get_ref().1.peer_certificates())),
         false => CertIdentity::NotUsed,
     };
-    serve_stream(broker, stream, websocket, peer, identity, shutdown).await;
+    serve_stream(broker, stream, setting, peer, identity, shutdown).await;
 }
 
 /// MQTT on a (possibly TLS) stream, first upgrading it to WebSocket on listeners that say so.
 async fn serve_stream<S>(
     broker: Arc<Broker>,
     stream: S,
-    websocket: Option<String>,
+    setting: Arc<Setting>,
     peer: SocketAddr,
     identity: CertIdentity,
     shutdown: CancellationToken,
 ) where
     S: AsyncRead + AsyncWrite + Send + Unpin,
 {
-    let Some(path) = websocket else {
-        return connection::serve(broker, stream, peer, identity, shutdown).await;
+    let auth = setting.auth.clone();
+    let Some(path) = &setting.websocket else {
+        return connection::serve(broker, stream, peer, identity, auth, shutdown).await;
     };
-    match tokio::time::timeout(broker.config.connect_timeout, ws::accept(stream, &path)).await {
-        Ok(Ok(ws)) => connection::serve(broker, ws, peer, identity, shutdown).await,
+    match tokio::time::timeout(broker.config.connect_timeout, ws::accept(stream, path)).await {
+        Ok(Ok(ws)) => connection::serve(broker, ws, peer, identity, auth, shutdown).await,
         Ok(Err(e)) => info!(%peer, error = %e, "WebSocket handshake failed"),
         Err(_) => info!(%peer, "WebSocket handshake timed out"),
     }
@@ -240,6 +245,7 @@ async fn accept_loop(broker: Arc<Broker>, listener: Listener, shutdown: Cancella
     let setting = Arc::new(Setting {
         tls: listener.tls.clone(),
         websocket: listener.websocket.clone(),
+        auth: listener.auth.clone(),
         proxy_protocol: listener.proxy_protocol,
         rate,
     });

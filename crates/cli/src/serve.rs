@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::Context;
 use cauldron_broker::auth::acl::{AclFile, ReloadableAcl};
 use cauldron_broker::auth::password::{PasswordFile, Passwords};
+use cauldron_broker::authz::ListenerAuth;
 use cauldron_broker::config::{mosquitto, ListenerSpec, Setup};
 use cauldron_broker::store::{Durability, RedbStore};
 use cauldron_broker::tls::{Tls, TlsSettings, TlsVersions};
@@ -255,10 +256,41 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         None => Arc::new(AllowAll),
     };
     let mut tls = Vec::new();
+    let mut own_auth = Vec::new();
+    let mut reload_passwords =
+        password_file.clone().map(|path| vec![(path, Arc::clone(&passwords))]).unwrap_or_default();
+    let mut reload_acls = acl_file.clone().zip(acl.clone()).map(|pair| vec![pair]).unwrap_or_default();
     for spec in &specs {
         tls.push(match &spec.tls {
             Some(settings) => Some(Arc::new(Tls::load(settings.clone())?)),
             None => None,
+        });
+        // A listener's own auth (per_listener_settings): what it does not set is the broker's.
+        own_auth.push(match &spec.auth {
+            None => None,
+            Some(spec_auth) => {
+                let listener_passwords = match &spec_auth.password_file {
+                    Some(path) => {
+                        let own = Arc::new(Passwords::new(Some(PasswordFile::load(path)?)));
+                        reload_passwords.push((path.clone(), Arc::clone(&own)));
+                        own
+                    }
+                    None => Arc::clone(&passwords),
+                };
+                let listener_authorizer: Arc<dyn Authorizer> = match &spec_auth.acl_file {
+                    Some(path) => {
+                        let own = Arc::new(ReloadableAcl::new(AclFile::load(path)?));
+                        reload_acls.push((path.clone(), Arc::clone(&own)));
+                        own
+                    }
+                    None => Arc::clone(&authorizer),
+                };
+                Some(Arc::new(ListenerAuth {
+                    allow_anonymous: spec_auth.allow_anonymous.unwrap_or(config.allow_anonymous),
+                    passwords: listener_passwords,
+                    authorizer: listener_authorizer,
+                }))
+            }
         });
     }
     info!("cauldron {} starting", env!("CARGO_PKG_VERSION"));
@@ -272,7 +304,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let broker = Broker::open(config, authorizer, Box::new(store), snapshot, durability)
         .with_context(|| format!("restoring state from {}", path.display()))?;
     let mut listeners = Vec::new();
-    for (spec, tls) in specs.into_iter().zip(tls) {
+    for ((spec, tls), auth) in specs.into_iter().zip(tls).zip(own_auth) {
         let socket = match &spec.unix {
             Some(path) => {
                 // A socket file left by an earlier run would make bind fail.
@@ -293,6 +325,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             tls,
             websocket: spec.websocket,
             proxy_protocol: spec.proxy_protocol,
+            auth,
         });
     }
     let http_listener =
@@ -303,8 +336,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let http_task = tokio::spawn(crate::http::serve(http_listener, http, shutdown.clone()));
     tokio::spawn(stop_on_signal(shutdown.clone(), ready));
     let reloadable = Reloadable {
-        password_file: password_file.map(|path| (path, passwords)),
-        acl: acl_file.zip(acl),
+        passwords: reload_passwords,
+        acls: reload_acls,
         tls: listeners.iter().filter_map(|l| l.tls.clone()).collect(),
     };
     tokio::spawn(reload_on_hangup(reloadable));
@@ -316,8 +349,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
 /// What SIGHUP reloads: the password file, the ACL file, TLS certificates and keys.
 struct Reloadable {
-    password_file: Option<(PathBuf, Arc<Passwords>)>,
-    acl: Option<(PathBuf, Arc<ReloadableAcl>)>,
+    passwords: Vec<(PathBuf, Arc<Passwords>)>,
+    acls: Vec<(PathBuf, Arc<ReloadableAcl>)>,
     tls: Vec<Arc<Tls>>,
 }
 
@@ -329,13 +362,13 @@ async fn reload_on_hangup(reloadable: Reloadable) {
     };
     while hangup.recv().await.is_some() {
         info!("SIGHUP: reloading password file, ACL file and certificates");
-        if let Some((path, passwords)) = &reloadable.password_file {
+        for (path, passwords) in &reloadable.passwords {
             match PasswordFile::load(path) {
                 Ok(file) => passwords.replace(file),
                 Err(e) => warn!("password file not reloaded: {e}"),
             }
         }
-        if let Some((path, acl)) = &reloadable.acl {
+        for (path, acl) in &reloadable.acls {
             match AclFile::load(path) {
                 Ok(file) => acl.replace(file),
                 Err(e) => warn!("ACL file not reloaded: {e}"),

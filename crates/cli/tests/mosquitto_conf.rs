@@ -177,3 +177,68 @@ async fn cauldron_toml_runs_and_bad_keys_stop_the_start() {
         "{stderr}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_listener_settings_give_each_listener_its_own_auth() {
+    use cauldron_client::{Client, Options, QoS};
+    let dir = data_dir("per-listener");
+    std::fs::create_dir_all(&dir).unwrap();
+    let bin = env!("CARGO_BIN_EXE_cauldron");
+    assert!(std::process::Command::new(bin)
+        .args(["passwd", "-c", "-b"])
+        .arg(dir.join("passwd"))
+        .args(["jane", "pw"])
+        .status()
+        .unwrap()
+        .success());
+    std::fs::write(
+        dir.join("acl"),
+        "user jane\ntopic readwrite owntracks/jane/#\ntopic read owntracks/+/+\n",
+    )
+    .unwrap();
+    let (open, guarded) = (free_port(), free_port());
+    let conf = dir.join("mosquitto.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "per_listener_settings true\npersistence_location {}\nsys_interval 0\n\
+             listener {open} 127.0.0.1\nallow_anonymous true\n\n\
+             listener {guarded} 127.0.0.1\nallow_anonymous false\npassword_file passwd\nacl_file acl\n",
+            dir.join("data").display()
+        ),
+    )
+    .unwrap();
+    let conf_arg = conf.display().to_string();
+    let broker = Cauldron::start(&dir, &["--mosquitto-conf", &conf_arg]).await;
+    let open_addr = format!("127.0.0.1:{open}");
+    let guarded_addr = format!("127.0.0.1:{guarded}");
+    // The open listener takes anonymous clients with no ACL; the guarded one does not.
+    let (anon, mut anon_messages) =
+        Client::connect(Options::new(&open_addr, "anon")).await.expect("open listener");
+    anon.subscribe("#", QoS::AtLeastOnce).await.unwrap();
+    assert!(
+        Client::connect(Options::new(&guarded_addr, "anon2")).await.is_err(),
+        "guarded listener refuses anonymous"
+    );
+    let (jane, mut janes) =
+        Client::connect(Options::new(&guarded_addr, "jane").credentials("jane", "pw")).await.unwrap();
+    jane.subscribe("owntracks/+/+", QoS::AtLeastOnce).await.unwrap();
+    // Jane's ACL, on her listener, decides what she may publish and receive.
+    jane.publish("owntracks/jane/phone", "mine", QoS::AtLeastOnce, false).await.unwrap();
+    jane.publish("owntracks/bob/phone", "forged", QoS::AtLeastOnce, false).await.unwrap();
+    anon.publish("owntracks/bob/phone", "bob's", QoS::AtLeastOnce, false).await.unwrap();
+    anon.publish("owntracks/bob/phone/cmd", "not for jane", QoS::AtLeastOnce, false).await.unwrap();
+    let mut seen = Vec::new();
+    while let Ok(Some(m)) =
+        tokio::time::timeout(std::time::Duration::from_millis(500), anon_messages.recv()).await
+    {
+        seen.push(String::from_utf8_lossy(&m.payload).into_owned());
+    }
+    assert_eq!(seen, ["mine", "bob's", "not for jane"], "the forged one never got in");
+    let mut got = Vec::new();
+    while let Ok(Some(m)) = tokio::time::timeout(std::time::Duration::from_millis(500), janes.recv()).await {
+        got.push(String::from_utf8_lossy(&m.payload).into_owned());
+    }
+    assert_eq!(got, ["mine", "bob's"]);
+    broker.terminate().await;
+}

@@ -66,12 +66,22 @@ pub fn check_credentials(
     username: Option<&str>,
     password: Option<&[u8]>,
 ) -> Result<(), ReasonCode> {
-    match (username, config.password_file.current()) {
+    check_with(config.allow_anonymous, &config.password_file, username, password)
+}
+
+/// The same check with a given anonymous rule and password file (a listener's own).
+pub fn check_with(
+    allow_anonymous: bool,
+    passwords: &password::Passwords,
+    username: Option<&str>,
+    password: Option<&[u8]>,
+) -> Result<(), ReasonCode> {
+    match (username, passwords.current()) {
         (Some(user), Some(file)) => match file.check(user, password.unwrap_or_default()) {
             true => Ok(()),
             false => Err(ReasonCode::BadUserNameOrPassword),
         },
-        _ if config.allow_anonymous => Ok(()),
+        _ if allow_anonymous => Ok(()),
         _ => Err(ReasonCode::NotAuthorized),
     }
 }

@@ -32,6 +32,8 @@ pub struct Broker {
     sessions: Mutex<HashMap<ByteString, Arc<SessionHandle>>>,
     redirect: RwLock<Option<Redirect>>,
     authorizer: Arc<dyn Authorizer>,
+    /// Some listener has its own ACL, so deliveries must ask each session's.
+    listener_authorizers: std::sync::atomic::AtomicBool,
     persistence: Option<Persistence>,
     /// Payload bytes queued across all sessions, for the memory ceiling.
     queued_memory: Arc<std::sync::atomic::AtomicUsize>,
@@ -116,6 +118,7 @@ impl Broker {
         Broker {
             persistence,
             authorizer,
+            listener_authorizers: Default::default(),
             redirect: RwLock::new(config.redirect.clone()),
             config,
             router: RwLock::default(),
@@ -198,8 +201,8 @@ impl Broker {
         // A client with several matching subscriptions gets the message once, at the highest
         // granted QoS, with every subscription identifier [MQTT-3.3.4-2, 3.3.4-3].
         // Read access is checked on every delivery, wills and retained messages included.
-        if !self.authorizer.allows_everything() {
-            let allowed = |e: &&Entry| self.authorizer.can_receive(&e.session.client_info(), &message.topic);
+        if self.checks_reads() {
+            let allowed = |e: &&Entry| self.reader_may(&e.session, &message.topic);
             matches.retain(allowed);
             shared.retain(|(e, _)| allowed(e));
         }
@@ -286,9 +289,8 @@ impl Broker {
             return (code, Vec::new());
         }
         let mut retained = lock!(self.retained.read()).matching(&sub.filter);
-        if !self.authorizer.allows_everything() {
-            let client = session.client_info();
-            retained.retain(|m| self.authorizer.can_receive(&client, &m.topic));
+        if self.checks_reads() {
+            retained.retain(|m| self.reader_may(session, &m.topic));
         }
         let deliveries = retained
             .into_iter()
@@ -435,6 +437,29 @@ impl Broker {
 
     pub fn authorizer(&self) -> &dyn Authorizer {
         &*self.authorizer
+    }
+
+    /// Gives a session its listener's own authorizer (`per_listener_settings`).
+    pub fn use_listener_authorizer(&self, session: &SessionHandle, authorizer: Option<Arc<dyn Authorizer>>) {
+        if authorizer.is_some() {
+            self.listener_authorizers.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        session.set_authorizer(authorizer);
+    }
+
+    /// Whether deliveries must be checked at all (the hot path skips it when nobody restricts).
+    fn checks_reads(&self) -> bool {
+        !self.authorizer.allows_everything()
+            || self.listener_authorizers.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// May this session receive a message on `topic`? Its listener's ACL if it has one.
+    fn reader_may(&self, session: &SessionHandle, topic: &str) -> bool {
+        let client = session.client_info();
+        match session.authorizer() {
+            Some(own) => own.can_receive(&client, topic),
+            None => self.authorizer.can_receive(&client, topic),
+        }
     }
 
     /// Starts (or with `None` ends) redirecting clients to another server. Every connected

@@ -5,7 +5,7 @@ pub mod mosquitto;
 mod setup;
 pub mod toml;
 
-pub use setup::{ListenerSpec, Setup};
+pub use setup::{ListenerAuthSpec, ListenerSpec, Setup};
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

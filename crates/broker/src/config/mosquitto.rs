@@ -32,7 +32,6 @@ const IGNORED: &[(&str, &str)] = &[
     ("log_timestamp_format", "log lines always carry RFC 3339 timestamps"),
     ("connection_messages", "connection lines are logged at info level"),
     ("set_tcp_nodelay", "TCP_NODELAY is always on"),
-    ("per_listener_settings", "auth settings apply to every listener"),
 ];
 
 struct Reader {
@@ -41,6 +40,8 @@ struct Reader {
     default_listener: ListenerSpec,
     current: Option<ListenerSpec>,
     allow_anonymous: Option<bool>,
+    /// `per_listener_settings true`: auth keys inside a listener block are that listener's.
+    per_listener: bool,
 }
 
 fn parse_bool(value: &str) -> Result<bool, String> {
@@ -159,6 +160,17 @@ impl Reader {
                     _ => return Err(format!("{value:?}: cauldron offers tlsv1.2 and tlsv1.3")),
                 }
             }
+            "per_listener_settings" => self.per_listener = parse_bool(value)?,
+            "allow_anonymous" | "password_file" | "acl_file"
+                if self.per_listener && self.current.is_some() =>
+            {
+                let auth = self.listener().auth.get_or_insert_with(Default::default);
+                match key {
+                    "allow_anonymous" => auth.allow_anonymous = Some(parse_bool(value)?),
+                    "password_file" => auth.password_file = Some(path(value)),
+                    _ => auth.acl_file = Some(path(value)),
+                }
+            }
             "allow_anonymous" => self.allow_anonymous = Some(parse_bool(value)?),
             "password_file" => self.setup.password_file = Some(path(value)),
             "acl_file" => self.setup.acl_file = Some(path(value)),
@@ -245,6 +257,7 @@ pub fn read(path: &Path) -> Result<Setup, ConfError> {
         default_listener: ListenerSpec::default(),
         current: None,
         allow_anonymous: None,
+        per_listener: false,
     };
     read_file(&mut reader, path, true)?;
     reader.finish_listener();

@@ -19,6 +19,17 @@ pub struct ListenerSpec {
     pub unix: Option<PathBuf>,
     /// Connections start with a PROXY protocol header (behind a load balancer).
     pub proxy_protocol: bool,
+    /// This listener's own access control; unset parts fall back to the broker-wide ones.
+    pub auth: Option<ListenerAuthSpec>,
+}
+
+/// A listener's own `allow_anonymous`, `password_file` and `acl_file` (Mosquitto's
+/// `per_listener_settings true`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListenerAuthSpec {
+    pub allow_anonymous: Option<bool>,
+    pub password_file: Option<PathBuf>,
+    pub acl_file: Option<PathBuf>,
 }
 
 /// A complete, checked description of a broker to run.
@@ -48,6 +59,21 @@ impl Setup {
                 None => l.addr.map(|a| a.to_string()).unwrap_or_default(),
             };
             let kind = if l.proxy_protocol { format!("{kind}, PROXY protocol") } else { kind };
+            let kind = match &l.auth {
+                Some(auth) => format!(
+                    "{kind}, own auth: allow_anonymous {}, password_file {}, acl_file {}",
+                    auth.allow_anonymous.map(|a| a.to_string()).unwrap_or_else(|| "(broker's)".into()),
+                    auth.password_file
+                        .as_ref()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_else(|| "(broker's)".into()),
+                    auth.acl_file
+                        .as_ref()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_else(|| "(broker's)".into()),
+                ),
+                None => kind,
+            };
             let limit = l.max_connections.map(|m| format!(", max {m} connections")).unwrap_or_default();
             out.push_str(&format!("listener {addr} ({kind}{limit})\n"));
             if let Some(tls) = &l.tls {

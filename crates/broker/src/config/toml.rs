@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use super::mosquitto::parse_expiration;
-use super::setup::{ListenerSpec, Setup};
+use super::setup::{ListenerAuthSpec, ListenerSpec, Setup};
 use super::Config;
 use crate::tls::{TlsSettings, TlsVersions};
 
@@ -52,6 +52,9 @@ struct ListenerFile {
     path: Option<String>,
     max_connections: Option<usize>,
     tls: Option<TlsFile>,
+    allow_anonymous: Option<bool>,
+    password_file: Option<PathBuf>,
+    acl_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize, PartialEq, Eq)]
@@ -158,7 +161,13 @@ pub fn read(path: &Path) -> Result<TomlSetup, TomlError> {
         if listener.address.is_some() == listener.unix_socket.is_some() {
             return Err(error("every [[listener]] needs exactly one of address and unix_socket".into()));
         }
+        let auth = ListenerAuthSpec {
+            allow_anonymous: listener.allow_anonymous,
+            password_file: listener.password_file.map(&resolve),
+            acl_file: listener.acl_file.map(&resolve),
+        };
         listeners.push(ListenerSpec {
+            auth: (auth != ListenerAuthSpec::default()).then_some(auth),
             addr: listener.address,
             unix: listener.unix_socket.map(resolve),
             proxy_protocol: listener.proxy_protocol,
@@ -200,6 +209,22 @@ mod tests {
         assert!(read.setup.listeners[1].tls.is_some());
         assert_eq!(read.setup.listeners[2].websocket.as_deref(), Some("/mqtt"));
         assert!(!read.setup.config.allow_anonymous);
+    }
+
+    #[test]
+    fn unix_proxy_and_per_listener_auth_keys() {
+        let path = write(
+            "listeners.toml",
+            "[[listener]]\nunix_socket = \"mqtt.sock\"\n\n[[listener]]\naddress = \"127.0.0.1:1884\"\nproxy_protocol = true\n             allow_anonymous = false\npassword_file = \"lb-passwd\"\n",
+        );
+        let setup = read(&path).unwrap().setup;
+        assert_eq!(setup.listeners[0].unix, Some(path.parent().unwrap().join("mqtt.sock")));
+        assert!(setup.listeners[1].proxy_protocol);
+        let auth = setup.listeners[1].auth.as_ref().unwrap();
+        assert_eq!((auth.allow_anonymous, auth.acl_file.as_ref()), (Some(false), None));
+        assert_eq!(auth.password_file, Some(path.parent().unwrap().join("lb-passwd")));
+        let both = write("both.toml", "[[listener]]\naddress = \"127.0.0.1:1\"\nunix_socket = \"s\"\n");
+        assert!(read(&both).unwrap_err().to_string().contains("exactly one of address and unix_socket"));
     }
 
     #[test]

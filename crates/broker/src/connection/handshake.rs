@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
 use crate::auth;
+use crate::authz::ListenerAuth;
 use crate::broker::Broker;
 use crate::metrics::{self, Refusal};
 use crate::session::next_connection_id;
@@ -116,6 +117,7 @@ pub(super) async fn accept<S: AsyncRead + AsyncWrite>(
     connect: Connect,
     peer: SocketAddr,
     identity: CertIdentity,
+    auth: Option<Arc<ListenerAuth>>,
     reader: &mut ReadHalf<S>,
     writer: &mut WriteHalf<S>,
     rbuf: &mut BytesMut,
@@ -170,9 +172,15 @@ pub(super) async fn accept<S: AsyncRead + AsyncWrite>(
             return None;
         };
         username = Some(name.into());
-    } else if let Err(code) =
-        auth::check_credentials(config, connect.username.as_deref(), connect.password.as_deref())
-    {
+    } else if let Err(code) = match &auth {
+        Some(own) => auth::check_with(
+            own.allow_anonymous,
+            &own.passwords,
+            connect.username.as_deref(),
+            connect.password.as_deref(),
+        ),
+        None => auth::check_credentials(config, connect.username.as_deref(), connect.password.as_deref()),
+    } {
         refuse_credentials(broker, peer, &client_id, code).await;
         write_and_close(writer, &refuse(code), protocol).await;
         return None;
@@ -228,6 +236,7 @@ pub(super) async fn accept<S: AsyncRead + AsyncWrite>(
     drop(broker.flush_session(&session));
     session.set_online(true);
     session.set_username(username);
+    broker.use_listener_authorizer(&session, auth.as_ref().map(|a| Arc::clone(&a.authorizer)));
     if protocol.is_v5() {
         // Advertise only what differs from the defaults of MQTT 5.0 section 3.2.2.3.
         props.topic_alias_maximum = Some(config.topic_alias_maximum).filter(|m| *m > 0);
@@ -278,6 +287,7 @@ pub(super) async fn accept<S: AsyncRead + AsyncWrite>(
         pending: VecDeque::new(),
         held: BytesMut::new(),
         scratch: Vec::new(),
+        auth,
     };
     // CONNACK first, then whatever the resumed session still owes the client.
     conn.send(&Packet::ConnAck(ConnAck { session_present, code: ReasonCode::Success, properties: props }));

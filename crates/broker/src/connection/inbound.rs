@@ -152,7 +152,7 @@ impl Connection {
     }
 
     pub(super) fn may_publish(&self, topic: &str) -> bool {
-        let authorizer = self.broker.authorizer();
+        let authorizer = self.authorizer();
         authorizer.allows_everything() || authorizer.can_publish(&self.session.client_info(), topic)
     }
 
@@ -189,8 +189,8 @@ impl Connection {
                 Some(ReasonCode::SharedSubscriptionsNotSupported)
             } else if subscription_id.is_some() && !config.subscription_identifier_available {
                 Some(ReasonCode::SubscriptionIdentifiersNotSupported)
-            } else if !self.broker.authorizer().allows_everything()
-                && !self.broker.authorizer().can_subscribe(&self.session.client_info(), &sub.filter)
+            } else if !self.authorizer().allows_everything()
+                && !self.authorizer().can_subscribe(&self.session.client_info(), &sub.filter)
             {
                 Some(ReasonCode::NotAuthorized)
             } else if !config.wildcard_subscription_available

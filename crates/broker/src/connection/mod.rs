@@ -16,6 +16,7 @@ use tokio::time::{sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
+use crate::authz::{Authorizer, ListenerAuth};
 use crate::broker::Broker;
 use crate::config::Redirect;
 use crate::message::Message;
@@ -88,6 +89,7 @@ pub async fn serve<S>(
     stream: S,
     peer: SocketAddr,
     identity: CertIdentity,
+    auth: Option<Arc<ListenerAuth>>,
     shutdown: CancellationToken,
 ) where
     S: AsyncRead + AsyncWrite + Send + Unpin,
@@ -102,7 +104,7 @@ pub async fn serve<S>(
         Ok(Ok(connect)) => {
             broker.metrics.packet_in(PacketType::Connect as u8);
             if let Some(conn) =
-                accept(&broker, *connect, peer, identity, &mut reader, &mut writer, &mut rbuf).await
+                accept(&broker, *connect, peer, identity, auth, &mut reader, &mut writer, &mut rbuf).await
             {
                 conn.run(reader, writer, rbuf, shutdown).await;
             }
@@ -154,6 +156,8 @@ struct Connection {
     pending: VecDeque<Ticket>,
     held: BytesMut,
     scratch: Vec<Packet>,
+    /// The listener's own access control (`per_listener_settings`), if it has one.
+    auth: Option<Arc<ListenerAuth>>,
 }
 
 /// Resolves when the oldest pending commit is done; never while there is none.
@@ -165,6 +169,14 @@ async fn oldest_commit(pending: &mut VecDeque<Ticket>) -> Result<(), StoreError>
 }
 
 impl Connection {
+    /// The authorizer for this connection: its listener's own, or the broker's.
+    fn authorizer(&self) -> &dyn Authorizer {
+        match &self.auth {
+            Some(auth) => &*auth.authorizer,
+            None => self.broker.authorizer(),
+        }
+    }
+
     async fn run<S: AsyncRead + AsyncWrite>(
         mut self,
         mut reader: ReadHalf<S>,

@@ -9,7 +9,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::{Delivery, Enqueued, Limits, Session};
-use crate::authz::ClientInfo;
+use crate::authz::{Authorizer, ClientInfo};
 use crate::store::Op;
 
 static CONNECTION_IDS: AtomicU64 = AtomicU64::new(1);
@@ -31,6 +31,8 @@ pub struct SessionHandle {
     online: AtomicBool,
     /// The user name of the latest connection, for authorization of deliveries.
     username: Mutex<Option<ByteString>>,
+    /// The authorizer of the listener the latest connection came through, when it has its own.
+    authorizer: Mutex<Option<Arc<dyn Authorizer>>>,
 }
 
 impl SessionHandle {
@@ -49,6 +51,7 @@ impl SessionHandle {
             kick: Mutex::new(None),
             online: AtomicBool::new(false),
             username: Mutex::new(None),
+            authorizer: Mutex::new(None),
         })
     }
 
@@ -109,6 +112,15 @@ impl SessionHandle {
     pub fn client_info(&self) -> ClientInfo {
         let username = self.username.lock().unwrap_or_else(|e| e.into_inner()).clone();
         ClientInfo { client_id: self.client_id.clone(), username }
+    }
+
+    /// The listener's own authorizer, if the session's connection came through one that has it.
+    pub fn authorizer(&self) -> Option<Arc<dyn Authorizer>> {
+        self.authorizer.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn set_authorizer(&self, authorizer: Option<Arc<dyn Authorizer>>) {
+        *self.authorizer.lock().unwrap_or_else(|e| e.into_inner()) = authorizer;
     }
 
     pub fn set_username(&self, username: Option<ByteString>) {
