@@ -14,7 +14,7 @@ use tracing::{info, warn};
 
 use crate::authz::ListenerAuth;
 use crate::broker::Broker;
-use crate::connection::{self, CertIdentity};
+use crate::connection::{self, CertIdentity, Origin};
 use crate::limits::{admit, RateLimiter};
 use crate::metrics::Refusal;
 use crate::proxy;
@@ -214,10 +214,10 @@ async fn serve_stream<S>(
 {
     let auth = setting.auth.clone();
     let Some(path) = &setting.websocket else {
-        return connection::serve(broker, stream, peer, identity, auth, shutdown).await;
+        return connection::serve(broker, stream, peer, Origin { identity, auth }, shutdown).await;
     };
     match tokio::time::timeout(broker.config.connect_timeout, ws::accept(stream, path)).await {
-        Ok(Ok(ws)) => connection::serve(broker, ws, peer, identity, auth, shutdown).await,
+        Ok(Ok(ws)) => connection::serve(broker, ws, peer, Origin { identity, auth }, shutdown).await,
         Ok(Err(e)) => info!(%peer, error = %e, "WebSocket handshake failed"),
         Err(_) => info!(%peer, "WebSocket handshake timed out"),
     }

@@ -811,6 +811,7 @@ async fn each_listener_has_its_own_connection_limit() {
             tls: None,
             websocket: None,
             proxy_protocol: false,
+            auth: None,
         },
         cauldron_broker::Listener {
             socket: large.into(),
@@ -818,6 +819,7 @@ async fn each_listener_has_its_own_connection_limit() {
             tls: None,
             websocket: None,
             proxy_protocol: false,
+            auth: None,
         },
     ];
     tokio::spawn(cauldron_broker::run_listeners(

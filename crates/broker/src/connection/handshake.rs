@@ -16,12 +16,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
 use crate::auth;
-use crate::authz::ListenerAuth;
 use crate::broker::Broker;
 use crate::metrics::{self, Refusal};
 use crate::session::next_connection_id;
 
-use super::{CertIdentity, Connection};
+use super::{CertIdentity, Connection, Origin};
 
 /// Reads until one whole packet is there, which must be CONNECT [MQTT-3.1.0-1].
 pub(super) async fn read_connect<R: AsyncRead + Unpin>(
@@ -116,12 +115,12 @@ pub(super) async fn accept<S: AsyncRead + AsyncWrite>(
     broker: &Arc<Broker>,
     connect: Connect,
     peer: SocketAddr,
-    identity: CertIdentity,
-    auth: Option<Arc<ListenerAuth>>,
+    origin: Origin,
     reader: &mut ReadHalf<S>,
     writer: &mut WriteHalf<S>,
     rbuf: &mut BytesMut,
 ) -> Option<Connection> {
+    let Origin { identity, auth } = origin;
     let protocol = connect.protocol;
     let config = &broker.config;
     let refuse = |code: ReasonCode| {

@@ -75,6 +75,13 @@ impl From<DecodeError> for Violation {
 }
 
 /// Serves one client connection until it ends. Never panics on client input.
+/// What the listener a connection came through decides about it.
+pub struct Origin {
+    pub identity: CertIdentity,
+    /// The listener's own access control (`per_listener_settings`), if it has one.
+    pub auth: Option<Arc<ListenerAuth>>,
+}
+
 /// How a TLS listener names its client by certificate.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CertIdentity {
@@ -88,8 +95,7 @@ pub async fn serve<S>(
     broker: Arc<Broker>,
     stream: S,
     peer: SocketAddr,
-    identity: CertIdentity,
-    auth: Option<Arc<ListenerAuth>>,
+    origin: Origin,
     shutdown: CancellationToken,
 ) where
     S: AsyncRead + AsyncWrite + Send + Unpin,
@@ -104,7 +110,7 @@ pub async fn serve<S>(
         Ok(Ok(connect)) => {
             broker.metrics.packet_in(PacketType::Connect as u8);
             if let Some(conn) =
-                accept(&broker, *connect, peer, identity, auth, &mut reader, &mut writer, &mut rbuf).await
+                accept(&broker, *connect, peer, origin, &mut reader, &mut writer, &mut rbuf).await
             {
                 conn.run(reader, writer, rbuf, shutdown).await;
             }
