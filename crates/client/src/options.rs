@@ -51,6 +51,38 @@ impl Options {
         }
     }
 
+    /// Options from a broker URL: `mqtt://[user[:password]@]host[:port]` (port 1883 by default).
+    ///
+    /// ```
+    /// let options = cauldron_client::Options::from_url("mqtt://jane:secret@localhost:1884", "converter").unwrap();
+    /// assert_eq!(options.address, "localhost:1884");
+    /// assert_eq!(options.username.as_deref(), Some("jane"));
+    /// ```
+    pub fn from_url(url: &str, client_id: impl Into<ByteString>) -> Result<Options, String> {
+        let rest =
+            url.strip_prefix("mqtt://").ok_or_else(|| format!("{url}: only mqtt:// URLs are supported"))?;
+        let rest = rest.trim_end_matches('/');
+        let (credentials, host) = match rest.rsplit_once('@') {
+            Some((credentials, host)) => (Some(credentials), host),
+            None => (None, rest),
+        };
+        if host.is_empty() {
+            return Err(format!("{url}: no host"));
+        }
+        // A bare host gets the MQTT port; `[::1]` style IPv6 hosts keep their brackets.
+        let has_port = host.rsplit_once(':').is_some_and(|(h, p)| {
+            !h.ends_with(':') && p.chars().all(|c| c.is_ascii_digit()) && !host.ends_with(']')
+        });
+        let address = if has_port { host.to_string() } else { format!("{host}:1883") };
+        let mut options = Options::new(address, client_id);
+        if let Some(credentials) = credentials {
+            let (user, password) = credentials.split_once(':').unwrap_or((credentials, ""));
+            options.username = Some(user.to_string().into());
+            options.password = Some(Bytes::from(password.to_string()));
+        }
+        Ok(options)
+    }
+
     pub fn protocol(mut self, protocol: Protocol) -> Options {
         self.protocol = protocol;
         self
