@@ -296,3 +296,61 @@ async fn expired_sessions_leave_the_store() {
     nothing(&mut messages).await;
     broker.terminate().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_reconnects_resumes_and_resends() {
+    use cauldron_client::Reconnect;
+    let dir = data_dir("reconnect");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let fixed = format!("127.0.0.1:{port}");
+    let args = ["--listen", fixed.as_str(), "--sys-interval", "0"];
+    let broker = Cauldron::start(&dir, &args).await;
+    let reconnect = Reconnect { initial: Duration::from_millis(50), max: Duration::from_millis(500) };
+    let (client, mut messages) =
+        Client::connect(persistent(&fixed, "phone").reconnect(reconnect)).await.unwrap();
+    client.subscribe("to/phone", QoS::AtLeastOnce).await.unwrap();
+    broker.kill9().await;
+
+    // Published while the broker is down: completes once the client is back.
+    let pending = tokio::spawn({
+        let client = client.clone();
+        async move { client.publish("from/phone", "sent during the outage", QoS::AtLeastOnce, false).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let broker = Cauldron::start(&dir, &args).await;
+    tokio::time::timeout(WAIT, pending).await.expect("publish completes after reconnect").unwrap().unwrap();
+
+    // The subscription survived (session resumed from the store) and messages flow again.
+    let (other, _) = Client::connect(Options::new(&fixed, "other")).await.unwrap();
+    other.publish("to/phone", "welcome back", QoS::AtLeastOnce, false).await.unwrap();
+    assert_eq!(&next(&mut messages).await.payload[..], b"welcome back");
+    broker.terminate().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_session_client_restores_its_subscriptions_after_reconnect() {
+    use cauldron_client::Reconnect;
+    let dir = data_dir("reconnect-clean");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let fixed = format!("127.0.0.1:{port}");
+    let args = ["--listen", fixed.as_str(), "--sys-interval", "0"];
+    let broker = Cauldron::start(&dir, &args).await;
+    let reconnect = Reconnect { initial: Duration::from_millis(50), max: Duration::from_millis(500) };
+    let (client, mut messages) =
+        Client::connect(Options::new(&fixed, "sensor").reconnect(reconnect)).await.unwrap();
+    client.subscribe("cmd/sensor", QoS::AtLeastOnce).await.unwrap();
+    broker.kill9().await;
+    let broker = Cauldron::start(&dir, &args).await;
+    // The server has no session for it: the client subscribes again by itself.
+    let (other, _) = Client::connect(Options::new(&fixed, "other")).await.unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        other.publish("cmd/sensor", "ping", QoS::AtLeastOnce, false).await.unwrap();
+        if let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(200), messages.recv()).await {
+            assert_eq!(&m.payload[..], b"ping");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "subscription not restored");
+    }
+    broker.terminate().await;
+}

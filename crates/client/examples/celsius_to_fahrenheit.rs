@@ -6,12 +6,14 @@
 //! mosquitto_pub -t temp/celsius -m 21.5      # and watch temp/fahrenheit: 70.7
 //! ```
 
-use cauldron_client::{Client, Options, QoS};
+use cauldron_client::{Client, Options, QoS, Reconnect};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let url = std::env::args().nth(1).unwrap_or_else(|| "mqtt://127.0.0.1:1883".into());
-    let (client, mut readings) = Client::connect(Options::from_url(&url, "celsius-to-fahrenheit")?).await?;
+    let (client, mut readings) =
+        Client::connect(Options::from_url(&url, "celsius-to-fahrenheit")?.reconnect(Reconnect::default()))
+            .await?;
     client.subscribe("temp/celsius", QoS::AtLeastOnce).await?;
     while let Some(reading) = readings.recv().await {
         // Payloads that are not a number are skipped, not fatal: sensors send odd things.

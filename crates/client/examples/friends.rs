@@ -4,7 +4,7 @@
 //! cargo run -p cauldron-client --example friends -- mqtt://jane:secret@127.0.0.1:1883
 //! ```
 
-use cauldron_client::{Client, Options, QoS};
+use cauldron_client::{Client, Options, QoS, Reconnect};
 
 /// The few fields of an OwnTracks location this example shows, read without a JSON library.
 fn field<'a>(json: &'a str, name: &str) -> Option<&'a str> {
@@ -17,7 +17,8 @@ fn field<'a>(json: &'a str, name: &str) -> Option<&'a str> {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let url = std::env::args().nth(1).unwrap_or_else(|| "mqtt://127.0.0.1:1883".into());
-    let (client, mut messages) = Client::connect(Options::from_url(&url, "friends-example")?).await?;
+    let (client, mut messages) =
+        Client::connect(Options::from_url(&url, "friends-example")?.reconnect(Reconnect::default())).await?;
     client.subscribe("owntracks/+/+", QoS::AtLeastOnce).await?;
     while let Some(message) = messages.recv().await {
         let mut levels = message.topic.split('/').skip(1);

@@ -5,12 +5,14 @@
 //! cargo run -p cauldron-client --example kelvin -- mqtt://127.0.0.1:1883
 //! ```
 
-use cauldron_client::{Client, Options, QoS};
+use cauldron_client::{Client, Options, QoS, Reconnect};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let url = std::env::args().nth(1).unwrap_or_else(|| "mqtt://127.0.0.1:1883".into());
-    let (client, mut readings) = Client::connect(Options::from_url(&url, "celsius-to-kelvin")?).await?;
+    let (client, mut readings) =
+        Client::connect(Options::from_url(&url, "celsius-to-kelvin")?.reconnect(Reconnect::default()))
+            .await?;
     client.subscribe("temp/celsius", QoS::AtLeastOnce).await?;
     while let Some(reading) = readings.recv().await {
         let Some(celsius) =

@@ -16,7 +16,9 @@
 //! # Ok(()) }
 //! ```
 
+mod handshake;
 mod options;
+mod state;
 mod task;
 
 use cauldron_proto::{
@@ -26,7 +28,7 @@ use cauldron_proto::{
 use tokio::sync::{mpsc, oneshot};
 
 pub use cauldron_proto::{self as proto, Protocol, QoS};
-pub use options::{Options, Will};
+pub use options::{Options, Reconnect, Will};
 
 /// What can go wrong talking to a broker.
 #[derive(Debug, thiserror::Error)]

@@ -31,6 +31,23 @@ pub struct Options {
     pub connect_timeout: Duration,
     /// MQTT 5 enhanced authentication with SCRAM-SHA-256: user name and password.
     pub scram: Option<(String, Vec<u8>)>,
+    /// Reconnect when the connection is lost (off by default).
+    pub reconnect: Option<Reconnect>,
+}
+
+/// Automatic reconnection: after a lost connection the client waits `initial`, doubling up to
+/// `max` between attempts, then resumes its session (clean start off), sends again whatever
+/// was not acknowledged, and restores its subscriptions if the server kept no session.
+#[derive(Debug, Clone, Copy)]
+pub struct Reconnect {
+    pub initial: Duration,
+    pub max: Duration,
+}
+
+impl Default for Reconnect {
+    fn default() -> Reconnect {
+        Reconnect { initial: Duration::from_millis(100), max: Duration::from_secs(30) }
+    }
 }
 
 impl Options {
@@ -48,6 +65,7 @@ impl Options {
             properties: Properties::default(),
             connect_timeout: Duration::from_secs(10),
             scram: None,
+            reconnect: None,
         }
     }
 
@@ -81,6 +99,12 @@ impl Options {
             options.password = Some(Bytes::from(password.to_string()));
         }
         Ok(options)
+    }
+
+    /// Reconnects with back-off after a lost connection (see [`Reconnect`]).
+    pub fn reconnect(mut self, reconnect: Reconnect) -> Options {
+        self.reconnect = Some(reconnect);
+        self
     }
 
     pub fn protocol(mut self, protocol: Protocol) -> Options {

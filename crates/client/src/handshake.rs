@@ -1,0 +1,106 @@
+//! Opening a connection: TCP, CONNECT (with SCRAM-SHA-256 when asked), CONNACK.
+
+use bytes::BytesMut;
+use cauldron_proto::scram::{self, ClientExchange, ClientVerifier};
+use cauldron_proto::{decode, Auth, Connect, Packet, Properties, ReasonCode};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::{Connected, Error, Options};
+
+/// Accept any packet size from the server; the server enforces its own limits.
+pub(crate) const MAX_PACKET: usize = usize::MAX;
+
+/// Where a SCRAM-SHA-256 exchange stands during the handshake.
+enum ScramStep {
+    Started(ClientExchange),
+    Proved(ClientVerifier),
+}
+
+fn connect_packet(options: &Options, clean_start: bool) -> Connect {
+    Connect {
+        protocol: options.protocol,
+        clean_start,
+        keep_alive: options.keep_alive.as_secs().min(u64::from(u16::MAX)) as u16,
+        client_id: options.client_id.clone(),
+        will: options.will.clone().map(|w| cauldron_proto::Will {
+            topic: w.topic,
+            payload: w.payload,
+            qos: w.qos,
+            retain: w.retain,
+            properties: Properties::default(),
+        }),
+        username: options.username.clone(),
+        password: options.password.clone(),
+        properties: options.properties.clone(),
+    }
+}
+
+/// Connects and completes the handshake within the connect timeout. Bytes that arrived after
+/// CONNACK are left in `rbuf`.
+pub(crate) async fn connect(
+    options: &Options,
+    clean_start: bool,
+    rbuf: &mut BytesMut,
+) -> Result<(TcpStream, Connected), Error> {
+    let handshake = async {
+        let mut stream = TcpStream::connect(&options.address).await?;
+        stream.set_nodelay(true)?;
+        let mut connect = connect_packet(options, clean_start);
+        let mut scram = None;
+        if let Some((user, password)) = &options.scram {
+            let (exchange, client_first) = ClientExchange::start(user, password)
+                .map_err(|_| Error::Refused(ReasonCode::UnspecifiedError))?;
+            connect.properties.authentication_method = Some(scram::METHOD.into());
+            connect.properties.authentication_data = Some(client_first.into());
+            scram = Some(ScramStep::Started(exchange));
+        }
+        let mut wbuf = BytesMut::new();
+        Packet::Connect(Box::new(connect)).encode(options.protocol, &mut wbuf)?;
+        stream.write_all(&wbuf).await?;
+        loop {
+            if let Some(packet) = decode(rbuf, options.protocol, MAX_PACKET)? {
+                let packet = match (packet, scram.take()) {
+                    // The server's challenge: answer with our proof and wait for CONNACK.
+                    (Packet::Auth(auth), Some(ScramStep::Started(exchange))) => {
+                        let data = auth.properties.authentication_data.unwrap_or_default();
+                        let (verifier, client_final) =
+                            exchange.finish(&data).map_err(|_| Error::Refused(ReasonCode::NotAuthorized))?;
+                        let properties = Properties {
+                            authentication_method: Some(scram::METHOD.into()),
+                            authentication_data: Some(client_final.into()),
+                            ..Properties::default()
+                        };
+                        let reply = Auth { reason: ReasonCode::ContinueAuthentication, properties };
+                        let mut wbuf = BytesMut::new();
+                        Packet::Auth(reply).encode(options.protocol, &mut wbuf)?;
+                        stream.write_all(&wbuf).await?;
+                        scram = Some(ScramStep::Proved(verifier));
+                        continue;
+                    }
+                    // The server proves it knew our credential, or it is an impostor.
+                    (Packet::ConnAck(ack), Some(ScramStep::Proved(verifier)))
+                        if ack.code == ReasonCode::Success =>
+                    {
+                        let data = ack.properties.authentication_data.clone().unwrap_or_default();
+                        verifier.verify(&data).map_err(|_| Error::Refused(ReasonCode::NotAuthorized))?;
+                        Packet::ConnAck(ack)
+                    }
+                    (packet, _) => packet,
+                };
+                return match packet {
+                    Packet::ConnAck(ack) if ack.code == ReasonCode::Success => Ok((
+                        stream,
+                        Connected { session_present: ack.session_present, properties: ack.properties },
+                    )),
+                    Packet::ConnAck(ack) => Err(Error::Refused(ack.code)),
+                    other => Err(Error::UnexpectedPacket(other.packet_type())),
+                };
+            }
+            if stream.read_buf(rbuf).await? == 0 {
+                return Err(Error::Closed);
+            }
+        }
+    };
+    tokio::time::timeout(options.connect_timeout, handshake).await.map_err(|_| Error::Timeout)?
+}

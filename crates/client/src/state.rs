@@ -1,0 +1,259 @@
+//! Protocol state of the client's connection task: packet ids, the QoS flows in both
+//! directions, and what to send again after a reconnect.
+
+use std::collections::{HashMap, HashSet};
+
+use bytes::BytesMut;
+use cauldron_proto::{
+    decode, Ack, ByteString, Packet, Properties, Protocol, Publish, QoS, ReasonCode, Subscribe, Subscription,
+    Unsubscribe,
+};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::handshake::MAX_PACKET;
+use crate::{Command, Error};
+
+type Reply<T> = oneshot::Sender<Result<T, Error>>;
+
+/// A request waiting for its acknowledgement, kept with its packet to send again after a
+/// reconnect. `reply` is `None` for requests the task makes itself (restoring subscriptions).
+struct Pending<T> {
+    seq: u64,
+    packet: Packet,
+    reply: Option<Reply<T>>,
+}
+
+impl<T> Pending<T> {
+    fn answer(self, result: Result<T, Error>) {
+        if let Some(reply) = self.reply {
+            let _ = reply.send(result);
+        }
+    }
+}
+
+pub(crate) struct State {
+    protocol: Protocol,
+    pub rbuf: BytesMut,
+    pub wbuf: BytesMut,
+    next_packet_id: u16,
+    next_seq: u64,
+    /// Outgoing QoS 1/2 publishes; `true` once PUBREL was sent (QoS 2, waiting for PUBCOMP).
+    publishes: HashMap<u16, (Pending<Option<ReasonCode>>, bool)>,
+    subscribes: HashMap<u16, Pending<Vec<ReasonCode>>>,
+    unsubscribes: HashMap<u16, Pending<Vec<ReasonCode>>>,
+    /// Incoming QoS 2 ids delivered but not yet released.
+    incoming_qos2: HashSet<u16>,
+    /// Granted subscriptions, to restore when a reconnect finds no session on the server.
+    subscriptions: HashMap<ByteString, Subscription>,
+}
+
+impl State {
+    pub fn new(protocol: Protocol) -> State {
+        State {
+            protocol,
+            rbuf: BytesMut::with_capacity(4096),
+            wbuf: BytesMut::new(),
+            next_packet_id: 1,
+            next_seq: 0,
+            publishes: HashMap::new(),
+            subscribes: HashMap::new(),
+            unsubscribes: HashMap::new(),
+            incoming_qos2: HashSet::new(),
+            subscriptions: HashMap::new(),
+        }
+    }
+
+    pub fn send(&mut self, packet: &Packet) -> Result<(), Error> {
+        packet.encode(self.protocol, &mut self.wbuf).map_err(Error::from)
+    }
+
+    fn packet_id(&mut self) -> u16 {
+        loop {
+            let id = self.next_packet_id;
+            self.next_packet_id = id.checked_add(1).unwrap_or(1);
+            let busy = self.publishes.contains_key(&id)
+                || self.subscribes.contains_key(&id)
+                || self.unsubscribes.contains_key(&id);
+            if !busy {
+                return id;
+            }
+        }
+    }
+
+    fn pending<T>(&mut self, packet: Packet, reply: Option<Reply<T>>) -> Pending<T> {
+        self.next_seq += 1;
+        Pending { seq: self.next_seq, packet, reply }
+    }
+
+    /// Encodes `packet` and remembers it as pending, or answers the error at once.
+    fn track<T>(&mut self, packet: Packet, reply: Option<Reply<T>>) -> Option<Pending<T>> {
+        match self.send(&packet) {
+            Ok(()) => Some(self.pending(packet, reply)),
+            Err(e) => {
+                if let Some(reply) = reply {
+                    let _ = reply.send(Err(e));
+                }
+                None
+            }
+        }
+    }
+
+    pub fn command(&mut self, command: Command) {
+        match command {
+            Command::Publish(mut publish, reply) => {
+                if publish.qos == QoS::AtMostOnce {
+                    publish.packet_id = None;
+                    let _ = reply.send(self.send(&Packet::Publish(publish)).map(|_| None));
+                    return;
+                }
+                let id = self.packet_id();
+                publish.packet_id = Some(id);
+                if let Some(pending) = self.track(Packet::Publish(publish), Some(reply)) {
+                    self.publishes.insert(id, (pending, false));
+                }
+            }
+            Command::Subscribe(filters, properties, reply) => {
+                self.subscribe(filters, properties, Some(reply))
+            }
+            Command::Unsubscribe(filters, reply) => {
+                let packet_id = self.packet_id();
+                let unsubscribe = Unsubscribe { packet_id, filters, properties: Properties::default() };
+                if let Some(pending) = self.track(Packet::Unsubscribe(unsubscribe), Some(reply)) {
+                    self.unsubscribes.insert(packet_id, pending);
+                }
+            }
+            Command::Raw(packet) => {
+                let _ = self.send(&packet);
+            }
+            // The task loop handles DISCONNECT itself, as it ends the connection.
+            Command::Disconnect(_, reply) => {
+                let _ = reply.send(Err(Error::Closed));
+            }
+        }
+    }
+
+    fn subscribe(
+        &mut self,
+        filters: Vec<Subscription>,
+        properties: Properties,
+        reply: Option<Reply<Vec<ReasonCode>>>,
+    ) {
+        let packet_id = self.packet_id();
+        if let Some(pending) =
+            self.track(Packet::Subscribe(Subscribe { packet_id, filters, properties }), reply)
+        {
+            self.subscribes.insert(packet_id, pending);
+        }
+    }
+
+    /// After a reconnect: restore subscriptions if the server kept no session, then send again
+    /// every unacknowledged PUBLISH (with DUP), PUBREL, SUBSCRIBE and UNSUBSCRIBE, oldest first.
+    pub fn resume(&mut self, session_present: bool) {
+        self.rbuf.clear();
+        self.wbuf.clear();
+        // QoS 2 ids the old session released or lost: the server decides anew.
+        self.incoming_qos2.clear();
+        let mut again: Vec<(u64, Packet)> = Vec::new();
+        for (id, (pending, released)) in &self.publishes {
+            let packet = match (&pending.packet, released) {
+                (_, true) => Packet::PubRel(Ack::new(*id)),
+                (Packet::Publish(publish), false) => {
+                    Packet::Publish(Publish { dup: true, ..publish.clone() })
+                }
+                (other, _) => other.clone(),
+            };
+            again.push((pending.seq, packet));
+        }
+        again.extend(self.subscribes.values().map(|p| (p.seq, p.packet.clone())));
+        again.extend(self.unsubscribes.values().map(|p| (p.seq, p.packet.clone())));
+        again.sort_by_key(|(seq, _)| *seq);
+        if !session_present && !self.subscriptions.is_empty() {
+            let filters: Vec<Subscription> = self.subscriptions.values().cloned().collect();
+            self.subscribe(filters, Properties::default(), None);
+        }
+        for (_, packet) in again {
+            let _ = self.send(&packet);
+        }
+    }
+
+    /// Fails every pending request (the connection is gone for good).
+    pub fn fail_all(&mut self) {
+        self.publishes.drain().for_each(|(_, (p, _))| p.answer(Err(Error::Closed)));
+        self.subscribes.drain().for_each(|(_, p)| p.answer(Err(Error::Closed)));
+        self.unsubscribes.drain().for_each(|(_, p)| p.answer(Err(Error::Closed)));
+    }
+
+    /// Handles every complete packet read; false ends the connection.
+    pub async fn process(&mut self, messages: &mpsc::Sender<Publish>) -> bool {
+        loop {
+            let packet = match decode(&mut self.rbuf, self.protocol, MAX_PACKET) {
+                Ok(Some(packet)) => packet,
+                Ok(None) => return true,
+                Err(_) => return false,
+            };
+            match packet {
+                Packet::Publish(publish) => {
+                    let deliver = match (publish.qos, publish.packet_id) {
+                        (QoS::AtLeastOnce, Some(id)) => {
+                            let _ = self.send(&Packet::PubAck(Ack::new(id)));
+                            true
+                        }
+                        (QoS::ExactlyOnce, Some(id)) => {
+                            let _ = self.send(&Packet::PubRec(Ack::new(id)));
+                            self.incoming_qos2.insert(id)
+                        }
+                        _ => true,
+                    };
+                    if deliver {
+                        // A full channel means the application is slow: wait for it (backpressure).
+                        let _ = messages.send(publish).await;
+                    }
+                }
+                Packet::PubRel(ack) => {
+                    self.incoming_qos2.remove(&ack.packet_id);
+                    let _ = self.send(&Packet::PubComp(Ack::new(ack.packet_id)));
+                }
+                Packet::PubAck(ack) => self.complete(ack.packet_id, ack.reason),
+                Packet::PubRec(ack) => {
+                    if ack.reason.is_error() {
+                        self.complete(ack.packet_id, ack.reason);
+                    } else if let Some((_, released)) = self.publishes.get_mut(&ack.packet_id) {
+                        *released = true;
+                        let _ = self.send(&Packet::PubRel(Ack::new(ack.packet_id)));
+                    }
+                }
+                Packet::PubComp(ack) => self.complete(ack.packet_id, ack.reason),
+                Packet::SubAck(ack) => {
+                    if let Some(pending) = self.subscribes.remove(&ack.packet_id) {
+                        if let Packet::Subscribe(subscribe) = &pending.packet {
+                            for (sub, code) in subscribe.filters.iter().zip(&ack.codes) {
+                                if !code.is_error() {
+                                    self.subscriptions.insert(sub.filter.clone(), sub.clone());
+                                }
+                            }
+                        }
+                        pending.answer(Ok(ack.codes));
+                    }
+                }
+                Packet::UnsubAck(ack) => {
+                    if let Some(pending) = self.unsubscribes.remove(&ack.packet_id) {
+                        if let Packet::Unsubscribe(unsubscribe) = &pending.packet {
+                            for filter in &unsubscribe.filters {
+                                self.subscriptions.remove(filter);
+                            }
+                        }
+                        pending.answer(Ok(ack.codes));
+                    }
+                }
+                Packet::Disconnect(_) => return false,
+                _ => {}
+            }
+        }
+    }
+
+    fn complete(&mut self, packet_id: u16, reason: ReasonCode) {
+        if let Some((pending, _)) = self.publishes.remove(&packet_id) {
+            pending.answer(Ok(Some(reason)));
+        }
+    }
+}
