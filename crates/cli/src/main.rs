@@ -5,6 +5,7 @@ mod config_check;
 mod http;
 mod passwd;
 mod serve;
+mod tools;
 
 use clap::{Parser, Subcommand};
 
@@ -35,6 +36,10 @@ enum Command {
     /// Check a configuration file and print what would run.
     #[command(subcommand)]
     Config(config_check::ConfigCommand),
+    /// Publish a message (mosquitto_pub's flags).
+    Pub(tools::publish::PubArgs),
+    /// Subscribe and print messages (mosquitto_sub's flags).
+    Sub(tools::subscribe::SubArgs),
     /// Manage a Mosquitto password file (mosquitto_passwd's flags).
     Passwd(passwd::PasswdArgs),
     /// Generate load against a broker and measure it.
@@ -71,6 +76,8 @@ fn run() -> anyhow::Result<()> {
         Command::Serve(args) => runtime.block_on(serve::serve(*args)),
         Command::Bench(command) => runtime.block_on(bench::run(command)),
         Command::Passwd(args) => passwd::run(args),
+        Command::Pub(args) => runtime.block_on(tools::publish::run(args)),
+        Command::Sub(args) => runtime.block_on(tools::subscribe::run(args)),
         Command::Config(command) => config_check::run(command),
     }
 }

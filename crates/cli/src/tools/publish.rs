@@ -1,0 +1,79 @@
+//! `cauldron pub`: publish one message, a file, standard input or its lines, as `mosquitto_pub`.
+
+use std::io::{BufRead, Read};
+
+use cauldron_client::{Client, QoS};
+
+use super::{qos, ConnectArgs};
+
+#[derive(clap::Args, Debug)]
+#[command(disable_help_flag = true)]
+pub struct PubArgs {
+    #[command(flatten)]
+    connect: ConnectArgs,
+    /// Topic to publish on.
+    #[arg(short = 't', long = "topic", required = true)]
+    topic: String,
+    /// The message.
+    #[arg(short = 'm', long = "message", group = "source")]
+    message: Option<String>,
+    /// Send the contents of a file as the message.
+    #[arg(short = 'f', long = "file", group = "source")]
+    file: Option<std::path::PathBuf>,
+    /// Send each line of standard input as a message.
+    #[arg(short = 'l', long = "stdin-line", group = "source")]
+    lines: bool,
+    /// Send all of standard input as one message.
+    #[arg(short = 's', long = "stdin-file", group = "source")]
+    stdin: bool,
+    /// Send an empty message.
+    #[arg(short = 'n', long = "null-message", group = "source")]
+    null: bool,
+    #[arg(short = 'q', long = "qos", default_value_t = 0)]
+    qos: u8,
+    /// Retain the message.
+    #[arg(short = 'r', long = "retain")]
+    retain: bool,
+    /// Publish the message this many times.
+    #[arg(long = "repeat", default_value_t = 1)]
+    repeat: u32,
+    /// Print help.
+    #[arg(long = "help", action = clap::ArgAction::Help)]
+    help: Option<bool>,
+}
+
+pub async fn run(args: PubArgs) -> anyhow::Result<()> {
+    let qos: QoS = qos(args.qos)?;
+    let (client, _) = Client::connect(args.connect.options("cauldron_pub_", true)?).await?;
+    let topic = args.topic.as_str();
+    let single: Option<Vec<u8>> = if let Some(message) = args.message {
+        Some(message.into_bytes())
+    } else if let Some(file) = &args.file {
+        Some(std::fs::read(file).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?)
+    } else if args.stdin {
+        let mut all = Vec::new();
+        std::io::stdin().read_to_end(&mut all)?;
+        Some(all)
+    } else if args.null {
+        Some(Vec::new())
+    } else if args.lines {
+        None
+    } else {
+        anyhow::bail!("nothing to publish: use -m, -f, -l, -s or -n");
+    };
+    match single {
+        Some(payload) => {
+            for _ in 0..args.repeat.max(1) {
+                client.publish(topic, payload.clone(), qos, args.retain).await?;
+            }
+        }
+        None => {
+            // -l: one message per line, sent as they come (the last one even without a newline).
+            for line in std::io::stdin().lock().lines() {
+                client.publish(topic, line?.into_bytes(), qos, args.retain).await?;
+            }
+        }
+    }
+    client.disconnect().await?;
+    Ok(())
+}

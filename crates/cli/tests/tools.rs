@@ -1,0 +1,109 @@
+//! `cauldron pub` and `cauldron sub` side by side with `mosquitto_pub` and `mosquitto_sub`:
+//! the same flags must give the same output.
+
+mod common;
+
+use std::process::{Output, Stdio};
+
+use cauldron_client::{Client, Options, QoS};
+use common::*;
+use tokio::io::AsyncWriteExt;
+
+async fn run(program: &str, args: &[&str]) -> Output {
+    let program = if program == "cauldron" { env!("CARGO_BIN_EXE_cauldron") } else { program };
+    let child = tokio::process::Command::new(program).args(args).kill_on_drop(true).output();
+    tokio::time::timeout(WAIT, child).await.expect("in time").expect("the client runs")
+}
+
+fn port(addr: &str) -> &str {
+    addr.rsplit(':').next().unwrap()
+}
+
+/// Runs `cauldron <tool>` and `mosquitto_<tool>` with the same flags; returns both outputs.
+async fn both(tool: &str, args: &[&str]) -> (Output, Output) {
+    let ours: Vec<&str> = std::iter::once(tool).chain(args.iter().copied()).collect();
+    let theirs = run(&format!("mosquitto_{tool}"), args).await;
+    (run("cauldron", &ours).await, theirs)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sub_prints_what_mosquitto_sub_prints() {
+    let dir = data_dir("tools-sub");
+    let broker = Cauldron::start(&dir, &[]).await;
+    let port = port(&broker.addr);
+    // Retained messages reach a new subscriber at once and in the same order for both tools.
+    for (topic, payload, qos) in
+        [("tools/a", "plain", "0"), ("tools/b", "with \"quotes\"", "1"), ("tools/c/d", "a\tb", "2")]
+    {
+        let out = run("cauldron", &["pub", "-p", port, "-t", topic, "-m", payload, "-q", qos, "-r"]).await;
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    for format in [&["-v"][..], &[], &["-F", "%t|%p|%q|%r|%l|%x"], &["-N", "-v"], &["-T", "tools/b", "-v"]] {
+        let mut args = vec!["-p", port, "-t", "tools/#", "-q", "2", "-W", "5"];
+        args.extend_from_slice(format);
+        let count = if format.contains(&"-T") { "2" } else { "3" };
+        args.extend_from_slice(&["-C", count]);
+        let (ours, theirs) = both("sub", &args).await;
+        assert!(theirs.status.success() && ours.status.success(), "{format:?}: {ours:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&ours.stdout),
+            String::from_utf8_lossy(&theirs.stdout),
+            "{format:?}"
+        );
+    }
+    broker.terminate().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pub_sends_each_line_of_standard_input() {
+    let dir = data_dir("tools-pub-lines");
+    let broker = Cauldron::start(&dir, &[]).await;
+    let (client, mut messages) =
+        Client::connect(Options::new(broker.addr.as_str(), "watcher")).await.unwrap();
+    client.subscribe("lines", QoS::ExactlyOnce).await.unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_cauldron"))
+        .args(["pub", "-p", port(&broker.addr), "-t", "lines", "-l", "-q", "1"])
+        .stdin(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    // The last line has no newline: mosquitto_pub -l sends it too.
+    child.stdin.take().unwrap().write_all(b"one\ntwo\n\nthree").await.unwrap();
+    assert!(child.wait().await.unwrap().success());
+    for expected in ["one", "two", "", "three"] {
+        let message = tokio::time::timeout(WAIT, messages.recv()).await.unwrap().unwrap();
+        assert_eq!(&message.payload[..], expected.as_bytes());
+        assert_eq!(message.qos, QoS::AtLeastOnce);
+    }
+    broker.terminate().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn persistent_sessions_timeouts_and_retained_cleanup() {
+    let dir = data_dir("tools-session");
+    let broker = Cauldron::start(&dir, &[]).await;
+    let port = port(&broker.addr);
+    // -c -E: set up a persistent session and leave; what is published meanwhile waits for it.
+    let setup = ["sub", "-p", port, "-i", "later", "-c", "-q", "1", "-t", "queued", "-E"];
+    assert!(run("cauldron", &setup).await.status.success());
+    assert!(run("mosquitto_pub", &["-p", port, "-t", "queued", "-m", "kept", "-q", "1"])
+        .await
+        .status
+        .success());
+    let resume = ["sub", "-p", port, "-i", "later", "-c", "-q", "1", "-t", "queued", "-C", "1", "-W", "5"];
+    let out = run("cauldron", &resume).await;
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "kept\n");
+
+    // -W: no message in time exits with mosquitto_sub's status 27.
+    let (ours, theirs) = both("sub", &["-p", port, "-t", "silent", "-W", "1"]).await;
+    assert_eq!(ours.status.code(), Some(27));
+    assert_eq!(ours.status.code(), theirs.status.code());
+
+    // --remove-retained clears what it sees; a later subscriber gets nothing retained.
+    assert!(run("cauldron", &["pub", "-p", port, "-t", "stale/x", "-m", "old", "-r"]).await.status.success());
+    let clear = ["sub", "-p", port, "-t", "stale/#", "--remove-retained", "-C", "1", "-W", "5"];
+    assert!(run("cauldron", &clear).await.status.success());
+    let out = run("mosquitto_sub", &["-p", port, "-t", "stale/#", "--retained-only", "-W", "1"]).await;
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "");
+    broker.terminate().await;
+}
