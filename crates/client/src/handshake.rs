@@ -1,12 +1,33 @@
-//! Opening a connection: TCP, CONNECT (with SCRAM-SHA-256 when asked), CONNACK.
+//! Opening a connection: TCP, TLS when asked, CONNECT (with SCRAM-SHA-256 when asked), CONNACK.
 
 use bytes::BytesMut;
 use cauldron_proto::scram::{self, ClientExchange, ClientVerifier};
 use cauldron_proto::{decode, Auth, Connect, Packet, Properties, ReasonCode};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::{Connected, Error, Options};
+
+/// A byte stream to the server: plain TCP or TLS over it.
+pub(crate) trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Stream for S {}
+pub(crate) type BoxStream = Box<dyn Stream>;
+
+/// The host part of `host:port` or `[v6]:port`, for TLS server name checks.
+fn host(address: &str) -> &str {
+    let host = address.rsplit_once(':').map_or(address, |(host, _)| host);
+    host.trim_start_matches('[').trim_end_matches(']')
+}
+
+async fn open(options: &Options) -> Result<BoxStream, Error> {
+    let tcp = TcpStream::connect(&options.address).await?;
+    tcp.set_nodelay(true)?;
+    let Some(tls) = &options.tls else { return Ok(Box::new(tcp)) };
+    let name = rustls_pki_types::ServerName::try_from(host(&options.address).to_owned())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::clone(&tls.config));
+    Ok(Box::new(connector.connect(name, tcp).await?))
+}
 
 /// Accept any packet size from the server; the server enforces its own limits.
 pub(crate) const MAX_PACKET: usize = usize::MAX;
@@ -42,10 +63,9 @@ pub(crate) async fn connect(
     options: &Options,
     clean_start: bool,
     rbuf: &mut BytesMut,
-) -> Result<(TcpStream, Connected), Error> {
+) -> Result<(BoxStream, Connected), Error> {
     let handshake = async {
-        let mut stream = TcpStream::connect(&options.address).await?;
-        stream.set_nodelay(true)?;
+        let mut stream = open(options).await?;
         let mut connect = connect_packet(options, clean_start);
         let mut scram = None;
         if let Some((user, password)) = &options.scram {

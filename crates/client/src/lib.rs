@@ -20,6 +20,7 @@ mod handshake;
 mod options;
 mod state;
 mod task;
+mod tls;
 
 use cauldron_proto::{
     ByteString, Bytes, DecodeError, EncodeError, Packet, Properties, Publish, ReasonCode, SubOptions,
@@ -29,6 +30,7 @@ use tokio::sync::{mpsc, oneshot};
 
 pub use cauldron_proto::{self as proto, Protocol, QoS};
 pub use options::{Options, Reconnect, Will};
+pub use tls::Tls;
 
 /// What can go wrong talking to a broker.
 #[derive(Debug, thiserror::Error)]

@@ -33,6 +33,8 @@ pub struct Options {
     pub scram: Option<(String, Vec<u8>)>,
     /// Reconnect when the connection is lost (off by default).
     pub reconnect: Option<Reconnect>,
+    /// TLS over the TCP connection (off by default); the host in `address` is the name checked.
+    pub tls: Option<crate::Tls>,
 }
 
 /// Automatic reconnection: after a lost connection the client waits `initial`, doubling up to
@@ -66,6 +68,7 @@ impl Options {
             connect_timeout: Duration::from_secs(10),
             scram: None,
             reconnect: None,
+            tls: None,
         }
     }
 
@@ -99,6 +102,12 @@ impl Options {
             options.password = Some(Bytes::from(password.to_string()));
         }
         Ok(options)
+    }
+
+    /// Speaks TLS to the broker (see [`crate::Tls`]).
+    pub fn tls(mut self, tls: crate::Tls) -> Options {
+        self.tls = Some(tls);
+        self
     }
 
     /// Reconnects with back-off after a lost connection (see [`Reconnect`]).

@@ -4,11 +4,10 @@
 use std::time::Duration;
 
 use cauldron_proto::{Packet, Publish};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, WriteHalf};
 use tokio::sync::mpsc;
 
-use crate::handshake;
+use crate::handshake::{self, BoxStream};
 use crate::state::State;
 use crate::{Command, Connected, Error, Options};
 
@@ -34,7 +33,7 @@ pub(crate) async fn start(
 
 async fn run(
     options: Options,
-    mut stream: TcpStream,
+    mut stream: BoxStream,
     mut state: State,
     mut commands: mpsc::Receiver<Command>,
     messages: mpsc::Sender<Publish>,
@@ -69,13 +68,13 @@ async fn run(
 
 /// Serves one connection until it ends.
 async fn serve(
-    stream: TcpStream,
+    stream: BoxStream,
     state: &mut State,
     keep_alive: Duration,
     commands: &mut mpsc::Receiver<Command>,
     messages: &mpsc::Sender<Publish>,
 ) -> Ended {
-    let (mut reader, mut writer) = stream.into_split();
+    let (mut reader, mut writer) = tokio::io::split(stream);
     let period = if keep_alive.is_zero() { Duration::from_secs(86400) } else { keep_alive };
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     // Packets that arrived in the same read as CONNACK; their acks go out with the first write.
@@ -117,7 +116,7 @@ async fn serve(
 
 async fn disconnect_now(
     state: &mut State,
-    writer: &mut tokio::net::tcp::OwnedWriteHalf,
+    writer: &mut WriteHalf<BoxStream>,
     disconnect: cauldron_proto::Disconnect,
 ) -> Result<(), Error> {
     state.send(&Packet::Disconnect(disconnect))?;

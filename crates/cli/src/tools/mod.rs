@@ -13,9 +13,9 @@ pub struct ConnectArgs {
     /// Broker host.
     #[arg(short = 'h', long = "host", default_value = "localhost")]
     pub host: String,
-    /// Broker port.
-    #[arg(short = 'p', long = "port", default_value_t = 1883)]
-    pub port: u16,
+    /// Broker port [default: 1883, or 8883 with TLS].
+    #[arg(short = 'p', long = "port")]
+    pub port: Option<u16>,
     /// Broker URL instead of -h/-p/-u/-P: mqtt://[user[:password]@]host[:port]
     #[arg(short = 'L', long = "url")]
     pub url: Option<String>,
@@ -44,6 +44,18 @@ pub struct ConnectArgs {
     pub will_qos: u8,
     #[arg(long = "will-retain")]
     pub will_retain: bool,
+    /// CA certificates (PEM) to trust; turns TLS on.
+    #[arg(long = "cafile")]
+    pub cafile: Option<std::path::PathBuf>,
+    /// Client certificate (PEM) for TLS, with --key.
+    #[arg(long = "cert", requires = "key")]
+    pub cert: Option<std::path::PathBuf>,
+    /// Client private key (PEM) for TLS, with --cert.
+    #[arg(long = "key", requires = "cert")]
+    pub key: Option<std::path::PathBuf>,
+    /// Do not check that the server certificate names the host (the chain is still checked).
+    #[arg(long = "insecure")]
+    pub insecure: bool,
 }
 
 pub fn qos(level: u8) -> anyhow::Result<QoS> {
@@ -65,8 +77,19 @@ impl ConnectArgs {
         };
         let mut options = match &self.url {
             Some(url) => Options::from_url(url, id).map_err(anyhow::Error::msg)?,
-            None => Options::new(format!("{}:{}", self.host, self.port), id),
+            None => {
+                let port = self.port.unwrap_or(if self.cafile.is_some() { 8883 } else { 1883 });
+                Options::new(format!("{}:{port}", self.host), id)
+            }
         };
+        if let Some(cafile) = &self.cafile {
+            let identity = self.cert.as_deref().zip(self.key.as_deref());
+            options = options.tls(
+                cauldron_client::Tls::new(cafile, identity, !self.insecure).map_err(anyhow::Error::msg)?,
+            );
+        } else if self.cert.is_some() || self.insecure {
+            anyhow::bail!("--cert, --key and --insecure need --cafile");
+        }
         options.protocol = match self.version.as_str() {
             "31" | "mqttv31" => Protocol::V3_1,
             "311" | "mqttv311" => Protocol::V3_1_1,

@@ -1,0 +1,118 @@
+//! TLS for the client (rustls): a CA file to trust, an optional client certificate, and
+//! `mosquitto_pub --insecure`'s choice to check the chain but not the host name.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use tokio_rustls::rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use tokio_rustls::rustls::client::WebPkiServerVerifier;
+use tokio_rustls::rustls::{self, CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore};
+
+/// How the client speaks TLS; build it with [`Tls::new`] and set it with [`crate::Options::tls`].
+#[derive(Clone)]
+pub struct Tls {
+    pub(crate) config: Arc<ClientConfig>,
+}
+
+impl std::fmt::Debug for Tls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Tls")
+    }
+}
+
+fn file_error(path: &Path, e: impl std::fmt::Display) -> String {
+    format!("{}: {e}", path.display())
+}
+
+impl Tls {
+    /// Trust the CA certificates in `ca_file` (PEM); present `identity` (certificate and key
+    /// PEM files) when given; with `verify_hostname` off, accept a valid chain whose
+    /// certificate names another host.
+    ///
+    /// ```no_run
+    /// # use std::path::Path;
+    /// let tls = cauldron_client::Tls::new(Path::new("ca.crt"), None, true).unwrap();
+    /// let options = cauldron_client::Options::new("broker.example:8883", "sensor").tls(tls);
+    /// ```
+    pub fn new(
+        ca_file: &Path,
+        identity: Option<(&Path, &Path)>,
+        verify_hostname: bool,
+    ) -> Result<Tls, String> {
+        let mut roots = RootCertStore::empty();
+        for cert in CertificateDer::pem_file_iter(ca_file).map_err(|e| file_error(ca_file, e))? {
+            roots.add(cert.map_err(|e| file_error(ca_file, e))?).map_err(|e| file_error(ca_file, e))?;
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let verifier = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider))
+            .build()
+            .map_err(|e| file_error(ca_file, e))?;
+        let builder = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?;
+        let builder = if verify_hostname {
+            builder.with_webpki_verifier(verifier)
+        } else {
+            builder.dangerous().with_custom_certificate_verifier(Arc::new(AnyHostName(verifier)))
+        };
+        let config = match identity {
+            Some((cert, key)) => {
+                let certs = CertificateDer::pem_file_iter(cert)
+                    .map_err(|e| file_error(cert, e))?
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| file_error(cert, e))?;
+                let key = PrivateKeyDer::from_pem_file(key).map_err(|e| file_error(key, e))?;
+                builder.with_client_auth_cert(certs, key).map_err(|e| file_error(cert, e))?
+            }
+            None => builder.with_no_client_auth(),
+        };
+        Ok(Tls { config: Arc::new(config) })
+    }
+}
+
+/// Checks the chain like the web PKI verifier but forgives a certificate for another name.
+#[derive(Debug)]
+struct AnyHostName(Arc<WebPkiServerVerifier>);
+
+impl ServerCertVerifier for AnyHostName {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        match self.0.verify_server_cert(end_entity, intermediates, server_name, ocsp, now) {
+            Err(rustls::Error::InvalidCertificate(CertificateError::NotValidForName))
+            | Err(rustls::Error::InvalidCertificate(CertificateError::NotValidForNameContext { .. })) => {
+                Ok(ServerCertVerified::assertion())
+            }
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
+}
