@@ -28,7 +28,7 @@ RUST_LOG=warn $bin serve --listen 127.0.0.1:18843 --http 127.0.0.1:0 --data-dir 
   --relaxed-commit-ms 10 2>"$work/relaxed.log" &
 sleep 1
 
-rate() { $bin bench pubsub -H "127.0.0.1:$1" -c "$PUBLISHERS" -n "$N" -q 1 --persistent --json | sed 's/.*"rate":\([0-9]*\).*/\1/'; }
+rate() { $bin bench pubsub -H "127.0.0.1:$1" -c "$PUBLISHERS" -n "$N" -q 1 --persistent --json | sed 's/.*"received_rate":\([0-9]*\).*/\1/'; }
 m=$(rate 18841)
 printf '%-30s %10s msg/s\n' "mosquitto (persistence true)" "$m"
 for mode in sync:18842 relaxed:18843; do

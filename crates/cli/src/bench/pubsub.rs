@@ -1,0 +1,115 @@
+//! `cauldron bench pubsub`: publishers and one subscriber on one topic. Reports throughput and
+//! end-to-end latency, and fails unless every message arrived.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use cauldron_client::Client;
+
+use super::{age_micros, histogram, progress, qos, stamped_payload, Common, Counters, Summary};
+
+#[derive(clap::Args)]
+pub struct PubSubArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Publishing connections.
+    #[arg(short = 'c', long, default_value_t = 8)]
+    publishers: usize,
+    /// Messages per publisher.
+    #[arg(short = 'n', long, default_value_t = 10_000)]
+    messages: usize,
+    /// QoS of publishes and the subscription.
+    #[arg(short = 'q', long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=2))]
+    qos: u8,
+    /// Payload bytes (at least 8: the send time).
+    #[arg(short = 's', long, default_value_t = 64)]
+    size: usize,
+    /// Unacknowledged publishes per publisher at once.
+    #[arg(long, default_value_t = 16)]
+    inflight: usize,
+    /// Subscribe with a persistent session (clean session off), so a durable broker stores
+    /// every message.
+    #[arg(long)]
+    persistent: bool,
+    /// Topic to use.
+    #[arg(short = 't', long, default_value = "bench/pubsub")]
+    topic: String,
+}
+
+pub async fn run(args: PubSubArgs) -> anyhow::Result<()> {
+    if args.size < 8 {
+        bail!("--size must be at least 8 bytes (the send time)");
+    }
+    let qos = qos(args.qos);
+    let total = (args.publishers * args.messages) as u64;
+    let sub_id = format!("bench-sub-{}", std::process::id());
+    let (subscriber, mut messages) =
+        Client::connect(args.common.options(sub_id.clone()).clean_start(!args.persistent))
+            .await
+            .context("connecting the subscriber")?;
+    subscriber.subscribe(args.topic.as_str(), qos).await.context("subscribing")?;
+    let counters = Arc::new(Counters::default());
+    counters.connected.fetch_add(1, Ordering::Relaxed);
+    let ticker = progress(Arc::clone(&counters));
+
+    let start = Instant::now();
+    let collector = {
+        let counters = Arc::clone(&counters);
+        tokio::spawn(async move {
+            let mut latency = histogram();
+            while counters.received.load(Ordering::Relaxed) < total {
+                let Ok(Some(message)) = tokio::time::timeout(Duration::from_secs(10), messages.recv()).await
+                else {
+                    break;
+                };
+                let _ = latency.record(age_micros(&message.payload).unwrap_or(1));
+                counters.received.fetch_add(1, Ordering::Relaxed);
+            }
+            (latency, start.elapsed())
+        })
+    };
+
+    let mut publishers = Vec::new();
+    let lanes = args.inflight.max(1);
+    for p in 0..args.publishers {
+        let (client, _) =
+            Client::connect(args.common.options(format!("bench-pub-{}-{p}", std::process::id())))
+                .await
+                .context("connecting a publisher")?;
+        counters.connected.fetch_add(1, Ordering::Relaxed);
+        // `inflight` tasks share one connection, each publishing its part in turn.
+        for lane in 0..lanes {
+            let (client, counters, topic) = (client.clone(), Arc::clone(&counters), args.topic.clone());
+            let (count, size) = ((args.messages + lanes - 1 - lane) / lanes, args.size);
+            publishers.push(tokio::spawn(async move {
+                for _ in 0..count {
+                    match client.publish(topic.as_str(), stamped_payload(size), qos, false).await {
+                        Ok(_) => counters.sent.fetch_add(1, Ordering::Relaxed),
+                        Err(_) => counters.errors.fetch_add(1, Ordering::Relaxed),
+                    };
+                }
+            }));
+        }
+    }
+    for publisher in publishers {
+        publisher.await?;
+    }
+    let (latency, elapsed) = collector.await?;
+    if let Some(ticker) = ticker {
+        ticker.abort();
+    }
+    let received = counters.received.load(Ordering::Relaxed);
+    Summary { counters, elapsed, latency: Some(latency) }.print(args.common.json);
+    if args.persistent {
+        // Leave no stored session behind.
+        drop(subscriber);
+        let (cleanup, _) = Client::connect(args.common.options(sub_id)).await?;
+        cleanup.disconnect().await?;
+    }
+    if received < total {
+        bail!("{} of {total} messages did not arrive", total - received);
+    }
+    Ok(())
+}
