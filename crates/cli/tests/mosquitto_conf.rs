@@ -5,10 +5,6 @@ mod common;
 
 use common::*;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn owntracks_style_mosquitto_conf_with_tls_and_websocket_clients() {
     let dir = data_dir("mosquitto-conf");

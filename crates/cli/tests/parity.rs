@@ -63,10 +63,6 @@ fn passwd(bin: &str, file: &Path, user: &str, pw: &str, create: bool) {
     assert!(status.success());
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 async fn drain(messages: &mut Messages) -> BTreeSet<String> {
     let mut got = BTreeSet::new();
     while let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(400), messages.recv()).await {

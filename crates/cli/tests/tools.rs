@@ -26,11 +26,9 @@ async fn both(tool: &str, args: &[&str]) -> (Output, Output) {
     (run("cauldron", &ours).await, theirs)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sub_prints_what_mosquitto_sub_prints() {
-    let dir = data_dir("tools-sub");
-    let broker = Cauldron::start(&dir, &[]).await;
-    let port = port(&broker.addr);
+/// Publishes three retained messages with `cauldron pub`, then reads them back with both `sub`s
+/// under several output flags; the outputs must be identical.
+async fn sub_output_matches(port: &str) {
     // Retained messages reach a new subscriber at once and in the same order for both tools (at
     // QoS 2 a client may hand a message over at PUBLISH or at PUBREL, which can change the order).
     for (topic, payload, qos) in
@@ -52,7 +50,39 @@ async fn sub_prints_what_mosquitto_sub_prints() {
             "{format:?}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sub_prints_what_mosquitto_sub_prints() {
+    let dir = data_dir("tools-sub");
+    let broker = Cauldron::start(&dir, &[]).await;
+    sub_output_matches(port(&broker.addr)).await;
     broker.terminate().await;
+}
+
+/// The tools are MQTT clients for any broker: the same checks with Mosquitto as the broker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tools_work_against_mosquitto() {
+    let mosquitto = Mosquitto::start(&data_dir("tools-mosquitto")).await;
+    let port = mosquitto.port.to_string();
+    sub_output_matches(&port).await;
+    let (client, mut messages) =
+        Client::connect(Options::new(format!("127.0.0.1:{port}"), "watcher")).await.unwrap();
+    client.subscribe("lines", QoS::ExactlyOnce).await.unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_cauldron"))
+        .args(["pub", "-p", &port, "-t", "lines", "-l", "-q", "2", "-V", "5"])
+        .stdin(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"first\nsecond\n").await.unwrap();
+    assert!(child.wait().await.unwrap().success());
+    for expected in ["first", "second"] {
+        let message = tokio::time::timeout(WAIT, messages.recv()).await.unwrap().unwrap();
+        assert_eq!(&message.payload[..], expected.as_bytes());
+    }
+    let (ours, theirs) = both("sub", &["-p", &port, "-t", "silent", "-W", "1"]).await;
+    assert_eq!((ours.status.code(), theirs.status.code()), (Some(27), Some(27)));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -161,3 +161,37 @@ pub fn pki(dir: &Path) -> Pki {
         client_key: write("client.key", client_key.serialize_pem()),
     }
 }
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Mosquitto 2.0 (the Debian package) on a free loopback port, anonymous clients allowed, for
+/// tests that check our tools against another broker. Killed when dropped.
+pub struct Mosquitto {
+    _child: Child,
+    pub port: u16,
+}
+
+impl Mosquitto {
+    pub async fn start(dir: &Path) -> Mosquitto {
+        std::fs::create_dir_all(dir).unwrap();
+        let port = free_port();
+        let conf = dir.join("mosquitto.conf");
+        std::fs::write(&conf, format!("listener {port} 127.0.0.1\nallow_anonymous true\nuser root\n"))
+            .unwrap();
+        let child = Command::new("mosquitto")
+            .arg("-c")
+            .arg(&conf)
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("mosquitto (Debian package) is installed by the test command");
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+            assert!(tokio::time::Instant::now() < deadline, "mosquitto did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Mosquitto { _child: child, port }
+    }
+}
