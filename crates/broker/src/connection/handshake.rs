@@ -143,7 +143,9 @@ pub(super) async fn accept<S: AsyncRead + AsyncWrite>(
         }
         id
     } else {
-        connect.client_id.clone()
+        // A copy, not a slice: a slice would pin the whole CONNECT read buffer for the life
+        // of the session.
+        ByteString::from(&*connect.client_id)
     };
     let mut auth_method = None;
     let mut username = connect.username.clone();
@@ -282,7 +284,8 @@ pub(super) async fn accept<S: AsyncRead + AsyncWrite>(
         aliases_out: HashMap::new(),
         problem_information: connect.properties.request_problem_information.unwrap_or(true),
         aliases: HashMap::new(),
-        wbuf: BytesMut::with_capacity(4096),
+        // Grows to what the traffic needs; an idle connection keeps none.
+        wbuf: BytesMut::new(),
         pending: VecDeque::new(),
         held: BytesMut::new(),
         scratch: Vec::new(),
