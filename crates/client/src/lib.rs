@@ -85,6 +85,15 @@ pub struct Messages {
 
 impl Messages {
     /// The next message, or `None` once the connection has ended.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), cauldron_client::Error> {
+    /// # let (client, mut messages) = cauldron_client::Client::connect(cauldron_client::Options::new("localhost:1883", "x")).await?;
+    /// while let Some(message) = messages.recv().await {
+    ///     println!("{}: {}", message.topic, String::from_utf8_lossy(&message.payload));
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn recv(&mut self) -> Option<Publish> {
         self.rx.recv().await
     }
@@ -92,6 +101,15 @@ impl Messages {
 
 impl Client {
     /// Connects, sends CONNECT and waits for a successful CONNACK.
+    ///
+    /// ```no_run
+    /// use cauldron_client::{Client, Options, Protocol};
+    /// # async fn demo() -> Result<(), cauldron_client::Error> {
+    /// let options = Options::new("localhost:1883", "thermostat").protocol(Protocol::V5);
+    /// let (client, messages) = Client::connect(options).await?;
+    /// println!("session present: {}", client.connected().session_present);
+    /// # Ok(()) }
+    /// ```
     pub async fn connect(options: Options) -> Result<(Client, Messages), Error> {
         let (commands, command_rx) = mpsc::channel(64);
         let (message_tx, rx) = mpsc::channel(1024);
@@ -114,6 +132,13 @@ impl Client {
     }
 
     /// Publishes and, for QoS 1 and 2, waits until the flow completes (PUBACK / PUBCOMP).
+    ///
+    /// ```no_run
+    /// # use cauldron_client::{Client, QoS};
+    /// # async fn demo(client: Client) -> Result<(), cauldron_client::Error> {
+    /// client.publish("temp/celsius", "21.5", QoS::AtLeastOnce, true).await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn publish(
         &self,
         topic: impl Into<ByteString>,
@@ -129,11 +154,29 @@ impl Client {
 
     /// Publishes a prepared packet (properties included; the packet id is assigned here) and
     /// returns the reason code of the acknowledgement for QoS 1 and 2.
+    ///
+    /// ```no_run
+    /// # use cauldron_client::{Client, QoS, proto::{Properties, Publish}};
+    /// # async fn demo(client: Client) -> Result<(), cauldron_client::Error> {
+    /// let mut publish = Publish::new("owntracks/jane/phone", r#"{"_type":"location"}"#);
+    /// publish.qos = QoS::AtLeastOnce;
+    /// publish.properties = Properties { message_expiry_interval: Some(3600), ..Properties::default() };
+    /// let reason = client.publish_packet(publish).await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn publish_packet(&self, publish: Publish) -> Result<Option<ReasonCode>, Error> {
         self.request(|tx| Command::Publish(publish, tx)).await
     }
 
     /// Subscribes to one filter and returns the granted QoS (or the refusal) from SUBACK.
+    ///
+    /// ```no_run
+    /// # use cauldron_client::{Client, QoS};
+    /// # async fn demo(client: Client) -> Result<(), cauldron_client::Error> {
+    /// let granted = client.subscribe("owntracks/+/+", QoS::AtLeastOnce).await?;
+    /// assert!(!granted.is_error(), "refused: {granted:?}");
+    /// # Ok(()) }
+    /// ```
     pub async fn subscribe(&self, filter: impl Into<ByteString>, qos: QoS) -> Result<ReasonCode, Error> {
         let options = SubOptions { qos, ..SubOptions::default() };
         let codes = self
@@ -143,6 +186,18 @@ impl Client {
     }
 
     /// Subscribes to several filters with full options and properties in one SUBSCRIBE.
+    ///
+    /// ```no_run
+    /// # use cauldron_client::{Client, QoS, proto::{Properties, SubOptions, Subscription}};
+    /// # async fn demo(client: Client) -> Result<(), cauldron_client::Error> {
+    /// let own = SubOptions { qos: QoS::AtLeastOnce, no_local: true, ..SubOptions::default() };
+    /// let filters = vec![
+    ///     Subscription { filter: "temp/celsius".into(), options: own },
+    ///     Subscription { filter: "$share/workers/jobs/#".into(), options: SubOptions::default() },
+    /// ];
+    /// let codes = client.subscribe_many(filters, Properties::default()).await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn subscribe_many(
         &self,
         filters: Vec<Subscription>,
@@ -152,12 +207,24 @@ impl Client {
     }
 
     /// Unsubscribes and returns the UNSUBACK reason codes (empty below MQTT 5).
+    ///
+    /// ```no_run
+    /// # async fn demo(client: cauldron_client::Client) -> Result<(), cauldron_client::Error> {
+    /// client.unsubscribe("owntracks/+/+").await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn unsubscribe(&self, filter: impl Into<ByteString>) -> Result<Vec<ReasonCode>, Error> {
         let filters = vec![filter.into()];
         self.request(|tx| Command::Unsubscribe(filters, tx)).await
     }
 
     /// Sends DISCONNECT (no will is published) and closes the connection.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: cauldron_client::Client) -> Result<(), cauldron_client::Error> {
+    /// client.disconnect().await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn disconnect(self) -> Result<(), Error> {
         self.disconnect_with(cauldron_proto::Disconnect::normal()).await
     }
