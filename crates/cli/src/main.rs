@@ -61,11 +61,17 @@ fn main() -> std::process::ExitCode {
 fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // Levels come from RUST_LOG (e.g. `RUST_LOG=cauldron_broker=debug`), else --log-level.
-    let filter = match tracing_subscriber::EnvFilter::try_from_default_env() {
+    let mut filter = match tracing_subscriber::EnvFilter::try_from_default_env() {
         Ok(filter) => filter,
         Err(_) => tracing_subscriber::EnvFilter::try_new(&cli.log_level)
             .map_err(|e| anyhow::anyhow!("--log-level {:?}: {e}", cli.log_level))?,
     };
+    // `pub -d` / `sub -d`: every packet, as mosquitto_pub/sub's -d shows them.
+    if matches!(&cli.command, Command::Pub(args) if args.debug())
+        || matches!(&cli.command, Command::Sub(args) if args.debug())
+    {
+        filter = filter.add_directive("cauldron_client::packets=debug".parse()?);
+    }
     let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match cli.log_format {
         LogFormat::Json => logs.json().init(),

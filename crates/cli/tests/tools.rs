@@ -183,3 +183,28 @@ async fn tls_with_a_ca_client_certificates_and_insecure() {
     assert!(!out.status.success() && out.stdout.is_empty());
     broker.terminate().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn debug_flag_prints_every_packet() {
+    let dir = data_dir("tools-debug");
+    let broker = Cauldron::start(&dir, &[]).await;
+    let out =
+        run("cauldron", &["pub", "-p", port(&broker.addr), "-t", "dbg", "-m", "hello", "-q", "2", "-d"])
+            .await;
+    assert!(out.status.success());
+    let trace = String::from_utf8_lossy(&out.stderr);
+    let expected = [
+        "sending CONNECT",
+        "received CONNACK",
+        "sending PUBLISH (d0, q2, r0, m1, 'dbg', ... (5 bytes))",
+        "received PUBREC",
+        "sending PUBREL",
+        "received PUBCOMP",
+        "sending DISCONNECT",
+    ];
+    let mut at = 0;
+    for line in expected {
+        at += trace[at..].find(line).unwrap_or_else(|| panic!("{line:?} in order in {trace}"));
+    }
+    broker.terminate().await;
+}

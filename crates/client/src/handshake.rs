@@ -76,10 +76,13 @@ pub(crate) async fn connect(
             scram = Some(ScramStep::Started(exchange));
         }
         let mut wbuf = BytesMut::new();
-        Packet::Connect(Box::new(connect)).encode(options.protocol, &mut wbuf)?;
+        let connect = Packet::Connect(Box::new(connect));
+        crate::state::trace_packet("sending", &connect);
+        connect.encode(options.protocol, &mut wbuf)?;
         stream.write_all(&wbuf).await?;
         loop {
             if let Some(packet) = decode(rbuf, options.protocol, MAX_PACKET)? {
+                crate::state::trace_packet("received", &packet);
                 let packet = match (packet, scram.take()) {
                     // The server's challenge: answer with our proof and wait for CONNACK.
                     (Packet::Auth(auth), Some(ScramStep::Started(exchange))) => {
@@ -91,9 +94,11 @@ pub(crate) async fn connect(
                             authentication_data: Some(client_final.into()),
                             ..Properties::default()
                         };
-                        let reply = Auth { reason: ReasonCode::ContinueAuthentication, properties };
+                        let reply =
+                            Packet::Auth(Auth { reason: ReasonCode::ContinueAuthentication, properties });
                         let mut wbuf = BytesMut::new();
-                        Packet::Auth(reply).encode(options.protocol, &mut wbuf)?;
+                        crate::state::trace_packet("sending", &reply);
+                        reply.encode(options.protocol, &mut wbuf)?;
                         stream.write_all(&wbuf).await?;
                         scram = Some(ScramStep::Proved(verifier));
                         continue;

@@ -64,6 +64,7 @@ impl State {
     }
 
     pub fn send(&mut self, packet: &Packet) -> Result<(), Error> {
+        trace_packet("sending", packet);
         packet.encode(self.protocol, &mut self.wbuf).map_err(Error::from)
     }
 
@@ -187,7 +188,10 @@ impl State {
     pub async fn process(&mut self, messages: &mpsc::Sender<Publish>) -> bool {
         loop {
             let packet = match decode(&mut self.rbuf, self.protocol, MAX_PACKET) {
-                Ok(Some(packet)) => packet,
+                Ok(Some(packet)) => {
+                    trace_packet("received", &packet);
+                    packet
+                }
                 Ok(None) => return true,
                 Err(_) => return false,
             };
@@ -254,6 +258,30 @@ impl State {
     fn complete(&mut self, packet_id: u16, reason: ReasonCode) {
         if let Some((pending, _)) = self.publishes.remove(&packet_id) {
             pending.answer(Ok(Some(reason)));
+        }
+    }
+}
+
+/// Each packet in and out at debug level under the target `cauldron_client::packets`
+/// (`cauldron pub -d` / `cauldron sub -d` turn it on), PUBLISH in mosquitto_pub's shape.
+pub(crate) fn trace_packet(direction: &str, packet: &Packet) {
+    if !tracing::enabled!(target: "cauldron_client::packets", tracing::Level::DEBUG) {
+        return;
+    }
+    match packet {
+        Packet::Publish(p) => tracing::debug!(
+            target: "cauldron_client::packets",
+            "{direction} PUBLISH (d{}, q{}, r{}, m{}, '{}', ... ({} bytes))",
+            u8::from(p.dup),
+            p.qos as u8,
+            u8::from(p.retain),
+            p.packet_id.unwrap_or(0),
+            p.topic,
+            p.payload.len()
+        ),
+        other => {
+            let name = format!("{:?}", other.packet_type()).to_uppercase();
+            tracing::debug!(target: "cauldron_client::packets", "{direction} {name}")
         }
     }
 }

@@ -44,6 +44,9 @@ pub struct ConnectArgs {
     pub will_qos: u8,
     #[arg(long = "will-retain")]
     pub will_retain: bool,
+    /// Print each packet sent and received to stderr.
+    #[arg(short = 'd', long = "debug")]
+    pub debug: bool,
     /// CA certificates (PEM) to trust; turns TLS on.
     #[arg(long = "cafile")]
     pub cafile: Option<std::path::PathBuf>,

@@ -42,6 +42,13 @@ pub struct PubArgs {
     help: Option<bool>,
 }
 
+impl PubArgs {
+    /// `-d`: the caller turns on the client's packet trace.
+    pub fn debug(&self) -> bool {
+        self.connect.debug
+    }
+}
+
 pub async fn run(args: PubArgs) -> anyhow::Result<()> {
     let qos: QoS = qos(args.qos)?;
     let (client, _) = Client::connect(args.connect.options("cauldron_pub_", true)?).await?;

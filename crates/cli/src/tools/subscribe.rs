@@ -57,6 +57,13 @@ pub struct SubArgs {
     help: Option<bool>,
 }
 
+impl SubArgs {
+    /// `-d`: the caller turns on the client's packet trace.
+    pub fn debug(&self) -> bool {
+        self.connect.debug
+    }
+}
+
 pub async fn run(args: SubArgs) -> anyhow::Result<()> {
     let qos = qos(args.qos)?;
     let (client, mut messages) =
