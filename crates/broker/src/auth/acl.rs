@@ -62,13 +62,7 @@ fn rule(rest: &str) -> Result<Rule, String> {
 
 impl AclFile {
     pub fn load(path: &Path) -> Result<AclFile, FileError> {
-        let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| FileError {
-            file: file.clone(),
-            line: 0,
-            problem: e.to_string(),
-        })?;
-        AclFile::parse(&text).map_err(|(line, problem)| FileError { file, line, problem })
+        FileError::load(path, AclFile::parse)
     }
 
     /// Parses ACL text; errors carry the 1-based line number.

@@ -19,6 +19,23 @@ pub struct FileError {
     pub problem: String,
 }
 
+impl FileError {
+    /// Reads `path` and parses it with `parse`, whose errors carry a 1-based line number; any
+    /// problem, reading included (line 0), names the file.
+    pub fn load<T>(
+        path: &Path,
+        parse: impl FnOnce(&str) -> Result<T, (usize, String)>,
+    ) -> Result<T, FileError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| FileError {
+            file: file.clone(),
+            line: 0,
+            problem: e.to_string(),
+        })?;
+        parse(&text).map_err(|(line, problem)| FileError { file, line, problem })
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Hash {
     /// `$6$salt$sha512(password || salt)`.
@@ -87,13 +104,7 @@ impl Hash {
 impl PasswordFile {
     /// Reads a password file; the first bad line is an error naming file and line.
     pub fn load(path: &Path) -> Result<PasswordFile, FileError> {
-        let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| FileError {
-            file: file.clone(),
-            line: 0,
-            problem: e.to_string(),
-        })?;
-        PasswordFile::parse(&text).map_err(|(line, problem)| FileError { file, line, problem })
+        FileError::load(path, PasswordFile::parse)
     }
 
     /// Parses password file text; errors carry the 1-based line number.
