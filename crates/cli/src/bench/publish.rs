@@ -38,19 +38,20 @@ pub struct PubArgs {
     inflight: usize,
 }
 
-/// One lane of one publisher: publishes its share of messages, paced when a rate is set.
-struct Lane {
-    client: Client,
-    topic: String,
-    qos: QoS,
-    size: usize,
-    count: u64,
-    period: Option<Duration>,
-    until: Option<Instant>,
+/// One lane of one publisher: publishes its share of messages (0: no limit), paced when a
+/// period is set, until `until` if given. A publisher runs `inflight` lanes on one connection.
+pub(super) struct Lane {
+    pub client: Client,
+    pub topic: String,
+    pub qos: QoS,
+    pub size: usize,
+    pub count: u64,
+    pub period: Option<Duration>,
+    pub until: Option<Instant>,
 }
 
 impl Lane {
-    async fn run(self, counters: Arc<Counters>) {
+    pub async fn run(self, counters: Arc<Counters>) {
         let mut tick = self.period.map(tokio::time::interval);
         let mut sent = 0;
         while self.count == 0 || sent < self.count {

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use cauldron_client::Client;
 
-use super::{age_micros, histogram, progress, qos, stamped_payload, Common, Counters, Summary};
+use super::publish::Lane;
+use super::{age_micros, histogram, progress, qos, Common, Counters, Summary};
 
 #[derive(clap::Args)]
 pub struct PubSubArgs {
@@ -79,18 +80,22 @@ pub async fn run(args: PubSubArgs) -> anyhow::Result<()> {
                 .await
                 .context("connecting a publisher")?;
         counters.connected.fetch_add(1, Ordering::Relaxed);
-        // `inflight` tasks share one connection, each publishing its part in turn.
+        // `inflight` lanes share one connection, each publishing its part in turn.
         for lane in 0..lanes {
-            let (client, counters, topic) = (client.clone(), Arc::clone(&counters), args.topic.clone());
-            let (count, size) = ((args.messages + lanes - 1 - lane) / lanes, args.size);
-            publishers.push(tokio::spawn(async move {
-                for _ in 0..count {
-                    match client.publish(topic.as_str(), stamped_payload(size), qos, false).await {
-                        Ok(_) => counters.sent.fetch_add(1, Ordering::Relaxed),
-                        Err(_) => counters.errors.fetch_add(1, Ordering::Relaxed),
-                    };
-                }
-            }));
+            let count = ((args.messages + lanes - 1 - lane) / lanes) as u64;
+            if count == 0 {
+                continue;
+            }
+            let lane = Lane {
+                client: client.clone(),
+                topic: args.topic.clone(),
+                qos,
+                size: args.size,
+                count,
+                period: None,
+                until: None,
+            };
+            publishers.push(tokio::spawn(lane.run(Arc::clone(&counters))));
         }
     }
     for publisher in publishers {
