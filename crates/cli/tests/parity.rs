@@ -6,7 +6,6 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::Stdio;
 use std::time::Duration;
 
 use cauldron_client::{Client, Messages, Options, QoS};
@@ -114,32 +113,14 @@ async fn same_files_same_access_on_cauldron_and_mosquitto() {
     let acl = dir.join("acl");
     std::fs::write(&acl, ACL).unwrap();
 
-    let port = free_port();
-    let conf = dir.join("mosquitto.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {}\nacl_file {}\nuser root\nset_tcp_nodelay true\n",
-            passwords.display(),
-            acl.display()
-        ),
-    )
-    .unwrap();
-    let mut mosquitto = tokio::process::Command::new("mosquitto")
-        .arg("-c")
-        .arg(&conf)
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("mosquitto (Debian package) is installed by the test command");
-    let mosquitto_addr = format!("127.0.0.1:{port}");
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while tokio::net::TcpStream::connect(&mosquitto_addr).await.is_err() {
-        assert!(tokio::time::Instant::now() < deadline, "mosquitto did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let theirs = observe(&mosquitto_addr).await;
-    mosquitto.kill().await.unwrap();
+    let conf = format!(
+        "allow_anonymous false\npassword_file {}\nacl_file {}\nset_tcp_nodelay true\n",
+        passwords.display(),
+        acl.display()
+    );
+    let mosquitto = Mosquitto::start(&dir, &conf).await;
+    let theirs = observe(&format!("127.0.0.1:{}", mosquitto.port)).await;
+    drop(mosquitto);
 
     let (p, a) = (passwords.display().to_string(), acl.display().to_string());
     let broker =

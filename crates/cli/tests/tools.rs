@@ -63,7 +63,7 @@ async fn sub_prints_what_mosquitto_sub_prints() {
 /// The tools are MQTT clients for any broker: the same checks with Mosquitto as the broker.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_tools_work_against_mosquitto() {
-    let mosquitto = Mosquitto::start(&data_dir("tools-mosquitto")).await;
+    let mosquitto = Mosquitto::start(&data_dir("tools-mosquitto"), "allow_anonymous true\n").await;
     let port = mosquitto.port.to_string();
     sub_output_matches(&port).await;
     let (client, mut messages) =

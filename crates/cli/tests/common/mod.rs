@@ -166,23 +166,22 @@ pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-/// Mosquitto 2.0 (the Debian package) on a free loopback port, anonymous clients allowed, for
-/// tests that check our tools against another broker. Killed when dropped.
+/// Mosquitto 2.0 (the Debian package) on a free loopback port with `conf` (mosquitto.conf lines
+/// for that listener), for tests that compare against it. Killed when dropped.
 pub struct Mosquitto {
     _child: Child,
     pub port: u16,
 }
 
 impl Mosquitto {
-    pub async fn start(dir: &Path) -> Mosquitto {
+    pub async fn start(dir: &Path, conf: &str) -> Mosquitto {
         std::fs::create_dir_all(dir).unwrap();
         let port = free_port();
-        let conf = dir.join("mosquitto.conf");
-        std::fs::write(&conf, format!("listener {port} 127.0.0.1\nallow_anonymous true\nuser root\n"))
-            .unwrap();
+        let path = dir.join("mosquitto.conf");
+        std::fs::write(&path, format!("listener {port} 127.0.0.1\nuser root\n{conf}")).unwrap();
         let child = Command::new("mosquitto")
             .arg("-c")
-            .arg(&conf)
+            .arg(&path)
             .stderr(Stdio::null())
             .kill_on_drop(true)
             .spawn()
