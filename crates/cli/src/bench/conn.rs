@@ -28,7 +28,7 @@ pub async fn run(args: ConnArgs) -> anyhow::Result<()> {
     let counters = Arc::new(Counters::default());
     let ticker = progress(Arc::clone(&counters));
     let start = Instant::now();
-    let mut tick = (args.rate > 0).then(|| tokio::time::interval(Duration::from_secs(1) / args.rate));
+    let mut tick = (args.rate > 0).then(|| tokio::time::interval(super::period(1, args.rate)));
     let mut attempts = Vec::with_capacity(args.count);
     for i in 0..args.count {
         if let Some(tick) = &mut tick {

@@ -69,6 +69,12 @@ fn topic(pattern: &str, index: usize) -> String {
     pattern.replace("%i", &index.to_string())
 }
 
+/// The pause between events when `per_seconds` seconds hold `rate` of them; never zero, which
+/// `tokio::time::interval` refuses, however high the rate asked for.
+fn period(per_seconds: u64, rate: u32) -> Duration {
+    (Duration::from_secs(per_seconds) / rate).max(Duration::from_nanos(1))
+}
+
 fn now_micros() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_micros() as u64
 }

@@ -81,7 +81,7 @@ pub async fn run(args: PubArgs) -> anyhow::Result<()> {
     let start = Instant::now();
     let until = (args.duration > 0).then(|| start + Duration::from_secs(args.duration));
     // Each lane sends its share of the publisher's rate.
-    let period = (args.rate > 0).then(|| Duration::from_secs(lanes) / args.rate);
+    let period = (args.rate > 0).then(|| super::period(lanes, args.rate));
     let mut tasks = Vec::new();
     for p in 0..args.publishers {
         let (client, _) =
