@@ -39,6 +39,15 @@ pub struct Broker {
     queued_memory: Arc<std::sync::atomic::AtomicUsize>,
     pub metrics: Arc<Metrics>,
     started: Instant,
+    /// In-process observers of published messages (the OwnTracks recorder).
+    taps: RwLock<Vec<Tap>>,
+}
+
+/// An in-process observer: every message published to a topic matching `filter` after access
+/// control, without a session or a socket in between.
+struct Tap {
+    filter: String,
+    sender: tokio::sync::mpsc::Sender<Arc<Message>>,
 }
 
 /// Gauges computed from the broker's state, for `$SYS` and `/metrics`.
@@ -127,6 +136,26 @@ impl Broker {
             metrics: Arc::new(Metrics::new()),
             started: Instant::now(),
             queued_memory: Arc::default(),
+            taps: RwLock::default(),
+        }
+    }
+
+    /// Observes every message published on topics matching `filter` (as a subscription would
+    /// see it, but with no session, queue or access check of its own). Up to `capacity` messages
+    /// wait for the receiver; beyond that, new ones are counted as dropped and logged.
+    pub fn tap(&self, filter: &str, capacity: usize) -> tokio::sync::mpsc::Receiver<Arc<Message>> {
+        let (sender, receiver) = tokio::sync::mpsc::channel(capacity.max(1));
+        lock!(self.taps.write()).push(Tap { filter: filter.to_string(), sender });
+        receiver
+    }
+
+    fn feed_taps(&self, message: &Arc<Message>) {
+        let taps = lock!(self.taps.read());
+        for tap in taps.iter().filter(|t| topic::matches(&t.filter, &message.topic)) {
+            if tap.sender.try_send(Arc::clone(message)).is_err() {
+                self.metrics.dropped_for(DropReason::QueueFull, 1);
+                tracing::warn!(topic = %message.topic, filter = %tap.filter, "in-process observer is behind: message dropped");
+            }
         }
     }
 
@@ -185,6 +214,7 @@ impl Broker {
                 });
             }
         }
+        self.feed_taps(&message);
         let router = lock!(self.router.read());
         let mut matches: Vec<&Entry> = Vec::new();
         let mut shared: Vec<(&Entry, &ByteString)> = Vec::new();

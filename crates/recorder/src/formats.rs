@@ -1,0 +1,199 @@
+//! The output formats of `/api/0/locations` and `cauldron locations`: JSON, GeoJSON points,
+//! GeoJSON POIs, a LineString, CSV, XML and GPX.
+
+use serde_json::{json, Map, Value};
+
+/// An output format the Recorder knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Json,
+    GeoJson,
+    GeoJsonPoi,
+    LineString,
+    Csv,
+    Xml,
+    Gpx,
+}
+
+/// The CSV columns when no `fields` are asked for.
+const CSV_FIELDS: &[&str] = &["tst", "isotst", "tid", "lat", "lon", "cog", "vel", "alt", "acc", "vac"];
+
+impl Format {
+    pub fn parse(name: &str) -> Option<Format> {
+        Some(match name.to_ascii_lowercase().as_str() {
+            "json" => Format::Json,
+            "geojson" => Format::GeoJson,
+            "geojsonpoi" => Format::GeoJsonPoi,
+            "linestring" => Format::LineString,
+            "csv" => Format::Csv,
+            "xml" => Format::Xml,
+            "gpx" => Format::Gpx,
+            _ => return None,
+        })
+    }
+
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::Json | Format::GeoJson | Format::GeoJsonPoi | Format::LineString => "application/json",
+            Format::Csv => "text/csv",
+            Format::Xml => "application/xml",
+            Format::Gpx => "application/gpx+xml",
+        }
+    }
+
+    /// Renders decorated points (oldest first); `fields` picks the JSON keys or CSV columns.
+    pub fn render(self, points: &[Map<String, Value>], fields: &[String], version: &str) -> String {
+        match self {
+            Format::Json => {
+                let data: Vec<Value> =
+                    points.iter().map(|p| Value::Object(crate::view::only(p.clone(), fields))).collect();
+                json!({"count": data.len(), "data": data, "status": 200, "version": version}).to_string()
+            }
+            Format::GeoJson => feature_collection(points.iter().map(|p| feature(p, p.get("tid")))),
+            Format::GeoJsonPoi => {
+                feature_collection(points.iter().filter(|p| p.contains_key("poi")).map(|p| feature(p, p.get("poi"))))
+            }
+            Format::LineString => {
+                let coordinates: Vec<Value> = points.iter().map(|p| json!([num(p, "lon"), num(p, "lat")])).collect();
+                json!({"type": "Feature", "geometry": {"type": "LineString", "coordinates": coordinates},
+                       "properties": {}})
+                .to_string()
+            }
+            Format::Csv => csv(points, fields),
+            Format::Xml => xml(points),
+            Format::Gpx => gpx(points),
+        }
+    }
+}
+
+fn num(point: &Map<String, Value>, key: &str) -> Value {
+    point.get(key).cloned().unwrap_or(Value::Null)
+}
+
+fn feature(point: &Map<String, Value>, name: Option<&Value>) -> Value {
+    json!({
+        "type": "Feature",
+        "geometry": {"type": "Point", "coordinates": [num(point, "lon"), num(point, "lat")]},
+        "properties": {
+            "name": name.cloned().unwrap_or(Value::Null),
+            "vel": num(point, "vel"), "tst": num(point, "tst"), "acc": num(point, "acc"),
+            "alt": num(point, "alt"), "address": num(point, "addr"), "isotst": num(point, "isotst"),
+        },
+    })
+}
+
+fn feature_collection(features: impl Iterator<Item = Value>) -> String {
+    json!({"type": "FeatureCollection", "features": features.collect::<Vec<_>>()}).to_string()
+}
+
+/// A JSON value as a bare CSV or XML field (strings unquoted, absent empty).
+fn plain(value: Option<&Value>) -> String {
+    match value {
+        None | Some(Value::Null) => String::new(),
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
+    }
+}
+
+fn csv(points: &[Map<String, Value>], fields: &[String]) -> String {
+    let columns: Vec<&str> = match fields.is_empty() {
+        true => CSV_FIELDS.to_vec(),
+        false => fields.iter().map(String::as_str).collect(),
+    };
+    let mut out = columns.join(",");
+    out.push('\n');
+    for point in points {
+        let row: Vec<String> = columns.iter().map(|c| csv_field(&plain(point.get(*c)))).collect();
+        out.push_str(&row.join(","));
+        out.push('\n');
+    }
+    out
+}
+
+/// Quotes a CSV field when it holds a separator, quote or line break (RFC 4180).
+fn csv_field(text: &str) -> String {
+    match text.contains([',', '"', '\n', '\r']) {
+        true => format!("\"{}\"", text.replace('"', "\"\"")),
+        false => text.to_string(),
+    }
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+fn xml(points: &[Map<String, Value>]) -> String {
+    let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<owntracks>\n");
+    for point in points {
+        out.push_str("  <point");
+        for (key, value) in point {
+            if !matches!(value, Value::Object(_) | Value::Array(_)) && is_xml_name(key) {
+                out.push_str(&format!(" {key}=\"{}\"", escape(&plain(Some(value)))));
+            }
+        }
+        out.push_str("/>\n");
+    }
+    out.push_str("</owntracks>\n");
+    out
+}
+
+fn is_xml_name(key: &str) -> bool {
+    key.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+fn gpx(points: &[Map<String, Value>]) -> String {
+    let mut out = String::from(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<gpx version=\"1.1\" creator=\"cauldron\" \
+         xmlns=\"http://www.topografix.com/GPX/1/1\">\n  <trk>\n    <trkseg>\n",
+    );
+    for point in points {
+        out.push_str(&format!(
+            "      <trkpt lat=\"{}\" lon=\"{}\">",
+            plain(point.get("lat")),
+            plain(point.get("lon"))
+        ));
+        if let Some(alt) = point.get("alt").filter(|v| v.is_number()) {
+            out.push_str(&format!("<ele>{alt}</ele>"));
+        }
+        out.push_str(&format!("<time>{}</time></trkpt>\n", escape(&plain(point.get("isotst")))));
+    }
+    out.push_str("    </trkseg>\n  </trk>\n</gpx>\n");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn points() -> Vec<Map<String, Value>> {
+        let raw = [
+            json!({"lat": 48.85, "lon": 2.29, "tst": 1706856298, "tid": "j1", "alt": 154, "isotst": "2024-02-02T06:44:58Z"}),
+            json!({"lat": 48.87, "lon": 2.34, "tst": 1706857000, "tid": "j1", "poi": "Caf\u{e9}, \"Chez\"", "isotst": "2024-02-02T06:56:40Z"}),
+        ];
+        raw.into_iter().map(|v| v.as_object().unwrap().clone()).collect()
+    }
+
+    #[test]
+    fn every_format_renders_the_points() {
+        let p = points();
+        let json: Value = serde_json::from_str(&Format::Json.render(&p, &[], "v")).unwrap();
+        assert_eq!(json["count"], 2);
+        assert_eq!(json["data"][1]["poi"], "Caf\u{e9}, \"Chez\"");
+        let only: Value = serde_json::from_str(&Format::Json.render(&p, &["lat".into()], "v")).unwrap();
+        assert_eq!(only["data"][0], json!({"lat": 48.85}));
+        let geo: Value = serde_json::from_str(&Format::GeoJson.render(&p, &[], "v")).unwrap();
+        assert_eq!(geo["features"][0]["geometry"]["coordinates"], json!([2.29, 48.85]));
+        assert_eq!(geo["features"][0]["properties"]["name"], "j1");
+        let poi: Value = serde_json::from_str(&Format::GeoJsonPoi.render(&p, &[], "v")).unwrap();
+        assert_eq!(poi["features"].as_array().unwrap().len(), 1);
+        let line: Value = serde_json::from_str(&Format::LineString.render(&p, &[], "v")).unwrap();
+        assert_eq!(line["geometry"]["coordinates"][1], json!([2.34, 48.87]));
+        let csv = Format::Csv.render(&p, &["tst".into(), "poi".into()], "v");
+        assert_eq!(csv, "tst,poi\n1706856298,\n1706857000,\"Caf\u{e9}, \"\"Chez\"\"\"\n");
+        let gpx = Format::Gpx.render(&p, &[], "v");
+        assert!(gpx.contains("<trkpt lat=\"48.85\" lon=\"2.29\"><ele>154</ele><time>2024-02-02T06:44:58Z</time></trkpt>"));
+        assert!(Format::Xml.render(&p, &[], "v").contains("poi=\"Caf\u{e9}, &quot;Chez&quot;\""));
+        assert_eq!(Format::parse("kml"), None);
+    }
+}

@@ -1,0 +1,81 @@
+//! The recorder's HTTP side (axum): the OwnTracks Recorder API under `/api/0/`, the live feed
+//! `/ws/last`, HTTP mode `POST /pub`, and the map page at `/`.
+
+mod access;
+mod api;
+mod map;
+mod params;
+mod publish;
+mod ws;
+
+use std::sync::Arc;
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, on, post, MethodFilter};
+use axum::Router;
+
+pub use access::Access;
+
+use crate::ingest::Recorder;
+use crate::store::StoreError;
+
+/// Everything the handlers share.
+#[derive(Clone)]
+pub struct Api {
+    pub recorder: Arc<Recorder>,
+    pub access: Arc<Access>,
+    /// Tile URL template of the map page (`{z}/{x}/{y}`).
+    pub tile_url: Arc<str>,
+}
+
+/// The recorder's routes; merge them into the server's router. Serve it with
+/// `into_make_service_with_connect_info::<SocketAddr>()`: without users, only loopback peers
+/// are let in, and that needs the peer address.
+pub fn router(api: Api) -> Router {
+    // The Recorder answers GET and POST alike.
+    let either = || MethodFilter::GET.or(MethodFilter::POST);
+    Router::new()
+        .route("/api/0/version", on(either(), api::version))
+        .route("/api/0/list", on(either(), api::list))
+        .route("/api/0/last", on(either(), api::last))
+        .route("/api/0/locations", on(either(), api::locations).delete(api::delete_locations))
+        .route("/api/0/device", delete(api::delete_device))
+        .route("/api/0/kill", on(either(), api::kill))
+        .route("/api/0/photo", on(either(), api::photo))
+        .route("/api/0/photo/", on(either(), api::photo))
+        .route("/api/0/monitor", on(either(), api::monitor))
+        .route("/api/0/q", on(either(), api::q))
+        .route("/ws/last", get(ws::last))
+        .route("/pub", post(publish::publish))
+        .route("/", get(map::page))
+        .route("/map.js", get(map::script))
+        .route("/map.css", get(map::style))
+        .with_state(api)
+}
+
+/// A JSON response as the Recorder sends it: with `Access-Control-Allow-Origin: *`.
+fn json(status: StatusCode, body: String) -> Response {
+    let mut response = (status, [(header::CONTENT_TYPE, "application/json")], body).into_response();
+    response.headers_mut().insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    response
+}
+
+/// A plain-text error.
+fn error(status: StatusCode, message: &str) -> Response {
+    (status, format!("{message}\n")).into_response()
+}
+
+/// Runs a store call on the blocking pool; a store failure is a 500 that names it.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, Response> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) => {
+            tracing::error!("recorder store: {e}");
+            Err(error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()))
+        }
+        Err(_) => Err(error(StatusCode::INTERNAL_SERVER_ERROR, "store task failed")),
+    }
+}

@@ -1,0 +1,97 @@
+//! The OwnTracks recorder of cauldron: keeps what the OwnTracks apps publish (locations, events,
+//! cards, waypoints, ...) in an embedded store, serves the OwnTracks Recorder HTTP API and a live
+//! map, and answers HTTP-mode apps.
+//!
+//! Inside `cauldron serve` it is fed in-process by a broker tap ([`feed`]); as `cauldron
+//! recorder` it is an MQTT client of any broker. Either way messages go through
+//! [`Recorder::ingest`].
+//!
+//! ```no_run
+//! # fn example() -> Result<(), cauldron_recorder::store::StoreError> {
+//! use std::sync::Arc;
+//! use cauldron_recorder::{store::SqliteStore, Recorder, Via};
+//! let store = SqliteStore::open(std::path::Path::new("recorder.sqlite"))?;
+//! let recorder = Recorder::new(Arc::new(store));
+//! let payload = br#"{"_type":"location","lat":48.85,"lon":2.29,"tst":1706856298}"#;
+//! recorder.ingest([("owntracks/jane/phone", &payload[..])], Via::Mqtt)?;
+//! # Ok(()) }
+//! ```
+
+pub mod crypto;
+pub mod formats;
+pub mod http;
+mod ingest;
+pub mod store;
+pub mod timefmt;
+pub mod topic;
+pub mod view;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use ingest::{LiveEvent, Recorder, Via};
+
+/// The store file inside the data directory.
+pub const STORE_FILE: &str = "recorder.sqlite";
+
+/// Messages written per transaction at most: big batches make bulk ingest fast, and a busy
+/// feed still commits often.
+const BATCH: usize = 2048;
+
+/// A message as the feed receives it: from a broker tap or from an MQTT subscription.
+pub trait Incoming: Send + 'static {
+    fn topic(&self) -> &str;
+    fn payload(&self) -> &[u8];
+}
+
+impl Incoming for Arc<cauldron_broker::Message> {
+    fn topic(&self) -> &str {
+        &self.topic
+    }
+    fn payload(&self) -> &[u8] {
+        &self.payload
+    }
+}
+
+impl Incoming for (String, bytes::Bytes) {
+    fn topic(&self) -> &str {
+        &self.0
+    }
+    fn payload(&self) -> &[u8] {
+        &self.1
+    }
+}
+
+/// Records what arrives on `messages` until the channel closes, writing whatever is waiting
+/// in one transaction.
+pub async fn feed<M: Incoming>(recorder: Arc<Recorder>, mut messages: tokio::sync::mpsc::Receiver<M>) {
+    let mut batch = Vec::with_capacity(BATCH);
+    while messages.recv_many(&mut batch, BATCH).await > 0 {
+        let taken = std::mem::take(&mut batch);
+        let recorder = Arc::clone(&recorder);
+        let stored =
+            tokio::task::spawn_blocking(move || recorder.ingest(taken.iter().map(|m| (m.topic(), m.payload())), Via::Mqtt))
+                .await;
+        match stored {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::error!("recorder: batch not stored: {e}"),
+            Err(e) => tracing::error!("recorder: store task failed: {e}"),
+        }
+    }
+}
+
+/// Deletes history older than `days` now and then every hour, until the process ends.
+pub async fn retain(recorder: Arc<Recorder>, days: u64) {
+    let mut every = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        every.tick().await;
+        let cutoff = timefmt::now() - (days as i64) * 86_400;
+        let store = Arc::clone(recorder.store());
+        match tokio::task::spawn_blocking(move || store.purge_before(cutoff)).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => tracing::info!(deleted = n, days, "recorder retention: old history deleted"),
+            Ok(Err(e)) => tracing::error!("recorder retention: {e}"),
+            Err(_) => {}
+        }
+    }
+}

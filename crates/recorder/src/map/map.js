@@ -1,0 +1,284 @@
+// The cauldron map: live positions from /api/0/last and /ws/last, a device's history from
+// /api/0/locations, drawn in SVG over Web Mercator tiles. No libraries: the page must work from
+// the one binary, offline too (tiles then simply do not appear).
+"use strict";
+
+const TILE = 256;
+const SVG = "http://www.w3.org/2000/svg";
+const view = { lat: 20, lon: 0, zoom: 2 };
+const state = { last: [], track: [] };
+const el = (id) => document.getElementById(id);
+
+// --- projection -------------------------------------------------------------------------------
+function project(lat, lon, zoom) {
+  const size = TILE * 2 ** zoom;
+  const sin = Math.sin((Math.max(-85, Math.min(85, lat)) * Math.PI) / 180);
+  return {
+    x: ((lon + 180) / 360) * size,
+    y: (0.5 - Math.log((1 + sin) / (1 - sin)) / (4 * Math.PI)) * size,
+  };
+}
+function unproject(x, y, zoom) {
+  const size = TILE * 2 ** zoom;
+  const lon = (x / size) * 360 - 180;
+  const n = Math.PI - (2 * Math.PI * y) / size;
+  return { lat: (180 / Math.PI) * Math.atan(Math.sinh(n)), lon };
+}
+// Screen position of a coordinate in the current view.
+function toScreen(lat, lon) {
+  const map = el("map");
+  const centre = project(view.lat, view.lon, view.zoom);
+  const p = project(lat, lon, view.zoom);
+  return { x: p.x - centre.x + map.clientWidth / 2, y: p.y - centre.y + map.clientHeight / 2 };
+}
+function metresPerPixel(lat) {
+  return (40075016.686 * Math.cos((lat * Math.PI) / 180)) / (TILE * 2 ** view.zoom);
+}
+
+// --- drawing ----------------------------------------------------------------------------------
+function drawTiles() {
+  const layer = el("tiles");
+  layer.replaceChildren();
+  const url = window.cauldron.tileUrl;
+  if (!url) return;
+  const map = el("map");
+  const centre = project(view.lat, view.lon, view.zoom);
+  const left = centre.x - map.clientWidth / 2, top = centre.y - map.clientHeight / 2;
+  const count = 2 ** view.zoom;
+  for (let ty = Math.floor(top / TILE); ty * TILE < top + map.clientHeight; ty++) {
+    if (ty < 0 || ty >= count) continue;
+    for (let tx = Math.floor(left / TILE); tx * TILE < left + map.clientWidth; tx++) {
+      const img = new Image();
+      img.alt = "";
+      img.style.left = `${tx * TILE - left}px`;
+      img.style.top = `${ty * TILE - top}px`;
+      img.onerror = () => img.remove(); // offline: no tiles, everything else still works
+      const wrapped = ((tx % count) + count) % count;
+      img.src = url.replace("{z}", view.zoom).replace("{x}", wrapped).replace("{y}", ty).replace("{s}", "a");
+      layer.appendChild(img);
+    }
+  }
+}
+
+function svg(name, attributes, parent) {
+  const node = document.createElementNS(SVG, name);
+  for (const [key, value] of Object.entries(attributes)) node.setAttribute(key, value);
+  parent.appendChild(node);
+  return node;
+}
+
+function drawOverlay() {
+  const overlay = el("overlay");
+  overlay.replaceChildren();
+  if (state.track.length > 0) {
+    const points = state.track.map((p) => toScreen(p.lat, p.lon));
+    svg("polyline", { class: "track", points: points.map((p) => `${p.x},${p.y}`).join(" ") }, overlay);
+    state.track.forEach((p, i) => {
+      const dot = svg("circle", { class: "point", cx: points[i].x, cy: points[i].y, r: 3 }, overlay);
+      svg("title", {}, dot).textContent = `${p.isotst || ""} ${p.lat.toFixed(5)}, ${p.lon.toFixed(5)}`;
+    });
+  }
+  for (const last of state.last) {
+    const at = toScreen(last.lat, last.lon);
+    if (last.acc > 0) {
+      svg("circle", { class: "accuracy", cx: at.x, cy: at.y, r: last.acc / metresPerPixel(last.lat) }, overlay);
+    }
+    const marker = svg("circle", { class: "marker", cx: at.x, cy: at.y, r: 8, "data-device": key(last) }, overlay);
+    svg("title", {}, marker).textContent = describe(last);
+    marker.addEventListener("click", () => select(last.username, last.device));
+    if (isFace(last.face)) {
+      svg("image", { href: `data:image/png;base64,${last.face}`, x: at.x - 12, y: at.y - 36, width: 24, height: 24 }, overlay);
+    }
+    svg("text", { class: "label", x: at.x + 11, y: at.y + 4 }, overlay).textContent = last.name || last.tid || key(last);
+  }
+}
+
+function draw() {
+  drawTiles();
+  drawOverlay();
+}
+
+// --- data -------------------------------------------------------------------------------------
+const key = (o) => `${o.username}/${o.device}`;
+const isFace = (face) => typeof face === "string" && /^[A-Za-z0-9+/=\s]+$/.test(face);
+function describe(o) {
+  const parts = [o.name || key(o), o.isotst, `${o.lat}, ${o.lon}`];
+  if (o.batt !== undefined) parts.push(`battery ${o.batt}%`);
+  if (o.vel !== undefined) parts.push(`${o.vel} km/h`);
+  return parts.filter(Boolean).join("\n");
+}
+function ago(tst) {
+  const s = Math.max(0, Date.now() / 1000 - tst);
+  if (s < 90) return `${Math.round(s)} s ago`;
+  if (s < 5400) return `${Math.round(s / 60)} min ago`;
+  if (s < 129600) return `${Math.round(s / 3600)} h ago`;
+  return `${Math.round(s / 86400)} days ago`;
+}
+
+async function api(path) {
+  const response = await fetch(path, { credentials: "same-origin" });
+  if (!response.ok) throw new Error(`${path}: ${response.status}`);
+  return response.json();
+}
+
+async function loadLast() {
+  const lasts = await api("api/0/last");
+  // ping/ping is the Recorder's health check, not a person.
+  state.last = lasts.filter((o) => typeof o.lat === "number" && typeof o.lon === "number" && key(o) !== "ping/ping");
+  const list = el("devices");
+  list.replaceChildren();
+  const select = el("device");
+  const chosen = select.value;
+  select.replaceChildren();
+  for (const last of state.last) {
+    const item = document.createElement("li");
+    item.dataset.device = key(last);
+    if (isFace(last.face)) {
+      const img = document.createElement("img");
+      img.src = `data:image/png;base64,${last.face}`;
+      img.alt = "";
+      item.appendChild(img);
+    }
+    const text = document.createElement("span");
+    text.textContent = last.name ? `${last.name} (${key(last)})` : key(last);
+    const seen = document.createElement("span");
+    seen.className = "seen";
+    seen.textContent = `last seen ${ago(last.tst)}`;
+    text.appendChild(seen);
+    item.appendChild(text);
+    item.addEventListener("click", () => {
+      view.lat = last.lat;
+      view.lon = last.lon;
+      view.zoom = Math.max(view.zoom, 14);
+      draw();
+    });
+    list.appendChild(item);
+    const option = document.createElement("option");
+    option.value = option.textContent = key(last);
+    select.appendChild(option);
+  }
+  if (chosen) select.value = chosen;
+  drawOverlay();
+}
+
+async function loadHistory() {
+  const [user, device] = (el("device").value || "/").split("/");
+  if (!user || !device) return;
+  const from = el("from").value, to = el("to").value;
+  const query = new URLSearchParams({ user, device, format: "json" });
+  if (from) query.set("from", `${from}T00:00:00`);
+  if (to) query.set("to", `${to}T23:59:59`);
+  const result = await api(`api/0/locations?${query}`);
+  state.track = result.data.filter((p) => typeof p.lat === "number").sort((a, b) => a.tst - b.tst);
+  el("status").textContent = `${state.track.length} points of ${user}/${device}`;
+  fit(state.track);
+}
+
+function select(user, device) {
+  const select = el("device");
+  if (![...select.options].some((o) => o.value === `${user}/${device}`)) {
+    const option = document.createElement("option");
+    option.value = option.textContent = `${user}/${device}`;
+    select.appendChild(option);
+  }
+  select.value = `${user}/${device}`;
+  loadHistory().catch(report);
+}
+
+// Centres and zooms to show every given point.
+function fit(points) {
+  if (points.length === 0) return draw();
+  const lats = points.map((p) => p.lat), lons = points.map((p) => p.lon);
+  const north = Math.max(...lats), south = Math.min(...lats), east = Math.max(...lons), west = Math.min(...lons);
+  const map = el("map");
+  let zoom = 17;
+  while (zoom > 1) {
+    const a = project(north, west, zoom), b = project(south, east, zoom);
+    if (b.x - a.x < map.clientWidth * 0.8 && b.y - a.y < map.clientHeight * 0.8) break;
+    zoom--;
+  }
+  view.zoom = zoom;
+  const ne = project(north, east, zoom), sw = project(south, west, zoom);
+  const centre = unproject((ne.x + sw.x) / 2, (ne.y + sw.y) / 2, zoom);
+  view.lat = centre.lat;
+  view.lon = centre.lon;
+  draw();
+}
+
+function report(error) {
+  el("status").textContent = String(error.message || error);
+}
+
+// --- live updates -----------------------------------------------------------------------------
+function live() {
+  const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+  const socket = new WebSocket(`${scheme}//${location.host}${location.pathname.replace(/[^/]*$/, "")}ws/last`);
+  socket.onopen = () => socket.send("LAST");
+  socket.onmessage = (event) => {
+    const message = JSON.parse(event.data);
+    if (message._type === "location") loadLast().catch(report);
+  };
+  socket.onclose = () => setTimeout(live, 1000);
+}
+
+// --- interaction ------------------------------------------------------------------------------
+function zoomBy(delta, screenX, screenY) {
+  const map = el("map");
+  const x = screenX ?? map.clientWidth / 2, y = screenY ?? map.clientHeight / 2;
+  const centre = project(view.lat, view.lon, view.zoom);
+  const anchor = unproject(centre.x + x - map.clientWidth / 2, centre.y + y - map.clientHeight / 2, view.zoom);
+  const zoom = Math.max(1, Math.min(19, view.zoom + delta));
+  if (zoom === view.zoom) return;
+  view.zoom = zoom;
+  // Keep the point under the cursor where it is.
+  const a = project(anchor.lat, anchor.lon, zoom);
+  const c = unproject(a.x - x + map.clientWidth / 2, a.y - y + map.clientHeight / 2, zoom);
+  view.lat = c.lat;
+  view.lon = c.lon;
+  draw();
+}
+
+function setUp() {
+  const map = el("map");
+  let drag = null;
+  map.addEventListener("pointerdown", (e) => {
+    drag = { x: e.clientX, y: e.clientY, centre: project(view.lat, view.lon, view.zoom) };
+    map.setPointerCapture(e.pointerId);
+  });
+  map.addEventListener("pointermove", (e) => {
+    if (!drag) return;
+    const c = unproject(drag.centre.x - (e.clientX - drag.x), drag.centre.y - (e.clientY - drag.y), view.zoom);
+    view.lat = c.lat;
+    view.lon = c.lon;
+    draw();
+  });
+  map.addEventListener("pointerup", () => (drag = null));
+  map.addEventListener("wheel", (e) => {
+    e.preventDefault();
+    const box = map.getBoundingClientRect();
+    zoomBy(e.deltaY < 0 ? 1 : -1, e.clientX - box.left, e.clientY - box.top);
+  }, { passive: false });
+  el("zoom-in").addEventListener("click", () => zoomBy(1));
+  el("zoom-out").addEventListener("click", () => zoomBy(-1));
+  el("fit").addEventListener("click", () => fit(state.track.length ? state.track : state.last));
+  el("history").addEventListener("submit", (e) => {
+    e.preventDefault();
+    loadHistory().catch(report);
+  });
+  window.addEventListener("resize", draw);
+
+  // ?user=&device=&from=&to= open a history directly (dates as YYYY-MM-DD).
+  const params = new URLSearchParams(location.search);
+  const today = new Date().toISOString().slice(0, 10);
+  el("from").value = params.get("from") || today;
+  el("to").value = params.get("to") || today;
+  loadLast()
+    .then(() => {
+      if (params.get("user") && params.get("device")) return select(params.get("user"), params.get("device"));
+      fit(state.last);
+    })
+    .catch(report);
+  live();
+}
+
+setUp();

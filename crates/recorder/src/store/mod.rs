@@ -1,0 +1,109 @@
+//! Where the recorder keeps what it receives. [`Store`] is the seam: SQLite ([`sqlite`]) is the
+//! embedded default; another database (PostgreSQL) can implement the same trait.
+
+pub mod sqlite;
+
+pub use sqlite::SqliteStore;
+
+/// One message worth keeping in the history (the Recorder's `.rec` line).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    pub user: String,
+    pub device: String,
+    /// `*` for the base topic, `lwt`, `event`, `status`, ...
+    pub reltopic: String,
+    /// The `_type`, or `None` for a payload that is not a JSON object.
+    pub kind: Option<String>,
+    /// The fix time for location, transition and waypoint; the receipt time otherwise.
+    pub tst: i64,
+    /// When it was received.
+    pub rcv: i64,
+    pub lat: Option<f64>,
+    pub lon: Option<f64>,
+    /// The JSON as received (plus `_http` / `_decrypted`), or the raw bytes.
+    pub payload: Vec<u8>,
+    /// A second copy (same user, device, type, time and place) is dropped: redeliveries and
+    /// HTTP retries are stored once.
+    pub dedup: bool,
+}
+
+/// A change to the store; a batch of them is applied in one transaction.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Op {
+    Record(Record),
+    /// The device's last position; kept only if `tst` is newer than the one stored.
+    Last { user: String, device: String, tst: i64, json: String },
+    Card { user: String, device: String, json: String },
+    /// A full waypoints export (`.otrw`).
+    Waypoints { user: String, device: String, json: String },
+    /// A configuration dump (`.otrc`; holds secrets).
+    Config { user: String, device: String, json: String },
+}
+
+/// A stored location, as the `locations` query returns it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Point {
+    pub tst: i64,
+    pub rcv: i64,
+    pub json: String,
+}
+
+/// A device's last position.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Last {
+    pub user: String,
+    pub device: String,
+    pub json: String,
+}
+
+/// Which locations of one device: `from < tst < to` (the Recorder's exclusive bounds), and
+/// with `limit` only the newest that many.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Range {
+    pub from: i64,
+    pub to: i64,
+    pub limit: Option<usize>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("store {path}: {source}")]
+    Open { path: String, source: rusqlite::Error },
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// The recorder's storage. Implementations must be safe to call from many threads; calls
+/// block, so async callers run them on the blocking pool.
+pub trait Store: Send + Sync + 'static {
+    /// Applies a batch atomically; returns how many records were new (not duplicates).
+    fn apply(&self, ops: &[Op]) -> Result<usize>;
+    /// Users with any data, sorted.
+    fn users(&self) -> Result<Vec<String>>;
+    /// A user's devices, sorted.
+    fn devices(&self, user: &str) -> Result<Vec<String>>;
+    /// The months (`YYYY-MM`) a device has records in, sorted.
+    fn months(&self, user: &str, device: &str) -> Result<Vec<String>>;
+    /// Every device's last position.
+    fn last(&self) -> Result<Vec<Last>>;
+    /// A device's locations in `range`, oldest first.
+    fn locations(&self, user: &str, device: &str, range: Range) -> Result<Vec<Point>>;
+    fn card(&self, user: &str, device: &str) -> Result<Option<String>>;
+    /// Any card of the user (the `photo` endpoint is per user).
+    fn user_card(&self, user: &str) -> Result<Option<String>>;
+    fn key(&self, user: &str, device: &str) -> Result<Option<String>>;
+    /// Sets (`Some`) or removes (`None`) a device's encryption secret; true if something changed.
+    fn set_key(&self, user: &str, device: &str, secret: Option<&str>) -> Result<bool>;
+    /// Friends set by hand for a device (`user/device` names); `None` if never set.
+    fn friends(&self, user: &str, device: &str) -> Result<Option<Vec<String>>>;
+    fn set_friends(&self, user: &str, device: &str, friends: Option<&[String]>) -> Result<()>;
+    /// Deletes a device's locations with `from <= tst <= to`; the last position falls back to
+    /// the newest one left. Returns how many went.
+    fn delete_locations(&self, user: &str, device: &str, from: i64, to: i64) -> Result<usize>;
+    /// Deletes everything of a device (history, last, card, waypoints, configuration, key).
+    fn delete_device(&self, user: &str, device: &str) -> Result<usize>;
+    /// Deletes history older than `tst` (retention); the last positions stay.
+    fn purge_before(&self, tst: i64) -> Result<usize>;
+}

@@ -1,0 +1,66 @@
+//! Where an OwnTracks message came from, read off its topic the way the Recorder does: at least
+//! three levels (one leading `/` allowed), the second and third being user and device.
+
+/// The user, the device and what follows them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    pub user: String,
+    pub device: String,
+    /// Everything after `<root>/<user>/<device>/`, or `*` for the base topic itself.
+    pub reltopic: String,
+}
+
+impl Origin {
+    /// `owntracks/jane/phone` → jane, phone, `*`. Names are lowercased and whitespace becomes
+    /// `-`, as in the Recorder's store paths.
+    pub fn parse(topic: &str) -> Option<Origin> {
+        let topic = topic.strip_prefix('/').unwrap_or(topic);
+        let mut levels = topic.splitn(4, '/');
+        let (_root, user, device) = (levels.next()?, levels.next()?, levels.next()?);
+        if user.is_empty() || device.is_empty() {
+            return None;
+        }
+        let reltopic = match levels.next() {
+            None | Some("") | Some("pico") => "*".to_string(),
+            Some(rest) => rest.to_string(),
+        };
+        Some(Origin { user: name(user), device: name(device), reltopic })
+    }
+
+    /// The base topic the apps publish locations on.
+    pub fn base_topic(&self) -> String {
+        format!("owntracks/{}/{}", self.user, self.device)
+    }
+
+    /// The health-check pseudo device: only its last position is kept, nothing is pushed live.
+    pub fn is_ping(&self) -> bool {
+        self.user == "ping" && self.device == "ping"
+    }
+}
+
+/// A user or device name as stored: lowercase, whitespace replaced by `-`.
+pub fn name(raw: &str) -> String {
+    raw.chars().map(|c| if c.is_whitespace() { '-' } else { c }).collect::<String>().to_lowercase()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn levels_two_and_three_are_user_and_device() {
+        let o = Origin::parse("owntracks/Jane/My Phone").unwrap();
+        assert_eq!((o.user.as_str(), o.device.as_str(), o.reltopic.as_str()), ("jane", "my-phone", "*"));
+        let o = Origin::parse("/owntracks/jane/phone/event").unwrap();
+        assert_eq!((o.user.as_str(), o.reltopic.as_str()), ("jane", "event"));
+        assert_eq!(Origin::parse("owntracks/jane/phone/pico").unwrap().reltopic, "*");
+        assert_eq!(Origin::parse("a/b/c/d/e").unwrap().reltopic, "d/e");
+    }
+
+    #[test]
+    fn fewer_than_three_levels_are_not_owntracks() {
+        assert_eq!(Origin::parse("owntracks/jane"), None);
+        assert_eq!(Origin::parse("owntracks//phone"), None);
+        assert_eq!(Origin::parse("temp"), None);
+    }
+}
