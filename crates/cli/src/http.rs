@@ -17,14 +17,21 @@ use tracing::info;
 pub struct Http {
     pub broker: Arc<Broker>,
     pub ready: Arc<AtomicBool>,
+    /// The recorder's API, live feed and map, when the recorder runs.
+    pub recorder: Option<cauldron_recorder::http::Api>,
 }
 
 pub fn router(state: Http) -> Router {
-    Router::new()
+    let recorder = state.recorder.clone();
+    let ops = Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
-        .with_state(state)
+        .with_state(state);
+    match recorder {
+        Some(api) => ops.merge(cauldron_recorder::http::router(api)),
+        None => ops,
+    }
 }
 
 async fn metrics(State(http): State<Http>) -> impl IntoResponse {
@@ -42,5 +49,7 @@ async fn ready(State(http): State<Http>) -> impl IntoResponse {
 /// Serves HTTP on `listener` until `shutdown`.
 pub async fn serve(listener: TcpListener, state: Http, shutdown: CancellationToken) -> std::io::Result<()> {
     info!("HTTP listening on {}", listener.local_addr()?);
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown.cancelled_owned()).await
+    // The peer address decides who may use a recorder API that has no users (loopback only).
+    let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await
 }

@@ -3,7 +3,9 @@
 mod bench;
 mod config_check;
 mod http;
+mod locations;
 mod passwd;
+mod recorder;
 mod serve;
 mod tools;
 
@@ -42,6 +44,10 @@ enum Command {
     Sub(tools::subscribe::SubArgs),
     /// Manage a Mosquitto password file (mosquitto_passwd's flags).
     Passwd(passwd::PasswdArgs),
+    /// Run the OwnTracks recorder against any broker, or manage its keys.
+    Recorder(Box<recorder::RecorderArgs>),
+    /// Print a device's recorded locations (like the Recorder's ocat).
+    Locations(locations::LocationsArgs),
     /// Generate load against a broker and measure it.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -85,5 +91,7 @@ fn run() -> anyhow::Result<()> {
         Command::Pub(args) => runtime.block_on(tools::publish::run(args)),
         Command::Sub(args) => runtime.block_on(tools::subscribe::run(args)),
         Command::Config(command) => config_check::run(command),
+        Command::Recorder(args) => runtime.block_on(recorder::run(*args)),
+        Command::Locations(args) => locations::run(args),
     }
 }

@@ -11,6 +11,7 @@ use anyhow::Context;
 use cauldron_broker::auth::acl::{AclFile, ReloadableAcl};
 use cauldron_broker::auth::password::{PasswordFile, Passwords};
 use cauldron_broker::authz::ListenerAuth;
+use cauldron_broker::config::toml::RecorderToml;
 use cauldron_broker::config::{mosquitto, ListenerSpec, Setup};
 use cauldron_broker::store::{Durability, RedbStore};
 use cauldron_broker::tls::{Tls, TlsSettings, TlsVersions};
@@ -137,6 +138,8 @@ pub struct ServeArgs {
     /// persistent_client_expiration). Default: forever.
     #[arg(long, value_name = "SECS")]
     persistent_client_expiration: Option<u64>,
+    #[command(flatten)]
+    recorder: crate::recorder::RecorderFlags,
 }
 
 impl ServeArgs {
@@ -219,25 +222,27 @@ impl ServeArgs {
 }
 
 /// Reads and checks everything a start needs; any problem stops here, naming its file.
-/// Returns the setup and the HTTP address.
-pub fn load_setup(args: &ServeArgs) -> anyhow::Result<(Setup, SocketAddr)> {
-    let (mut setup, http, relaxed) = match (&args.config, &args.mosquitto_conf) {
+/// Returns the setup, the HTTP address and the recorder's settings.
+pub fn load_setup(args: &ServeArgs) -> anyhow::Result<(Setup, SocketAddr, RecorderToml)> {
+    let (mut setup, http, relaxed, recorder) = match (&args.config, &args.mosquitto_conf) {
         (Some(path), _) => {
             let read = cauldron_broker::config::toml::read(path)?;
-            (read.setup, read.http.unwrap_or(args.http), read.relaxed_commit_ms.or(args.relaxed_commit_ms))
+            let relaxed = read.relaxed_commit_ms.or(args.relaxed_commit_ms);
+            (read.setup, read.http.unwrap_or(args.http), relaxed, read.recorder)
         }
-        (None, Some(path)) => (mosquitto::read(path)?, args.http, args.relaxed_commit_ms),
-        (None, None) => (args.setup()?, args.http, args.relaxed_commit_ms),
+        (None, Some(path)) => (mosquitto::read(path)?, args.http, args.relaxed_commit_ms, RecorderToml::default()),
+        (None, None) => (args.setup()?, args.http, args.relaxed_commit_ms, RecorderToml::default()),
     };
+    let recorder = args.recorder.over(recorder);
     setup.config.durability = match relaxed {
         Some(ms) => Durability::Relaxed { interval: Duration::from_millis(ms) },
         None => Durability::Sync,
     };
-    Ok((setup, http))
+    Ok((setup, http, recorder))
 }
 
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let (setup, http_addr) = load_setup(&args)?;
+    let (setup, http_addr, recorder_settings) = load_setup(&args)?;
     for warning in &setup.warnings {
         warn!("{warning}");
     }
@@ -301,6 +306,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let (store, snapshot, _quarantined) =
         RedbStore::open(&path).with_context(|| format!("opening the store {}", path.display()))?;
     let durability = config.durability;
+    let config_data_dir = config.data_dir.clone();
+    let recorder_authorizer = Arc::clone(&authorizer);
     let broker = Broker::open(config, authorizer, Box::new(store), snapshot, durability)
         .with_context(|| format!("restoring state from {}", path.display()))?;
     let mut listeners = Vec::new();
@@ -332,7 +339,11 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         TcpListener::bind(http_addr).await.with_context(|| format!("binding HTTP {http_addr}"))?;
     let shutdown = CancellationToken::new();
     let ready = Arc::new(AtomicBool::new(true));
-    let http = crate::http::Http { broker: Arc::clone(&broker), ready: Arc::clone(&ready) };
+    let recorder = match recorder_settings.enabled.unwrap_or(true) {
+        true => Some(crate::recorder::in_process(&broker, &config_data_dir, &recorder_settings, &passwords, &recorder_authorizer)?),
+        false => None,
+    };
+    let http = crate::http::Http { broker: Arc::clone(&broker), ready: Arc::clone(&ready), recorder };
     let http_task = tokio::spawn(crate::http::serve(http_listener, http, shutdown.clone()));
     tokio::spawn(stop_on_signal(shutdown.clone(), ready));
     let reloadable = Reloadable {

@@ -38,6 +38,25 @@ struct File {
     auto_id_prefix: Option<String>,
     #[serde(default, rename = "listener")]
     listeners: Vec<ListenerFile>,
+    #[serde(default)]
+    recorder: RecorderToml,
+}
+
+/// The `[recorder]` section: the built-in OwnTracks recorder (docs/CONFIG.md).
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecorderToml {
+    /// Run the recorder in `serve` (default true).
+    pub enabled: Option<bool>,
+    /// Users who see and may delete every device.
+    #[serde(default)]
+    pub admins: Vec<String>,
+    /// Delete history older than this many days.
+    pub retention_days: Option<u64>,
+    /// Tile URL template of the map page.
+    pub tile_url: Option<String>,
+    /// Take the HTTP user from this header (set by an authenticating reverse proxy).
+    pub user_header: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -94,6 +113,7 @@ pub struct TomlSetup {
     pub setup: Setup,
     pub http: Option<SocketAddr>,
     pub relaxed_commit_ms: Option<u64>,
+    pub recorder: RecorderToml,
 }
 
 pub fn read(path: &Path) -> Result<TomlSetup, TomlError> {
@@ -186,7 +206,12 @@ pub fn read(path: &Path) -> Result<TomlSetup, TomlError> {
         acl_file: parsed.acl_file.map(resolve),
         warnings: Vec::new(),
     };
-    Ok(TomlSetup { setup, http: parsed.http, relaxed_commit_ms: parsed.relaxed_commit_ms })
+    Ok(TomlSetup {
+        setup,
+        http: parsed.http,
+        relaxed_commit_ms: parsed.relaxed_commit_ms,
+        recorder: parsed.recorder,
+    })
 }
 
 #[cfg(test)]

@@ -1,0 +1,68 @@
+//! `cauldron locations`: a device's recorded history from the store, in the Recorder's formats,
+//! as its `ocat` prints it.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use cauldron_recorder::formats::Format;
+use cauldron_recorder::store::{Range, SqliteStore, Store};
+use cauldron_recorder::{timefmt, topic, view, STORE_FILE};
+use serde_json::{json, Value};
+
+#[derive(clap::Args)]
+pub struct LocationsArgs {
+    #[arg(short, long)]
+    user: String,
+    #[arg(short, long)]
+    device: String,
+    /// Start (exclusive): YYYY-MM-DD[THH[:MM[:SS]]], YYYY-MM or epoch seconds. Default: 6 hours
+    /// ago, or with --limit the start of this month.
+    #[arg(short = 'F', long)]
+    from: Option<String>,
+    /// End (exclusive), same formats. Default: now.
+    #[arg(short = 'T', long)]
+    to: Option<String>,
+    /// Only the newest N points.
+    #[arg(short = 'N', long)]
+    limit: Option<usize>,
+    /// json, geojson, geojsonpoi, linestring, csv, xml or gpx.
+    #[arg(short, long, default_value = "json")]
+    format: String,
+    /// Only these fields (comma-separated), for json and csv.
+    #[arg(long, value_delimiter = ',')]
+    fields: Vec<String>,
+    /// The data directory holding the store.
+    #[arg(long, default_value = "cauldron-data")]
+    data_dir: PathBuf,
+}
+
+pub fn run(args: LocationsArgs) -> anyhow::Result<()> {
+    let format = Format::parse(&args.format).with_context(|| format!("unrecognized format {:?}", args.format))?;
+    let time = |flag: &str, text: &str| timefmt::parse(text).with_context(|| format!("{flag} {text:?}: not a time"));
+    let now = timefmt::now();
+    let from = match (&args.from, args.limit) {
+        (Some(text), _) => time("--from", text)?,
+        // ocat: a limit without a start looks back over the current month.
+        (None, Some(_)) => timefmt::parse(&timefmt::month(now)).unwrap_or(0) - 1,
+        (None, None) => now - 6 * 3600,
+    };
+    let to = match &args.to {
+        Some(text) => time("--to", text)?,
+        None => now + 1,
+    };
+    let path = args.data_dir.join(STORE_FILE);
+    anyhow::ensure!(path.exists(), "no recorder store at {}", path.display());
+    let store = SqliteStore::open(&path)?;
+    let (user, device) = (topic::name(&args.user), topic::name(&args.device));
+    let points = store.locations(&user, &device, Range { from, to, limit: args.limit })?;
+    let objects: Vec<_> = points.iter().map(|p| view::point(p, &user, &device)).collect();
+    let out = match format {
+        Format::Json => {
+            let locations: Vec<Value> = objects.into_iter().map(|o| Value::Object(view::only(o, &args.fields))).collect();
+            format!("{}\n", json!({"count": locations.len(), "locations": locations}))
+        }
+        other => other.render(&objects, &args.fields, ""),
+    };
+    print!("{out}");
+    Ok(())
+}

@@ -1,0 +1,256 @@
+//! The OwnTracks recorder from the command line: its settings inside `cauldron serve`, and
+//! `cauldron recorder`, which runs it alone as an MQTT client of any broker, or manages its
+//! encryption keys.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use cauldron_broker::auth::acl::AclFile;
+use cauldron_broker::auth::password::{PasswordFile, Passwords};
+use cauldron_broker::config::toml::RecorderToml;
+use cauldron_broker::{AllowAll, Authorizer, Broker, CancellationToken};
+use cauldron_client::{Client, Options, QoS, Reconnect, Tls};
+use cauldron_recorder::http::{Access, Api};
+use cauldron_recorder::store::{SqliteStore, Store};
+use cauldron_recorder::{Recorder, STORE_FILE};
+use tokio::net::TcpListener;
+use tracing::{info, warn};
+
+/// Messages waiting for the store before the feed counts drops (in-process) or stops reading
+/// the socket (standalone).
+const FEED_CAPACITY: usize = 65_536;
+/// The Recorder's map tiles default: OpenStreetMap.
+const DEFAULT_TILES: &str = "https://tile.openstreetmap.org/{z}/{x}/{y}.png";
+
+/// The recorder's flags, shared by `serve` and `recorder`.
+#[derive(clap::Args, Debug, Default)]
+pub struct RecorderFlags {
+    /// Do not run the OwnTracks recorder (no store, API or map) in `serve`.
+    #[arg(long)]
+    no_recorder: bool,
+    /// A user who sees and may delete every device in the recorder's API and map; repeatable.
+    #[arg(long = "recorder-admin", value_name = "USER")]
+    admins: Vec<String>,
+    /// Delete recorded history older than this many days (checked hourly). Default: keep all.
+    #[arg(long, value_name = "DAYS")]
+    recorder_retention_days: Option<u64>,
+    /// Tile URL template for the map page.
+    #[arg(long, value_name = "URL")]
+    tile_url: Option<String>,
+    /// Behind an authenticating reverse proxy: take the recorder API's user from this header
+    /// instead of Basic auth. Only when the proxy always sets it.
+    #[arg(long, value_name = "HEADER")]
+    recorder_user_header: Option<String>,
+}
+
+impl RecorderFlags {
+    /// These flags over what a config file said.
+    pub fn over(&self, mut file: RecorderToml) -> RecorderToml {
+        if self.no_recorder {
+            file.enabled = Some(false);
+        }
+        file.admins.extend(self.admins.iter().cloned());
+        file.retention_days = self.recorder_retention_days.or(file.retention_days);
+        file.tile_url = self.tile_url.clone().or(file.tile_url);
+        file.user_header = self.recorder_user_header.clone().or(file.user_header);
+        file
+    }
+}
+
+fn open_store(data_dir: &Path) -> anyhow::Result<Arc<dyn Store>> {
+    std::fs::create_dir_all(data_dir).with_context(|| format!("creating data directory {}", data_dir.display()))?;
+    Ok(Arc::new(SqliteStore::open(&data_dir.join(STORE_FILE))?))
+}
+
+/// The recorder's HTTP state, with retention running if asked for.
+fn api(recorder: Arc<Recorder>, settings: &RecorderToml, passwords: Arc<Passwords>, authorizer: Arc<dyn Authorizer>) -> Api {
+    if let Some(days) = settings.retention_days {
+        tokio::spawn(cauldron_recorder::retain(Arc::clone(&recorder), days));
+    }
+    let access = Access {
+        passwords,
+        authorizer,
+        admins: settings.admins.clone(),
+        user_header: settings.user_header.as_ref().map(|h| h.to_ascii_lowercase()),
+    };
+    let tile_url = settings.tile_url.clone().unwrap_or_else(|| DEFAULT_TILES.to_string());
+    Api { recorder, access: Arc::new(access), tile_url: tile_url.into() }
+}
+
+/// The recorder inside `serve`: fed by a tap on `owntracks/#`, no socket in between; the API
+/// checks users against the broker's own password file and ACL.
+pub fn in_process(
+    broker: &Broker,
+    data_dir: &Path,
+    settings: &RecorderToml,
+    passwords: &Arc<Passwords>,
+    authorizer: &Arc<dyn Authorizer>,
+) -> anyhow::Result<Api> {
+    let recorder = Recorder::new(open_store(data_dir)?);
+    let messages = broker.tap("owntracks/#", FEED_CAPACITY);
+    tokio::spawn(cauldron_recorder::feed(Arc::clone(&recorder), messages));
+    info!("OwnTracks recorder on (store {})", data_dir.join(STORE_FILE).display());
+    Ok(api(recorder, settings, Arc::clone(passwords), Arc::clone(authorizer)))
+}
+
+#[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct RecorderArgs {
+    #[command(subcommand)]
+    command: Option<RecorderCommand>,
+    /// The broker: mqtt[s]://[user[:password]@]host[:port].
+    #[arg(long, value_name = "URL", default_value = "mqtt://127.0.0.1:1883")]
+    broker: String,
+    /// Topics to record; repeatable.
+    #[arg(long = "topic", value_name = "FILTER", default_values_t = ["owntracks/#".to_string()])]
+    topics: Vec<String>,
+    /// QoS of the subscription.
+    #[arg(long, value_name = "0|1|2", default_value_t = 2)]
+    qos: u8,
+    /// Client id of the persistent session. Default: cauldron-recorder-<hostname>.
+    #[arg(long, value_name = "ID")]
+    client_id: Option<String>,
+    /// CA certificates for mqtts:// brokers (PEM).
+    #[arg(long, value_name = "FILE")]
+    cafile: Option<PathBuf>,
+    /// Record retained messages too (they are old positions replayed on subscribe).
+    #[arg(long)]
+    use_retained: bool,
+    /// Address of the recorder's HTTP API and map.
+    #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:8083")]
+    http: SocketAddr,
+    /// Where the store lives.
+    #[arg(long, value_name = "DIR", default_value = "cauldron-data")]
+    data_dir: PathBuf,
+    /// Users of the HTTP API (a Mosquitto password file); without one it answers loopback only.
+    #[arg(long, value_name = "FILE")]
+    password_file: Option<PathBuf>,
+    /// Who sees whom in the HTTP API (a Mosquitto ACL file, read as the broker reads it).
+    #[arg(long, value_name = "FILE")]
+    acl_file: Option<PathBuf>,
+    #[command(flatten)]
+    flags: RecorderFlags,
+}
+
+#[derive(clap::Subcommand)]
+enum RecorderCommand {
+    /// Manage per-device encryption keys (the apps' encryptionKey).
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(clap::Subcommand)]
+enum KeysCommand {
+    /// Set the secret of USER's DEVICE (read from the terminal when not given).
+    Set { user: String, device: String, secret: Option<String>, #[arg(long, default_value = "cauldron-data")] data_dir: PathBuf },
+    /// Remove the secret of USER's DEVICE.
+    Delete { user: String, device: String, #[arg(long, default_value = "cauldron-data")] data_dir: PathBuf },
+}
+
+pub async fn run(args: RecorderArgs) -> anyhow::Result<()> {
+    match args.command {
+        Some(RecorderCommand::Keys(keys)) => return run_keys(keys),
+        None => {}
+    }
+    let passwords = Arc::new(Passwords::new(match &args.password_file {
+        Some(path) => Some(PasswordFile::load(path)?),
+        None => None,
+    }));
+    let authorizer: Arc<dyn Authorizer> = match &args.acl_file {
+        Some(path) => Arc::new(cauldron_broker::auth::acl::ReloadableAcl::new(AclFile::load(path)?)),
+        None => Arc::new(AllowAll),
+    };
+    let recorder = Recorder::new(open_store(&args.data_dir)?);
+    let settings = args.flags.over(RecorderToml::default());
+    let api = api(Arc::clone(&recorder), &settings, passwords, authorizer);
+    let listener = TcpListener::bind(args.http).await.with_context(|| format!("binding HTTP {}", args.http))?;
+    info!("recorder HTTP listening on {}", listener.local_addr()?);
+    let app = cauldron_recorder::http::router(api).into_make_service_with_connect_info::<SocketAddr>();
+    let shutdown = CancellationToken::new();
+    let stop = shutdown.clone();
+    let http = tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned()).await });
+
+    let options = client_options(&args)?;
+    info!(broker = %options.address, client_id = %options.client_id, "recorder connecting");
+    let (client, mut messages) = Client::connect(options).await.context("connecting to the broker")?;
+    let qos = match args.qos {
+        0 => QoS::AtMostOnce,
+        1 => QoS::AtLeastOnce,
+        _ => QoS::ExactlyOnce,
+    };
+    for topic in &args.topics {
+        client.subscribe(topic.as_str(), qos).await.with_context(|| format!("subscribing to {topic}"))?;
+    }
+    let (feed_tx, feed_rx) = tokio::sync::mpsc::channel(FEED_CAPACITY);
+    let feed = tokio::spawn(cauldron_recorder::feed(recorder, feed_rx));
+    loop {
+        tokio::select! {
+            message = messages.recv() => {
+                let Some(message) = message else { warn!("connection to the broker ended"); break };
+                // Retained messages are old positions replayed on subscribe (the Recorder skips them too).
+                if message.retain && !args.use_retained {
+                    continue;
+                }
+                if feed_tx.send((message.topic.to_string(), message.payload)).await.is_err() {
+                    break;
+                }
+            }
+            _ = tokio::signal::ctrl_c() => break,
+        }
+    }
+    drop(feed_tx);
+    let _ = feed.await;
+    shutdown.cancel();
+    let _ = http.await;
+    let _ = client.disconnect().await;
+    Ok(())
+}
+
+/// Connection options from `--broker`: a persistent session (clean session off, as the
+/// Recorder uses) that reconnects by itself.
+fn client_options(args: &RecorderArgs) -> anyhow::Result<Options> {
+    let client_id = args.client_id.clone().unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+        format!("cauldron-recorder-{}", host.trim())
+    });
+    let (url, secure) = match args.broker.strip_prefix("mqtts://") {
+        Some(rest) => (format!("mqtt://{rest}"), true),
+        None => (args.broker.clone(), false),
+    };
+    let mut options = Options::from_url(&url, client_id).map_err(anyhow::Error::msg)?;
+    if secure {
+        // No port in the URL: the MQTT over TLS port, not 1883.
+        let explicit_port = url.trim_end_matches('/').rsplit('@').next().is_some_and(|h| h.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()));
+        if !explicit_port {
+            options.address = options.address.replace(":1883", ":8883");
+        }
+        let cafile = args.cafile.as_deref().context("mqtts:// needs --cafile")?;
+        options = options.tls(Tls::new(cafile, None, true).map_err(anyhow::Error::msg)?);
+    }
+    Ok(options.clean_start(false).keep_alive(Duration::from_secs(60)).reconnect(Reconnect::default()))
+}
+
+fn run_keys(command: KeysCommand) -> anyhow::Result<()> {
+    let name = cauldron_recorder::topic::name;
+    match command {
+        KeysCommand::Set { user, device, secret, data_dir } => {
+            let secret = match secret {
+                Some(secret) => secret,
+                None => rpassword::prompt_password(format!("Secret for {user}/{device}: "))?,
+            };
+            anyhow::ensure!(!secret.is_empty(), "an empty secret encrypts nothing");
+            open_store(&data_dir)?.set_key(&name(&user), &name(&device), Some(&secret))?;
+            println!("key set for {}/{}", name(&user), name(&device));
+        }
+        KeysCommand::Delete { user, device, data_dir } => {
+            match open_store(&data_dir)?.set_key(&name(&user), &name(&device), None)? {
+                true => println!("key deleted for {}/{}", name(&user), name(&device)),
+                false => anyhow::bail!("no key for {}/{}", name(&user), name(&device)),
+            }
+        }
+    }
+    Ok(())
+}
