@@ -25,7 +25,8 @@ pub struct LocationsArgs {
     /// Only the newest N points.
     #[arg(short = 'N', long)]
     limit: Option<usize>,
-    /// json, geojson, geojsonpoi, linestring, csv, xml or gpx.
+    /// json, geojson, geojsonpoi, linestring, csv, xml, gpx, or raw (every record, all types,
+    /// as the Recorder's `.rec` lines).
     #[arg(short, long, default_value = "json")]
     format: String,
     /// Only these fields (comma-separated), for json and csv.
@@ -37,7 +38,11 @@ pub struct LocationsArgs {
 }
 
 pub fn run(args: LocationsArgs) -> anyhow::Result<()> {
-    let format = Format::parse(&args.format).with_context(|| format!("unrecognized format {:?}", args.format))?;
+    let raw = args.format == "raw";
+    let format = match raw {
+        true => Format::Json,
+        false => Format::parse(&args.format).with_context(|| format!("unrecognized format {:?}", args.format))?,
+    };
     let time = |flag: &str, text: &str| timefmt::parse(text).with_context(|| format!("{flag} {text:?}: not a time"));
     let now = timefmt::now();
     let from = match (&args.from, args.limit) {
@@ -54,6 +59,14 @@ pub fn run(args: LocationsArgs) -> anyhow::Result<()> {
     anyhow::ensure!(path.exists(), "no recorder store at {}", path.display());
     let store = SqliteStore::open(&path)?;
     let (user, device) = (topic::name(&args.user), topic::name(&args.device));
+    if raw {
+        // The Recorder's RECFORMAT: ISO time, the relative topic padded to 18, the payload.
+        for record in store.records(&user, &device, from, to)? {
+            let payload = String::from_utf8_lossy(&record.payload);
+            println!("{}\t{:<18}\t{}", timefmt::iso(record.tst), record.reltopic, payload);
+        }
+        return Ok(());
+    }
     let points = store.locations(&user, &device, Range { from, to, limit: args.limit })?;
     let objects: Vec<_> = points.iter().map(|p| view::point(p, &user, &device)).collect();
     let out = match format {

@@ -13,13 +13,8 @@ use tokio::net::TcpStream;
 
 /// A plain HTTP/1.0 GET: status code and body.
 async fn get(addr: &str, path: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(addr).await.unwrap();
-    stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: test\r\n\r\n").as_bytes()).await.unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    let status = response.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
-    (status, body)
+    let response = http(addr, "GET", path, &[], b"").await;
+    (response.status, response.body)
 }
 
 async fn check_metrics(http: &str, checks: &[&str]) {

@@ -48,6 +48,14 @@ pub struct Point {
     pub json: String,
 }
 
+/// Any stored record, as the Recorder's `.rec` line has it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawRecord {
+    pub tst: i64,
+    pub reltopic: String,
+    pub payload: Vec<u8>,
+}
+
 /// A device's last position.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Last {
@@ -90,6 +98,8 @@ pub trait Store: Send + Sync + 'static {
     fn last(&self) -> Result<Vec<Last>>;
     /// A device's locations in `range`, oldest first.
     fn locations(&self, user: &str, device: &str, range: Range) -> Result<Vec<Point>>;
+    /// Every record of a device (all types) with `from < tst < to`, oldest first.
+    fn records(&self, user: &str, device: &str, from: i64, to: i64) -> Result<Vec<RawRecord>>;
     fn card(&self, user: &str, device: &str) -> Result<Option<String>>;
     /// Any card of the user (the `photo` endpoint is per user).
     fn user_card(&self, user: &str) -> Result<Option<String>>;

@@ -6,7 +6,7 @@ use std::sync::Mutex;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::{Last, Op, Point, Range, Record, Result, Store, StoreError};
+use super::{Last, Op, Point, Range, RawRecord, Record, Result, Store, StoreError};
 
 /// Schema changes, applied in order; `PRAGMA user_version` is how many have run. Append only.
 const MIGRATIONS: &[&str] = &[
@@ -212,6 +212,19 @@ impl Store for SqliteStore {
                 newest.reverse();
                 Ok(newest)
             }
+        })
+    }
+
+    fn records(&self, user: &str, device: &str, from: i64, to: i64) -> Result<Vec<RawRecord>> {
+        self.read(|c| {
+            c.prepare_cached(
+                "SELECT tst, reltopic, payload FROM records WHERE user = ?1 AND device = ?2 AND tst > ?3 AND tst < ?4
+                 ORDER BY tst, id",
+            )?
+            .query_map(params![user, device, from, to], |row| {
+                Ok(RawRecord { tst: row.get(0)?, reltopic: row.get(1)?, payload: row.get(2)? })
+            })?
+            .collect()
         })
     }
 
