@@ -52,7 +52,10 @@ function drawTiles() {
       img.alt = "";
       img.style.left = `${tx * TILE - left}px`;
       img.style.top = `${ty * TILE - top}px`;
-      img.onerror = () => img.remove(); // offline: no tiles, everything else still works
+      // Shown once loaded: offline there are no tiles (and no broken-image icons), the rest works.
+      img.style.visibility = "hidden";
+      img.onload = () => (img.style.visibility = "visible");
+      img.onerror = () => img.remove();
       const wrapped = ((tx % count) + count) % count;
       img.src = url.replace("{z}", view.zoom).replace("{x}", wrapped).replace("{y}", ty).replace("{s}", "a");
       layer.appendChild(img);
