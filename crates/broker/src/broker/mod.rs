@@ -81,6 +81,8 @@ pub struct Routed {
     pub over_ceiling: usize,
     /// Resolves once it is stored (retained, or queued for a persistent session).
     pub durable: Option<Ticket>,
+    /// Resolves once a tap that was full has taken it (see [`Broker::tap`]).
+    pub observed: Option<Ticket>,
 }
 
 /// Poisoning only means another thread panicked mid-section; every section here leaves the
@@ -141,22 +143,38 @@ impl Broker {
     }
 
     /// Observes every message published on topics matching `filter` (as a subscription would
-    /// see it, but with no session, queue or access check of its own). Up to `capacity` messages
-    /// wait for the receiver; beyond that, new ones are counted as dropped and logged.
+    /// see it, but with no session, queue or access check of its own). Nothing is dropped: up to
+    /// `capacity` messages wait for the receiver, and beyond that the publisher's
+    /// acknowledgement (and its next reads) wait until the receiver has taken the message.
     pub fn tap(&self, filter: &str, capacity: usize) -> tokio::sync::mpsc::Receiver<Arc<Message>> {
         let (sender, receiver) = tokio::sync::mpsc::channel(capacity.max(1));
         lock!(self.taps.write()).push(Tap { filter: filter.to_string(), sender });
         receiver
     }
 
-    fn feed_taps(&self, message: &Arc<Message>) {
+    /// Hands the message to every matching tap. A full tap gets it from a task instead; the
+    /// returned ticket resolves once every such hand-over is done.
+    fn feed_taps(&self, message: &Arc<Message>) -> Option<Ticket> {
+        use tokio::sync::mpsc::error::TrySendError;
         let taps = lock!(self.taps.read());
+        let mut waiting = Vec::new();
         for tap in taps.iter().filter(|t| topic::matches(&t.filter, &message.topic)) {
-            if tap.sender.try_send(Arc::clone(message)).is_err() {
-                self.metrics.dropped_for(DropReason::QueueFull, 1);
-                tracing::warn!(topic = %message.topic, filter = %tap.filter, "in-process observer is behind: message dropped");
+            match tap.sender.try_send(Arc::clone(message)) {
+                Ok(()) | Err(TrySendError::Closed(_)) => {}
+                Err(TrySendError::Full(message)) => waiting.push((tap.sender.clone(), message)),
             }
         }
+        if waiting.is_empty() {
+            return None;
+        }
+        let (done, ticket) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            for (sender, message) in waiting {
+                let _ = sender.send(message).await;
+            }
+            let _ = done.send(Ok(()));
+        });
+        Some(ticket)
     }
 
     /// Queues store operations; the ticket resolves when they are durable.
@@ -214,7 +232,7 @@ impl Broker {
                 });
             }
         }
-        self.feed_taps(&message);
+        let observed = self.feed_taps(&message);
         let router = lock!(self.router.read());
         let mut matches: Vec<&Entry> = Vec::new();
         let mut shared: Vec<(&Entry, &ByteString)> = Vec::new();
@@ -278,7 +296,7 @@ impl Broker {
             tracing::debug!(topic = %message.topic, dropped = drops.len(), "message dropped for full queues");
         }
         let over_ceiling = drops.iter().filter(|r| **r == DropReason::Memory).count();
-        Routed { matched: offered, over_ceiling, durable: self.submit(ops) }
+        Routed { matched: offered, over_ceiling, durable: self.submit(ops), observed }
     }
 
     /// Publishes a message nobody waits on (wills, messages handed back by a leaving member).

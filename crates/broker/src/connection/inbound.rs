@@ -113,13 +113,19 @@ impl Connection {
         let route = |broker: &Broker, message| allowed.then(|| broker.publish(message));
         match qos {
             QoS::AtMostOnce => {
-                route(&self.broker, message);
+                if let Some(routed) = route(&self.broker, message) {
+                    // A full tap slows this publisher down instead of losing the message.
+                    self.hold_until(routed.observed);
+                }
             }
             QoS::AtLeastOnce => {
                 let routed = route(&self.broker, message);
                 let matched = routed.as_ref().map(|r| r.accepted());
                 // Acked means durable: PUBACK waits for the commit that stores the message.
-                self.hold_until(routed.and_then(|r| r.durable));
+                if let Some(routed) = routed {
+                    self.hold_until(routed.durable);
+                    self.hold_until(routed.observed);
+                }
                 self.send(&Packet::PubAck(self.ack(packet_id, matched)));
             }
             QoS::ExactlyOnce => {
@@ -141,6 +147,7 @@ impl Connection {
                     true => route(&self.broker, message).map(|routed| {
                         let accepted = routed.accepted();
                         self.hold_until(routed.durable);
+                        self.hold_until(routed.observed);
                         accepted
                     }),
                     false => Some(Ok(1)),

@@ -166,6 +166,9 @@ struct Connection {
     auth: Option<Arc<ListenerAuth>>,
 }
 
+/// Commits and tap hand-overs a connection waits on before it stops reading more packets.
+const MAX_PENDING: usize = 1024;
+
 /// Resolves when the oldest pending commit is done; never while there is none.
 async fn oldest_commit(pending: &mut VecDeque<Ticket>) -> Result<(), StoreError> {
     match pending.front_mut() {
@@ -217,7 +220,8 @@ impl Connection {
                     }
                     _ => Some(Exit::Closed),
                 },
-                read = reader.read_buf(&mut rbuf) => match read {
+                // Too much waiting on commits or taps: stop reading, so TCP slows the client.
+                read = reader.read_buf(&mut rbuf), if self.pending.len() < MAX_PENDING => match read {
                     Ok(0) | Err(_) => Some(Exit::Closed),
                     Ok(n) => {
                         metrics::add(&self.broker.metrics.bytes_received, n as u64);

@@ -103,6 +103,10 @@ pub trait Store: Send + Sync + 'static {
     fn card(&self, user: &str, device: &str) -> Result<Option<String>>;
     /// Any card of the user (the `photo` endpoint is per user).
     fn user_card(&self, user: &str) -> Result<Option<String>>;
+    /// The device's last waypoints export (`.otrw`).
+    fn waypoints(&self, user: &str, device: &str) -> Result<Option<String>>;
+    /// The device's last configuration dump (`.otrc`).
+    fn configuration(&self, user: &str, device: &str) -> Result<Option<String>>;
     fn key(&self, user: &str, device: &str) -> Result<Option<String>>;
     /// Sets (`Some`) or removes (`None`) a device's encryption secret; true if something changed.
     fn set_key(&self, user: &str, device: &str, secret: Option<&str>) -> Result<bool>;

@@ -76,6 +76,15 @@ impl SqliteStore {
         Ok(f(&lock!(self.reader))?)
     }
 
+    /// One row of a per-device JSON table.
+    fn json(&self, table: &str, user: &str, device: &str) -> Result<Option<String>> {
+        self.read(|c| {
+            c.prepare_cached(&format!("SELECT json FROM {table} WHERE user = ?1 AND device = ?2"))?
+                .query_row([user, device], |row| row.get(0))
+                .optional()
+        })
+    }
+
     fn write<T>(&self, f: impl FnOnce(&rusqlite::Transaction) -> rusqlite::Result<T>) -> Result<T> {
         let mut conn = lock!(self.writer);
         let tx = conn.transaction()?;
@@ -116,7 +125,7 @@ fn refresh_last(tx: &rusqlite::Transaction, user: &str, device: &str) -> rusqlit
     let newest: Option<(i64, Vec<u8>)> = tx
         .query_row(
             "SELECT tst, payload FROM records WHERE user = ?1 AND device = ?2 AND type = 'location'
-             ORDER BY tst DESC LIMIT 1",
+             AND lat IS NOT NULL ORDER BY tst DESC LIMIT 1",
             params![user, device],
             |row| Ok((row.get(0)?, row.get(1)?)),
         )
@@ -197,7 +206,7 @@ impl Store for SqliteStore {
             None => c
                 .prepare_cached(
                     "SELECT tst, rcv, payload FROM records WHERE user = ?1 AND device = ?2
-                     AND type = 'location' AND tst > ?3 AND tst < ?4 ORDER BY tst",
+                     AND type = 'location' AND lat IS NOT NULL AND tst > ?3 AND tst < ?4 ORDER BY tst",
                 )?
                 .query_map(params![user, device, range.from, range.to], point)?
                 .collect(),
@@ -205,7 +214,7 @@ impl Store for SqliteStore {
                 let mut newest: Vec<Point> = c
                     .prepare_cached(
                         "SELECT tst, rcv, payload FROM records WHERE user = ?1 AND device = ?2
-                         AND type = 'location' AND tst > ?3 AND tst < ?4 ORDER BY tst DESC LIMIT ?5",
+                         AND type = 'location' AND lat IS NOT NULL AND tst > ?3 AND tst < ?4 ORDER BY tst DESC LIMIT ?5",
                     )?
                     .query_map(params![user, device, range.from, range.to, limit as i64], point)?
                     .collect::<rusqlite::Result<_>>()?;
@@ -229,11 +238,15 @@ impl Store for SqliteStore {
     }
 
     fn card(&self, user: &str, device: &str) -> Result<Option<String>> {
-        self.read(|c| {
-            c.prepare_cached("SELECT json FROM cards WHERE user = ?1 AND device = ?2")?
-                .query_row([user, device], |row| row.get(0))
-                .optional()
-        })
+        self.json("cards", user, device)
+    }
+
+    fn waypoints(&self, user: &str, device: &str) -> Result<Option<String>> {
+        self.json("waypoints", user, device)
+    }
+
+    fn configuration(&self, user: &str, device: &str) -> Result<Option<String>> {
+        self.json("configs", user, device)
     }
 
     fn user_card(&self, user: &str) -> Result<Option<String>> {

@@ -1,0 +1,119 @@
+//! The recorder on its own store: what each message type becomes, normalisation, duplicates,
+//! retention, deletes and schema migrations.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use cauldron_recorder::store::{Range, SqliteStore, Store};
+use cauldron_recorder::{crypto, Recorder, Via};
+use serde_json::{json, Value};
+
+fn fresh(name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join("recorder.sqlite")
+}
+
+fn recorder(name: &str) -> (Arc<Recorder>, PathBuf) {
+    let path = fresh(name);
+    (Recorder::new(Arc::new(SqliteStore::open(&path).unwrap())), path)
+}
+
+fn ingest(recorder: &Recorder, topic: &str, payload: Value) -> usize {
+    recorder.ingest([(topic, payload.to_string().as_bytes())], Via::Mqtt).unwrap()
+}
+
+const ALL: Range = Range { from: 0, to: i64::MAX, limit: None };
+
+#[test]
+fn strings_are_normalised_and_bad_messages_are_not_locations() {
+    let (r, _) = recorder("normalise");
+    ingest(&r, "owntracks/a/b", json!({"_type": "location", "lat": "48.5", "lon": "2.25", "tst": "1706856000", "acc": "12"}));
+    let points = r.store().locations("a", "b", ALL).unwrap();
+    let stored: Value = serde_json::from_str(&points[0].json).unwrap();
+    assert_eq!((stored["lat"].clone(), stored["tst"].clone(), stored["acc"].clone()), (json!(48.5), json!(1706856000), json!(12)));
+    // No position: kept, but not as a location.
+    ingest(&r, "owntracks/a/b", json!({"_type": "location", "tst": 1706856001}));
+    assert_eq!(r.store().locations("a", "b", ALL).unwrap().len(), 1);
+    // A transition whose event is not a string is dropped, as the Recorder drops it.
+    assert_eq!(ingest(&r, "owntracks/a/b/event", json!({"_type": "transition", "event": 1, "desc": "x", "lat": 1, "lon": 1, "tst": 5})), 0);
+    // Demo data and empty payloads are skipped.
+    assert_eq!(ingest(&r, "owntracks/a/b", json!({"_type": "location", "lat": 1, "lon": 1, "tst": 7, "_demo": true})), 0);
+    assert_eq!(r.ingest([("owntracks/a/b", &b""[..])], Via::Mqtt).unwrap(), 0);
+}
+
+#[test]
+fn cards_waypoints_and_dumps_have_their_own_places() {
+    let (r, _) = recorder("documents");
+    ingest(&r, "owntracks/a/b/info", json!({"_type": "card", "tid": "ab", "name": "A"}));
+    ingest(&r, "owntracks/a/b/waypoints", json!({"_type": "waypoints", "waypoints": []}));
+    ingest(&r, "owntracks/a/b/dump", json!({"_type": "dump", "configuration": {"_type": "configuration", "mode": 3}}));
+    // A bare configuration is not a dump: it goes to the history like any other type.
+    assert_eq!(ingest(&r, "owntracks/a/b/dump", json!({"_type": "configuration", "mode": 0})), 1);
+    let s = r.store();
+    assert!(s.card("a", "b").unwrap().unwrap().contains("\"name\":\"A\""));
+    assert!(s.waypoints("a", "b").unwrap().unwrap().contains("\"waypoints\":[]"));
+    assert!(s.configuration("a", "b").unwrap().unwrap().contains("\"mode\":3"));
+    assert_eq!(s.records("a", "b", 0, i64::MAX).unwrap().len(), 1);
+}
+
+#[test]
+fn http_and_decrypted_messages_are_marked() {
+    let (r, _) = recorder("marks");
+    r.store().set_key("a", "b", Some("secret")).unwrap();
+    let plain = json!({"_type": "location", "lat": 1.0, "lon": 2.0, "tst": 10}).to_string();
+    let sealed = json!({"_type": "encrypted", "data": crypto::encrypt("secret", plain.as_bytes())}).to_string();
+    r.ingest([("owntracks/a/b", sealed.as_bytes())], Via::Http).unwrap();
+    let stored: Value = serde_json::from_str(&r.store().locations("a", "b", ALL).unwrap()[0].json).unwrap();
+    assert_eq!((stored["_http"].clone(), stored["_decrypted"].clone()), (json!(true), json!(true)));
+}
+
+#[test]
+fn a_batch_is_one_transaction_and_duplicates_are_counted_out() {
+    let (r, _) = recorder("batch");
+    let payloads: Vec<String> = (0..1000)
+        .map(|i| json!({"_type": "location", "lat": 1.0, "lon": 1.0, "tst": 1_700_000_000 + i % 500}).to_string())
+        .collect();
+    let stored = r.ingest(payloads.iter().map(|p| ("owntracks/a/b", p.as_bytes())), Via::Mqtt).unwrap();
+    assert_eq!(stored, 500, "each point twice in the batch, stored once");
+    let newest = r.store().locations("a", "b", Range { from: 0, to: i64::MAX, limit: Some(2) }).unwrap();
+    assert_eq!(newest.iter().map(|p| p.tst).collect::<Vec<_>>(), [1_700_000_498, 1_700_000_499]);
+}
+
+#[test]
+fn retention_deletes_old_history_and_keeps_last_positions() {
+    let (r, _) = recorder("retention");
+    for tst in [100, 200, 300] {
+        ingest(&r, "owntracks/a/b", json!({"_type": "location", "lat": 1, "lon": 1, "tst": tst}));
+    }
+    assert_eq!(r.store().purge_before(250).unwrap(), 2);
+    assert_eq!(r.store().locations("a", "b", ALL).unwrap().len(), 1);
+    assert_eq!(r.store().last().unwrap().len(), 1);
+}
+
+#[test]
+fn deleting_the_newest_point_moves_last_back() {
+    let (r, _) = recorder("delete");
+    for tst in [100, 200] {
+        ingest(&r, "owntracks/a/b", json!({"_type": "location", "lat": 1, "lon": 1, "tst": tst}));
+    }
+    assert_eq!(r.store().delete_locations("a", "b", 200, 200).unwrap(), 1);
+    assert!(r.store().last().unwrap()[0].json.contains("\"tst\":100"));
+    assert_eq!(r.store().delete_locations("a", "b", 0, 1000).unwrap(), 1);
+    assert!(r.store().last().unwrap().is_empty(), "no location left, no last position");
+}
+
+#[test]
+fn reopening_keeps_everything_and_migrations_run_once() {
+    let (r, path) = recorder("reopen");
+    ingest(&r, "owntracks/a/b", json!({"_type": "location", "lat": 1, "lon": 1, "tst": 100}));
+    r.store().set_friends("a", "b", Some(&["c/d".to_string()])).unwrap();
+    drop(r);
+    let store = SqliteStore::open(&path).unwrap();
+    assert_eq!(store.locations("a", "b", ALL).unwrap().len(), 1);
+    assert_eq!(store.friends("a", "b").unwrap(), Some(vec!["c/d".to_string()]));
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let version: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0)).unwrap();
+    assert_eq!(version, 1, "schema version after the first migration");
+}
