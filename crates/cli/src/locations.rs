@@ -41,9 +41,12 @@ pub fn run(args: LocationsArgs) -> anyhow::Result<()> {
     let raw = args.format == "raw";
     let format = match raw {
         true => Format::Json,
-        false => Format::parse(&args.format).with_context(|| format!("unrecognized format {:?}", args.format))?,
+        false => {
+            Format::parse(&args.format).with_context(|| format!("unrecognized format {:?}", args.format))?
+        }
     };
-    let time = |flag: &str, text: &str| timefmt::parse(text).with_context(|| format!("{flag} {text:?}: not a time"));
+    let time =
+        |flag: &str, text: &str| timefmt::parse(text).with_context(|| format!("{flag} {text:?}: not a time"));
     let now = timefmt::now();
     let from = match (&args.from, args.limit) {
         (Some(text), _) => time("--from", text)?,
@@ -71,10 +74,11 @@ pub fn run(args: LocationsArgs) -> anyhow::Result<()> {
     let objects: Vec<_> = points.iter().map(|p| view::point(p, &user, &device)).collect();
     let out = match format {
         Format::Json => {
-            let locations: Vec<Value> = objects.into_iter().map(|o| Value::Object(view::only(o, &args.fields))).collect();
+            let locations: Vec<Value> =
+                objects.into_iter().map(|o| Value::Object(view::only(o, &args.fields))).collect();
             format!("{}\n", json!({"count": locations.len(), "locations": locations}))
         }
-        other => other.render(&objects, &args.fields, ""),
+        other => other.render(objects, &args.fields, ""),
     };
     print!("{out}");
     Ok(())

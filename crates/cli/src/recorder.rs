@@ -61,12 +61,18 @@ impl RecorderFlags {
 }
 
 fn open_store(data_dir: &Path) -> anyhow::Result<Arc<dyn Store>> {
-    std::fs::create_dir_all(data_dir).with_context(|| format!("creating data directory {}", data_dir.display()))?;
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating data directory {}", data_dir.display()))?;
     Ok(Arc::new(SqliteStore::open(&data_dir.join(STORE_FILE))?))
 }
 
 /// The recorder's HTTP state, with retention running if asked for.
-fn api(recorder: Arc<Recorder>, settings: &RecorderToml, passwords: Arc<Passwords>, authorizer: Arc<dyn Authorizer>) -> Api {
+fn api(
+    recorder: Arc<Recorder>,
+    settings: &RecorderToml,
+    passwords: Arc<Passwords>,
+    authorizer: Arc<dyn Authorizer>,
+) -> Api {
     if let Some(days) = settings.retention_days {
         tokio::spawn(cauldron_recorder::retain(Arc::clone(&recorder), days));
     }
@@ -145,9 +151,20 @@ enum RecorderCommand {
 #[derive(clap::Subcommand)]
 enum KeysCommand {
     /// Set the secret of USER's DEVICE (read from the terminal when not given).
-    Set { user: String, device: String, secret: Option<String>, #[arg(long, default_value = "cauldron-data")] data_dir: PathBuf },
+    Set {
+        user: String,
+        device: String,
+        secret: Option<String>,
+        #[arg(long, default_value = "cauldron-data")]
+        data_dir: PathBuf,
+    },
     /// Remove the secret of USER's DEVICE.
-    Delete { user: String, device: String, #[arg(long, default_value = "cauldron-data")] data_dir: PathBuf },
+    Delete {
+        user: String,
+        device: String,
+        #[arg(long, default_value = "cauldron-data")]
+        data_dir: PathBuf,
+    },
 }
 
 pub async fn run(args: RecorderArgs) -> anyhow::Result<()> {
@@ -155,6 +172,9 @@ pub async fn run(args: RecorderArgs) -> anyhow::Result<()> {
         Some(RecorderCommand::Keys(keys)) => return run_keys(keys),
         None => {}
     }
+    use tokio::signal::unix::{signal, SignalKind};
+    // Installed first: SIGINT or SIGTERM while starting still stops cleanly.
+    let (mut interrupt, mut terminate) = (signal(SignalKind::interrupt())?, signal(SignalKind::terminate())?);
     let passwords = Arc::new(Passwords::new(match &args.password_file {
         Some(path) => Some(PasswordFile::load(path)?),
         None => None,
@@ -166,12 +186,15 @@ pub async fn run(args: RecorderArgs) -> anyhow::Result<()> {
     let recorder = Recorder::new(open_store(&args.data_dir)?);
     let settings = args.flags.over(RecorderToml::default());
     let api = api(Arc::clone(&recorder), &settings, passwords, authorizer);
-    let listener = TcpListener::bind(args.http).await.with_context(|| format!("binding HTTP {}", args.http))?;
+    let listener =
+        TcpListener::bind(args.http).await.with_context(|| format!("binding HTTP {}", args.http))?;
     info!("recorder HTTP listening on {}", listener.local_addr()?);
     let app = cauldron_recorder::http::router(api).into_make_service_with_connect_info::<SocketAddr>();
     let shutdown = CancellationToken::new();
     let stop = shutdown.clone();
-    let http = tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned()).await });
+    let http = tokio::spawn(async move {
+        axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned()).await
+    });
 
     let options = client_options(&args)?;
     info!(broker = %options.address, client_id = %options.client_id, "recorder connecting");
@@ -198,7 +221,8 @@ pub async fn run(args: RecorderArgs) -> anyhow::Result<()> {
                     break;
                 }
             }
-            _ = tokio::signal::ctrl_c() => break,
+            _ = interrupt.recv() => break,
+            _ = terminate.recv() => break,
         }
     }
     drop(feed_tx);
@@ -223,7 +247,11 @@ fn client_options(args: &RecorderArgs) -> anyhow::Result<Options> {
     let mut options = Options::from_url(&url, client_id).map_err(anyhow::Error::msg)?;
     if secure {
         // No port in the URL: the MQTT over TLS port, not 1883.
-        let explicit_port = url.trim_end_matches('/').rsplit('@').next().is_some_and(|h| h.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()));
+        let explicit_port = url
+            .trim_end_matches('/')
+            .rsplit('@')
+            .next()
+            .is_some_and(|h| h.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()));
         if !explicit_port {
             options.address = options.address.replace(":1883", ":8883");
         }

@@ -230,7 +230,9 @@ pub fn load_setup(args: &ServeArgs) -> anyhow::Result<(Setup, SocketAddr, Record
             let relaxed = read.relaxed_commit_ms.or(args.relaxed_commit_ms);
             (read.setup, read.http.unwrap_or(args.http), relaxed, read.recorder)
         }
-        (None, Some(path)) => (mosquitto::read(path)?, args.http, args.relaxed_commit_ms, RecorderToml::default()),
+        (None, Some(path)) => {
+            (mosquitto::read(path)?, args.http, args.relaxed_commit_ms, RecorderToml::default())
+        }
         (None, None) => (args.setup()?, args.http, args.relaxed_commit_ms, RecorderToml::default()),
     };
     let recorder = args.recorder.over(recorder);
@@ -242,6 +244,7 @@ pub fn load_setup(args: &ServeArgs) -> anyhow::Result<(Setup, SocketAddr, Record
 }
 
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let signals = StopSignals::install().context("installing signal handlers")?;
     let (setup, http_addr, recorder_settings) = load_setup(&args)?;
     for warning in &setup.warnings {
         warn!("{warning}");
@@ -340,12 +343,18 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let ready = Arc::new(AtomicBool::new(true));
     let recorder = match recorder_settings.enabled.unwrap_or(true) {
-        true => Some(crate::recorder::in_process(&broker, &config_data_dir, &recorder_settings, &passwords, &recorder_authorizer)?),
+        true => Some(crate::recorder::in_process(
+            &broker,
+            &config_data_dir,
+            &recorder_settings,
+            &passwords,
+            &recorder_authorizer,
+        )?),
         false => None,
     };
     let http = crate::http::Http { broker: Arc::clone(&broker), ready: Arc::clone(&ready), recorder };
     let http_task = tokio::spawn(crate::http::serve(http_listener, http, shutdown.clone()));
-    tokio::spawn(stop_on_signal(shutdown.clone(), ready));
+    tokio::spawn(stop_on_signal(signals, shutdown.clone(), ready));
     let reloadable = Reloadable {
         passwords: reload_passwords,
         acls: reload_acls,
@@ -394,11 +403,27 @@ async fn reload_on_hangup(reloadable: Reloadable) {
     }
 }
 
-async fn stop_on_signal(shutdown: CancellationToken, ready: Arc<AtomicBool>) {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+/// SIGINT and SIGTERM handlers, installed before anything is bound: a signal that arrives while
+/// starting must stop the broker cleanly, not kill it.
+struct StopSignals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn install() -> std::io::Result<StopSignals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(StopSignals {
+            interrupt: signal(SignalKind::interrupt())?,
+            terminate: signal(SignalKind::terminate())?,
+        })
+    }
+}
+
+async fn stop_on_signal(mut signals: StopSignals, shutdown: CancellationToken, ready: Arc<AtomicBool>) {
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+        _ = signals.interrupt.recv() => {}
+        _ = signals.terminate.recv() => {}
     }
     info!("shutdown requested");
     ready.store(false, std::sync::atomic::Ordering::Relaxed);

@@ -32,7 +32,8 @@ pub fn decrypt(secret: &str, data: &str) -> Option<Vec<u8>> {
 pub fn encrypt(secret: &str, plain: &[u8]) -> String {
     let mut nonce = [0u8; NONCE_LEN];
     getrandom::fill(&mut nonce).expect("the operating system's random source failed");
-    let sealed = cipher(secret).encrypt(Nonce::from_slice(&nonce), plain).expect("secretbox cannot fail to seal");
+    let sealed =
+        cipher(secret).encrypt(Nonce::from_slice(&nonce), plain).expect("secretbox cannot fail to seal");
     let mut out = nonce.to_vec();
     out.extend_from_slice(&sealed);
     STANDARD.encode(out)

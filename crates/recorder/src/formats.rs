@@ -42,26 +42,31 @@ impl Format {
     }
 
     /// Renders decorated points (oldest first); `fields` picks the JSON keys or CSV columns.
-    pub fn render(self, points: &[Map<String, Value>], fields: &[String], version: &str) -> String {
+    pub fn render(self, points: Vec<Map<String, Value>>, fields: &[String], version: &str) -> String {
         match self {
             Format::Json => {
+                let count = points.len();
                 let data: Vec<Value> =
-                    points.iter().map(|p| Value::Object(crate::view::only(p.clone(), fields))).collect();
-                json!({"count": data.len(), "data": data, "status": 200, "version": version}).to_string()
+                    points.into_iter().map(|p| Value::Object(crate::view::only(p, fields))).collect();
+                serde_json::to_string(
+                    &json!({"count": count, "data": data, "status": 200, "version": version}),
+                )
+                .unwrap_or_default()
             }
             Format::GeoJson => feature_collection(points.iter().map(|p| feature(p, p.get("tid")))),
-            Format::GeoJsonPoi => {
-                feature_collection(points.iter().filter(|p| p.contains_key("poi")).map(|p| feature(p, p.get("poi"))))
-            }
+            Format::GeoJsonPoi => feature_collection(
+                points.iter().filter(|p| p.contains_key("poi")).map(|p| feature(p, p.get("poi"))),
+            ),
             Format::LineString => {
-                let coordinates: Vec<Value> = points.iter().map(|p| json!([num(p, "lon"), num(p, "lat")])).collect();
+                let coordinates: Vec<Value> =
+                    points.iter().map(|p| json!([num(p, "lon"), num(p, "lat")])).collect();
                 json!({"type": "Feature", "geometry": {"type": "LineString", "coordinates": coordinates},
                        "properties": {}})
                 .to_string()
             }
-            Format::Csv => csv(points, fields),
-            Format::Xml => xml(points),
-            Format::Gpx => gpx(points),
+            Format::Csv => csv(&points, fields),
+            Format::Xml => xml(&points),
+            Format::Gpx => gpx(&points),
         }
     }
 }
@@ -177,23 +182,26 @@ mod tests {
     #[test]
     fn every_format_renders_the_points() {
         let p = points();
-        let json: Value = serde_json::from_str(&Format::Json.render(&p, &[], "v")).unwrap();
+        let json: Value = serde_json::from_str(&Format::Json.render(p.clone(), &[], "v")).unwrap();
         assert_eq!(json["count"], 2);
         assert_eq!(json["data"][1]["poi"], "Caf\u{e9}, \"Chez\"");
-        let only: Value = serde_json::from_str(&Format::Json.render(&p, &["lat".into()], "v")).unwrap();
+        let only: Value =
+            serde_json::from_str(&Format::Json.render(p.clone(), &["lat".into()], "v")).unwrap();
         assert_eq!(only["data"][0], json!({"lat": 48.85}));
-        let geo: Value = serde_json::from_str(&Format::GeoJson.render(&p, &[], "v")).unwrap();
+        let geo: Value = serde_json::from_str(&Format::GeoJson.render(p.clone(), &[], "v")).unwrap();
         assert_eq!(geo["features"][0]["geometry"]["coordinates"], json!([2.29, 48.85]));
         assert_eq!(geo["features"][0]["properties"]["name"], "j1");
-        let poi: Value = serde_json::from_str(&Format::GeoJsonPoi.render(&p, &[], "v")).unwrap();
+        let poi: Value = serde_json::from_str(&Format::GeoJsonPoi.render(p.clone(), &[], "v")).unwrap();
         assert_eq!(poi["features"].as_array().unwrap().len(), 1);
-        let line: Value = serde_json::from_str(&Format::LineString.render(&p, &[], "v")).unwrap();
+        let line: Value = serde_json::from_str(&Format::LineString.render(p.clone(), &[], "v")).unwrap();
         assert_eq!(line["geometry"]["coordinates"][1], json!([2.34, 48.87]));
-        let csv = Format::Csv.render(&p, &["tst".into(), "poi".into()], "v");
+        let csv = Format::Csv.render(p.clone(), &["tst".into(), "poi".into()], "v");
         assert_eq!(csv, "tst,poi\n1706856298,\n1706857000,\"Caf\u{e9}, \"\"Chez\"\"\"\n");
-        let gpx = Format::Gpx.render(&p, &[], "v");
-        assert!(gpx.contains("<trkpt lat=\"48.85\" lon=\"2.29\"><ele>154</ele><time>2024-02-02T06:44:58Z</time></trkpt>"));
-        assert!(Format::Xml.render(&p, &[], "v").contains("poi=\"Caf\u{e9}, &quot;Chez&quot;\""));
+        let gpx = Format::Gpx.render(p.clone(), &[], "v");
+        assert!(gpx.contains(
+            "<trkpt lat=\"48.85\" lon=\"2.29\"><ele>154</ele><time>2024-02-02T06:44:58Z</time></trkpt>"
+        ));
+        assert!(Format::Xml.render(p.clone(), &[], "v").contains("poi=\"Caf\u{e9}, &quot;Chez&quot;\""));
         assert_eq!(Format::parse("kml"), None);
     }
 }

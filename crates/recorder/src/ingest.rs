@@ -97,7 +97,8 @@ impl Recorder {
             for (origin, object) in prepared.live {
                 let card = self.store.card(&origin.user, &origin.device).ok().flatten();
                 let json = view::live(&origin, object, card.as_deref());
-                let _ = self.live.send(Arc::new(LiveEvent { user: origin.user, device: origin.device, json }));
+                let _ =
+                    self.live.send(Arc::new(LiveEvent { user: origin.user, device: origin.device, json }));
             }
         }
         Ok(new)
@@ -144,7 +145,12 @@ impl Recorder {
                 }
                 let json = serde_json::to_string(&object).unwrap_or_default();
                 if kind == "location" {
-                    out.ops.push(Op::Last { user: user.clone(), device: device.clone(), tst, json: json.clone() });
+                    out.ops.push(Op::Last {
+                        user: user.clone(),
+                        device: device.clone(),
+                        tst,
+                        json: json.clone(),
+                    });
                 }
                 // ping/ping is a health check: last position only, never history or live.
                 if origin.is_ping() {

@@ -69,9 +69,10 @@ pub async fn feed<M: Incoming>(recorder: Arc<Recorder>, mut messages: tokio::syn
     while messages.recv_many(&mut batch, BATCH).await > 0 {
         let taken = std::mem::take(&mut batch);
         let recorder = Arc::clone(&recorder);
-        let stored =
-            tokio::task::spawn_blocking(move || recorder.ingest(taken.iter().map(|m| (m.topic(), m.payload())), Via::Mqtt))
-                .await;
+        let stored = tokio::task::spawn_blocking(move || {
+            recorder.ingest(taken.iter().map(|m| (m.topic(), m.payload())), Via::Mqtt)
+        })
+        .await;
         match stored {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => tracing::error!("recorder: batch not stored: {e}"),

@@ -29,17 +29,38 @@ const ALL: Range = Range { from: 0, to: i64::MAX, limit: None };
 #[test]
 fn strings_are_normalised_and_bad_messages_are_not_locations() {
     let (r, _) = recorder("normalise");
-    ingest(&r, "owntracks/a/b", json!({"_type": "location", "lat": "48.5", "lon": "2.25", "tst": "1706856000", "acc": "12"}));
+    ingest(
+        &r,
+        "owntracks/a/b",
+        json!({"_type": "location", "lat": "48.5", "lon": "2.25", "tst": "1706856000", "acc": "12"}),
+    );
     let points = r.store().locations("a", "b", ALL).unwrap();
     let stored: Value = serde_json::from_str(&points[0].json).unwrap();
-    assert_eq!((stored["lat"].clone(), stored["tst"].clone(), stored["acc"].clone()), (json!(48.5), json!(1706856000), json!(12)));
+    assert_eq!(
+        (stored["lat"].clone(), stored["tst"].clone(), stored["acc"].clone()),
+        (json!(48.5), json!(1706856000), json!(12))
+    );
     // No position: kept, but not as a location.
     ingest(&r, "owntracks/a/b", json!({"_type": "location", "tst": 1706856001}));
     assert_eq!(r.store().locations("a", "b", ALL).unwrap().len(), 1);
     // A transition whose event is not a string is dropped, as the Recorder drops it.
-    assert_eq!(ingest(&r, "owntracks/a/b/event", json!({"_type": "transition", "event": 1, "desc": "x", "lat": 1, "lon": 1, "tst": 5})), 0);
+    assert_eq!(
+        ingest(
+            &r,
+            "owntracks/a/b/event",
+            json!({"_type": "transition", "event": 1, "desc": "x", "lat": 1, "lon": 1, "tst": 5})
+        ),
+        0
+    );
     // Demo data and empty payloads are skipped.
-    assert_eq!(ingest(&r, "owntracks/a/b", json!({"_type": "location", "lat": 1, "lon": 1, "tst": 7, "_demo": true})), 0);
+    assert_eq!(
+        ingest(
+            &r,
+            "owntracks/a/b",
+            json!({"_type": "location", "lat": 1, "lon": 1, "tst": 7, "_demo": true})
+        ),
+        0
+    );
     assert_eq!(r.ingest([("owntracks/a/b", &b""[..])], Via::Mqtt).unwrap(), 0);
 }
 
@@ -48,7 +69,11 @@ fn cards_waypoints_and_dumps_have_their_own_places() {
     let (r, _) = recorder("documents");
     ingest(&r, "owntracks/a/b/info", json!({"_type": "card", "tid": "ab", "name": "A"}));
     ingest(&r, "owntracks/a/b/waypoints", json!({"_type": "waypoints", "waypoints": []}));
-    ingest(&r, "owntracks/a/b/dump", json!({"_type": "dump", "configuration": {"_type": "configuration", "mode": 3}}));
+    ingest(
+        &r,
+        "owntracks/a/b/dump",
+        json!({"_type": "dump", "configuration": {"_type": "configuration", "mode": 3}}),
+    );
     // A bare configuration is not a dump: it goes to the history like any other type.
     assert_eq!(ingest(&r, "owntracks/a/b/dump", json!({"_type": "configuration", "mode": 0})), 1);
     let s = r.store();
@@ -63,7 +88,8 @@ fn http_and_decrypted_messages_are_marked() {
     let (r, _) = recorder("marks");
     r.store().set_key("a", "b", Some("secret")).unwrap();
     let plain = json!({"_type": "location", "lat": 1.0, "lon": 2.0, "tst": 10}).to_string();
-    let sealed = json!({"_type": "encrypted", "data": crypto::encrypt("secret", plain.as_bytes())}).to_string();
+    let sealed =
+        json!({"_type": "encrypted", "data": crypto::encrypt("secret", plain.as_bytes())}).to_string();
     r.ingest([("owntracks/a/b", sealed.as_bytes())], Via::Http).unwrap();
     let stored: Value = serde_json::from_str(&r.store().locations("a", "b", ALL).unwrap()[0].json).unwrap();
     assert_eq!((stored["_http"].clone(), stored["_decrypted"].clone()), (json!(true), json!(true)));
@@ -73,7 +99,9 @@ fn http_and_decrypted_messages_are_marked() {
 fn a_batch_is_one_transaction_and_duplicates_are_counted_out() {
     let (r, _) = recorder("batch");
     let payloads: Vec<String> = (0..1000)
-        .map(|i| json!({"_type": "location", "lat": 1.0, "lon": 1.0, "tst": 1_700_000_000 + i % 500}).to_string())
+        .map(|i| {
+            json!({"_type": "location", "lat": 1.0, "lon": 1.0, "tst": 1_700_000_000 + i % 500}).to_string()
+        })
         .collect();
     let stored = r.ingest(payloads.iter().map(|p| ("owntracks/a/b", p.as_bytes())), Via::Mqtt).unwrap();
     assert_eq!(stored, 500, "each point twice in the batch, stored once");

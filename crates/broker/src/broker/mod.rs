@@ -377,7 +377,9 @@ impl Broker {
             };
             let delayed_will = existing.lock().take_pending_will(None);
             if resumable {
-                // Reconnected within the will delay: the will is not sent [MQTT-3.1.3-9].
+                // Reconnected within the will delay: the will is not sent [MQTT-3.1.3-9],
+                // including one the taken-over connection has yet to park.
+                existing.lock().resumes += 1;
                 drop(self.flush_session(&existing));
                 return (existing, true);
             }

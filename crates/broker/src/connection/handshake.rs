@@ -222,6 +222,7 @@ pub(super) async fn accept<S: AsyncRead + AsyncWrite>(
             .map_or(u32::MAX, |d| d.as_secs().min(u64::from(u32::MAX - 1)) as u32),
     };
     let (session, session_present) = broker.open_session(&client_id, connect.clean_start);
+    let resumes = session.lock().resumes;
     let id = next_connection_id();
     let kick = CancellationToken::new();
     session.set_connection(id, kick.clone());
@@ -270,6 +271,7 @@ pub(super) async fn accept<S: AsyncRead + AsyncWrite>(
     let mut conn = Connection {
         broker: Arc::clone(broker),
         session,
+        resumes,
         id,
         kick,
         protocol,

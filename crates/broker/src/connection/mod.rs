@@ -138,6 +138,8 @@ pub async fn serve<S>(
 struct Connection {
     broker: Arc<Broker>,
     session: Arc<SessionHandle>,
+    /// The session's resume count when this connection got it.
+    resumes: u64,
     id: u64,
     kick: CancellationToken,
     protocol: Protocol,
@@ -418,7 +420,15 @@ impl Connection {
             drop(self.broker.publish(message).durable);
             return;
         }
-        self.session.lock().set_pending_will(self.id, message);
+        {
+            let mut state = self.session.lock();
+            if state.resumes != self.resumes {
+                // Taken over by a connection that resumed the session: the client is back
+                // within the delay, so there is no will to wait for [MQTT-3.1.3-9].
+                return;
+            }
+            state.set_pending_will(self.id, message);
+        }
         drop(self.broker.flush_session(&self.session));
         let (broker, session, id) = (Arc::clone(&self.broker), Arc::clone(&self.session), self.id);
         let wait = Duration::from_secs(u64::from(delay.min(expiry)));

@@ -123,6 +123,9 @@ pub struct Session {
     /// A will waiting out its Will Delay Interval, tagged with the connection that left it
     /// [MQTT-3.1.3-9].
     pending_will: Option<(u64, Message)>,
+    /// How many times a new connection resumed this session: a connection that was taken over
+    /// sees it change and knows its client is already back.
+    pub resumes: u64,
     /// The broker keeps a store: persistent sessions journal their changes.
     store: bool,
     /// Whether this session has a stored record (so discarding it must delete that).
@@ -151,6 +154,7 @@ impl Session {
             max_packet_size: usize::MAX,
             dropped: 0,
             pending_will: None,
+            resumes: 0,
             store,
             stored: false,
             next_seq: 1,

@@ -42,7 +42,8 @@ impl Access {
         match viewer {
             Viewer::Admin(_) => true,
             Viewer::User(name) => {
-                let client = ClientInfo { client_id: name.as_str().into(), username: Some(name.as_str().into()) };
+                let client =
+                    ClientInfo { client_id: name.as_str().into(), username: Some(name.as_str().into()) };
                 name == user || self.authorizer.can_receive(&client, &format!("owntracks/{user}/{device}"))
             }
         }
@@ -76,7 +77,11 @@ impl Viewer {
 }
 
 fn unauthorized() -> Response {
-    (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Basic realm=\"cauldron\", charset=\"UTF-8\"")], "login required\n")
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::WWW_AUTHENTICATE, "Basic realm=\"cauldron\", charset=\"UTF-8\"")],
+        "login required\n",
+    )
         .into_response()
 }
 
@@ -108,7 +113,9 @@ impl FromRequestParts<Api> for Viewer {
             // Hash checks are deliberately slow: keep them off the async workers.
             let checked = {
                 let user = user.clone();
-                tokio::task::spawn_blocking(move || file.check(&user, password.as_bytes())).await.unwrap_or(false)
+                tokio::task::spawn_blocking(move || file.check(&user, password.as_bytes()))
+                    .await
+                    .unwrap_or(false)
             };
             return match checked {
                 true => Ok(admin_or(user)),
@@ -118,7 +125,8 @@ impl FromRequestParts<Api> for Viewer {
         let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
         match peer {
             Some(addr) if addr.ip().is_loopback() => Ok(Viewer::Admin(None)),
-            _ => Err((StatusCode::FORBIDDEN, "no users are configured: the API answers loopback only\n").into_response()),
+            _ => Err((StatusCode::FORBIDDEN, "no users are configured: the API answers loopback only\n")
+                .into_response()),
         }
     }
 }

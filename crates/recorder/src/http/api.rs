@@ -128,7 +128,9 @@ pub async fn locations(State(api): State<Api>, viewer: Viewer, params: Params) -
     let (from, to) = range(&params)?;
     let format = match params.get("format") {
         None => Format::Json,
-        Some(name) => Format::parse(name).ok_or_else(|| error(StatusCode::BAD_REQUEST, "unrecognized format"))?,
+        Some(name) => {
+            Format::parse(name).ok_or_else(|| error(StatusCode::BAD_REQUEST, "unrecognized format"))?
+        }
     };
     let limit = params.get("limit").and_then(|l| l.parse().ok()).filter(|l| *l > 0);
     let fields = params.list("fields");
@@ -136,7 +138,7 @@ pub async fn locations(State(api): State<Api>, viewer: Viewer, params: Params) -
     let body = blocking(move || {
         let points = store.locations(&user, &device, Range { from, to, limit })?;
         let objects: Vec<_> = points.iter().map(|p| view::point(p, &user, &device)).collect();
-        Ok(format.render(&objects, &fields, API_VERSION))
+        Ok(format.render(objects, &fields, API_VERSION))
     })
     .await?;
     let mut response = ([(header::CONTENT_TYPE, format.content_type())], body).into_response();
@@ -146,7 +148,11 @@ pub async fn locations(State(api): State<Api>, viewer: Viewer, params: Params) -
 
 /// Deletes points: those at `tst`, or all with `from <= tst <= to` (both required, so nothing
 /// is deleted by default). Admins and the owner only.
-pub async fn delete_locations(State(api): State<Api>, viewer: Viewer, params: Params) -> Result<Response, Response> {
+pub async fn delete_locations(
+    State(api): State<Api>,
+    viewer: Viewer,
+    params: Params,
+) -> Result<Response, Response> {
     let (user, device) = device_of(&api, &viewer, &params)?;
     if !viewer.may_change(&user) {
         return Err(error(StatusCode::FORBIDDEN, "only the owner or an admin may delete"));
@@ -165,7 +171,11 @@ pub async fn delete_locations(State(api): State<Api>, viewer: Viewer, params: Pa
 }
 
 /// Deletes a whole device. Admins and the owner only.
-pub async fn delete_device(State(api): State<Api>, viewer: Viewer, params: Params) -> Result<Response, Response> {
+pub async fn delete_device(
+    State(api): State<Api>,
+    viewer: Viewer,
+    params: Params,
+) -> Result<Response, Response> {
     let (user, device) = device_of(&api, &viewer, &params)?;
     if !viewer.may_change(&user) {
         return Err(error(StatusCode::FORBIDDEN, "only the owner or an admin may delete"));
@@ -193,7 +203,8 @@ pub async fn kill(State(api): State<Api>, viewer: Viewer, params: Params) -> Res
         .await?
     };
     let killed: Vec<String> = months.iter().map(|m| format!("{m}.rec")).collect();
-    let body = json!({"path": format!("rec/{user}/{device}"), "status": "OK", "last": had_last, "killed": killed});
+    let body =
+        json!({"path": format!("rec/{user}/{device}"), "status": "OK", "last": had_last, "killed": killed});
     Ok(json(StatusCode::OK, body.to_string()))
 }
 

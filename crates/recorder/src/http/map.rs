@@ -15,7 +15,8 @@ const STYLE: &str = include_str!("../map/map.css");
 
 pub async fn page(State(api): State<Api>, _viewer: Viewer) -> Response {
     // The tile URL goes into a JSON string inside the page: serde quotes it safely.
-    let tiles = serde_json::to_string(&*api.tile_url).unwrap_or_else(|_| "\"\"".into()).replace('<', "\\u003c");
+    let tiles =
+        serde_json::to_string(&*api.tile_url).unwrap_or_else(|_| "\"\"".into()).replace('<', "\\u003c");
     let body = PAGE.replace("\"@@TILE_URL@@\"", &tiles);
     ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], body).into_response()
 }

@@ -46,7 +46,8 @@ impl Params {
 
     /// A comma-separated list (`fields=lat,lon`).
     pub fn list(&self, key: &str) -> Vec<String> {
-        self.get(key).map(|v| v.split(',').map(|f| f.trim().to_string()).filter(|f| !f.is_empty()).collect())
+        self.get(key)
+            .map(|v| v.split(',').map(|f| f.trim().to_string()).filter(|f| !f.is_empty()).collect())
             .unwrap_or_default()
     }
 }
@@ -62,7 +63,8 @@ impl<S: Send + Sync> FromRequest<S> for Params {
             .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
         let mut params = Params::from_parts(request.uri().query(), request.headers());
         if is_form {
-            let body = axum::body::Bytes::from_request(request, state).await.map_err(IntoResponse::into_response)?;
+            let body =
+                axum::body::Bytes::from_request(request, state).await.map_err(IntoResponse::into_response)?;
             if body.len() > FORM_LIMIT {
                 return Err((StatusCode::PAYLOAD_TOO_LARGE, "form too large\n").into_response());
             }

@@ -67,7 +67,9 @@ pub async fn publish(
         }
         let array = Value::Array(out).to_string();
         Ok(match store.key(&user, &device)? {
-            Some(secret) => json!({"_type": "encrypted", "data": crypto::encrypt(&secret, array.as_bytes())}).to_string(),
+            Some(secret) => {
+                json!({"_type": "encrypted", "data": crypto::encrypt(&secret, array.as_bytes())}).to_string()
+            }
             None => array,
         })
     })
@@ -78,7 +80,9 @@ pub async fn publish(
 /// Whether a hand-set friend entry (`user/device`, `user:device` or `user-device`) names this
 /// device.
 fn names_device(entry: &str, user: &str, device: &str) -> bool {
-    ['/', ':', '-']
-        .iter()
-        .any(|sep| entry.split_once(*sep).is_some_and(|(u, d)| crate::topic::name(u) == user && crate::topic::name(d) == device))
+    ['/', ':', '-'].iter().any(|sep| {
+        entry
+            .split_once(*sep)
+            .is_some_and(|(u, d)| crate::topic::name(u) == user && crate::topic::name(d) == device)
+    })
 }

@@ -32,12 +32,29 @@ pub struct Record {
 pub enum Op {
     Record(Record),
     /// The device's last position; kept only if `tst` is newer than the one stored.
-    Last { user: String, device: String, tst: i64, json: String },
-    Card { user: String, device: String, json: String },
+    Last {
+        user: String,
+        device: String,
+        tst: i64,
+        json: String,
+    },
+    Card {
+        user: String,
+        device: String,
+        json: String,
+    },
     /// A full waypoints export (`.otrw`).
-    Waypoints { user: String, device: String, json: String },
+    Waypoints {
+        user: String,
+        device: String,
+        json: String,
+    },
     /// A configuration dump (`.otrc`; holds secrets).
-    Config { user: String, device: String, json: String },
+    Config {
+        user: String,
+        device: String,
+        json: String,
+    },
 }
 
 /// A stored location, as the `locations` query returns it.

@@ -110,11 +110,19 @@ fn insert_record(tx: &rusqlite::Transaction, r: &Record) -> rusqlite::Result<usi
         "INSERT OR IGNORE INTO records (user, device, reltopic, type, tst, rcv, lat, lon, payload, dedup)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
     )?;
-    stmt.execute(params![r.user, r.device, r.reltopic, r.kind, r.tst, r.rcv, r.lat, r.lon, r.payload, r.dedup])
+    stmt.execute(params![
+        r.user, r.device, r.reltopic, r.kind, r.tst, r.rcv, r.lat, r.lon, r.payload, r.dedup
+    ])
 }
 
 /// Upsert into one of the per-device JSON tables.
-fn put_json(tx: &rusqlite::Transaction, table: &str, user: &str, device: &str, json: &str) -> rusqlite::Result<()> {
+fn put_json(
+    tx: &rusqlite::Transaction,
+    table: &str,
+    user: &str,
+    device: &str,
+    json: &str,
+) -> rusqlite::Result<()> {
     let sql = format!("INSERT OR REPLACE INTO {table} (user, device, json) VALUES (?1, ?2, ?3)");
     tx.prepare_cached(&sql)?.execute(params![user, device, json])?;
     Ok(())
@@ -200,7 +208,11 @@ impl Store for SqliteStore {
     fn locations(&self, user: &str, device: &str, range: Range) -> Result<Vec<Point>> {
         let point = |row: &rusqlite::Row| {
             let payload: Vec<u8> = row.get(2)?;
-            Ok(Point { tst: row.get(0)?, rcv: row.get(1)?, json: String::from_utf8_lossy(&payload).into_owned() })
+            Ok(Point {
+                tst: row.get(0)?,
+                rcv: row.get(1)?,
+                json: String::from_utf8_lossy(&payload).into_owned(),
+            })
         };
         self.read(|c| match range.limit {
             None => c
@@ -268,9 +280,14 @@ impl Store for SqliteStore {
     fn set_key(&self, user: &str, device: &str, secret: Option<&str>) -> Result<bool> {
         self.write(|tx| match secret {
             Some(secret) => tx
-                .execute("INSERT OR REPLACE INTO keys (user, device, secret) VALUES (?1, ?2, ?3)", [user, device, secret])
+                .execute(
+                    "INSERT OR REPLACE INTO keys (user, device, secret) VALUES (?1, ?2, ?3)",
+                    [user, device, secret],
+                )
                 .map(|n| n > 0),
-            None => tx.execute("DELETE FROM keys WHERE user = ?1 AND device = ?2", [user, device]).map(|n| n > 0),
+            None => {
+                tx.execute("DELETE FROM keys WHERE user = ?1 AND device = ?2", [user, device]).map(|n| n > 0)
+            }
         })
     }
 

@@ -1,0 +1,76 @@
+//! How fast the recorder stores locations, without a broker in front: N OwnTracks locations
+//! (default 1,000,000) over 10 devices in batches as the in-process feed takes them, then a
+//! one-device, one-month query.
+//!
+//!     cargo run --release -p cauldron-recorder --example ingest_rate -- [N] [DIR]
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use cauldron_recorder::store::{Range, SqliteStore};
+use cauldron_recorder::{timefmt, Recorder, Via};
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut args = std::env::args().skip(1);
+    let n: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(1_000_000);
+    let dir = std::path::PathBuf::from(args.next().unwrap_or_else(|| "target/ingest-rate".into()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let recorder = Recorder::new(Arc::new(SqliteStore::open(&dir.join("recorder.sqlite"))?));
+    let devices = 10;
+    let start_tst = 1_704_067_200; // 2024-01-01, one point every 5 minutes per device
+    let messages: Vec<(String, String)> = (0..n)
+        .map(|i| {
+            let (device, step) = (i % devices, (i / devices) as i64);
+            let payload = format!(
+                r#"{{"_type":"location","lat":{},"lon":{},"tst":{},"acc":10,"batt":80,"tid":"d{device}","vel":5}}"#,
+                48.0 + step as f64 * 1e-5,
+                2.0 + device as f64 * 0.01,
+                start_tst + step * 300
+            );
+            (format!("owntracks/bench/device{device}"), payload)
+        })
+        .collect();
+    let began = Instant::now();
+    for batch in messages.chunks(2048) {
+        recorder.ingest(batch.iter().map(|(t, p)| (t.as_str(), p.as_bytes())), Via::Mqtt)?;
+    }
+    let took = began.elapsed();
+    println!(
+        "ingest: {n} locations in {:.2} s: {:.0} locations/s",
+        took.as_secs_f64(),
+        n as f64 / took.as_secs_f64()
+    );
+    let (from, to) = (timefmt::parse("2024-03-01").unwrap(), timefmt::parse("2024-04-01").unwrap());
+    let mut times = Vec::new();
+    let mut count = 0;
+    for _ in 0..20 {
+        let began = Instant::now();
+        let points = recorder.store().locations("bench", "device3", Range { from, to, limit: None })?;
+        // Rendered as the API renders it.
+        let objects: Vec<_> =
+            points.iter().map(|p| cauldron_recorder::view::point(p, "bench", "device3")).collect();
+        let body = cauldron_recorder::formats::Format::Json.render(objects, &[], "");
+        times.push(began.elapsed().as_secs_f64() * 1000.0);
+        count = points.len();
+        std::hint::black_box(body);
+    }
+    let began = Instant::now();
+    let points = recorder.store().locations("bench", "device3", Range { from, to, limit: None })?;
+    let queried = began.elapsed().as_secs_f64() * 1000.0;
+    let objects: Vec<_> =
+        points.iter().map(|p| cauldron_recorder::view::point(p, "bench", "device3")).collect();
+    let decorated = began.elapsed().as_secs_f64() * 1000.0;
+    std::hint::black_box(cauldron_recorder::formats::Format::Json.render(objects, &[], ""));
+    println!(
+        "of which: query {queried:.1} ms, decorate {:.1} ms, render {:.1} ms",
+        decorated - queried,
+        began.elapsed().as_secs_f64() * 1000.0 - decorated
+    );
+    times.sort_by(f64::total_cmp);
+    println!(
+        "query one device, one month: {count} points, median {:.1} ms, worst {:.1} ms (of 20, store + JSON)",
+        times[10], times[19]
+    );
+    Ok(())
+}
