@@ -146,6 +146,30 @@ enum RecorderCommand {
     /// Manage per-device encryption keys (the apps' encryptionKey).
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Set by hand whom a device sees in HTTP mode (by default: whom the broker's ACL lets its
+    /// user read).
+    #[command(subcommand)]
+    Friends(FriendsCommand),
+}
+
+#[derive(clap::Subcommand)]
+enum FriendsCommand {
+    /// USER's DEVICE sees exactly these devices (`user/device`) in HTTP mode.
+    Set {
+        user: String,
+        device: String,
+        #[arg(required = true, value_name = "USER/DEVICE")]
+        friends: Vec<String>,
+        #[arg(long, default_value = "cauldron-data")]
+        data_dir: PathBuf,
+    },
+    /// Back to friends from the ACL.
+    Delete {
+        user: String,
+        device: String,
+        #[arg(long, default_value = "cauldron-data")]
+        data_dir: PathBuf,
+    },
 }
 
 #[derive(clap::Subcommand)]
@@ -170,6 +194,7 @@ enum KeysCommand {
 pub async fn run(args: RecorderArgs) -> anyhow::Result<()> {
     match args.command {
         Some(RecorderCommand::Keys(keys)) => return run_keys(keys),
+        Some(RecorderCommand::Friends(friends)) => return run_friends(friends),
         None => {}
     }
     use tokio::signal::unix::{signal, SignalKind};
@@ -259,6 +284,22 @@ fn client_options(args: &RecorderArgs) -> anyhow::Result<Options> {
         options = options.tls(Tls::new(cafile, None, true).map_err(anyhow::Error::msg)?);
     }
     Ok(options.clean_start(false).keep_alive(Duration::from_secs(60)).reconnect(Reconnect::default()))
+}
+
+fn run_friends(command: FriendsCommand) -> anyhow::Result<()> {
+    let name = cauldron_recorder::topic::name;
+    match command {
+        FriendsCommand::Set { user, device, friends, data_dir } => {
+            for friend in &friends {
+                anyhow::ensure!(friend.contains(['/', ':', '-']), "{friend}: expected user/device");
+            }
+            open_store(&data_dir)?.set_friends(&name(&user), &name(&device), Some(&friends))?;
+        }
+        FriendsCommand::Delete { user, device, data_dir } => {
+            open_store(&data_dir)?.set_friends(&name(&user), &name(&device), None)?;
+        }
+    }
+    Ok(())
 }
 
 fn run_keys(command: KeysCommand) -> anyhow::Result<()> {

@@ -528,9 +528,19 @@ async fn http_mode_friends_come_from_the_acl_and_users_see_only_what_they_may_re
         .collect();
     assert_eq!(types, [("card", "ja"), ("location", "ja"), ("location", "jo")], "{answer}");
     assert_eq!(answer[0]["name"], "Jane");
-    // Wrong or missing password: 401 and nothing stored.
+    // Wrong or missing password: 401 and nothing stored; the map page needs a login too.
     assert_eq!(post(basic("jane", "wrong"), "phone", location(1706856200, "xx")).await.status, 401);
     assert_eq!(http(&broker.http, "GET", "/api/0/last", &[], b"").await.status, 401);
+    let page = http(&broker.http, "GET", "/", &[], b"").await;
+    assert_eq!((page.status, page.header("www-authenticate").is_some()), (401, true));
+    assert_eq!(http(&broker.http, "GET", "/", &[("Authorization", &jane)], b"").await.status, 200);
+    // Friends set by hand replace the ACL's for that device: jane's phone now sees only itself.
+    let data = dir.to_str().unwrap();
+    cauldron_cli(&["recorder", "friends", "set", "jane", "phone", "jane/phone", "--data-dir", data]).await;
+    let answer = post(jane.clone(), "phone", json!({"_type": "status"})).await.json();
+    let tids: Vec<&str> = answer.as_array().unwrap().iter().map(|o| o["tid"].as_str().unwrap()).collect();
+    assert_eq!(tids, ["ja", "ja"], "{answer}");
+    cauldron_cli(&["recorder", "friends", "delete", "jane", "phone", "--data-dir", data]).await;
 
     // Isolation: the API and the WebSocket show each user what the ACL lets them read.
     let lasts = |v: &Value| {
@@ -598,7 +608,7 @@ async fn http_mode_friends_come_from_the_acl_and_users_see_only_what_they_may_re
         b"",
     )
     .await;
-    assert_eq!(gone.json(), json!({"deleted": 2}));
+    assert_eq!(gone.json(), json!({"deleted": 3}), "two locations and the status record");
     assert_eq!(lasts(&wait_json(&broker.http, "/api/0/last", Some(&admin), |_| true).await), ["john/phone"]);
 }
 
@@ -767,10 +777,21 @@ async fn map_page_shows_markers_and_a_track_in_headless_chromium() {
     let status = chromium(&dir.join("profile"))
         .arg(format!("--screenshot={}", shot.display()))
         .arg(&url)
-        .status()
+        .output()
         .await
         .unwrap();
-    assert!(status.success());
+    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
     let png = std::fs::read(&shot).expect("a screenshot");
     assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000, "a real screenshot, {} bytes", png.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_recorder_means_no_store_api_or_map() {
+    let dir = data_dir("recorder-off");
+    let broker = Cauldron::start(&dir, &["--no-recorder"]).await;
+    publish(port(&broker.addr), "owntracks/jane/phone", &example("location.json")).await;
+    assert_eq!(http(&broker.http, "GET", "/api/0/last", &[], b"").await.status, 404);
+    assert_eq!(http(&broker.http, "GET", "/", &[], b"").await.status, 404);
+    assert_eq!(http(&broker.http, "GET", "/healthz", &[], b"").await.status, 200);
+    assert!(!dir.join("recorder.sqlite").exists());
 }
