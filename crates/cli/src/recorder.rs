@@ -152,43 +152,46 @@ enum RecorderCommand {
     Friends(FriendsCommand),
 }
 
+/// A device and the data directory whose store holds it.
+#[derive(clap::Args)]
+struct DeviceArgs {
+    user: String,
+    device: String,
+    #[arg(long, default_value = "cauldron-data")]
+    data_dir: PathBuf,
+}
+
+impl DeviceArgs {
+    /// The store, and the names as stored.
+    fn open(&self) -> anyhow::Result<(Arc<dyn Store>, String, String)> {
+        let name = cauldron_recorder::topic::name;
+        Ok((open_store(&self.data_dir)?, name(&self.user), name(&self.device)))
+    }
+}
+
 #[derive(clap::Subcommand)]
 enum FriendsCommand {
     /// USER's DEVICE sees exactly these devices (`user/device`) in HTTP mode.
     Set {
-        user: String,
-        device: String,
+        #[command(flatten)]
+        device: DeviceArgs,
         #[arg(required = true, value_name = "USER/DEVICE")]
         friends: Vec<String>,
-        #[arg(long, default_value = "cauldron-data")]
-        data_dir: PathBuf,
     },
     /// Back to friends from the ACL.
-    Delete {
-        user: String,
-        device: String,
-        #[arg(long, default_value = "cauldron-data")]
-        data_dir: PathBuf,
-    },
+    Delete(DeviceArgs),
 }
 
 #[derive(clap::Subcommand)]
 enum KeysCommand {
     /// Set the secret of USER's DEVICE (read from the terminal when not given).
     Set {
-        user: String,
-        device: String,
+        #[command(flatten)]
+        device: DeviceArgs,
         secret: Option<String>,
-        #[arg(long, default_value = "cauldron-data")]
-        data_dir: PathBuf,
     },
     /// Remove the secret of USER's DEVICE.
-    Delete {
-        user: String,
-        device: String,
-        #[arg(long, default_value = "cauldron-data")]
-        data_dir: PathBuf,
-    },
+    Delete(DeviceArgs),
 }
 
 pub async fn run(args: RecorderArgs) -> anyhow::Result<()> {
@@ -287,37 +290,41 @@ fn client_options(args: &RecorderArgs) -> anyhow::Result<Options> {
 }
 
 fn run_friends(command: FriendsCommand) -> anyhow::Result<()> {
-    let name = cauldron_recorder::topic::name;
     match command {
-        FriendsCommand::Set { user, device, friends, data_dir } => {
+        FriendsCommand::Set { device, friends } => {
             for friend in &friends {
                 anyhow::ensure!(friend.contains(['/', ':', '-']), "{friend}: expected user/device");
             }
-            open_store(&data_dir)?.set_friends(&name(&user), &name(&device), Some(&friends))?;
+            let (store, user, device) = device.open()?;
+            store.set_friends(&user, &device, Some(&friends))?;
         }
-        FriendsCommand::Delete { user, device, data_dir } => {
-            open_store(&data_dir)?.set_friends(&name(&user), &name(&device), None)?;
+        FriendsCommand::Delete(device) => {
+            let (store, user, device) = device.open()?;
+            store.set_friends(&user, &device, None)?;
         }
     }
     Ok(())
 }
 
 fn run_keys(command: KeysCommand) -> anyhow::Result<()> {
-    let name = cauldron_recorder::topic::name;
     match command {
-        KeysCommand::Set { user, device, secret, data_dir } => {
+        KeysCommand::Set { device, secret } => {
             let secret = match secret {
                 Some(secret) => secret,
-                None => rpassword::prompt_password(format!("Secret for {user}/{device}: "))?,
+                None => {
+                    rpassword::prompt_password(format!("Secret for {}/{}: ", device.user, device.device))?
+                }
             };
             anyhow::ensure!(!secret.is_empty(), "an empty secret encrypts nothing");
-            open_store(&data_dir)?.set_key(&name(&user), &name(&device), Some(&secret))?;
-            println!("key set for {}/{}", name(&user), name(&device));
+            let (store, user, device) = device.open()?;
+            store.set_key(&user, &device, Some(&secret))?;
+            println!("key set for {user}/{device}");
         }
-        KeysCommand::Delete { user, device, data_dir } => {
-            match open_store(&data_dir)?.set_key(&name(&user), &name(&device), None)? {
-                true => println!("key deleted for {}/{}", name(&user), name(&device)),
-                false => anyhow::bail!("no key for {}/{}", name(&user), name(&device)),
+        KeysCommand::Delete(device) => {
+            let (store, user, device) = device.open()?;
+            match store.set_key(&user, &device, None)? {
+                true => println!("key deleted for {user}/{device}"),
+                false => anyhow::bail!("no key for {user}/{device}"),
             }
         }
     }

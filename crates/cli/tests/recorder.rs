@@ -64,6 +64,13 @@ async fn cauldron_cli(args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// `cauldron locations -u USER -d DEVICE ARGS --data-dir DATA`.
+async fn locations(data: &str, user: &str, device: &str, args: &[&str]) -> String {
+    let mut all = vec!["locations", "-u", user, "-d", device, "--data-dir", data];
+    all.extend_from_slice(args);
+    cauldron_cli(&all).await
+}
+
 async fn python(args: &[&str]) -> String {
     let out = Command::new("python3").arg(CRYPTO).args(args).output().await.unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -182,22 +189,9 @@ async fn every_message_type_from_mosquitto_pub_is_recorded() {
 
     // Every other type is in the history as the Recorder's .rec lines have it.
     let data = dir.to_str().unwrap();
-    let raw = cauldron_cli(&[
-        "locations",
-        "-u",
-        "jane",
-        "-d",
-        "nokia",
-        "--from",
-        "2000-01-01",
-        "--to",
-        "2100-01-01",
-        "--format",
-        "raw",
-        "--data-dir",
-        data,
-    ])
-    .await;
+    let raw =
+        locations(data, "jane", "nokia", &["--from", "2000-01-01", "--to", "2100-01-01", "--format", "raw"])
+            .await;
     for expected in [
         "\t*                 \t{\"SSID\"",
         "\tevent             \t{\"_type\":\"transition\"",
@@ -220,22 +214,7 @@ async fn every_message_type_from_mosquitto_pub_is_recorded() {
     );
 
     // Formats of `cauldron locations` and the API agree.
-    let gpx = cauldron_cli(&[
-        "locations",
-        "-u",
-        "jane",
-        "-d",
-        "nokia",
-        "-F",
-        "2024-02-01",
-        "-T",
-        "2024-02-03",
-        "-f",
-        "gpx",
-        "--data-dir",
-        data,
-    ])
-    .await;
+    let gpx = locations(data, "jane", "nokia", &["-F", "2024-02-01", "-T", "2024-02-03", "-f", "gpx"]).await;
     assert!(
         gpx.contains(
             r#"<trkpt lat="48.856826" lon="2.292713"><ele>154</ele><time>2024-02-02T06:44:58Z</time></trkpt>"#
@@ -261,20 +240,7 @@ async fn every_message_type_from_mosquitto_pub_is_recorded() {
     )
     .await;
     assert_eq!(csv.body, "tst,lat,lon\n1706856298,48.856826,2.292713\n");
-    let json = cauldron_cli(&[
-        "locations",
-        "-u",
-        "jane",
-        "-d",
-        "nokia",
-        "-F",
-        "2024-02-01",
-        "-T",
-        "2024-02-03",
-        "--data-dir",
-        data,
-    ])
-    .await;
+    let json = locations(data, "jane", "nokia", &["-F", "2024-02-01", "-T", "2024-02-03"]).await;
     let json: Value = serde_json::from_str(&json).unwrap();
     assert_eq!(json["count"], 1);
     assert_eq!(json["locations"][0]["tst"], 1706856298);
@@ -419,22 +385,7 @@ async fn payloads_encrypted_by_pynacl_are_decrypted_with_the_device_key() {
     python(&["publish", "127.0.0.1", port(&broker.addr), "other-key", "owntracks/eve/tablet", &location])
         .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let raw = cauldron_cli(&[
-        "locations",
-        "-u",
-        "eve",
-        "-d",
-        "tablet",
-        "-F",
-        "2000-01-01",
-        "-T",
-        "2100-01-01",
-        "-f",
-        "raw",
-        "--data-dir",
-        &data,
-    ])
-    .await;
+    let raw = locations(&data, "eve", "tablet", &["-F", "2000-01-01", "-T", "2100-01-01", "-f", "raw"]).await;
     assert!(raw.contains("\"_type\":\"encrypted\""), "{raw}");
     // HTTP mode answers an encrypted device encrypted; PyNaCl opens it.
     let sealed = python(&["seal", "s3cr1t-of-eve", &location]).await;

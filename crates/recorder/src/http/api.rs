@@ -122,6 +122,15 @@ fn device_of(api: &Api, viewer: &Viewer, params: &Params) -> Result<(String, Str
     }
 }
 
+/// The device a deleting request names, if the viewer owns it or is an admin.
+fn owned_device(api: &Api, viewer: &Viewer, params: &Params) -> Result<(String, String), Response> {
+    let (user, device) = device_of(api, viewer, params)?;
+    match viewer.may_change(&user) {
+        true => Ok((user, device)),
+        false => Err(error(StatusCode::FORBIDDEN, "only the owner or an admin may delete")),
+    }
+}
+
 /// A device's history in one of the Recorder's formats.
 pub async fn locations(State(api): State<Api>, viewer: Viewer, params: Params) -> Result<Response, Response> {
     let (user, device) = device_of(&api, &viewer, &params)?;
@@ -153,10 +162,7 @@ pub async fn delete_locations(
     viewer: Viewer,
     params: Params,
 ) -> Result<Response, Response> {
-    let (user, device) = device_of(&api, &viewer, &params)?;
-    if !viewer.may_change(&user) {
-        return Err(error(StatusCode::FORBIDDEN, "only the owner or an admin may delete"));
-    }
+    let (user, device) = owned_device(&api, &viewer, &params)?;
     let bounds = match (params.get("tst"), params.get("from"), params.get("to")) {
         (Some(tst), _, _) => tst.parse::<i64>().ok().map(|t| (t, t)),
         (None, Some(from), Some(to)) => timefmt::parse(from).zip(timefmt::parse(to)),
@@ -176,10 +182,7 @@ pub async fn delete_device(
     viewer: Viewer,
     params: Params,
 ) -> Result<Response, Response> {
-    let (user, device) = device_of(&api, &viewer, &params)?;
-    if !viewer.may_change(&user) {
-        return Err(error(StatusCode::FORBIDDEN, "only the owner or an admin may delete"));
-    }
+    let (user, device) = owned_device(&api, &viewer, &params)?;
     let store = api.recorder.store().clone();
     let deleted = blocking(move || store.delete_device(&user, &device)).await?;
     Ok(json(StatusCode::OK, json!({ "deleted": deleted }).to_string()))
@@ -187,10 +190,7 @@ pub async fn delete_device(
 
 /// The Recorder's `kill`: deletes a device, answering in its shape.
 pub async fn kill(State(api): State<Api>, viewer: Viewer, params: Params) -> Result<Response, Response> {
-    let (user, device) = device_of(&api, &viewer, &params)?;
-    if !viewer.may_change(&user) {
-        return Err(error(StatusCode::FORBIDDEN, "only the owner or an admin may delete"));
-    }
+    let (user, device) = owned_device(&api, &viewer, &params)?;
     let store = api.recorder.store().clone();
     let (months, had_last) = {
         let (user, device) = (user.clone(), device.clone());
