@@ -579,17 +579,12 @@ async fn next_json(socket: &mut Socket) -> Value {
 }
 
 /// `cauldron recorder` as a child process.
-async fn standalone(dir: &Path, broker_port: u16, http_port: u16) -> tokio::process::Child {
+async fn standalone(dir: &Path, broker: &str, http_port: u16, extra: &[&str]) -> tokio::process::Child {
     let child = Command::new(env!("CARGO_BIN_EXE_cauldron"))
-        .args([
-            "recorder",
-            "--broker",
-            &format!("mqtt://127.0.0.1:{broker_port}"),
-            "--client-id",
-            "recorder-test",
-        ])
+        .args(["recorder", "--broker", broker, "--client-id", "recorder-test"])
         .args(["--http", &format!("127.0.0.1:{http_port}"), "--data-dir"])
         .arg(dir)
+        .args(extra)
         .kill_on_drop(true)
         .spawn()
         .unwrap();
@@ -624,7 +619,8 @@ async fn standalone_recorder_keeps_a_persistent_session_with_mosquitto() {
     .await;
     let http_port = free_port();
     let http_addr = format!("127.0.0.1:{http_port}");
-    let mut recorder = standalone(&dir.join("store"), mosquitto.port, http_port).await;
+    let mut recorder =
+        standalone(&dir.join("store"), &format!("mqtt://127.0.0.1:{}", mosquitto.port), http_port, &[]).await;
     mosquitto_pub(&p, &["-q", "2", "-t", "owntracks/Mo/phone", "-m", &example("location.json")]).await;
     let path = format!("/api/0/locations?user=mo&device=phone&{DAY}");
     wait_json(&http_addr, &path, None, |v| v["count"] == 1).await;
@@ -644,7 +640,8 @@ async fn standalone_recorder_keeps_a_persistent_session_with_mosquitto() {
         ],
     )
     .await;
-    let _recorder = standalone(&dir.join("store"), mosquitto.port, http_port).await;
+    let _recorder =
+        standalone(&dir.join("store"), &format!("mqtt://127.0.0.1:{}", mosquitto.port), http_port, &[]).await;
     let history = wait_json(&http_addr, &path, None, |v| v["count"] == 2).await;
     assert_eq!(history["data"][1]["tst"], 1706859999);
     assert_eq!(wait_json(&http_addr, "/api/0/list", None, |_| true).await, json!({"results": ["mo"]}));
@@ -745,4 +742,76 @@ async fn no_recorder_means_no_store_api_or_map() {
     assert_eq!(http(&broker.http, "GET", "/", &[], b"").await.status, 404);
     assert_eq!(http(&broker.http, "GET", "/healthz", &[], b"").await.status, 200);
     assert!(!dir.join("recorder.sqlite").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standalone_recorder_speaks_mqtts_with_a_ca_file() {
+    let dir = data_dir("recorder-mqtts");
+    let pki = pki(&dir);
+    let conf = format!(
+        "allow_anonymous true\ncafile {}\ncertfile {}\nkeyfile {}\n",
+        pki.ca.display(),
+        pki.server_cert.display(),
+        pki.server_key.display()
+    );
+    let mosquitto = Mosquitto::start(&dir.join("mosquitto"), &conf).await;
+    let http_port = free_port();
+    let ca = pki.ca.display().to_string();
+    let url = format!("mqtts://127.0.0.1:{}", mosquitto.port);
+    let _recorder = standalone(&dir.join("store"), &url, http_port, &["--cafile", &ca]).await;
+    let status = Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &mosquitto.port.to_string(), "--cafile", &ca, "-q", "1"])
+        .args(["-t", "owntracks/tls/phone", "-m", &example("location.json")])
+        .status()
+        .await
+        .unwrap();
+    assert!(status.success());
+    let http_addr = format!("127.0.0.1:{http_port}");
+    let last =
+        wait_json(&http_addr, "/api/0/last", None, |v| v.as_array().is_some_and(|a| !a.is_empty())).await;
+    assert_eq!(last[0]["topic"], "owntracks/tls/phone");
+}
+
+/// Exactly the calls owntracks/frontend makes (its src/api.js), in its formats.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_calls_of_owntracks_frontend_are_answered_in_its_shapes() {
+    let dir = data_dir("recorder-frontend");
+    let broker = Cauldron::start(&dir, &[]).await;
+    publish(port(&broker.addr), "owntracks/jane/phone", &example("location.json")).await;
+    let h = broker.http.as_str();
+    let last = wait_json(h, "/api/0/last?user=jane&device=phone", None, |v| {
+        v.as_array().is_some_and(|a| a.len() == 1)
+    })
+    .await;
+    assert_eq!((last[0]["lat"].as_f64(), last[0]["tid"].as_str()), (Some(48.856826), Some("j1")));
+    let every = [
+        "/api/0/version",
+        "/api/0/list",
+        "/api/0/list?user=jane",
+        "/api/0/last?user=jane&device=phone",
+        "/api/0/locations?from=2024-02-01T00:00:00&to=2024-02-02T23:59:59&user=jane&device=phone&format=json",
+    ];
+    for path in every {
+        let response = http(h, "GET", path, &[], b"").await;
+        assert_eq!(response.status, 200, "{path}");
+        assert_eq!(response.header("access-control-allow-origin"), Some("*"), "{path}: usable cross-origin");
+        assert_eq!(response.header("content-type"), Some("application/json"), "{path}");
+    }
+    assert_eq!(http(h, "GET", every[1], &[], b"").await.json(), json!({"results": ["jane"]}));
+    assert_eq!(http(h, "GET", every[2], &[], b"").await.json(), json!({"results": ["phone"]}));
+    let data = http(h, "GET", every[4], &[], b"").await.json();
+    assert_eq!(data["data"][0]["tst"], 1706856298);
+    // /ws/last: LAST, then a reload-worthy location push.
+    let stream = tokio::net::TcpStream::connect(h).await.unwrap();
+    let (mut socket, _) = tokio_tungstenite::client_async(format!("ws://{h}/ws/last"), stream).await.unwrap();
+    socket.send(tokio_tungstenite::tungstenite::Message::text("LAST")).await.unwrap();
+    assert_eq!(next_json(&mut socket).await["_type"], "location");
+    publish(
+        port(&broker.addr),
+        "owntracks/jane/phone",
+        r#"{"_type":"location","lat":48.9,"lon":2.3,"tst":1706857000}"#,
+    )
+    .await;
+    let pushed = next_json(&mut socket).await;
+    assert_eq!((pushed["_type"].as_str(), pushed["tst"].as_i64()), (Some("location"), Some(1706857000)));
 }
