@@ -107,7 +107,7 @@ pub fn in_process(
 pub struct RecorderArgs {
     #[command(subcommand)]
     command: Option<RecorderCommand>,
-    /// The broker: mqtt[s]://[user[:password]@]host[:port].
+    /// The broker: mqtt[s]://[user[:password]@]host[:port], or ws[s]://...host[:port]/path.
     #[arg(long, value_name = "URL", default_value = "mqtt://127.0.0.1:1883")]
     broker: String,
     /// Topics to record; repeatable.
@@ -268,23 +268,12 @@ fn client_options(args: &RecorderArgs) -> anyhow::Result<Options> {
         let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
         format!("cauldron-recorder-{}", host.trim())
     });
-    let (url, secure) = match args.broker.strip_prefix("mqtts://") {
-        Some(rest) => (format!("mqtt://{rest}"), true),
-        None => (args.broker.clone(), false),
-    };
-    let mut options = Options::from_url(&url, client_id).map_err(anyhow::Error::msg)?;
-    if secure {
-        // No port in the URL: the MQTT over TLS port, not 1883.
-        let explicit_port = url
-            .trim_end_matches('/')
-            .rsplit('@')
-            .next()
-            .is_some_and(|h| h.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()));
-        if !explicit_port {
-            options.address = options.address.replace(":1883", ":8883");
-        }
-        let cafile = args.cafile.as_deref().context("mqtts:// needs --cafile")?;
-        options = options.tls(Tls::new(cafile, None, true).map_err(anyhow::Error::msg)?);
+    let mut options = Options::from_url(&args.broker, client_id).map_err(anyhow::Error::msg)?;
+    let secure = args.broker.starts_with("mqtts://") || args.broker.starts_with("wss://");
+    match &args.cafile {
+        Some(cafile) => options = options.tls(Tls::new(cafile, None, true).map_err(anyhow::Error::msg)?),
+        None if secure => anyhow::bail!("{} needs --cafile", args.broker),
+        None => {}
     }
     Ok(options.clean_start(false).keep_alive(Duration::from_secs(60)).reconnect(Reconnect::default()))
 }

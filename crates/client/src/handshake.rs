@@ -19,14 +19,31 @@ fn host(address: &str) -> &str {
     host.trim_start_matches('[').trim_end_matches(']')
 }
 
+/// TCP, then TLS if configured, then a WebSocket if configured.
 async fn open(options: &Options) -> Result<BoxStream, Error> {
+    let invalid = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, e);
+    if options.tls_required && options.tls.is_none() {
+        return Err(invalid("an mqtts:// or wss:// URL needs Options::tls (the CA to trust)".into()).into());
+    }
     let tcp = TcpStream::connect(&options.address).await?;
     tcp.set_nodelay(true)?;
-    let Some(tls) = &options.tls else { return Ok(Box::new(tcp)) };
-    let name = rustls_pki_types::ServerName::try_from(host(&options.address).to_owned())
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::clone(&tls.config));
-    Ok(Box::new(connector.connect(name, tcp).await?))
+    let stream: BoxStream = match &options.tls {
+        None => Box::new(tcp),
+        Some(tls) => {
+            let name = rustls_pki_types::ServerName::try_from(host(&options.address).to_owned())
+                .map_err(|e| invalid(e.to_string()))?;
+            let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::clone(&tls.config));
+            Box::new(connector.connect(name, tcp).await?)
+        }
+    };
+    match &options.websocket {
+        None => Ok(stream),
+        Some(path) => {
+            let scheme = if options.tls.is_some() { "wss" } else { "ws" };
+            let url = format!("{scheme}://{}{path}", options.address);
+            Ok(Box::new(crate::ws::connect(stream, &url).await?))
+        }
+    }
 }
 
 /// Accept any packet size from the server; the server enforces its own limits.
@@ -80,6 +97,7 @@ pub(crate) async fn connect(
         crate::state::trace_packet("sending", &connect);
         connect.encode(options.protocol, &mut wbuf)?;
         stream.write_all(&wbuf).await?;
+        stream.flush().await?;
         loop {
             if let Some(packet) = decode(rbuf, options.protocol, MAX_PACKET)? {
                 crate::state::trace_packet("received", &packet);
@@ -100,6 +118,7 @@ pub(crate) async fn connect(
                         crate::state::trace_packet("sending", &reply);
                         reply.encode(options.protocol, &mut wbuf)?;
                         stream.write_all(&wbuf).await?;
+                        stream.flush().await?;
                         scram = Some(ScramStep::Proved(verifier));
                         continue;
                     }

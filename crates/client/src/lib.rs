@@ -21,6 +21,7 @@ mod options;
 mod state;
 mod task;
 mod tls;
+pub mod ws;
 
 use cauldron_proto::{
     ByteString, Bytes, DecodeError, EncodeError, Packet, Properties, Publish, ReasonCode, SubOptions,

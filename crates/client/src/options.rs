@@ -35,6 +35,11 @@ pub struct Options {
     pub reconnect: Option<Reconnect>,
     /// TLS over the TCP connection (off by default); the host in `address` is the name checked.
     pub tls: Option<crate::Tls>,
+    /// MQTT over a WebSocket on this HTTP path (off by default).
+    pub websocket: Option<String>,
+    /// The URL said `mqtts` or `wss`: connecting without [`Options::tls`] is an error, not
+    /// a silent plain-text connection.
+    pub(crate) tls_required: bool,
 }
 
 /// Automatic reconnection: after a lost connection the client waits `initial`, doubling up to
@@ -69,39 +74,68 @@ impl Options {
             scram: None,
             reconnect: None,
             tls: None,
+            websocket: None,
+            tls_required: false,
         }
     }
 
-    /// Options from a broker URL: `mqtt://[user[:password]@]host[:port]` (port 1883 by default).
+    /// Options from a broker URL: `mqtt://`, `mqtts://`, `ws://` or `wss://`, then
+    /// `[user[:password]@]host[:port]`, and for WebSockets the path (default `/`). Default ports:
+    /// 1883, 8883, 80, 443. `mqtts` and `wss` still need [`Options::tls`] (the CA to trust).
     ///
     /// ```
     /// let options = cauldron_client::Options::from_url("mqtt://jane:secret@localhost:1884", "converter").unwrap();
     /// assert_eq!(options.address, "localhost:1884");
     /// assert_eq!(options.username.as_deref(), Some("jane"));
+    /// let ws = cauldron_client::Options::from_url("ws://broker.example:8080/mqtt", "browser-like").unwrap();
+    /// assert_eq!((ws.address.as_str(), ws.websocket.as_deref()), ("broker.example:8080", Some("/mqtt")));
     /// ```
     pub fn from_url(url: &str, client_id: impl Into<ByteString>) -> Result<Options, String> {
-        let rest =
-            url.strip_prefix("mqtt://").ok_or_else(|| format!("{url}: only mqtt:// URLs are supported"))?;
-        let rest = rest.trim_end_matches('/');
-        let (credentials, host) = match rest.rsplit_once('@') {
+        let (scheme, rest) =
+            url.split_once("://").ok_or_else(|| format!("{url}: not a URL (mqtt://host:port)"))?;
+        let (default_port, websocket, secure) = match scheme.to_ascii_lowercase().as_str() {
+            "mqtt" | "tcp" => (1883, false, false),
+            "mqtts" | "ssl" => (8883, false, true),
+            "ws" => (80, true, false),
+            "wss" => (443, true, true),
+            other => return Err(format!("{url}: unknown scheme {other:?} (mqtt, mqtts, ws, wss)")),
+        };
+        let (authority, path) = rest.find('/').map_or((rest, ""), |at| rest.split_at(at));
+        let (credentials, host) = match authority.rsplit_once('@') {
             Some((credentials, host)) => (Some(credentials), host),
-            None => (None, rest),
+            None => (None, authority),
         };
         if host.is_empty() {
             return Err(format!("{url}: no host"));
         }
-        // A bare host gets the MQTT port; `[::1]` style IPv6 hosts keep their brackets.
+        // A bare host gets the scheme's port; `[::1]` style IPv6 hosts keep their brackets.
         let has_port = host.rsplit_once(':').is_some_and(|(h, p)| {
             !h.ends_with(':') && p.chars().all(|c| c.is_ascii_digit()) && !host.ends_with(']')
         });
-        let address = if has_port { host.to_string() } else { format!("{host}:1883") };
+        let address = if has_port { host.to_string() } else { format!("{host}:{default_port}") };
         let mut options = Options::new(address, client_id);
         if let Some(credentials) = credentials {
             let (user, password) = credentials.split_once(':').unwrap_or((credentials, ""));
             options.username = Some(user.to_string().into());
             options.password = Some(Bytes::from(password.to_string()));
         }
+        if websocket {
+            options.websocket = Some(if path.is_empty() { "/".to_string() } else { path.to_string() });
+        }
+        options.tls_required = secure;
         Ok(options)
+    }
+
+    /// Speaks MQTT over a WebSocket opened on `path` (e.g. `/mqtt`), over TCP or, with
+    /// [`Options::tls`], over TLS.
+    ///
+    /// ```
+    /// let options = cauldron_client::Options::new("localhost:8080", "ws-client").websocket("/mqtt");
+    /// assert_eq!(options.websocket.as_deref(), Some("/mqtt"));
+    /// ```
+    pub fn websocket(mut self, path: impl Into<String>) -> Options {
+        self.websocket = Some(path.into());
+        self
     }
 
     /// Speaks TLS to the broker (see [`crate::Tls`]).

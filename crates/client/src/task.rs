@@ -84,7 +84,8 @@ async fn serve(
             return Ended::Lost;
         }
         if !state.wbuf.is_empty() {
-            if writer.write_all(&state.wbuf).await.is_err() {
+            // Flushed: TLS and WebSocket streams buffer what is written.
+            if writer.write_all(&state.wbuf).await.is_err() || writer.flush().await.is_err() {
                 return Ended::Lost;
             }
             state.wbuf.clear();
