@@ -208,3 +208,111 @@ async fn debug_flag_prints_every_packet() {
     }
     broker.terminate().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt5_properties_with_dash_d_reach_the_other_side() {
+    let dir = data_dir("tools-properties");
+    let broker = Cauldron::start(&dir, &[]).await;
+    let port = port(&broker.addr);
+    let publish = [
+        "pub",
+        "-p",
+        port,
+        "-V",
+        "5",
+        "-r",
+        "-q",
+        "1",
+        "-t",
+        "props/a",
+        "-m",
+        "hi",
+        "-D",
+        "publish",
+        "content-type",
+        "text/plain",
+        "-D",
+        "publish",
+        "correlation-data",
+        "abc",
+        "-D",
+        "publish",
+        "payload-format-indicator",
+        "1",
+        "-D",
+        "publish",
+        "user-property",
+        "k1",
+        "v1",
+        "-D",
+        "publish",
+        "user-property",
+        "k2",
+        "v2",
+        "-D",
+        "publish",
+        "response-topic",
+        "r/t",
+        "-D",
+        "connect",
+        "session-expiry-interval",
+        "0",
+    ];
+    let out = run("cauldron", &publish).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // Both subscribers print the same properties, and the subscription identifier each sent.
+    let read = [
+        "-p",
+        port,
+        "-V",
+        "5",
+        "-t",
+        "props/#",
+        "-C",
+        "1",
+        "-W",
+        "5",
+        "-D",
+        "subscribe",
+        "subscription-identifier",
+        "7",
+        "-F",
+        "[%C][%D][%F][%P][%R][%S][%A]|%p",
+    ];
+    let (ours, theirs) = both("sub", &read).await;
+    assert_eq!(String::from_utf8_lossy(&theirs.stdout), "[text/plain][abc][1][k1:v1 k2:v2][r/t][7][]|hi\n");
+    assert_eq!(String::from_utf8_lossy(&ours.stdout), String::from_utf8_lossy(&theirs.stdout));
+    // The same refusal as mosquitto_pub for a property in the wrong packet.
+    let wrong = ["pub", "-p", port, "-V", "5", "-t", "x", "-m", "y", "-D", "connect", "content-type", "a"];
+    let out = run("cauldron", &wrong).await;
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("content-type property not allowed for connect"));
+    // Will properties travel with the will.
+    let mut dying = tokio::process::Command::new(env!("CARGO_BIN_EXE_cauldron"))
+        .args([
+            "sub",
+            "-p",
+            port,
+            "-V",
+            "5",
+            "-t",
+            "nothing",
+            "--will-topic",
+            "props/will",
+            "--will-payload",
+            "gone",
+        ])
+        .args(["-D", "will", "content-type", "will/type", "-D", "will", "user-property", "w", "1"])
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let watcher = tokio::process::Command::new("mosquitto_sub")
+        .args(["-p", port, "-V", "5", "-t", "props/will", "-C", "1", "-W", "10", "-F", "%C %P %p"])
+        .output();
+    let watcher = tokio::spawn(watcher);
+    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    dying.kill().await.unwrap();
+    let out = watcher.await.unwrap().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "will/type w:1 gone\n");
+    broker.terminate().await;
+}

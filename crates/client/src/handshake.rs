@@ -66,7 +66,7 @@ fn connect_packet(options: &Options, clean_start: bool) -> Connect {
             payload: w.payload,
             qos: w.qos,
             retain: w.retain,
-            properties: Properties::default(),
+            properties: w.properties,
         }),
         username: options.username.clone(),
         password: options.password.clone(),

@@ -11,6 +11,8 @@ pub struct Will {
     pub payload: Bytes,
     pub qos: QoS,
     pub retain: bool,
+    /// MQTT 5 will properties (will delay, message expiry, content type, ...).
+    pub properties: Properties,
 }
 
 /// How to connect: address, identity, session and protocol choices.
@@ -179,7 +181,8 @@ impl Options {
         qos: QoS,
         retain: bool,
     ) -> Options {
-        self.will = Some(Will { topic: topic.into(), payload: payload.into(), qos, retain });
+        let properties = Properties::default();
+        self.will = Some(Will { topic: topic.into(), payload: payload.into(), qos, retain, properties });
         self
     }
 

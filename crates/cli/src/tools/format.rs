@@ -82,7 +82,10 @@ fn json(message: &Publish) -> String {
 }
 
 /// `-F`: `%t` topic, `%p` payload, `%q` QoS, `%r` retain, `%l` payload length, `%m` packet id,
-/// `%x`/`%X` payload in hex, `%j` JSON, `%U` Unix time, `%I` ISO-8601 time, `%%`; `\n`, `\t`, `\\` escapes.
+/// `%x`/`%X` payload in hex, `%j` JSON, `%U` Unix time, `%I` ISO-8601 time, `%%`; the MQTT 5
+/// properties `%A` topic alias, `%C` content type, `%D` correlation data, `%E` message expiry,
+/// `%F` payload format, `%P` user properties (`k:v`, space-separated), `%R` response topic, `%S`
+/// subscription identifier (empty when absent); `\n`, `\t`, `\\` escapes.
 fn formatted(message: &Publish, format: &str) -> String {
     let mut out = String::new();
     let mut chars = format.chars();
@@ -106,6 +109,7 @@ fn formatted(message: &Publish, format: &str) -> String {
                     let _ = write!(out, "{}+0000", iso8601(now().as_secs()));
                 }
                 Some('%') => out.push('%'),
+                Some(p @ ('A' | 'C' | 'D' | 'E' | 'F' | 'P' | 'R' | 'S')) => property(&mut out, message, p),
                 Some(other) => {
                     out.push('%');
                     out.push(other);
@@ -126,6 +130,25 @@ fn formatted(message: &Publish, format: &str) -> String {
         }
     }
     out
+}
+
+/// An MQTT 5 property of the message, as mosquitto_sub prints it; nothing when absent.
+fn property(out: &mut String, message: &Publish, which: char) {
+    let p = &message.properties;
+    let number = |n: Option<u32>| n.map(|n| n.to_string()).unwrap_or_default();
+    let text = match which {
+        'A' => number(p.topic_alias.map(u32::from)),
+        'C' => p.content_type.as_deref().unwrap_or_default().to_string(),
+        'D' => {
+            p.correlation_data.as_ref().map(|d| String::from_utf8_lossy(d).into_owned()).unwrap_or_default()
+        }
+        'E' => number(p.message_expiry_interval),
+        'F' => number(p.payload_format_indicator.map(u32::from)),
+        'P' => p.user_properties.iter().map(|(k, v)| format!("{k}:{v}")).collect::<Vec<_>>().join(" "),
+        'R' => p.response_topic.as_deref().unwrap_or_default().to_string(),
+        _ => number(p.subscription_identifiers.first().copied()),
+    };
+    out.push_str(&text);
 }
 
 #[cfg(test)]

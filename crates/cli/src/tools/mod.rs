@@ -2,8 +2,11 @@
 //! flags, so scripts keep working. Differences are listed in docs/CLI.md.
 
 pub mod format;
+pub mod properties;
 pub mod publish;
 pub mod subscribe;
+
+use properties::PacketProperties;
 
 use cauldron_client::{Options, Protocol, QoS};
 
@@ -59,6 +62,10 @@ pub struct ConnectArgs {
     /// Do not check that the server certificate names the host (the chain is still checked).
     #[arg(long = "insecure")]
     pub insecure: bool,
+    /// An MQTT 5 property: -D COMMAND NAME VALUE (user-property: NAME KEY VALUE), where COMMAND is
+    /// connect, publish, subscribe, unsubscribe, disconnect or will; repeatable.
+    #[arg(short = 'D', long = "property", num_args = 3..=4, value_names = ["COMMAND", "NAME", "VALUE"])]
+    pub properties: Vec<String>,
 }
 
 pub fn qos(level: u8) -> anyhow::Result<QoS> {
@@ -71,8 +78,13 @@ pub fn qos(level: u8) -> anyhow::Result<QoS> {
 }
 
 impl ConnectArgs {
-    /// Client options from the flags; `default_prefix` names the tool in generated ids.
-    pub fn options(&self, default_prefix: &str, clean_start: bool) -> anyhow::Result<Options> {
+    /// Client options from the flags, and the `-D` properties of the other packets;
+    /// `default_prefix` names the tool in generated ids.
+    pub fn options(
+        &self,
+        default_prefix: &str,
+        clean_start: bool,
+    ) -> anyhow::Result<(Options, PacketProperties)> {
         let id = match (&self.id, &self.id_prefix) {
             (Some(id), _) => id.clone(),
             (None, Some(prefix)) => format!("{prefix}{}", std::process::id()),
@@ -110,6 +122,23 @@ impl ConnectArgs {
             options =
                 options.will(topic.as_str(), payload.into_bytes(), qos(self.will_qos)?, self.will_retain);
         }
-        Ok(options)
+        let mut properties = PacketProperties::parse(&self.properties)?;
+        // Like mosquitto's tools: properties only exist in MQTT 5; below it they are not sent.
+        if options.protocol == Protocol::V5 {
+            options.properties = std::mem::take(&mut properties.connect);
+            if let Some(will) = &mut options.will {
+                will.properties = std::mem::take(&mut properties.will);
+            }
+        } else {
+            properties = PacketProperties::default();
+        }
+        Ok((options, properties))
     }
+}
+
+/// A normal DISCONNECT carrying the `-D disconnect` properties.
+pub fn disconnect(properties: cauldron_client::proto::Properties) -> cauldron_client::proto::Disconnect {
+    let mut disconnect = cauldron_client::proto::Disconnect::normal();
+    disconnect.properties = properties;
+    disconnect
 }

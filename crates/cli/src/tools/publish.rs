@@ -2,6 +2,7 @@
 
 use std::io::{BufRead, Read};
 
+use cauldron_client::proto::{Properties, Publish};
 use cauldron_client::{Client, QoS};
 
 use super::{qos, ConnectArgs};
@@ -51,7 +52,8 @@ impl PubArgs {
 
 pub async fn run(args: PubArgs) -> anyhow::Result<()> {
     let qos: QoS = qos(args.qos)?;
-    let (client, _) = Client::connect(args.connect.options("cauldron_pub_", true)?).await?;
+    let (options, properties) = args.connect.options("cauldron_pub_", true)?;
+    let (client, _) = Client::connect(options).await?;
     let topic = args.topic.as_str();
     let single: Option<Vec<u8>> = if let Some(message) = args.message {
         Some(message.into_bytes())
@@ -71,16 +73,33 @@ pub async fn run(args: PubArgs) -> anyhow::Result<()> {
     match single {
         Some(payload) => {
             for _ in 0..args.repeat.max(1) {
-                client.publish(topic, payload.clone(), qos, args.retain).await?;
+                send(&client, topic, payload.clone(), qos, args.retain, &properties.publish).await?;
             }
         }
         None => {
             // -l: one message per line, sent as they come (the last one even without a newline).
             for line in std::io::stdin().lock().lines() {
-                client.publish(topic, line?.into_bytes(), qos, args.retain).await?;
+                send(&client, topic, line?.into_bytes(), qos, args.retain, &properties.publish).await?;
             }
         }
     }
-    client.disconnect().await?;
+    client.disconnect_with(super::disconnect(properties.disconnect)).await?;
+    Ok(())
+}
+
+/// One PUBLISH with the `-D publish` properties; waits for its acknowledgement at QoS 1/2.
+async fn send(
+    client: &Client,
+    topic: &str,
+    payload: Vec<u8>,
+    qos: QoS,
+    retain: bool,
+    properties: &Properties,
+) -> anyhow::Result<()> {
+    let mut publish = Publish::new(topic, payload);
+    (publish.qos, publish.retain, publish.properties) = (qos, retain, properties.clone());
+    if let Some(code) = client.publish_packet(publish).await?.filter(|c| c.is_error()) {
+        anyhow::bail!("publish refused: {code:?}");
+    }
     Ok(())
 }

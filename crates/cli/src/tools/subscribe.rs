@@ -3,7 +3,7 @@
 use std::io::Write;
 use std::time::Duration;
 
-use cauldron_client::proto::{Properties, SubOptions, Subscription};
+use cauldron_client::proto::{SubOptions, Subscription};
 use cauldron_client::{Client, QoS};
 
 use super::{format, qos, ConnectArgs};
@@ -66,8 +66,8 @@ impl SubArgs {
 
 pub async fn run(args: SubArgs) -> anyhow::Result<()> {
     let qos = qos(args.qos)?;
-    let (client, mut messages) =
-        Client::connect(args.connect.options("cauldron_sub_", !args.persistent)?).await?;
+    let (options, properties) = args.connect.options("cauldron_sub_", !args.persistent)?;
+    let (client, mut messages) = Client::connect(options).await?;
     let filters = args
         .topics
         .iter()
@@ -76,12 +76,12 @@ pub async fn run(args: SubArgs) -> anyhow::Result<()> {
             options: SubOptions { qos, ..SubOptions::default() },
         })
         .collect();
-    let codes = client.subscribe_many(filters, Properties::default()).await?;
+    let codes = client.subscribe_many(filters, properties.subscribe).await?;
     if codes.iter().all(|c| c.is_error()) {
         anyhow::bail!("All subscription requests were denied.");
     }
     if args.exit_after_subscribe {
-        return Ok(client.disconnect().await?);
+        return Ok(client.disconnect_with(super::disconnect(properties.disconnect)).await?);
     }
     let deadline = args.timeout.map(|s| tokio::time::Instant::now() + Duration::from_secs(s));
     let mut received = 0u64;
@@ -121,6 +121,6 @@ pub async fn run(args: SubArgs) -> anyhow::Result<()> {
         }
     }
     drop(stdout);
-    client.disconnect().await?;
+    client.disconnect_with(super::disconnect(properties.disconnect)).await?;
     Ok(())
 }
