@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! An async MQTT 3.1 / 3.1.1 / 5.0 client over the cauldron codec.
 //!
 //! [`Client::connect`] opens a connection and returns a [`Client`] handle (cheap to clone, usable
@@ -21,6 +22,8 @@ mod options;
 mod state;
 mod task;
 mod tls;
+/// MQTT over WebSocket: the byte-stream adapter ([`ws::WsStream`]); the client uses it for
+/// `ws://` and `wss://` (see [`Options::websocket`]).
 pub mod ws;
 
 use cauldron_proto::{
@@ -29,35 +32,69 @@ use cauldron_proto::{
 };
 use tokio::sync::{mpsc, oneshot};
 
+/// The codec, its packet types and [`Protocol`]/[`QoS`], re-exported for building packets.
 pub use cauldron_proto::{self as proto, Protocol, QoS};
+/// Connection options ([`Options`]), reconnection ([`Reconnect`]) and the will ([`Will`]).
 pub use options::{Options, Reconnect, Will};
+/// TLS settings ([`Tls`]).
 pub use tls::Tls;
 
 /// What can go wrong talking to a broker.
+///
+/// ```no_run
+/// # async fn demo() {
+/// use cauldron_client::{Client, Error, Options, proto::ReasonCode};
+/// match Client::connect(Options::new("localhost:1883", "x").credentials("jane", "wrong")).await {
+///     Err(Error::Refused(ReasonCode::BadUserNameOrPassword | ReasonCode::NotAuthorized)) => eprintln!("check the password"),
+///     Err(e) => eprintln!("cannot connect: {e}"),
+///     Ok(_) => {}
+/// }
+/// # }
+/// ```
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// The socket failed (refused, reset, TLS or WebSocket handshake failure...).
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
+    /// The server sent bytes that are not a valid MQTT packet.
     #[error("malformed packet from the server: {0}")]
     Decode(#[from] DecodeError),
+    /// What was asked for cannot be put into a packet (too long a topic, say).
     #[error("packet cannot be encoded: {0}")]
     Encode(#[from] EncodeError),
+    /// CONNACK refused the connection with this code (3.1.1 return codes are mapped to 5.0's).
     #[error("connection refused: {0:?}")]
     Refused(ReasonCode),
+    /// The first packet from the server was not CONNACK (or AUTH during enhanced auth).
     #[error("server sent {0:?} where CONNACK was expected")]
     UnexpectedPacket(cauldron_proto::PacketType),
+    /// The server refused a request (e.g. a SCRAM proof that does not verify).
     #[error("the server rejected the request: {0:?}")]
     Rejected(ReasonCode),
+    /// The connection is gone (and no reconnect was configured, or the client was dropped).
     #[error("the connection is closed")]
     Closed,
+    /// No CONNACK within [`Options::connect_timeout`].
     #[error("timed out")]
     Timeout,
 }
 
 /// What the server said in its CONNACK.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), cauldron_client::Error> {
+/// let options = cauldron_client::Options::new("localhost:1883", "tracker").clean_start(false);
+/// let (client, _) = cauldron_client::Client::connect(options).await?;
+/// if !client.connected().session_present {
+///     // The server kept nothing: subscribe again.
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub struct Connected {
+    /// The server resumed a session it kept for this client id [MQTT-3.2.2-2].
     pub session_present: bool,
+    /// MQTT 5 CONNACK properties (assigned client id, limits, server keep alive...).
     pub properties: Properties,
 }
 
@@ -73,13 +110,24 @@ pub(crate) enum Command {
 
 /// A handle to a connected client. Dropping every handle closes the socket without
 /// DISCONNECT, which makes the broker publish the will.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), cauldron_client::Error> {
+/// use cauldron_client::{Client, Options, QoS};
+/// let (client, _messages) = Client::connect(Options::new("localhost:1883", "ticker")).await?;
+/// // Clones share the one connection: publish from as many tasks as you like.
+/// let ticker = client.clone();
+/// tokio::spawn(async move { ticker.publish("clock/tick", "1", QoS::AtMostOnce, false).await });
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct Client {
     commands: mpsc::Sender<Command>,
     connected: Connected,
 }
 
-/// Incoming application messages, in the order the server sent them.
+/// Incoming application messages, in the order the server sent them (see [`Messages::recv`]).
+/// Each is acknowledged (QoS 1/2) by the background task when it arrives.
 pub struct Messages {
     rx: mpsc::Receiver<Publish>,
 }
@@ -119,6 +167,14 @@ impl Client {
     }
 
     /// The server's CONNACK.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), cauldron_client::Error> {
+    /// let options = cauldron_client::Options::new("localhost:1883", "").protocol(cauldron_client::Protocol::V5);
+    /// let (client, _) = cauldron_client::Client::connect(options).await?;
+    /// println!("assigned id: {:?}", client.connected().properties.assigned_client_identifier);
+    /// # Ok(()) }
+    /// ```
     pub fn connected(&self) -> &Connected {
         &self.connected
     }
@@ -231,11 +287,25 @@ impl Client {
     }
 
     /// Sends the given DISCONNECT (e.g. MQTT 5 reason 0x04 to have the will published).
+    ///
+    /// ```no_run
+    /// # async fn demo(client: cauldron_client::Client) -> Result<(), cauldron_client::Error> {
+    /// use cauldron_client::proto::{Disconnect, ReasonCode};
+    /// client.disconnect_with(Disconnect::with_reason(ReasonCode::DisconnectWithWill)).await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn disconnect_with(self, disconnect: cauldron_proto::Disconnect) -> Result<(), Error> {
         self.request(|tx| Command::Disconnect(disconnect, tx)).await
     }
 
     /// Sends a packet as it is, without tracking it. For testing how a server reacts.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: cauldron_client::Client) -> Result<(), cauldron_client::Error> {
+    /// // An extra PINGREQ; the server answers PINGRESP, which the client absorbs.
+    /// client.send_raw(cauldron_client::proto::Packet::PingReq).await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn send_raw(&self, packet: Packet) -> Result<(), Error> {
         self.commands.send(Command::Raw(packet)).await.map_err(|_| Error::Closed)
     }

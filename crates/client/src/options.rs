@@ -4,28 +4,61 @@ use std::time::Duration;
 
 use cauldron_proto::{ByteString, Bytes, Properties, Protocol, QoS};
 
-/// The will a client leaves with the server.
+/// The will a client leaves with the server, published if the client goes away without
+/// DISCONNECT. Set it with [`Options::will`].
+///
+/// ```
+/// use cauldron_client::{Options, QoS};
+/// let options = Options::new("localhost:1883", "jane-phone")
+///     .will("owntracks/jane/phone", r#"{"_type":"lwt"}"#, QoS::AtLeastOnce, false);
+/// assert_eq!(options.will.unwrap().topic, "owntracks/jane/phone");
+/// ```
 #[derive(Debug, Clone)]
 pub struct Will {
+    /// Where the will is published.
     pub topic: ByteString,
+    /// What it says.
     pub payload: Bytes,
+    /// At which QoS it is published.
     pub qos: QoS,
+    /// Whether the server keeps it as the retained message of `topic`.
     pub retain: bool,
     /// MQTT 5 will properties (will delay, message expiry, content type, ...).
     pub properties: Properties,
 }
 
-/// How to connect: address, identity, session and protocol choices.
+/// How to connect: address, identity, session and protocol choices. Build it with
+/// [`Options::new`] or [`Options::from_url`] and the chained setters; every field is public too.
+///
+/// ```
+/// use std::time::Duration;
+/// use cauldron_client::{Options, Protocol, Reconnect};
+/// let options = Options::new("broker.example:1883", "thermostat")
+///     .protocol(Protocol::V5)
+///     .credentials("thermostat", "secret")
+///     .clean_start(false)
+///     .keep_alive(Duration::from_secs(30))
+///     .reconnect(Reconnect::default());
+/// assert_eq!(options.client_id, "thermostat");
+/// ```
 #[derive(Debug, Clone)]
 pub struct Options {
     /// `host:port` of the broker.
     pub address: String,
+    /// The client identifier; empty asks the server to assign one (MQTT 5, or 3.1.1 with a
+    /// clean session).
     pub client_id: ByteString,
+    /// MQTT 3.1, 3.1.1 or 5.0.
     pub protocol: Protocol,
+    /// Start a new session (3.x: clean session) instead of resuming the stored one.
     pub clean_start: bool,
+    /// Longest silence before the client sends PINGREQ; zero disables keep alive.
     pub keep_alive: Duration,
+    /// User name for the CONNECT.
     pub username: Option<ByteString>,
+    /// Password for the CONNECT.
     pub password: Option<Bytes>,
+    /// The will left with the server.
     pub will: Option<Will>,
     /// MQTT 5 CONNECT properties (session expiry, receive maximum, ...).
     pub properties: Properties,
@@ -47,9 +80,18 @@ pub struct Options {
 /// Automatic reconnection: after a lost connection the client waits `initial`, doubling up to
 /// `max` between attempts, then resumes its session (clean start off), sends again whatever
 /// was not acknowledged, and restores its subscriptions if the server kept no session.
+///
+/// ```
+/// use std::time::Duration;
+/// let patient = cauldron_client::Reconnect { initial: Duration::from_secs(1), max: Duration::from_secs(300) };
+/// let options = cauldron_client::Options::new("localhost:1883", "sensor").reconnect(patient);
+/// assert!(options.reconnect.is_some());
+/// ```
 #[derive(Debug, Clone, Copy)]
 pub struct Reconnect {
+    /// Wait before the first attempt.
     pub initial: Duration,
+    /// Longest wait between attempts.
     pub max: Duration,
 }
 
@@ -60,7 +102,12 @@ impl Default for Reconnect {
 }
 
 impl Options {
-    /// MQTT 3.1.1, clean session, keep alive 60 s.
+    /// MQTT 3.1.1, clean session, keep alive 60 s, no TLS, no reconnect.
+    ///
+    /// ```
+    /// let options = cauldron_client::Options::new("localhost:1883", "sensor-1");
+    /// assert!(options.clean_start && options.reconnect.is_none());
+    /// ```
     pub fn new(address: impl Into<String>, client_id: impl Into<ByteString>) -> Options {
         Options {
             address: address.into(),
@@ -141,39 +188,80 @@ impl Options {
     }
 
     /// Speaks TLS to the broker (see [`crate::Tls`]).
+    ///
+    /// ```no_run
+    /// let tls = cauldron_client::Tls::new(std::path::Path::new("ca.pem"), None, true).unwrap();
+    /// let options = cauldron_client::Options::new("broker.example:8883", "sensor").tls(tls);
+    /// ```
     pub fn tls(mut self, tls: crate::Tls) -> Options {
         self.tls = Some(tls);
         self
     }
 
     /// Reconnects with back-off after a lost connection (see [`Reconnect`]).
+    ///
+    /// ```
+    /// let options = cauldron_client::Options::new("localhost:1883", "sensor")
+    ///     .reconnect(cauldron_client::Reconnect::default());
+    /// assert!(options.reconnect.is_some());
+    /// ```
     pub fn reconnect(mut self, reconnect: Reconnect) -> Options {
         self.reconnect = Some(reconnect);
         self
     }
 
+    /// The MQTT version to speak (default 3.1.1).
+    ///
+    /// ```
+    /// use cauldron_client::{Options, Protocol};
+    /// assert_eq!(Options::new("localhost:1883", "x").protocol(Protocol::V5).protocol, Protocol::V5);
+    /// ```
     pub fn protocol(mut self, protocol: Protocol) -> Options {
         self.protocol = protocol;
         self
     }
 
+    /// Whether to start a new session (default) or resume the one the server kept.
+    ///
+    /// ```
+    /// let persistent = cauldron_client::Options::new("localhost:1883", "recorder").clean_start(false);
+    /// assert!(!persistent.clean_start);
+    /// ```
     pub fn clean_start(mut self, clean: bool) -> Options {
         self.clean_start = clean;
         self
     }
 
-    /// Zero disables keep alive.
+    /// Longest silence before a PINGREQ (default 60 s); zero disables keep alive.
+    ///
+    /// ```
+    /// let options = cauldron_client::Options::new("localhost:1883", "x").keep_alive(std::time::Duration::ZERO);
+    /// assert!(options.keep_alive.is_zero());
+    /// ```
     pub fn keep_alive(mut self, keep_alive: Duration) -> Options {
         self.keep_alive = keep_alive;
         self
     }
 
+    /// User name and password for the CONNECT.
+    ///
+    /// ```
+    /// let options = cauldron_client::Options::new("localhost:1883", "x").credentials("jane", "s3cret");
+    /// assert_eq!(options.username.as_deref(), Some("jane"));
+    /// ```
     pub fn credentials(mut self, username: impl Into<ByteString>, password: impl Into<Bytes>) -> Options {
         self.username = Some(username.into());
         self.password = Some(password.into());
         self
     }
 
+    /// Leaves a will (see [`Will`]); its MQTT 5 properties can be set on `options.will`.
+    ///
+    /// ```
+    /// use cauldron_client::{Options, QoS};
+    /// let mut options = Options::new("localhost:1883", "x").will("status/x", "offline", QoS::AtLeastOnce, true);
+    /// options.will.as_mut().unwrap().properties.will_delay_interval = Some(30);
+    /// ```
     pub fn will(
         mut self,
         topic: impl Into<ByteString>,
@@ -188,11 +276,25 @@ impl Options {
 
     /// Authenticates with SCRAM-SHA-256 (MQTT 5 only): the password never crosses the wire and
     /// the server proves it knows the credential too.
+    ///
+    /// ```
+    /// use cauldron_client::{Options, Protocol};
+    /// let options = Options::new("localhost:1883", "x").protocol(Protocol::V5).scram("jane", "s3cret");
+    /// assert!(options.scram.is_some());
+    /// ```
     pub fn scram(mut self, username: impl Into<String>, password: impl Into<Vec<u8>>) -> Options {
         self.scram = Some((username.into(), password.into()));
         self
     }
 
+    /// MQTT 5 CONNECT properties.
+    ///
+    /// ```
+    /// use cauldron_client::{proto::Properties, Options, Protocol};
+    /// let properties = Properties { session_expiry_interval: Some(3600), ..Properties::default() };
+    /// let options = Options::new("localhost:1883", "x").protocol(Protocol::V5).properties(properties);
+    /// assert_eq!(options.properties.session_expiry_interval, Some(3600));
+    /// ```
     pub fn properties(mut self, properties: Properties) -> Options {
         self.properties = properties;
         self

@@ -11,6 +11,12 @@ use tokio_rustls::rustls::client::WebPkiServerVerifier;
 use tokio_rustls::rustls::{self, CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore};
 
 /// How the client speaks TLS; build it with [`Tls::new`] and set it with [`crate::Options::tls`].
+///
+/// ```no_run
+/// use std::path::Path;
+/// // A client certificate too, for brokers that require one.
+/// let tls = cauldron_client::Tls::new(Path::new("ca.pem"), Some((Path::new("me.crt"), Path::new("me.key"))), true);
+/// ```
 #[derive(Clone)]
 pub struct Tls {
     pub(crate) config: Arc<ClientConfig>,

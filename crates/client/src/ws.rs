@@ -31,7 +31,7 @@ pub struct WsStream<S> {
 }
 
 impl<S> WsStream<S> {
-    /// Wraps a WebSocket whose handshake is done.
+    /// Wraps a WebSocket whose handshake is done (see the type's example).
     pub fn new(socket: WebSocketStream<S>) -> WsStream<S> {
         WsStream { socket, read: Bytes::new() }
     }
