@@ -186,3 +186,34 @@ async fn mqtt5_puback_reports_no_matching_subscribers() {
     publish.qos = QoS::AtLeastOnce;
     assert_eq!(client.publish_packet(publish).await.unwrap(), Some(ReasonCode::NoMatchingSubscribers));
 }
+
+#[tokio::test]
+async fn a_dispatcher_calls_each_matching_handler_in_order() {
+    use std::sync::{Arc, Mutex};
+    let broker = TestBroker::start().await;
+    let (sub, mut messages) = broker.client("dispatched").await;
+    sub.subscribe("d/#", QoS::AtLeastOnce).await.unwrap();
+    let (publisher, _) = broker.client("pub").await;
+    for topic in ["d/a", "d/b/c", "d/a", "d/stop"] {
+        publisher.publish(topic, topic, QoS::AtLeastOnce, false).await.unwrap();
+    }
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let (a, all) = (Arc::clone(&seen), Arc::clone(&seen));
+    let stopper = sub.clone();
+    let dispatch = cauldron_client::Dispatcher::new()
+        .on("d/a", move |m| {
+            a.lock().unwrap().push(format!("a:{}", m.topic));
+            async {}
+        })
+        .on("d/#", move |m| {
+            all.lock().unwrap().push(format!("all:{}", m.topic));
+            let stopper = stopper.clone();
+            async move {
+                if m.topic == "d/stop" {
+                    let _ = stopper.disconnect().await;
+                }
+            }
+        });
+    tokio::time::timeout(std::time::Duration::from_secs(10), dispatch.run(&mut messages)).await.unwrap();
+    assert_eq!(*seen.lock().unwrap(), ["a:d/a", "all:d/a", "all:d/b/c", "a:d/a", "all:d/a", "all:d/stop"]);
+}

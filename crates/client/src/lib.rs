@@ -17,6 +17,7 @@
 //! # Ok(()) }
 //! ```
 
+mod dispatch;
 mod handshake;
 mod options;
 mod state;
@@ -34,6 +35,8 @@ use tokio::sync::{mpsc, oneshot};
 
 /// The codec, its packet types and [`Protocol`]/[`QoS`], re-exported for building packets.
 pub use cauldron_proto::{self as proto, Protocol, QoS};
+/// A handler per topic filter ([`Dispatcher`]).
+pub use dispatch::Dispatcher;
 /// Connection options ([`Options`]), reconnection ([`Reconnect`]) and the will ([`Will`]).
 pub use options::{Options, Reconnect, Will};
 /// TLS settings ([`Tls`]).
