@@ -801,10 +801,17 @@ async fn the_calls_of_owntracks_frontend_are_answered_in_its_shapes() {
     assert_eq!(http(h, "GET", every[2], &[], b"").await.json(), json!({"results": ["phone"]}));
     let data = http(h, "GET", every[4], &[], b"").await.json();
     assert_eq!(data["data"][0]["tst"], 1706856298);
-    // /ws/last: LAST, then a reload-worthy location push.
-    let stream = tokio::net::TcpStream::connect(h).await.unwrap();
-    let (mut socket, _) = tokio_tungstenite::client_async(format!("ws://{h}/ws/last"), stream).await.unwrap();
-    socket.send(tokio_tungstenite::tungstenite::Message::text("LAST")).await.unwrap();
+    // /ws/last: LAST, then a reload-worthy location push. A second socket filtered to another
+    // user gets neither.
+    let open = |query: &'static str| async move {
+        let stream = tokio::net::TcpStream::connect(h).await.unwrap();
+        let url = format!("ws://{h}/ws/last{query}");
+        let (mut socket, _) = tokio_tungstenite::client_async(url, stream).await.unwrap();
+        socket.send(tokio_tungstenite::tungstenite::Message::text("LAST")).await.unwrap();
+        socket
+    };
+    let mut socket = open("").await;
+    let mut johns = open("?user=john").await;
     assert_eq!(next_json(&mut socket).await["_type"], "location");
     publish(
         port(&broker.addr),
@@ -814,4 +821,6 @@ async fn the_calls_of_owntracks_frontend_are_answered_in_its_shapes() {
     .await;
     let pushed = next_json(&mut socket).await;
     assert_eq!((pushed["_type"].as_str(), pushed["tst"].as_i64()), (Some("location"), Some(1706857000)));
+    let quiet = tokio::time::timeout(Duration::from_millis(300), johns.next()).await;
+    assert!(quiet.is_err(), "nothing of jane's on a socket filtered to john: {quiet:?}");
 }

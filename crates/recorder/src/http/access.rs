@@ -44,7 +44,9 @@ impl Access {
             Viewer::User(name) => {
                 let client =
                     ClientInfo { client_id: name.as_str().into(), username: Some(name.as_str().into()) };
-                name == user || self.authorizer.can_receive(&client, &format!("owntracks/{user}/{device}"))
+                // Stored names are lowercased, so `Jane` owns `jane`'s devices.
+                owns(name, user)
+                    || self.authorizer.can_receive(&client, &format!("owntracks/{user}/{device}"))
             }
         }
     }
@@ -63,7 +65,7 @@ impl Viewer {
     pub fn may_change(&self, user: &str) -> bool {
         match self {
             Viewer::Admin(_) => true,
-            Viewer::User(name) => name == user,
+            Viewer::User(name) => owns(name, user),
         }
     }
 
@@ -74,6 +76,11 @@ impl Viewer {
             Viewer::User(name) => Some(name),
         }
     }
+}
+
+/// Whether the logged-in `name` is the stored `user` (stored names are lowercase, no spaces).
+fn owns(name: &str, user: &str) -> bool {
+    crate::topic::name(name) == user
 }
 
 fn unauthorized() -> Response {
@@ -128,5 +135,20 @@ impl FromRequestParts<Api> for Viewer {
             _ => Err((StatusCode::FORBIDDEN, "no users are configured: the API answers loopback only\n")
                 .into_response()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_user_owns_their_lowercased_devices() {
+        assert!(owns("Jane", "jane"));
+        assert!(owns("jane doe", "jane-doe"));
+        assert!(!owns("john", "jane"));
+        assert!(Viewer::User("Jane".into()).may_change("jane"));
+        assert!(!Viewer::User("john".into()).may_change("jane"));
+        assert!(Viewer::Admin(None).may_change("jane"));
     }
 }
