@@ -3,6 +3,8 @@
 
 use serde_json::{json, Map, Value};
 
+use crate::store::{Range, Store, StoreError};
+
 /// An output format the Recorder knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -41,6 +43,26 @@ impl Format {
         }
     }
 
+    /// A device's locations in `range` from `store`, rendered (what `/api/0/locations` answers).
+    pub fn locations(
+        self,
+        store: &dyn Store,
+        user: &str,
+        device: &str,
+        range: Range,
+        fields: &[String],
+        version: &str,
+    ) -> Result<String, StoreError> {
+        let points = store.locations(user, device, range)?;
+        // The common case, a whole history as JSON, skips parsing each stored object.
+        if self == Format::Json && fields.is_empty() {
+            let texts = points.iter().map(|p| crate::view::point_json(p, user, device)).collect();
+            return Ok(json_envelope(texts, version));
+        }
+        let objects = points.iter().map(|p| crate::view::point(p, user, device)).collect();
+        Ok(self.render(objects, fields, version))
+    }
+
     /// Renders decorated points (oldest first); `fields` picks the JSON keys or CSV columns.
     pub fn render(self, points: Vec<Map<String, Value>>, fields: &[String], version: &str) -> String {
         match self {
@@ -69,6 +91,16 @@ impl Format {
             Format::Gpx => gpx(&points),
         }
     }
+}
+
+/// The JSON format's envelope around points already rendered as JSON text.
+fn json_envelope(points: Vec<String>, version: &str) -> String {
+    let version = Value::from(version).to_string();
+    let mut out = String::with_capacity(points.iter().map(|p| p.len() + 1).sum::<usize>() + 64);
+    out.push_str(&format!("{{\"count\":{},\"data\":[", points.len()));
+    out.push_str(&points.join(","));
+    out.push_str(&format!("],\"status\":200,\"version\":{version}}}"));
+    out
 }
 
 fn num(point: &Map<String, Value>, key: &str) -> Value {

@@ -144,12 +144,10 @@ pub async fn locations(State(api): State<Api>, viewer: Viewer, params: Params) -
     let limit = params.get("limit").and_then(|l| l.parse().ok()).filter(|l| *l > 0);
     let fields = params.list("fields");
     let store = api.recorder.store().clone();
-    let body = blocking(move || {
-        let points = store.locations(&user, &device, Range { from, to, limit })?;
-        let objects: Vec<_> = points.iter().map(|p| view::point(p, &user, &device)).collect();
-        Ok(format.render(objects, &fields, API_VERSION))
-    })
-    .await?;
+    let range = Range { from, to, limit };
+    let body =
+        blocking(move || format.locations(store.as_ref(), &user, &device, range, &fields, API_VERSION))
+            .await?;
     let mut response = ([(header::CONTENT_TYPE, format.content_type())], body).into_response();
     response.headers_mut().insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, header::HeaderValue::from_static("*"));
     Ok(response)
