@@ -83,13 +83,13 @@ fn api(
         user_header: settings.user_header.as_ref().map(|h| h.to_ascii_lowercase()),
     };
     let tile_url = settings.tile_url.clone().unwrap_or_else(|| DEFAULT_TILES.to_string());
-    Api { recorder, access: Arc::new(access), tile_url: tile_url.into() }
+    Api { recorder, access: Arc::new(access), tile_url: tile_url.into(), forward: None }
 }
 
 /// The recorder inside `serve`: fed by a tap on `owntracks/#`, no socket in between; the API
 /// checks users against the broker's own password file and ACL.
 pub fn in_process(
-    broker: &Broker,
+    broker: &Arc<Broker>,
     data_dir: &Path,
     settings: &RecorderToml,
     passwords: &Arc<Passwords>,
@@ -99,7 +99,22 @@ pub fn in_process(
     let messages = broker.tap("owntracks/#", FEED_CAPACITY);
     tokio::spawn(cauldron_recorder::feed(Arc::clone(&recorder), messages));
     info!("OwnTracks recorder on (store {})", data_dir.join(STORE_FILE).display());
-    Ok(api(recorder, settings, Arc::clone(passwords), Arc::clone(authorizer)))
+    let mut api = api(recorder, settings, Arc::clone(passwords), Arc::clone(authorizer));
+    // HTTP-mode apps' positions reach MQTT-mode friends through the broker.
+    let broker = Arc::clone(broker);
+    api.forward = Some(Arc::new(move |topic: &str, payload: &[u8], retain: bool| {
+        let message = cauldron_broker::Message {
+            topic: topic.into(),
+            payload: cauldron_client::proto::Bytes::copy_from_slice(payload),
+            qos: QoS::AtLeastOnce,
+            retain,
+            properties: Default::default(),
+            publisher: None,
+            expires_at: None,
+        };
+        drop(broker.publish(message).durable);
+    }));
+    Ok(api)
 }
 
 #[derive(clap::Args)]

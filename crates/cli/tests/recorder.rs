@@ -479,6 +479,16 @@ async fn http_mode_friends_come_from_the_acl_and_users_see_only_what_they_may_re
         .collect();
     assert_eq!(types, [("card", "ja"), ("location", "ja"), ("location", "jo")], "{answer}");
     assert_eq!(answer[0]["name"], "Jane");
+    // What jane posted is published for MQTT-mode friends too: her location, retained, where the
+    // app would have published it.
+    let mqtt = Command::new("mosquitto_sub")
+        .args(["-p", port(&broker.addr), "-u", "admin", "-P", "admin-pw", "-t", "owntracks/jane/phone"])
+        .args(["-C", "1", "-W", "5", "-F", "%r %p"])
+        .output()
+        .await
+        .unwrap();
+    let line = String::from_utf8_lossy(&mqtt.stdout);
+    assert!(line.starts_with("1 {") && line.contains("\"tid\":\"ja\""), "{line}");
     // Wrong or missing password: 401 and nothing stored; the map page needs a login too.
     assert_eq!(post(basic("jane", "wrong"), "phone", location(1706856200, "xx")).await.status, 401);
     assert_eq!(http(&broker.http, "GET", "/api/0/last", &[], b"").await.status, 401);

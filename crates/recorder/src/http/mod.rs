@@ -30,7 +30,13 @@ pub struct Api {
     pub access: Arc<Access>,
     /// Tile URL template of the map page (`{z}/{x}/{y}`).
     pub tile_url: Arc<str>,
+    /// Publishes what HTTP-mode apps post (topic, payload, retain) to the broker, so that
+    /// MQTT-mode friends see them too; `None` when there is no broker at hand.
+    pub forward: Option<Forward>,
 }
+
+/// See [`Api::forward`].
+pub type Forward = Arc<dyn Fn(&str, &[u8], bool) + Send + Sync>;
 
 /// The recorder's routes; merge them into the server's router. Serve it with
 /// `into_make_service_with_connect_info::<SocketAddr>()`: without users, only loopback peers

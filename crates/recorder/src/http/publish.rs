@@ -9,8 +9,11 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde_json::{json, Map, Value};
 
-use super::access::Viewer;
+use cauldron_broker::ClientInfo;
+
+use super::access::{Access, Viewer};
 use super::params::Params;
+use super::Forward;
 use super::{blocking, json, Api};
 use crate::ingest::Via;
 use crate::{crypto, view};
@@ -34,6 +37,9 @@ pub async fn publish(
     let device = params.name("d").or_else(|| params.name("device")).unwrap_or_else(|| "phone".into());
     let (recorder, access) = (api.recorder.clone(), api.access.clone());
     let topic = format!("owntracks/{user}/{device}");
+    if let Some(forward) = &api.forward {
+        forward_to_mqtt(forward, &access, &viewer, &topic, &body);
+    }
     let answer = blocking(move || {
         recorder.ingest([(topic.as_str(), &body[..])], Via::Http)?;
         let store = recorder.store();
@@ -75,6 +81,31 @@ pub async fn publish(
     })
     .await?;
     Ok(json(StatusCode::OK, answer))
+}
+
+/// Publishes a posted location, transition or card where the app would have published it over
+/// MQTT (locations and cards retained, as the apps do), if the user may publish there. The
+/// recorder sees it again through the broker and stores it once: the HTTP copy, already stored,
+/// wins the duplicate check.
+fn forward_to_mqtt(forward: &Forward, access: &Access, viewer: &Viewer, base: &str, body: &[u8]) {
+    let kind =
+        serde_json::from_slice::<Value>(body).ok().and_then(|v| v.get("_type")?.as_str().map(str::to_string));
+    let (topic, retain) = match kind.as_deref() {
+        Some("location") => (base.to_string(), true),
+        Some("transition") => (format!("{base}/event"), false),
+        Some("card") => (format!("{base}/info"), true),
+        _ => return,
+    };
+    let allowed = match viewer.name() {
+        None => true,
+        Some(name) => {
+            let client = ClientInfo { client_id: name.into(), username: Some(name.into()) };
+            access.authorizer.can_publish(&client, &topic)
+        }
+    };
+    if allowed {
+        forward(&topic, body, retain);
+    }
 }
 
 /// Whether a hand-set friend entry (`user/device`, `user:device` or `user-device`) names this
