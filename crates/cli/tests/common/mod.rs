@@ -2,6 +2,8 @@
 //! tests kill (-9 or TERM) and start again.
 #![allow(dead_code)]
 
+pub mod owntracks;
+
 use std::path::{Path, PathBuf};
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
