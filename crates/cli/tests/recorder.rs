@@ -400,3 +400,19 @@ async fn the_calls_of_owntracks_frontend_are_answered_in_its_shapes() {
     let quiet = tokio::time::timeout(Duration::from_millis(300), johns.next()).await;
     assert!(quiet.is_err(), "nothing of jane's on a socket filtered to john: {quiet:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_purges_old_history_at_start_and_keeps_last_positions() {
+    let dir = data_dir("recorder-retention");
+    let broker = Cauldron::start(&dir, &[]).await;
+    publish(port(&broker.addr), "owntracks/old/phone", &example("location.json")).await;
+    let path = format!("/api/0/locations?user=old&device=phone&{DAY}");
+    wait_json(&broker.http, &path, None, |v| v["count"] == 1).await;
+    broker.terminate().await;
+    // Restarted with a 30-day retention: the 2024 point goes at once, the last position stays.
+    let broker = Cauldron::start(&dir, &["--recorder-retention-days", "30"]).await;
+    wait_json(&broker.http, &path, None, |v| v["count"] == 0).await;
+    let last = wait_json(&broker.http, "/api/0/last", None, |_| true).await;
+    assert_eq!(last[0]["tst"], 1706856298);
+    broker.terminate().await;
+}
