@@ -30,7 +30,7 @@ pub mod tls;
 mod ws;
 
 pub use authz::{AllowAll, Authorizer, ClientInfo};
-pub use broker::{Broker, Stats};
+pub use broker::{Broker, Stats, Tapped};
 pub use config::{Config, Redirect};
 pub use message::Message;
 pub use server::{run, run_listeners, Listener, Socket};

@@ -416,3 +416,26 @@ async fn retention_purges_old_history_at_start_and_keeps_last_positions() {
     assert_eq!(last[0]["tst"], 1706856298);
     broker.terminate().await;
 }
+
+/// PUBACK for an OwnTracks location waits for the recorder's commit: after kill -9, every
+/// acknowledged location is in the history.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_acknowledged_location_survives_kill_9() {
+    use cauldron_client::{Client, Options, QoS};
+    let dir = data_dir("recorder-kill9");
+    let broker = Cauldron::start(&dir, &[]).await;
+    let (client, _) = Client::connect(Options::new(broker.addr.as_str(), "phone")).await.unwrap();
+    let mut acked = 0;
+    for i in 0..300 {
+        let point =
+            json!({"_type": "location", "lat": 50.0, "lon": 8.0 + i as f64 * 1e-4, "tst": 1706850000 + i});
+        client.publish("owntracks/kim/phone", point.to_string(), QoS::AtLeastOnce, false).await.unwrap();
+        acked += 1;
+    }
+    broker.kill9().await;
+    let broker = Cauldron::start(&dir, &[]).await;
+    let history =
+        http(&broker.http, "GET", &format!("/api/0/locations?user=kim&device=phone&{DAY}"), &[], b"").await;
+    assert_eq!(history.json()["count"], acked);
+    broker.terminate().await;
+}

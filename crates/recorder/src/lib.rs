@@ -42,14 +42,24 @@ const BATCH: usize = 2048;
 pub trait Incoming: Send + 'static {
     fn topic(&self) -> &str;
     fn payload(&self) -> &[u8];
+    /// Called once the batch holding it is stored (or failed to be).
+    fn finish(self, _result: Result<(), String>)
+    where
+        Self: Sized,
+    {
+    }
 }
 
-impl Incoming for Arc<cauldron_broker::Message> {
+/// From the broker's tap: the publisher's acknowledgement waits for `finish`.
+impl Incoming for cauldron_broker::Tapped {
     fn topic(&self) -> &str {
-        &self.topic
+        &self.message.topic
     }
     fn payload(&self) -> &[u8] {
-        &self.payload
+        &self.message.payload
+    }
+    fn finish(self, result: Result<(), String>) {
+        self.done(result);
     }
 }
 
@@ -63,19 +73,24 @@ impl Incoming for (String, bytes::Bytes) {
 }
 
 /// Records what arrives on `messages` until the channel closes, writing whatever is waiting
-/// in one transaction.
+/// in one transaction, then telling each message how it went.
 pub async fn feed<M: Incoming>(recorder: Arc<Recorder>, mut messages: tokio::sync::mpsc::Receiver<M>) {
     let mut batch = Vec::with_capacity(BATCH);
     while messages.recv_many(&mut batch, BATCH).await > 0 {
         let taken = std::mem::take(&mut batch);
         let recorder = Arc::clone(&recorder);
         let stored = tokio::task::spawn_blocking(move || {
-            recorder.ingest(taken.iter().map(|m| (m.topic(), m.payload())), Via::Mqtt)
+            let result = recorder.ingest(taken.iter().map(|m| (m.topic(), m.payload())), Via::Mqtt);
+            let outcome = result.as_ref().map(|_| ()).map_err(|e| e.to_string());
+            for message in taken {
+                message.finish(outcome.clone());
+            }
+            result
         })
         .await;
         match stored {
             Ok(Ok(_)) => {}
-            Ok(Err(e)) => tracing::error!("recorder: batch not stored: {e}"),
+            Ok(Err(e)) => tracing::error!("recorder: batch not stored (publishers not acknowledged): {e}"),
             Err(e) => tracing::error!("recorder: store task failed: {e}"),
         }
     }

@@ -9,6 +9,9 @@
 //! acknowledges.
 
 mod restore;
+mod tap;
+
+pub use tap::Tapped;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
@@ -40,14 +43,7 @@ pub struct Broker {
     pub metrics: Arc<Metrics>,
     started: Instant,
     /// In-process observers of published messages (the OwnTracks recorder).
-    taps: RwLock<Vec<Tap>>,
-}
-
-/// An in-process observer: every message published to a topic matching `filter` after access
-/// control, without a session or a socket in between.
-struct Tap {
-    filter: String,
-    sender: tokio::sync::mpsc::Sender<Arc<Message>>,
+    taps: RwLock<Vec<tap::Tap>>,
 }
 
 /// Gauges computed from the broker's state, for `$SYS` and `/metrics`.
@@ -81,7 +77,7 @@ pub struct Routed {
     pub over_ceiling: usize,
     /// Resolves once it is stored (retained, or queued for a persistent session).
     pub durable: Option<Ticket>,
-    /// Resolves once a tap that was full has taken it (see [`Broker::tap`]).
+    /// Resolves once every tap that saw it has kept it (see [`Broker::tap`]).
     pub observed: Option<Ticket>,
 }
 
@@ -143,38 +139,13 @@ impl Broker {
     }
 
     /// Observes every message published on topics matching `filter` (as a subscription would
-    /// see it, but with no session, queue or access check of its own). Nothing is dropped: up to
-    /// `capacity` messages wait for the receiver, and beyond that the publisher's
-    /// acknowledgement (and its next reads) wait until the receiver has taken the message.
-    pub fn tap(&self, filter: &str, capacity: usize) -> tokio::sync::mpsc::Receiver<Arc<Message>> {
+    /// see it, but with no session, queue or access check of its own). The publisher's
+    /// acknowledgement waits for each [`Tapped::done`]; up to `capacity` messages wait for the
+    /// receiver, and beyond that the broker hands them over from a task instead of dropping them.
+    pub fn tap(&self, filter: &str, capacity: usize) -> tokio::sync::mpsc::Receiver<Tapped> {
         let (sender, receiver) = tokio::sync::mpsc::channel(capacity.max(1));
-        lock!(self.taps.write()).push(Tap { filter: filter.to_string(), sender });
+        lock!(self.taps.write()).push(tap::Tap { filter: filter.to_string(), sender });
         receiver
-    }
-
-    /// Hands the message to every matching tap. A full tap gets it from a task instead; the
-    /// returned ticket resolves once every such hand-over is done.
-    fn feed_taps(&self, message: &Arc<Message>) -> Option<Ticket> {
-        use tokio::sync::mpsc::error::TrySendError;
-        let taps = lock!(self.taps.read());
-        let mut waiting = Vec::new();
-        for tap in taps.iter().filter(|t| topic::matches(&t.filter, &message.topic)) {
-            match tap.sender.try_send(Arc::clone(message)) {
-                Ok(()) | Err(TrySendError::Closed(_)) => {}
-                Err(TrySendError::Full(message)) => waiting.push((tap.sender.clone(), message)),
-            }
-        }
-        if waiting.is_empty() {
-            return None;
-        }
-        let (done, ticket) = tokio::sync::oneshot::channel();
-        tokio::spawn(async move {
-            for (sender, message) in waiting {
-                let _ = sender.send(message).await;
-            }
-            let _ = done.send(Ok(()));
-        });
-        Some(ticket)
     }
 
     /// Queues store operations; the ticket resolves when they are durable.
@@ -232,7 +203,7 @@ impl Broker {
                 });
             }
         }
-        let observed = self.feed_taps(&message);
+        let observed = tap::feed(&lock!(self.taps.read()), &message);
         let router = lock!(self.router.read());
         let mut matches: Vec<&Entry> = Vec::new();
         let mut shared: Vec<(&Entry, &ByteString)> = Vec::new();
