@@ -2,6 +2,8 @@
 
 use std::io::{BufRead, Read};
 
+use futures_util::StreamExt;
+
 use cauldron_client::proto::{Properties, Publish};
 use cauldron_client::{Client, QoS};
 
@@ -70,22 +72,28 @@ pub async fn run(args: PubArgs) -> anyhow::Result<()> {
     } else {
         anyhow::bail!("nothing to publish: use -m, -f, -l, -s or -n");
     };
-    match single {
-        Some(payload) => {
-            for _ in 0..args.repeat.max(1) {
-                send(&client, topic, payload.clone(), qos, args.retain, &properties.publish).await?;
-            }
-        }
-        None => {
-            // -l: one message per line, sent as they come (the last one even without a newline).
-            for line in std::io::stdin().lock().lines() {
-                send(&client, topic, line?.into_bytes(), qos, args.retain, &properties.publish).await?;
-            }
-        }
+    let payloads: Box<dyn Iterator<Item = std::io::Result<Vec<u8>>>> = match single {
+        Some(payload) => Box::new(std::iter::repeat_n(payload, args.repeat.max(1) as usize).map(Ok)),
+        // -l: one message per line, sent as they come (the last one even without a newline).
+        None => Box::new(std::io::stdin().lock().lines().map(|line| line.map(String::into_bytes))),
+    };
+    // Several QoS 1/2 messages in flight, like mosquitto_pub, still sent in input order.
+    let mut sends = futures_util::stream::iter(payloads)
+        .map(|payload| {
+            let (client, properties) = (&client, &properties.publish);
+            async move { send(client, topic, payload?, qos, args.retain, properties).await }
+        })
+        .buffered(IN_FLIGHT);
+    while let Some(sent) = sends.next().await {
+        sent?;
     }
+    drop(sends);
     client.disconnect_with(super::disconnect(properties.disconnect)).await?;
     Ok(())
 }
+
+/// QoS 1/2 messages awaiting acknowledgement at once (mosquitto_pub's default).
+const IN_FLIGHT: usize = 20;
 
 /// One PUBLISH with the `-D publish` properties; waits for its acknowledgement at QoS 1/2.
 async fn send(
