@@ -44,6 +44,8 @@ pub struct Broker {
     started: Instant,
     /// In-process observers of published messages (the OwnTracks recorder).
     taps: RwLock<Vec<tap::Tap>>,
+    /// Whether any tap exists, so the publish path skips the lock when none does.
+    tapped: std::sync::atomic::AtomicBool,
 }
 
 /// Gauges computed from the broker's state, for `$SYS` and `/metrics`.
@@ -135,6 +137,7 @@ impl Broker {
             started: Instant::now(),
             queued_memory: Arc::default(),
             taps: RwLock::default(),
+            tapped: Default::default(),
         }
     }
 
@@ -145,6 +148,7 @@ impl Broker {
     pub fn tap(&self, filter: &str, capacity: usize) -> tokio::sync::mpsc::Receiver<Tapped> {
         let (sender, receiver) = tokio::sync::mpsc::channel(capacity.max(1));
         lock!(self.taps.write()).push(tap::Tap { filter: filter.to_string(), sender });
+        self.tapped.store(true, std::sync::atomic::Ordering::Release);
         receiver
     }
 
@@ -203,7 +207,10 @@ impl Broker {
                 });
             }
         }
-        let observed = tap::feed(&lock!(self.taps.read()), &message);
+        let observed = match self.tapped.load(std::sync::atomic::Ordering::Acquire) {
+            true => tap::feed(&lock!(self.taps.read()), &message),
+            false => None,
+        };
         let router = lock!(self.router.read());
         let mut matches: Vec<&Entry> = Vec::new();
         let mut shared: Vec<(&Entry, &ByteString)> = Vec::new();
