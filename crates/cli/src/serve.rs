@@ -76,7 +76,8 @@ pub struct ServeArgs {
     /// Offer only this TLS version (tlsv1.2 or tlsv1.3); default both.
     #[arg(long, value_name = "VERSION", value_parser = ["tlsv1.2", "tlsv1.3"])]
     tls_version: Option<String>,
-    /// Address of the HTTP listener (/metrics, /healthz, /readyz).
+    /// Address of the HTTP listener: /metrics, /healthz, /readyz, and the OwnTracks recorder's
+    /// API, live feed, HTTP mode (/pub) and map (/).
     #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:8083")]
     http: SocketAddr,
     /// Mosquitto password file (`$6$`, `$7$` or `$argon2id$` hashes, as mosquitto_passwd writes).
