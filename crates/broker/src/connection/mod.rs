@@ -102,7 +102,7 @@ pub async fn serve<S>(
 {
     broker.metrics.connected();
     let (mut reader, mut writer) = tokio::io::split(stream);
-    let mut rbuf = BytesMut::with_capacity(4096);
+    let mut rbuf = BytesMut::with_capacity(READ_MIN);
     let first =
         tokio::time::timeout(broker.config.connect_timeout, read_connect(&broker, &mut reader, &mut rbuf))
             .await;
@@ -168,6 +168,11 @@ struct Connection {
     auth: Option<Arc<ListenerAuth>>,
 }
 
+/// Read buffer sizes: a quiet connection keeps a small one (most of a broker's connections are
+/// idle), a busy one doubles it whenever a read fills it, up to the maximum.
+const READ_MIN: usize = 512;
+const READ_MAX: usize = 64 * 1024;
+
 /// Commits and tap hand-overs a connection waits on before it stops reading more packets.
 const MAX_PENDING: usize = 1024;
 
@@ -199,7 +204,12 @@ impl Connection {
         let mut deadline = Instant::now() + self.keep_alive.unwrap_or(far_future);
         // Packets that arrived together with CONNECT.
         let mut exit = self.process(&mut rbuf, &mut deadline);
+        let mut read_size = READ_MIN;
         while exit.is_none() {
+            if rbuf.capacity() - rbuf.len() < read_size / 4 {
+                rbuf.reserve(read_size);
+            }
+            let free = rbuf.capacity() - rbuf.len();
             if self.wbuf.len() < WRITE_HIGH_WATER {
                 self.drain_session();
             }
@@ -227,6 +237,9 @@ impl Connection {
                     Ok(0) | Err(_) => Some(Exit::Closed),
                     Ok(n) => {
                         metrics::add(&self.broker.metrics.bytes_received, n as u64);
+                        if n == free {
+                            read_size = (read_size * 2).min(READ_MAX);
+                        }
                         self.process(&mut rbuf, &mut deadline)
                     }
                 },
@@ -234,9 +247,6 @@ impl Connection {
                 committed = oldest_commit(&mut self.pending) => self.committed(committed),
                 _ = sleep_until(deadline), if self.keep_alive.is_some() => Some(Exit::KeepAliveTimeout),
             };
-            if rbuf.capacity() - rbuf.len() < 1024 {
-                rbuf.reserve(4096);
-            }
         }
         let exit = exit.unwrap_or(Exit::Closed);
         self.finish(exit, &mut writer).await;
