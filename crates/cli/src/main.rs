@@ -1,5 +1,9 @@
 //! `cauldron`: the MQTT broker and its tools in one binary.
 
+// Doc comments here are command-line help (clap), where `[user[:password]@]` means optional,
+// not a rustdoc link.
+#![allow(rustdoc::broken_intra_doc_links, rustdoc::invalid_html_tags)]
+
 mod bench;
 mod config_check;
 mod http;

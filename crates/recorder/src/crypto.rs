@@ -1,6 +1,6 @@
 //! OwnTracks payload encryption: libsodium's `crypto_secretbox` (XSalsa20-Poly1305). The key
 //! is the secret's UTF-8 bytes, cut to 32 and zero-padded (no KDF, as the apps do); the wire form
-//! is base64(nonce[24] || ciphertext-with-MAC).
+//! is `base64(nonce[24] || ciphertext-with-MAC)`.
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
