@@ -109,9 +109,9 @@ pub async fn serve<S>(
     match first {
         Ok(Ok(connect)) => {
             broker.metrics.packet_in(PacketType::Connect as u8);
-            if let Some(conn) =
-                accept(&broker, *connect, peer, origin, &mut reader, &mut writer, &mut rbuf).await
-            {
+            // Boxed, like `finish`: the handshake's state is not kept in every idle task.
+            let handshake = accept(&broker, *connect, peer, origin, &mut reader, &mut writer, &mut rbuf);
+            if let Some(conn) = Box::pin(handshake).await {
                 conn.run(reader, writer, rbuf, shutdown).await;
             }
         }
@@ -249,7 +249,8 @@ impl Connection {
             };
         }
         let exit = exit.unwrap_or(Exit::Closed);
-        self.finish(exit, &mut writer).await;
+        // Boxed: its 2.3 KB state exists only while a connection ends, not in every idle task.
+        Box::pin(self.finish(exit, &mut writer)).await;
     }
 
     /// Decodes and handles every complete packet in `rbuf`.
