@@ -277,7 +277,7 @@ pub(super) async fn accept<S: AsyncRead + AsyncWrite>(
         protocol,
         client_id,
         peer,
-        will: connect.will,
+        will: connect.will.map(Box::new),
         keep_alive: (keep_alive > 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500)),
         session_expiry_zero: expiry_interval == 0,
         auth_method,

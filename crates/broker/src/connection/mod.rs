@@ -145,7 +145,8 @@ struct Connection {
     protocol: Protocol,
     client_id: ByteString,
     peer: SocketAddr,
-    will: Option<Will>,
+    /// Boxed: a `Will` inline (its properties) would cost every connection half a kilobyte.
+    will: Option<Box<Will>>,
     keep_alive: Option<Duration>,
     /// MQTT 5: the session expiry at CONNECT was 0, so DISCONNECT may not raise it [MQTT-3.14.2-2].
     session_expiry_zero: bool,
@@ -392,7 +393,7 @@ impl Connection {
             self.send(&Packet::Disconnect(disconnect));
         }
         if let Some(will) = self.will.take().filter(|_| send_will) {
-            self.publish_will(will);
+            self.publish_will(*will);
         }
         self.broker.close_session(&self.session, self.id);
         if !matches!(exit, Exit::Closed) {

@@ -122,7 +122,8 @@ pub struct Session {
     pub dropped: u64,
     /// A will waiting out its Will Delay Interval, tagged with the connection that left it
     /// [MQTT-3.1.3-9].
-    pending_will: Option<(u64, Message)>,
+    /// Boxed: rare, and a `Message` inline would cost every session half a kilobyte.
+    pending_will: Option<Box<(u64, Message)>>,
     /// How many times a new connection resumed this session: a connection that was taken over
     /// sees it change and knows its client is already back.
     pub resumes: u64,
@@ -216,7 +217,7 @@ impl Session {
             pending_will: self
                 .pending_will
                 .as_ref()
-                .map(|(_, will)| (StoredMessage::new(will), store::record::wall_ms(Instant::now()))),
+                .map(|pending| (StoredMessage::new(&pending.1), store::record::wall_ms(Instant::now()))),
         };
         self.ops.push(Op::PutSession(self.client_id.clone(), store::record::to_bytes(&record)));
         self.stored = true;
@@ -519,17 +520,17 @@ impl Session {
 
     /// Parks a delayed will (see `SessionHandle::take_pending_will_of`).
     pub fn set_pending_will(&mut self, connection: u64, will: Message) {
-        self.pending_will = Some((connection, will));
+        self.pending_will = Some(Box::new((connection, will)));
         self.journal_record();
     }
 
     pub fn take_pending_will(&mut self, connection: Option<u64>) -> Option<Message> {
         let matches = match (&self.pending_will, connection) {
             (Some(_), None) => true,
-            (Some((owner, _)), Some(connection)) => *owner == connection,
+            (Some(pending), Some(connection)) => pending.0 == connection,
             (None, _) => false,
         };
-        let will = if matches { self.pending_will.take().map(|(_, will)| will) } else { None };
+        let will = if matches { self.pending_will.take().map(|pending| pending.1) } else { None };
         if will.is_some() {
             self.journal_record();
         }
@@ -551,7 +552,7 @@ impl Session {
             self.subscriptions.insert(sub.filter.as_str().into(), (options_from_byte(sub.options)?, sub.id));
         }
         if let Some((will, _)) = &record.pending_will {
-            self.pending_will = Some((0, will.restore()?));
+            self.pending_will = Some(Box::new((0, will.restore()?)));
         }
         for (seq, delivery, state) in deliveries {
             self.next_seq = self.next_seq.max(seq + 1);
