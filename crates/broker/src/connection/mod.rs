@@ -109,8 +109,10 @@ pub async fn serve<S>(
     match first {
         Ok(Ok(connect)) => {
             broker.metrics.packet_in(PacketType::Connect as u8);
-            // Boxed, like `finish`: the handshake's state is not kept in every idle task.
-            let handshake = accept(&broker, *connect, peer, origin, &mut reader, &mut writer, &mut rbuf);
+            // Boxed, like `finish`: the handshake's state is not kept in every idle task. The
+            // CONNECT is unboxed first, so its allocation goes before the connection's life.
+            let connect = unbox(connect);
+            let handshake = accept(&broker, connect, peer, origin, &mut reader, &mut writer, &mut rbuf);
             if let Some(conn) = Box::pin(handshake).await {
                 conn.run(reader, writer, rbuf, shutdown).await;
             }
@@ -133,6 +135,12 @@ pub async fn serve<S>(
         Err(_) => debug!(%peer, "no CONNECT within the connect timeout"),
     }
     metrics::sub(&broker.metrics.connections_current, 1);
+}
+
+/// Moves a value out of its box and frees the box now (a `*boxed` move frees it only at the
+/// end of the binding's scope).
+fn unbox<T>(boxed: Box<T>) -> T {
+    *boxed
 }
 
 struct Connection {
