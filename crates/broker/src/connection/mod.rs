@@ -139,6 +139,7 @@ pub async fn serve<S>(
 
 /// Moves a value out of its box and frees the box now (a `*boxed` move frees it only at the
 /// end of the binding's scope).
+#[allow(clippy::boxed_local)] // taking the box by value is the point
 fn unbox<T>(boxed: Box<T>) -> T {
     *boxed
 }
