@@ -372,6 +372,11 @@ async fn the_calls_of_owntracks_frontend_are_answered_in_its_shapes() {
         assert_eq!(response.status, 200, "{path}");
         assert_eq!(response.header("access-control-allow-origin"), Some("*"), "{path}: usable cross-origin");
         assert_eq!(response.header("content-type"), Some("application/json"), "{path}");
+        assert_eq!(
+            response.header("x-content-length"),
+            Some(response.body.len().to_string().as_str()),
+            "{path}"
+        );
     }
     assert_eq!(http(h, "GET", every[1], &[], b"").await.json(), json!({"results": ["jane"]}));
     assert_eq!(http(h, "GET", every[2], &[], b"").await.json(), json!({"results": ["phone"]}));

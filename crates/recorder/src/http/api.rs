@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 use super::access::Viewer;
 use super::params::Params;
-use super::{blocking, error, json, Api};
+use super::{blocking, error, json, typed, Api};
 use crate::formats::Format;
 use crate::store::Range;
 use crate::{timefmt, view};
@@ -148,9 +148,7 @@ pub async fn locations(State(api): State<Api>, viewer: Viewer, params: Params) -
     let body =
         blocking(move || format.locations(store.as_ref(), &user, &device, range, &fields, API_VERSION))
             .await?;
-    let mut response = ([(header::CONTENT_TYPE, format.content_type())], body).into_response();
-    response.headers_mut().insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, header::HeaderValue::from_static("*"));
-    Ok(response)
+    Ok(typed(StatusCode::OK, format.content_type(), body))
 }
 
 /// Deletes points: those at `tst`, or all with `from <= tst <= to` (both required, so nothing

@@ -63,10 +63,18 @@ pub fn router(api: Api) -> Router {
         .with_state(api)
 }
 
-/// A JSON response as the Recorder sends it: with `Access-Control-Allow-Origin: *`.
+/// A JSON response as the Recorder sends it (see [`typed`]).
 fn json(status: StatusCode, body: String) -> Response {
-    let mut response = (status, [(header::CONTENT_TYPE, "application/json")], body).into_response();
+    typed(status, "application/json", body)
+}
+
+/// A response as the Recorder sends its data: with `Access-Control-Allow-Origin: *` and
+/// `X-Content-Length`.
+fn typed(status: StatusCode, content_type: &'static str, body: String) -> Response {
+    let length = HeaderValue::from(body.len());
+    let mut response = (status, [(header::CONTENT_TYPE, content_type)], body).into_response();
     response.headers_mut().insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    response.headers_mut().insert("x-content-length", length);
     response
 }
 
