@@ -444,3 +444,36 @@ async fn every_acknowledged_location_survives_kill_9() {
     assert_eq!(history.json()["count"], acked);
     broker.terminate().await;
 }
+
+/// OsmAnd's (and Traccar's) GET protocol at `/`, as the Recorder takes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn osmand_reports_become_locations() {
+    let dir = data_dir("recorder-osmand");
+    let broker = Cauldron::start(&dir, &[]).await;
+    let query =
+        "/?id=Jane/Car&lat=48.137&lon=11.575&timestamp=1706856000&speed=10&altitude=520.4&bearing=90&batt=77";
+    let answer = http(&broker.http, "GET", query, &[], b"").await;
+    assert_eq!((answer.status, answer.body.as_str()), (200, "tak"));
+    let path = format!("/api/0/locations?user=jane&device=car&{DAY}");
+    let point = wait_json(&broker.http, &path, None, |v| v["count"] == 1).await["data"][0].clone();
+    for (key, value) in [
+        ("_proto", json!("osmand")),
+        ("lat", json!(48.137)),
+        ("lon", json!(11.575)),
+        ("tst", json!(1706856000)),
+        ("vel", json!(19)),
+        ("alt", json!(520)),
+        ("cog", json!(90)),
+        ("batt", json!(77)),
+        ("tid", json!("ar")),
+    ] {
+        assert_eq!(point[key], value, "{key}");
+    }
+    // Milliseconds (Traccar's clients) are understood too; a bad id is refused.
+    let ms = "/?id=jane/car&lat=48.2&lon=11.6&timestamp=1706856060000";
+    assert_eq!(http(&broker.http, "GET", ms, &[], b"").await.status, 200);
+    wait_json(&broker.http, &path, None, |v| v["count"] == 2 && v["data"][1]["tst"] == 1706856060).await;
+    assert_eq!(http(&broker.http, "GET", "/?id=nodevice&lat=1&lon=2", &[], b"").await.status, 400);
+    // Without a report in the query, `/` is still the map.
+    assert!(http(&broker.http, "GET", "/", &[], b"").await.body.contains("<title>cauldron"));
+}

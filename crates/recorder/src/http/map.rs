@@ -2,18 +2,29 @@
 //! and no third-party code. Tiles come from the configured server at run time; without it
 //! the page still draws positions and tracks on a blank background.
 
-use axum::extract::State;
-use axum::http::header;
+use axum::extract::{RawQuery, State};
+use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 
 use super::access::Viewer;
-use super::Api;
+use super::params::Params;
+use super::{osmand, Api};
 
 const PAGE: &str = include_str!("../map/index.html");
 const SCRIPT: &str = include_str!("../map/map.js");
 const STYLE: &str = include_str!("../map/map.css");
 
-pub async fn page(State(api): State<Api>, _viewer: Viewer) -> Response {
+/// The map page, or an OsmAnd report when the query is one (the Recorder takes both at `/`).
+pub async fn page(
+    State(api): State<Api>,
+    viewer: Viewer,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let params = Params::from_parts(query.as_deref(), &headers);
+    if osmand::is_report(&params) {
+        return osmand::report(&api, &viewer, &params).await.unwrap_or_else(|refusal| refusal);
+    }
     // The tile URL goes into a JSON string inside the page: serde quotes it safely.
     let tiles =
         serde_json::to_string(&*api.tile_url).unwrap_or_else(|_| "\"\"".into()).replace('<', "\\u003c");

@@ -7,6 +7,7 @@
 mod access;
 mod api;
 mod map;
+mod osmand;
 mod params;
 mod publish;
 mod ws;
