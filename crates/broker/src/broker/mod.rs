@@ -9,7 +9,7 @@
 //! acknowledges.
 
 mod restore;
-mod tap;
+pub(crate) mod tap;
 
 pub use tap::Tapped;
 
@@ -42,10 +42,6 @@ pub struct Broker {
     queued_memory: Arc<std::sync::atomic::AtomicUsize>,
     pub metrics: Arc<Metrics>,
     started: Instant,
-    /// In-process observers of published messages (the OwnTracks recorder).
-    taps: RwLock<Vec<tap::Tap>>,
-    /// Whether any tap exists, so the publish path skips the lock when none does.
-    tapped: std::sync::atomic::AtomicBool,
 }
 
 /// Gauges computed from the broker's state, for `$SYS` and `/metrics`.
@@ -136,8 +132,6 @@ impl Broker {
             metrics: Arc::new(Metrics::new()),
             started: Instant::now(),
             queued_memory: Arc::default(),
-            taps: RwLock::default(),
-            tapped: Default::default(),
         }
     }
 
@@ -147,8 +141,7 @@ impl Broker {
     /// receiver, and beyond that the broker hands them over from a task instead of dropping them.
     pub fn tap(&self, filter: &str, capacity: usize) -> tokio::sync::mpsc::Receiver<Tapped> {
         let (sender, receiver) = tokio::sync::mpsc::channel(capacity.max(1));
-        lock!(self.taps.write()).push(tap::Tap { filter: filter.to_string(), sender });
-        self.tapped.store(true, std::sync::atomic::Ordering::Release);
+        lock!(self.router.write()).taps.push(tap::Tap { filter: filter.to_string(), sender });
         receiver
     }
 
@@ -207,11 +200,8 @@ impl Broker {
                 });
             }
         }
-        let observed = match self.tapped.load(std::sync::atomic::Ordering::Acquire) {
-            true => tap::feed(&lock!(self.taps.read()), &message),
-            false => None,
-        };
         let router = lock!(self.router.read());
+        let observed = tap::feed(&router.taps, &message);
         let mut matches: Vec<&Entry> = Vec::new();
         let mut shared: Vec<(&Entry, &ByteString)> = Vec::new();
         router.matches(&message.topic, |m| match m {

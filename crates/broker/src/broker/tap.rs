@@ -10,7 +10,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::message::Message;
 use crate::store::{StoreError, Ticket};
 
-pub(super) struct Tap {
+pub(crate) struct Tap {
     pub filter: String,
     pub sender: mpsc::Sender<Tapped>,
 }
@@ -32,7 +32,7 @@ impl Tapped {
 
 /// Hands `message` to each matching tap and returns what its acknowledgement must wait for. A
 /// full tap is handed the message by a task, so the broker never blocks and never drops.
-pub(super) fn feed(taps: &[Tap], message: &Arc<Message>) -> Option<Ticket> {
+pub(crate) fn feed(taps: &[Tap], message: &Arc<Message>) -> Option<Ticket> {
     use mpsc::error::TrySendError;
     let mut tickets = Vec::new();
     for tap in taps.iter().filter(|t| cauldron_proto::topic::matches(&t.filter, &message.topic)) {
