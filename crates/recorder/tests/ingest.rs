@@ -145,3 +145,20 @@ fn reopening_keeps_everything_and_migrations_run_once() {
     let version: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0)).unwrap();
     assert_eq!(version, 1, "schema version after the first migration");
 }
+
+#[test]
+fn users_and_devices_come_from_history_last_positions_and_cards() {
+    let (r, _) = recorder("listing");
+    for (topic, kind) in [
+        ("owntracks/b/x", "location"),
+        ("owntracks/a/y", "status"),
+        ("owntracks/a/w", "location"),
+        ("owntracks/c/z/info", "card"),
+    ] {
+        ingest(&r, topic, json!({"_type": kind, "lat": 1, "lon": 1, "tst": 100, "tid": "zz"}));
+    }
+    assert_eq!(r.store().users().unwrap(), ["a", "b", "c"]);
+    assert_eq!(r.store().devices("a").unwrap(), ["w", "y"]);
+    assert_eq!(r.store().devices("c").unwrap(), ["z"]);
+    assert!(r.store().devices("nobody").unwrap().is_empty());
+}
