@@ -2,8 +2,8 @@
 //! and no third-party code. Tiles come from the configured server at run time; without it
 //! the page still draws positions and tracks on a blank background.
 
-use axum::extract::{RawQuery, State};
-use axum::http::{header, HeaderMap};
+use axum::extract::State;
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
 use super::access::Viewer;
@@ -15,13 +15,7 @@ const SCRIPT: &str = include_str!("../map/map.js");
 const STYLE: &str = include_str!("../map/map.css");
 
 /// The map page, or an OsmAnd report when the query is one (the Recorder takes both at `/`).
-pub async fn page(
-    State(api): State<Api>,
-    viewer: Viewer,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
-) -> Response {
-    let params = Params::from_parts(query.as_deref(), &headers);
+pub async fn page(State(api): State<Api>, viewer: Viewer, params: Params) -> Response {
     if osmand::is_report(&params) {
         return osmand::report(&api, &viewer, &params).await.unwrap_or_else(|refusal| refusal);
     }

@@ -3,8 +3,7 @@
 //! filtered by the `user`/`device` parameters and by what the viewer may see.
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{RawQuery, State};
-use axum::http::HeaderMap;
+use axum::extract::State;
 use axum::response::Response;
 use serde_json::Value;
 use tokio::sync::broadcast::error::RecvError;
@@ -18,10 +17,8 @@ pub async fn last(
     upgrade: WebSocketUpgrade,
     State(api): State<Api>,
     viewer: Viewer,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
+    params: Params,
 ) -> Response {
-    let params = Params::from_parts(query.as_deref(), &headers);
     let filter = Filter { user: params.name("user"), device: params.name("device") };
     upgrade.on_upgrade(move |socket| feed(socket, api, viewer, filter))
 }
