@@ -474,6 +474,7 @@ async fn osmand_reports_become_locations() {
     assert_eq!(http(&broker.http, "GET", ms, &[], b"").await.status, 200);
     wait_json(&broker.http, &path, None, |v| v["count"] == 2 && v["data"][1]["tst"] == 1706856060).await;
     assert_eq!(http(&broker.http, "GET", "/?id=nodevice&lat=1&lon=2", &[], b"").await.status, 400);
+    assert_eq!(http(&broker.http, "GET", "/?id=jane/car&lat=NaN&lon=2", &[], b"").await.status, 400);
     // Without a report in the query, `/` is still the map.
     assert!(http(&broker.http, "GET", "/", &[], b"").await.body.contains("<title>cauldron"));
 }

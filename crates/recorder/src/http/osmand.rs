@@ -29,16 +29,19 @@ pub async fn report(api: &Api, viewer: &Viewer, params: &Params) -> Result<Respo
             return Err(error(StatusCode::FORBIDDEN, "report for your own devices only"));
         }
     }
-    let number = |key: &str| params.get(key).and_then(|v| v.trim().parse::<f64>().ok());
+    // `NaN` and `inf` parse as numbers but are no coordinates (and JSON has no such values).
+    let number =
+        |key: &str| params.get(key).and_then(|v| v.trim().parse::<f64>().ok()).filter(|n| n.is_finite());
     let (Some(lat), Some(lon)) = (number("lat"), number("lon")) else {
         return Err(error(StatusCode::BAD_REQUEST, "lat and lon must be numbers"));
     };
-    let tst = params.get("timestamp").and_then(|t| match t.trim().parse::<f64>() {
+    let tst = match (number("timestamp"), params.get("timestamp")) {
         // Traccar's clients send milliseconds, OsmAnd seconds.
-        Ok(n) if n > 1e11 => Some((n / 1000.0) as i64),
-        Ok(n) => Some(n as i64),
-        Err(_) => timefmt::parse(t),
-    });
+        (Some(n), _) if n > 1e11 => Some((n / 1000.0) as i64),
+        (Some(n), _) => Some(n as i64),
+        (None, Some(text)) => timefmt::parse(text),
+        (None, None) => None,
+    };
     let mut location = Map::new();
     location.insert("_type".into(), "location".into());
     location.insert("_proto".into(), "osmand".into());
