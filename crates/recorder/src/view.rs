@@ -7,6 +7,12 @@ use crate::store::{Last, Point};
 use crate::timefmt;
 use crate::topic::Origin;
 
+/// The tracker id the apps use when none is set: the device name's last two characters.
+fn default_tid(device: &str) -> String {
+    let chars: Vec<char> = device.chars().collect();
+    chars[chars.len().saturating_sub(2)..].iter().collect()
+}
+
 /// Adds who and when to a location-like object. A missing `tid` gets the device name's last two
 /// characters, as the apps default it.
 pub fn decorate(object: &mut Map<String, Value>, user: &str, device: &str) {
@@ -14,9 +20,7 @@ pub fn decorate(object: &mut Map<String, Value>, user: &str, device: &str) {
     object.insert("device".into(), device.into());
     object.entry("topic").or_insert_with(|| format!("owntracks/{user}/{device}").into());
     if !object.contains_key("tid") {
-        let chars: Vec<char> = device.chars().collect();
-        let tid: String = chars[chars.len().saturating_sub(2)..].iter().collect();
-        object.insert("tid".into(), tid.into());
+        object.insert("tid".into(), default_tid(device).into());
     }
     if let Some(tst) = object.get("tst").and_then(Value::as_i64) {
         object.insert("isotst".into(), timefmt::iso(tst).into());
@@ -82,9 +86,8 @@ pub fn point_json(point: &Point, user: &str, device: &str) -> String {
         out.push_str(&quoted(&format!("owntracks/{user}/{device}")));
     }
     if !has("tid") {
-        let chars: Vec<char> = device.chars().collect();
         out.push_str(",\"tid\":");
-        out.push_str(&quoted(&chars[chars.len().saturating_sub(2)..].iter().collect::<String>()));
+        out.push_str(&quoted(&default_tid(device)));
     }
     for (key, value) in [
         ("isotst", timefmt::iso(point.tst)),
