@@ -218,6 +218,7 @@ pub async fn run(args: RecorderArgs) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     // Installed first: SIGINT or SIGTERM while starting still stops cleanly.
     let (mut interrupt, mut terminate) = (signal(SignalKind::interrupt())?, signal(SignalKind::terminate())?);
+    let qos = crate::tools::qos(args.qos)?;
     let passwords = Arc::new(Passwords::new(match &args.password_file {
         Some(path) => Some(PasswordFile::load(path)?),
         None => None,
@@ -242,11 +243,6 @@ pub async fn run(args: RecorderArgs) -> anyhow::Result<()> {
     let options = client_options(&args)?;
     info!(broker = %options.address, client_id = %options.client_id, "recorder connecting");
     let (client, mut messages) = Client::connect(options).await.context("connecting to the broker")?;
-    let qos = match args.qos {
-        0 => QoS::AtMostOnce,
-        1 => QoS::AtLeastOnce,
-        _ => QoS::ExactlyOnce,
-    };
     for topic in &args.topics {
         client.subscribe(topic.as_str(), qos).await.with_context(|| format!("subscribing to {topic}"))?;
     }
