@@ -11,6 +11,8 @@ mod pubsub;
 mod subscribe;
 
 use std::io::IsTerminal;
+
+use anyhow::Context;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -57,6 +59,19 @@ impl Common {
     fn options(&self, id: String) -> Options {
         let protocol = if self.version == 5 { Protocol::V5 } else { Protocol::V3_1_1 };
         Options::new(&self.host, id).protocol(protocol)
+    }
+
+    /// Connects publisher number `p` (the same id scheme for `pub` and `pubsub`) and counts it.
+    async fn connect_publisher(
+        &self,
+        p: usize,
+        counters: &Counters,
+    ) -> anyhow::Result<cauldron_client::Client> {
+        let id = format!("bench-pub-{}-{p}", std::process::id());
+        let (client, _) =
+            cauldron_client::Client::connect(self.options(id)).await.context("connecting a publisher")?;
+        counters.connected.fetch_add(1, Ordering::Relaxed);
+        Ok(client)
     }
 }
 

@@ -4,7 +4,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use cauldron_client::{Client, QoS};
 
 use super::{progress, qos, stamped_payload, topic, Common, Counters, Summary};
@@ -84,11 +83,7 @@ pub async fn run(args: PubArgs) -> anyhow::Result<()> {
     let period = (args.rate > 0).then(|| super::period(lanes, args.rate));
     let mut tasks = Vec::new();
     for p in 0..args.publishers {
-        let (client, _) =
-            Client::connect(args.common.options(format!("bench-pub-{}-{p}", std::process::id())))
-                .await
-                .context("connecting a publisher")?;
-        counters.connected.fetch_add(1, Ordering::Relaxed);
+        let client = args.common.connect_publisher(p, &counters).await?;
         for lane in 0..lanes {
             let count = match args.messages {
                 0 => 0,

@@ -75,11 +75,7 @@ pub async fn run(args: PubSubArgs) -> anyhow::Result<()> {
     let mut publishers = Vec::new();
     let lanes = args.inflight.max(1);
     for p in 0..args.publishers {
-        let (client, _) =
-            Client::connect(args.common.options(format!("bench-pub-{}-{p}", std::process::id())))
-                .await
-                .context("connecting a publisher")?;
-        counters.connected.fetch_add(1, Ordering::Relaxed);
+        let client = args.common.connect_publisher(p, &counters).await?;
         // `inflight` lanes share one connection, each publishing its part in turn.
         for lane in 0..lanes {
             let count = ((args.messages + lanes - 1 - lane) / lanes) as u64;
