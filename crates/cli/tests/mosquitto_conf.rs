@@ -11,14 +11,7 @@ async fn owntracks_style_mosquitto_conf_with_tls_and_websocket_clients() {
     let pki = pki(&dir.join("pki"));
     let bin = env!("CARGO_BIN_EXE_cauldron");
     let passwords = dir.join("passwd");
-    for (i, (user, pw)) in [("jane", "jane-pw"), ("bob", "bob-pw")].into_iter().enumerate() {
-        let mut cmd = std::process::Command::new(bin);
-        cmd.args(["passwd", "-b", "-H", "sha512-pbkdf2"]);
-        if i == 0 {
-            cmd.arg("-c");
-        }
-        assert!(cmd.arg(&passwords).args([user, pw]).status().unwrap().success());
-    }
+    write_passwords(&passwords, "sha512-pbkdf2", &[("jane", "jane-pw"), ("bob", "bob-pw")]);
     std::fs::write(
         dir.join("acl"),
         "user jane\ntopic readwrite owntracks/jane/#\ntopic read owntracks/+/+\n\n\
@@ -127,13 +120,7 @@ async fn cauldron_toml_runs_and_bad_keys_stop_the_start() {
     let dir = data_dir("toml");
     std::fs::create_dir_all(&dir).unwrap();
     let bin = env!("CARGO_BIN_EXE_cauldron");
-    assert!(std::process::Command::new(bin)
-        .args(["passwd", "-c", "-b"])
-        .arg(dir.join("passwd"))
-        .args(["jane", "pw"])
-        .status()
-        .unwrap()
-        .success());
+    write_passwords(&dir.join("passwd"), "argon2id", &[("jane", "pw")]);
     let (plain, ws) = (free_port(), free_port());
     let config = dir.join("cauldron.toml");
     std::fs::write(
@@ -179,14 +166,7 @@ async fn per_listener_settings_give_each_listener_its_own_auth() {
     use cauldron_client::{Client, Options, QoS};
     let dir = data_dir("per-listener");
     std::fs::create_dir_all(&dir).unwrap();
-    let bin = env!("CARGO_BIN_EXE_cauldron");
-    assert!(std::process::Command::new(bin)
-        .args(["passwd", "-c", "-b"])
-        .arg(dir.join("passwd"))
-        .args(["jane", "pw"])
-        .status()
-        .unwrap()
-        .success());
+    write_passwords(&dir.join("passwd"), "argon2id", &[("jane", "pw")]);
     std::fs::write(
         dir.join("acl"),
         "user jane\ntopic readwrite owntracks/jane/#\ntopic read owntracks/+/+\n",

@@ -5,7 +5,6 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::path::Path;
 use std::time::Duration;
 
 use cauldron_client::{Client, Messages, Options, QoS};
@@ -52,16 +51,6 @@ const TOPICS: [&str; 10] = [
     "owntracks/jane",
 ];
 
-fn passwd(bin: &str, file: &Path, user: &str, pw: &str, create: bool) {
-    let mut cmd = std::process::Command::new(bin);
-    cmd.arg("passwd");
-    if create {
-        cmd.arg("-c");
-    }
-    let status = cmd.args(["-b", "-H", "sha512-pbkdf2"]).arg(file).args([user, pw]).status().unwrap();
-    assert!(status.success());
-}
-
 async fn drain(messages: &mut Messages) -> BTreeSet<String> {
     let mut got = BTreeSet::new();
     while let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(400), messages.recv()).await {
@@ -104,12 +93,9 @@ async fn observe(addr: &str) -> BTreeSet<String> {
 async fn same_files_same_access_on_cauldron_and_mosquitto() {
     let dir = data_dir("parity");
     std::fs::create_dir_all(&dir).unwrap();
-    let bin = env!("CARGO_BIN_EXE_cauldron");
     let passwords = dir.join("passwords");
-    passwd(bin, &passwords, "admin", "admin-pw", true);
-    for (user, pw) in USERS {
-        passwd(bin, &passwords, user, pw, false);
-    }
+    let users: Vec<(&str, &str)> = std::iter::once(("admin", "admin-pw")).chain(USERS).collect();
+    write_passwords(&passwords, "sha512-pbkdf2", &users);
     let acl = dir.join("acl");
     std::fs::write(&acl, ACL).unwrap();
 

@@ -301,8 +301,7 @@ async fn expired_sessions_leave_the_store() {
 async fn the_client_reconnects_resumes_and_resends() {
     use cauldron_client::Reconnect;
     let dir = data_dir("reconnect");
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let fixed = format!("127.0.0.1:{port}");
+    let fixed = format!("127.0.0.1:{}", free_port());
     let args = ["--listen", fixed.as_str(), "--sys-interval", "0"];
     let broker = Cauldron::start(&dir, &args).await;
     let reconnect = Reconnect { initial: Duration::from_millis(50), max: Duration::from_millis(500) };
@@ -331,8 +330,7 @@ async fn the_client_reconnects_resumes_and_resends() {
 async fn a_clean_session_client_restores_its_subscriptions_after_reconnect() {
     use cauldron_client::Reconnect;
     let dir = data_dir("reconnect-clean");
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let fixed = format!("127.0.0.1:{port}");
+    let fixed = format!("127.0.0.1:{}", free_port());
     let args = ["--listen", fixed.as_str(), "--sys-interval", "0"];
     let broker = Cauldron::start(&dir, &args).await;
     let reconnect = Reconnect { initial: Duration::from_millis(50), max: Duration::from_millis(500) };

@@ -60,18 +60,7 @@ async fn standalone_recorder_keeps_a_persistent_session_with_mosquitto() {
     let pid = recorder.id().unwrap().to_string();
     Command::new("kill").args(["-INT", &pid]).status().await.unwrap();
     tokio::time::timeout(WAIT, recorder.wait()).await.expect("recorder exits on SIGINT").unwrap();
-    mosquitto_pub(
-        &p,
-        &[
-            "-q",
-            "1",
-            "-t",
-            "owntracks/mo/phone",
-            "-m",
-            r#"{"_type":"location","lat":48.9,"lon":2.3,"tst":1706859999}"#,
-        ],
-    )
-    .await;
+    publish(&p, "owntracks/mo/phone", r#"{"_type":"location","lat":48.9,"lon":2.3,"tst":1706859999}"#).await;
     let _recorder =
         standalone(&dir.join("store"), &format!("mqtt://127.0.0.1:{}", mosquitto.port), http_port, &[]).await;
     let history = wait_json(&http_addr, &path, None, |v| v["count"] == 2).await;

@@ -16,16 +16,11 @@ fn users(dir: &Path) -> (String, String) {
     std::fs::create_dir_all(dir).unwrap();
     let passwords = dir.join("passwd");
     let acl = dir.join("acl");
-    std::fs::write(&passwords, "").unwrap();
-    for (user, password) in [("jane", "jane-pw"), ("john", "john-pw"), ("admin", "admin-pw")] {
-        let status = std::process::Command::new("mosquitto_passwd")
-            .arg("-b")
-            .arg(&passwords)
-            .args([user, password])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
+    write_passwords(
+        &passwords,
+        "sha512-pbkdf2",
+        &[("jane", "jane-pw"), ("john", "john-pw"), ("admin", "admin-pw")],
+    );
     std::fs::write(
         &acl,
         "user jane\ntopic readwrite owntracks/jane/#\ntopic read owntracks/john/+\n\n\

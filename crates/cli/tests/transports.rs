@@ -114,21 +114,19 @@ async fn paho_ws(port: &str, path: &str, cafile: Option<&Path>) -> std::process:
     tokio::time::timeout(WAIT, command.output()).await.expect("in time").unwrap()
 }
 
+/// A broker with a WebSocket listener (`listeners[1]`) and a WebSocket-over-TLS one (`[2]`).
+async fn websocket_broker(dir: &Path) -> (Cauldron, Pki) {
+    let pki = pki(&dir.join("pki"));
+    let (cert, key) = (path(&pki.server_cert).to_string(), path(&pki.server_key).to_string());
+    let args =
+        ["--ws-listen", "127.0.0.1:0", "--wss-listen", "127.0.0.1:0", "--certfile", &cert, "--keyfile", &key];
+    (Cauldron::start(dir, &args).await, pki)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_and_websocket_over_tls_with_paho() {
     let dir = data_dir("ws");
-    let pki = pki(&dir.join("pki"));
-    let args = [
-        "--ws-listen",
-        "127.0.0.1:0",
-        "--wss-listen",
-        "127.0.0.1:0",
-        "--certfile",
-        path(&pki.server_cert),
-        "--keyfile",
-        path(&pki.server_key),
-    ];
-    let broker = Cauldron::start(&dir, &args).await;
+    let (broker, pki) = websocket_broker(&dir).await;
     let port = |i: usize| broker.listeners[i].rsplit(':').next().unwrap().to_string();
     let out = paho_ws(&port(1), "/mqtt", None).await;
     assert!(
@@ -169,18 +167,7 @@ async fn client_round_trip(options: cauldron_client::Options) {
 async fn the_client_library_speaks_websocket_and_websocket_over_tls() {
     use cauldron_client::{Options, Protocol, Tls};
     let dir = data_dir("client-ws");
-    let pki = pki(&dir.join("pki"));
-    let args = [
-        "--ws-listen",
-        "127.0.0.1:0",
-        "--wss-listen",
-        "127.0.0.1:0",
-        "--certfile",
-        path(&pki.server_cert),
-        "--keyfile",
-        path(&pki.server_key),
-    ];
-    let broker = Cauldron::start(&dir, &args).await;
+    let (broker, pki) = websocket_broker(&dir).await;
     let port = |i: usize| broker.listeners[i].rsplit(':').next().unwrap().to_string();
     let ws = Options::from_url(&format!("ws://127.0.0.1:{}/mqtt", port(1)), "ws-client").unwrap();
     client_round_trip(ws.protocol(Protocol::V5)).await;

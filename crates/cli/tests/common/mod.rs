@@ -249,3 +249,19 @@ pub fn basic(user: &str, password: &str) -> String {
     use base64::Engine;
     format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}")))
 }
+
+/// Writes a password file for `users` with `cauldron passwd -b -H <hash>` (`argon2id`, or
+/// `sha512-pbkdf2` where Mosquitto 2.0 must read it too).
+pub fn write_passwords(file: &Path, hash: &str, users: &[(&str, &str)]) {
+    for (i, (user, password)) in users.iter().enumerate() {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_cauldron"));
+        command.args(["passwd", "-b", "-H", hash]);
+        if i == 0 {
+            command.arg("-c");
+        }
+        assert!(
+            command.arg(file).args([user, password]).status().unwrap().success(),
+            "cauldron passwd {user}"
+        );
+    }
+}
