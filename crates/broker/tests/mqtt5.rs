@@ -375,7 +375,7 @@ async fn never_more_unacknowledged_messages_than_the_clients_receive_maximum() {
 
 #[tokio::test]
 async fn a_client_exceeding_our_receive_maximum_is_disconnected_with_0x93() {
-    let config = Config { receive_maximum: 2, ..Config::default() };
+    let config = Config { max_inflight_messages: 2, ..Config::default() };
     let broker = TestBroker::with_config(config).await;
     let (mut raw, ack) = raw_v5(&broker, v5("flooder")).await;
     assert_eq!(ack.properties.receive_maximum, Some(2));
@@ -447,7 +447,7 @@ async fn reason_codes_on_acks() {
 
 #[tokio::test]
 async fn server_disconnect_reasons_and_reason_strings_only_on_request() {
-    let broker = TestBroker::start().await;
+    let broker = TestBroker::with_config(Config { reason_strings: true, sys_interval: 0, ..Config::default() }).await;
     let (mut first, _) = raw_v5(&broker, v5("taken")).await;
     let (_second, _) = raw_v5(&broker, v5("taken")).await;
     let packets = first.expect_closed().await;

@@ -35,7 +35,8 @@ async fn malformed_packets_close_only_that_connection() {
 
 #[tokio::test]
 async fn mqtt5_clients_are_told_why_they_are_disconnected() {
-    let broker = TestBroker::start().await;
+    let config = cauldron_broker::Config { reason_strings: true, sys_interval: 0, ..Default::default() };
+    let broker = TestBroker::with_config(config).await;
     let (mut raw, _) = Raw::handshake(broker.addr, Raw::connect_packet("v5bad", true, Protocol::V5)).await;
     raw.send_bytes(&[0x30, 4, 0, 1, b'+', 0]).await;
     let packets = raw.expect_closed().await;

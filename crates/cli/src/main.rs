@@ -57,12 +57,15 @@ enum Command {
     Bench(bench::BenchCommand),
 }
 
+use std::io::Write as _;
+
 fn main() -> std::process::ExitCode {
     match run() {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            // One line naming the problem (and, for files, where it is), not a backtrace.
-            eprintln!("error: {e:#}");
+            // One line naming the problem (and, for files, where it is), not a backtrace; a
+            // closed stderr is no reason to panic.
+            let _ = writeln!(std::io::stderr(), "error: {e:#}");
             std::process::ExitCode::FAILURE
         }
     }
@@ -82,7 +85,11 @@ fn run() -> anyhow::Result<()> {
     {
         filter = filter.add_directive("cauldron_client::packets=debug".parse()?);
     }
-    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Log lines go to stderr from a thread of their own, through a bounded queue that drops
+    // lines when full: a log reader that stalls or goes away (a full or broken pipe) never
+    // blocks a connection, a commit or the shutdown. The guard flushes, bounded, at exit.
+    let (stderr, _flush_at_exit) = tracing_appender::non_blocking(std::io::stderr());
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(stderr);
     match cli.log_format {
         LogFormat::Json => logs.json().init(),
         LogFormat::Text => logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init(),

@@ -99,9 +99,13 @@ pub struct ServeArgs {
     /// New connections per second accepted from one address.
     #[arg(long, value_name = "N")]
     connection_rate_per_ip: Option<u32>,
-    /// Highest keep alive granted, in seconds (Mosquitto's max_keepalive).
-    #[arg(long, value_name = "SECS", default_value_t = 65535)]
+    /// Highest keep alive granted, in seconds; 0 is no maximum (Mosquitto's max_keepalive).
+    #[arg(long, value_name = "SECS", default_value_t = 0)]
     max_keepalive: u16,
+    /// Largest PUBLISH payload accepted, in bytes; bigger ones are dropped, their QoS flow
+    /// completed. 0 is no limit (Mosquitto's message_size_limit).
+    #[arg(long, value_name = "BYTES", default_value_t = 0)]
+    message_size_limit: usize,
     /// Largest packet accepted, in bytes (Mosquitto's max_packet_size).
     #[arg(long, value_name = "BYTES")]
     max_packet_size: Option<usize>,
@@ -115,7 +119,8 @@ pub struct ServeArgs {
     /// Directory for persistent state (retained messages, sessions, queued messages).
     #[arg(long, value_name = "DIR", default_value = "cauldron-data")]
     data_dir: PathBuf,
-    /// Messages queued per session beyond the inflight window (Mosquitto's max_queued_messages).
+    /// Messages queued per session beyond the inflight window; 0 is no limit (Mosquitto's
+    /// max_queued_messages).
     #[arg(long, value_name = "N", default_value_t = Config::default().max_queued_messages)]
     max_queued_messages: usize,
     /// Payload bytes queued per session; 0 is no limit (Mosquitto's max_queued_bytes).
@@ -127,7 +132,8 @@ pub struct ServeArgs {
     /// When a session's queue is full, drop its oldest message instead of the new one.
     #[arg(long)]
     drop_oldest: bool,
-    /// QoS 1/2 messages in flight to one client (Mosquitto's max_inflight_messages).
+    /// QoS 1/2 messages in flight to one client, and from one MQTT 5 client (its Receive
+    /// Maximum) (Mosquitto's max_inflight_messages).
     #[arg(long, value_name = "N", default_value_t = Config::default().max_inflight_messages)]
     max_inflight_messages: usize,
     /// Acknowledge before storing and commit at most every MS milliseconds. Faster, but a crash
@@ -157,6 +163,7 @@ impl ServeArgs {
             max_connections: self.max_connections,
             connection_rate_per_ip: self.connection_rate_per_ip,
             max_keepalive: self.max_keepalive,
+            message_size_limit: self.message_size_limit,
             max_packet_size: self.max_packet_size.unwrap_or(Config::default().max_packet_size),
             sys_interval: self.sys_interval,
             memory_ceiling: self.memory_ceiling,

@@ -70,6 +70,8 @@ pub enum DecodeError {
     InvalidReasonCode { code: u8, context: &'static str },
     #[error("[MQTT-3.3.2-1] PUBLISH without topic name or topic alias")]
     MissingTopic,
+    #[error("topic name or filter has more than {max} levels", max = crate::topic::MAX_LEVELS)]
+    TooManyTopicLevels,
 }
 
 impl DecodeError {

@@ -261,6 +261,10 @@ macro_rules! properties {
 }
 
 properties! {
+    // Declared in the order they are written. Message properties keep their id order; CONNACK's
+    // come in Mosquitto's order (Server Keep Alive, Topic Alias Maximum, Assigned Client
+    // Identifier, authentication, Retain Available, Maximum Packet Size, Receive Maximum,
+    // Maximum QoS), so that a client comparing bytes sees the same CONNACK for the same settings.
     /// 0x01 Payload Format Indicator: `true` means the payload is UTF-8.
     0x01 payload_format_indicator: bool, in MESSAGE;
     /// 0x02 Message Expiry Interval in seconds.
@@ -273,10 +277,12 @@ properties! {
     0x09 correlation_data: Bytes, in MESSAGE;
     /// 0x11 Session Expiry Interval in seconds; 0xFFFFFFFF never expires.
     0x11 session_expiry_interval: u32, in ctx(&[Connect, ConnAck, Disconnect]);
-    /// 0x12 Assigned Client Identifier, when the server chose the id.
-    0x12 assigned_client_identifier: ByteString, in ctx(&[ConnAck]);
     /// 0x13 Server Keep Alive, overriding the client's keep alive.
     0x13 server_keep_alive: u16, in ctx(&[ConnAck]);
+    /// 0x22 Topic Alias Maximum.
+    0x22 topic_alias_maximum: u16, in ctx(&[Connect, ConnAck]);
+    /// 0x12 Assigned Client Identifier, when the server chose the id.
+    0x12 assigned_client_identifier: ByteString, in ctx(&[ConnAck]);
     /// 0x15 Authentication Method for enhanced authentication.
     0x15 authentication_method: ByteString, in ctx(&[Connect, ConnAck, Auth]);
     /// 0x16 Authentication Data.
@@ -287,24 +293,22 @@ properties! {
     0x18 will_delay_interval: u32, in ctx(&[Will]);
     /// 0x19 Request Response Information.
     0x19 request_response_information: bool, in ctx(&[Connect]);
+    /// 0x25 Retain Available.
+    0x25 retain_available: bool, in ctx(&[ConnAck]);
+    /// 0x27 Maximum Packet Size the sender accepts (non-zero).
+    0x27 maximum_packet_size: u32, in ctx(&[Connect, ConnAck]);
+    /// 0x21 Receive Maximum: unacknowledged QoS 1/2 PUBLISHes accepted at once (non-zero).
+    0x21 receive_maximum: u16, in ctx(&[Connect, ConnAck]);
+    /// 0x24 Maximum QoS the server supports.
+    0x24 maximum_qos: QoS, in ctx(&[ConnAck]);
     /// 0x1A Response Information.
     0x1A response_information: ByteString, in ctx(&[ConnAck]);
     /// 0x1C Server Reference, for redirection.
     0x1C server_reference: ByteString, in ctx(&[ConnAck, Disconnect]);
     /// 0x1F Reason String, human-readable.
     0x1F reason_string: ByteString, in REASON_STRING;
-    /// 0x21 Receive Maximum: unacknowledged QoS 1/2 PUBLISHes accepted at once (non-zero).
-    0x21 receive_maximum: u16, in ctx(&[Connect, ConnAck]);
-    /// 0x22 Topic Alias Maximum.
-    0x22 topic_alias_maximum: u16, in ctx(&[Connect, ConnAck]);
     /// 0x23 Topic Alias (non-zero).
     0x23 topic_alias: u16, in ctx(&[Publish]);
-    /// 0x24 Maximum QoS the server supports.
-    0x24 maximum_qos: QoS, in ctx(&[ConnAck]);
-    /// 0x25 Retain Available.
-    0x25 retain_available: bool, in ctx(&[ConnAck]);
-    /// 0x27 Maximum Packet Size the sender accepts (non-zero).
-    0x27 maximum_packet_size: u32, in ctx(&[Connect, ConnAck]);
     /// 0x28 Wildcard Subscription Available.
     0x28 wildcard_subscription_available: bool, in ctx(&[ConnAck]);
     /// 0x29 Subscription Identifiers Available.

@@ -3,15 +3,41 @@
 
 use crate::DecodeError;
 
-/// Checks a topic name of a PUBLISH: non-empty and free of wildcards [MQTT-3.3.2-2].
+/// Most levels a topic name or filter may have. The spec sets no limit; this one is Mosquitto's
+/// (a name or filter beyond it is a malformed packet there too), and it bounds the depth of
+/// everything that walks topics level by level: the router's trie, the retained tree and their
+/// drops.
+pub const MAX_LEVELS: usize = 200;
+
+fn check_levels(topic: &str) -> Result<(), DecodeError> {
+    // Levels are separators plus one; counting stops early on long input.
+    match topic.bytes().filter(|b| *b == b'/').nth(MAX_LEVELS - 1) {
+        Some(_) => Err(DecodeError::TooManyTopicLevels),
+        None => Ok(()),
+    }
+}
+
+/// Checks a topic name of a PUBLISH: non-empty, free of wildcards [MQTT-3.3.2-2] and of the
+/// null character [MQTT-1.5.4-2], at most [`MAX_LEVELS`] levels. Names that reach the broker
+/// by other ways than a decoded packet (HTTP, the store) go through this same check.
 pub fn validate_name(name: &str) -> Result<(), DecodeError> {
     if name.is_empty() {
         return Err(DecodeError::EmptyTopic);
     }
-    if name.bytes().any(|b| b == b'+' || b == b'#') {
-        return Err(DecodeError::WildcardInTopicName);
+    // One pass over the bytes: this runs for every PUBLISH.
+    let mut separators = 0;
+    for b in name.bytes() {
+        match b {
+            b'+' | b'#' => return Err(DecodeError::WildcardInTopicName),
+            0 => return Err(DecodeError::NullCharacter),
+            b'/' => separators += 1,
+            _ => {}
+        }
     }
-    Ok(())
+    match separators < MAX_LEVELS {
+        true => Ok(()),
+        false => Err(DecodeError::TooManyTopicLevels),
+    }
 }
 
 /// Checks a topic filter: `#` only as the whole last level [MQTT-4.7.1-1], `+` only as a whole
@@ -25,6 +51,10 @@ pub fn validate_filter(filter: &str) -> Result<(), DecodeError> {
         Some(Err(e)) => return Err(e),
         None => filter,
     };
+    check_levels(filter)?;
+    if filter.contains('\0') {
+        return Err(DecodeError::NullCharacter);
+    }
     let mut levels = filter.split('/').peekable();
     while let Some(level) = levels.next() {
         if level.contains('#') && (level != "#" || levels.peek().is_some()) {
@@ -101,6 +131,19 @@ mod tests {
         assert_eq!(validate_filter("$share//a"), Err(DecodeError::InvalidSharedSubscription));
         assert_eq!(validate_filter("$share/g"), Err(DecodeError::InvalidSharedSubscription));
         assert_eq!(validate_filter("$share/g+/a"), Err(DecodeError::InvalidSharedSubscription));
+    }
+
+    #[test]
+    fn more_than_200_levels_are_refused() {
+        let at_limit = "/".repeat(MAX_LEVELS - 1);
+        assert_eq!(validate_name(&at_limit), Ok(()));
+        assert_eq!(validate_filter(&at_limit), Ok(()));
+        let over = "/".repeat(MAX_LEVELS);
+        assert_eq!(validate_name(&over), Err(DecodeError::TooManyTopicLevels));
+        assert_eq!(validate_filter(&over), Err(DecodeError::TooManyTopicLevels));
+        let huge = "/".repeat(65_535);
+        assert_eq!(validate_filter(&huge), Err(DecodeError::TooManyTopicLevels));
+        assert_eq!(validate_filter(&format!("$share/g/{over}")), Err(DecodeError::TooManyTopicLevels));
     }
 
     #[test]

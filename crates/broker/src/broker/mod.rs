@@ -175,7 +175,11 @@ impl Broker {
     fn limits(&self) -> Limits {
         Limits {
             max_inflight: self.config.max_inflight_messages,
-            max_queued: self.config.max_queued_messages,
+            // Mosquitto's 0: no limit.
+            max_queued: match self.config.max_queued_messages {
+                0 => usize::MAX,
+                n => n,
+            },
             max_queued_bytes: self.config.max_queued_bytes,
             drop_oldest: self.config.drop_oldest,
             queue_qos0: self.config.queue_qos0_messages,

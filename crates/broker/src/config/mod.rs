@@ -18,9 +18,11 @@ pub struct Config {
     pub listeners: Vec<SocketAddr>,
     /// Where persistent state lives.
     pub data_dir: PathBuf,
-    /// QoS 1/2 messages in flight to one client at once (Mosquitto: max_inflight_messages 20).
+    /// QoS 1/2 messages in flight to one client at once, and from one MQTT 5 client at once
+    /// (advertised as Receive Maximum), as Mosquitto's max_inflight_messages (default 20).
     pub max_inflight_messages: usize,
-    /// Messages queued per session beyond the inflight window (Mosquitto: max_queued_messages).
+    /// Messages queued per session beyond the inflight window; 0 is no limit (Mosquitto:
+    /// max_queued_messages).
     pub max_queued_messages: usize,
     /// Queue QoS 0 messages for offline persistent sessions (Mosquitto: queue_qos0_messages).
     pub queue_qos0_messages: bool,
@@ -38,9 +40,14 @@ pub struct Config {
     pub durability: crate::store::Durability,
     /// Largest packet accepted from a client, in bytes.
     pub max_packet_size: usize,
+    /// Largest PUBLISH payload (and will payload) accepted; bigger ones are dropped with their QoS
+    /// flow completed (MQTT 5: reason 0x95). 0 is no limit (Mosquitto: message_size_limit).
+    pub message_size_limit: usize,
     /// Time a new connection has to send CONNECT.
     pub connect_timeout: Duration,
-    /// Highest keep alive granted; larger requests are lowered (MQTT 5: Server Keep Alive).
+    /// Highest keep alive granted; larger requests and 0 ("never") are lowered to it for MQTT 5
+    /// clients (Server Keep Alive) and refused for 3.x clients. 0 sets no maximum, as in
+    /// Mosquitto's max_keepalive.
     pub max_keepalive: u16,
     /// Accept an empty client id (assigning one) [MQTT-3.1.3-6].
     pub allow_zero_length_clientid: bool,
@@ -48,8 +55,6 @@ pub struct Config {
     pub auto_id_prefix: String,
     /// Topic aliases accepted from an MQTT 5 client.
     pub topic_alias_maximum: u16,
-    /// Unacknowledged QoS 1/2 PUBLISHes accepted from an MQTT 5 client at once (Receive Maximum).
-    pub receive_maximum: u16,
     /// Highest QoS the broker accepts and grants (Mosquitto: max_qos).
     pub max_qos: cauldron_proto::QoS,
     /// Whether retained messages are supported (Mosquitto: retain_available).
@@ -57,6 +62,9 @@ pub struct Config {
     pub wildcard_subscription_available: bool,
     pub subscription_identifier_available: bool,
     pub shared_subscription_available: bool,
+    /// Tell MQTT 5 clients in words why the server disconnects them (a Reason String), unless
+    /// they asked not to be. Off by default, as Mosquitto, so that the packets are Mosquitto's.
+    pub reason_strings: bool,
     /// Answer an MQTT 5 Request Response Information with `<prefix>/<client id>`, a topic root
     /// the client may use for response topics. `None` answers nothing (the spec allows both).
     pub response_topic_prefix: Option<String>,
@@ -80,6 +88,14 @@ pub struct Config {
     pub scram_users: HashMap<String, cauldron_proto::scram::Credential>,
 }
 
+impl Config {
+    /// Unacknowledged QoS 1/2 PUBLISHes accepted from an MQTT 5 client at once: the Receive
+    /// Maximum of CONNACK, which Mosquitto takes from max_inflight_messages too.
+    pub fn receive_maximum(&self) -> u16 {
+        self.max_inflight_messages.clamp(1, usize::from(u16::MAX)) as u16
+    }
+}
+
 impl Default for Config {
     fn default() -> Config {
         Config {
@@ -94,17 +110,18 @@ impl Default for Config {
             persistent_client_expiration: None,
             durability: crate::store::Durability::Sync,
             max_packet_size: 268_435_460,
+            message_size_limit: 0,
             connect_timeout: Duration::from_secs(10),
-            max_keepalive: 65_535,
+            max_keepalive: 0,
             allow_zero_length_clientid: true,
             auto_id_prefix: "auto-".to_string(),
             topic_alias_maximum: 10,
-            receive_maximum: 65_535,
             max_qos: cauldron_proto::QoS::ExactlyOnce,
             retain_available: true,
             wildcard_subscription_available: true,
             subscription_identifier_available: true,
             shared_subscription_available: true,
+            reason_strings: false,
             response_topic_prefix: None,
             redirect: None,
             max_connections: None,

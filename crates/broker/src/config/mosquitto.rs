@@ -6,7 +6,10 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use cauldron_proto::QoS;
+
 use super::setup::{ListenerSpec, Setup};
+use super::Config;
 use crate::tls::{TlsSettings, TlsVersions};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -32,7 +35,16 @@ const IGNORED: &[(&str, &str)] = &[
     ("log_timestamp_format", "log lines always carry RFC 3339 timestamps"),
     ("connection_messages", "connection lines are logged at info level"),
     ("set_tcp_nodelay", "TCP_NODELAY is always on"),
+    ("log_facility", "logs go to stderr"),
+    ("websockets_log_level", "WebSocket events are logged with the rest"),
+    ("websockets_headers_size", "the WebSocket handshake has its own bounded buffer"),
+    ("max_inflight_bytes", "in-flight messages are limited by count (max_inflight_messages)"),
+    ("memory_limit", "see --memory-ceiling for queued messages"),
+    ("sys_interval_ms", "use sys_interval"),
 ];
+
+/// MQTT's largest payload: the largest remaining length less the smallest PUBLISH header.
+const MAX_PAYLOAD: usize = 268_435_455;
 
 struct Reader {
     setup: Setup,
@@ -185,22 +197,42 @@ impl Reader {
             "max_queued_messages" => config.max_queued_messages = parse_num(value)?,
             "max_queued_bytes" => config.max_queued_bytes = parse_num(value)?,
             "queue_qos0_messages" => config.queue_qos0_messages = parse_bool(value)?,
-            "max_packet_size" => config.max_packet_size = parse_num(value)?,
+            "max_packet_size" => {
+                let n: usize = parse_num(value)?;
+                config.max_packet_size = match n {
+                    0 => Config::default().max_packet_size,
+                    // Mosquitto refuses these too: no CONNECT would fit.
+                    1..20 => return Err(format!("{n} is below the smallest allowed, 20")),
+                    n => n,
+                };
+            }
             "message_size_limit" => {
                 let n: usize = parse_num(value)?;
-                if n > 0 {
-                    // The packet limit bounds the payload plus a few bytes of header.
-                    config.max_packet_size = config.max_packet_size.min(n + 65_536 + 5);
+                if n > MAX_PAYLOAD {
+                    return Err(format!("{n} is above MQTT's largest payload, {MAX_PAYLOAD}"));
                 }
+                config.message_size_limit = n;
             }
             "max_keepalive" => config.max_keepalive = parse_num(value)?,
+            "max_topic_alias" => config.topic_alias_maximum = parse_num(value)?,
+            "max_qos" => {
+                config.max_qos = match value {
+                    "0" => QoS::AtMostOnce,
+                    "1" => QoS::AtLeastOnce,
+                    "2" => QoS::ExactlyOnce,
+                    _ => return Err(format!("{value:?}: expected 0, 1 or 2")),
+                }
+            }
             "retain_available" => config.retain_available = parse_bool(value)?,
             "sys_interval" => config.sys_interval = parse_num(value)?,
             "allow_zero_length_clientid" => config.allow_zero_length_clientid = parse_bool(value)?,
             "auto_id_prefix" => config.auto_id_prefix = value.to_string(),
+            // Anything else stops the start, as in Mosquitto: a misspelt `acl_file` must not
+            // start a broker that allows everything, nor an unsupported security option
+            // (a plugin, a PSK file) one that ignores it.
             _ => match IGNORED.iter().find(|(k, _)| *k == key) {
                 Some((_, why)) => self.setup.warnings.push(format!("{key}: ignored ({why})")),
-                None => self.setup.warnings.push(format!("{key}: not supported by cauldron, ignored")),
+                None => return Err("unknown or unsupported option; cauldron will not start without it".into()),
             },
         }
         Ok(())
@@ -314,7 +346,7 @@ mod tests {
              log_dest topic\nallow_anonymous false\npassword_file /etc/mosquitto/passwd\nacl_file /etc/mosquitto/acl\n\
              max_inflight_messages 20\ninclude_dir conf.d\n\nlistener 1883 127.0.0.1\n\nlistener 8883\n\
              cafile ca.crt\ncertfile server.crt\nkeyfile server.key\ntls_version tlsv1.2\n\nlistener 8083\nprotocol websockets\n\
-             persistent_client_expiration 2d\nfrobnicate 3\n",
+             persistent_client_expiration 2d\n",
         );
         let setup = read(&conf).unwrap();
         assert_eq!(setup.listeners.len(), 3);
@@ -329,8 +361,48 @@ mod tests {
         assert_eq!(setup.config.data_dir, PathBuf::from("/var/lib/mosquitto/"));
         assert_eq!(setup.config.persistent_client_expiration, Some(Duration::from_secs(2 * 86_400)));
         assert_eq!(setup.password_file, Some(PathBuf::from("/etc/mosquitto/passwd")));
-        assert!(setup.warnings.iter().any(|w| w.starts_with("frobnicate: not supported")));
         assert!(setup.warnings.iter().any(|w| w.starts_with("pid_file: ignored")));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Mosquitto refuses to start on a key it does not know; so does cauldron, except for the
+    /// few it deliberately ignores (warned about).
+    #[test]
+    fn unknown_and_unsupported_keys_stop_the_start() {
+        let dir = temp("unknown");
+        for (text, line, key) in [
+            ("listener 1883\nacl_flie /etc/acl\n", 2, "acl_flie"),
+            ("plugin /usr/lib/auth.so\n", 1, "plugin"),
+            ("listener 1883\n\npsk_file psk\n", 3, "psk_file"),
+        ] {
+            let e = read(&write(&dir, "bad.conf", text)).unwrap_err();
+            assert_eq!((e.line, e.key.as_str()), (line, key), "{text}");
+            assert!(e.problem.contains("unknown or unsupported"), "{e}");
+        }
+        let setup = read(&write(&dir, "ok.conf", "log_facility 5\npid_file /run/m.pid\n")).unwrap();
+        assert_eq!(setup.warnings.len(), 2, "{:?}", setup.warnings);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// The meanings of Mosquitto's own settings, 0 included (mosquitto.conf(5)).
+    #[test]
+    fn zero_means_what_it_means_in_mosquitto() {
+        let dir = temp("zeros");
+        let zeros = "max_queued_messages 0\nmax_inflight_messages 0\nmax_packet_size 0\n\
+                     message_size_limit 0\nmax_keepalive 0\nmax_queued_bytes 0\nmax_topic_alias 0\n";
+        let c = read(&write(&dir, "zeros.conf", zeros)).unwrap().config;
+        assert_eq!(c.max_queued_messages, 0, "0: no limit (the broker reads it so)");
+        assert_eq!(c.max_inflight_messages, 65_535, "0: no maximum, no Receive Maximum sent");
+        assert_eq!(c.max_packet_size, Config::default().max_packet_size, "0: no limit");
+        assert_eq!((c.message_size_limit, c.max_keepalive, c.max_queued_bytes), (0, 0, 0));
+        assert_eq!(c.topic_alias_maximum, 0, "0: no topic aliases");
+        let set = "message_size_limit 100\nmax_packet_size 2000\nmax_keepalive 60\nmax_qos 1\nmax_topic_alias 5\n";
+        let c = read(&write(&dir, "set.conf", set)).unwrap().config;
+        assert_eq!((c.message_size_limit, c.max_packet_size, c.max_keepalive), (100, 2000, 60));
+        assert_eq!((c.max_qos, c.topic_alias_maximum), (QoS::AtLeastOnce, 5));
+        for bad in ["max_packet_size 19\n", "message_size_limit 268435456\n", "max_qos 3\n"] {
+            assert!(read(&write(&dir, "bad.conf", bad)).is_err(), "{bad}");
+        }
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -27,6 +27,7 @@ struct File {
     drop_oldest: Option<bool>,
     memory_ceiling: Option<usize>,
     max_packet_size: Option<usize>,
+    message_size_limit: Option<usize>,
     max_keepalive: Option<u16>,
     max_connections: Option<usize>,
     connection_rate_per_ip: Option<u32>,
@@ -36,6 +37,7 @@ struct File {
     retain_available: Option<bool>,
     allow_zero_length_clientid: Option<bool>,
     auto_id_prefix: Option<String>,
+    reason_strings: Option<bool>,
     #[serde(default, rename = "listener")]
     listeners: Vec<ListenerFile>,
     #[serde(default)]
@@ -138,6 +140,7 @@ pub fn read(path: &Path) -> Result<TomlSetup, TomlError> {
         memory_ceiling: parsed.memory_ceiling.unwrap_or(0),
         max_packet_size: parsed.max_packet_size.unwrap_or(defaults.max_packet_size),
         max_keepalive: parsed.max_keepalive.unwrap_or(defaults.max_keepalive),
+        message_size_limit: parsed.message_size_limit.unwrap_or(0),
         max_connections: parsed.max_connections,
         connection_rate_per_ip: parsed.connection_rate_per_ip,
         persistent_client_expiration: match parsed.persistent_client_expiration {
@@ -150,6 +153,7 @@ pub fn read(path: &Path) -> Result<TomlSetup, TomlError> {
         retain_available: parsed.retain_available.unwrap_or(true),
         allow_zero_length_clientid: parsed.allow_zero_length_clientid.unwrap_or(true),
         auto_id_prefix: parsed.auto_id_prefix.unwrap_or(defaults.auto_id_prefix.clone()),
+        reason_strings: parsed.reason_strings.unwrap_or(false),
         ..defaults
     };
     let mut listeners = Vec::new();

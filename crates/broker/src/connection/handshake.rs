@@ -147,6 +147,14 @@ pub(super) async fn accept<S: AsyncRead + AsyncWrite>(
         // of the session.
         ByteString::from(&*connect.client_id)
     };
+    // A will bigger than message_size_limit could never be published: refused, as Mosquitto
+    // does (MQTT 5: 0x95; 3.x: "not authorized").
+    let limit = config.message_size_limit;
+    if connect.will.as_ref().is_some_and(|w| limit > 0 && w.payload.len() > limit) {
+        broker.metrics.refuse(Refusal::Protocol);
+        write_and_close(writer, &refuse(ReasonCode::PacketTooLarge), protocol).await;
+        return None;
+    }
     let mut auth_method = None;
     let mut username = connect.username.clone();
     if protocol.is_v5() && connect.properties.authentication_method.is_some() {
@@ -190,8 +198,8 @@ pub(super) async fn accept<S: AsyncRead + AsyncWrite>(
     // Above max_keepalive (or 0, "never", when a maximum is set): MQTT 5 clients are told the
     // maximum in Server Keep Alive; 3.x clients cannot be, and are refused as Mosquitto does.
     let mut keep_alive = connect.keep_alive;
-    let limited = config.max_keepalive < u16::MAX;
-    if keep_alive > config.max_keepalive || (limited && keep_alive == 0) {
+    let limited = config.max_keepalive > 0;
+    if limited && (keep_alive > config.max_keepalive || keep_alive == 0) {
         if !protocol.is_v5() {
             broker.metrics.refuse(Refusal::Protocol);
             info!(%peer, keep_alive, max = config.max_keepalive, "Client refused: keep alive above max_keepalive.");
@@ -242,7 +250,7 @@ pub(super) async fn accept<S: AsyncRead + AsyncWrite>(
     if protocol.is_v5() {
         // Advertise only what differs from the defaults of MQTT 5.0 section 3.2.2.3.
         props.topic_alias_maximum = Some(config.topic_alias_maximum).filter(|m| *m > 0);
-        props.receive_maximum = Some(config.receive_maximum).filter(|m| *m < u16::MAX);
+        props.receive_maximum = Some(config.receive_maximum()).filter(|m| *m < u16::MAX);
         props.maximum_qos = Some(config.max_qos).filter(|q| *q < QoS::ExactlyOnce);
         let unless = |available: bool| (!available).then_some(false);
         props.retain_available = unless(config.retain_available);
@@ -284,12 +292,16 @@ pub(super) async fn accept<S: AsyncRead + AsyncWrite>(
         reauth: None,
         alias_out_max: connect.properties.topic_alias_maximum.unwrap_or(0),
         aliases_out: HashMap::new(),
-        problem_information: connect.properties.request_problem_information.unwrap_or(true),
+        // Reason strings only where the operator wants them (Mosquitto sends none) and the
+        // client did not refuse them [MQTT-3.1.2-29].
+        problem_information: config.reason_strings
+            && connect.properties.request_problem_information.unwrap_or(true),
         aliases: HashMap::new(),
         // Grows to what the traffic needs; an idle connection keeps none.
         wbuf: BytesMut::new(),
         pending: VecDeque::new(),
         held: BytesMut::new(),
+        held_acks: 0,
         scratch: Vec::new(),
         auth,
     };

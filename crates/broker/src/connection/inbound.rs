@@ -104,39 +104,52 @@ impl Connection {
         metrics::add(&self.broker.metrics.messages_received, 1);
         metrics::add(&self.broker.metrics.publish_received[publish.qos as usize], 1);
         let (qos, packet_id) = (publish.qos, publish.packet_id.unwrap_or(0));
-        let allowed = self.may_publish(&publish.topic);
-        if !allowed {
+        let limit = config.message_size_limit;
+        let refused = if limit > 0 && publish.payload.len() > limit {
+            self.broker.metrics.dropped_for(DropReason::TooLarge, 1);
+            // Not 0x95 as Mosquitto sends: PUBACK and PUBREC may not carry it (MQTT 5.0
+            // 3.4.2.1, 3.5.2.1); 0x83 is "valid, but not accepted".
+            Some(ReasonCode::ImplementationSpecificError)
+        } else if !self.may_publish(&publish.topic) {
             self.broker.metrics.dropped_for(DropReason::NotAuthorized, 1);
-        }
+            Some(ReasonCode::NotAuthorized)
+        } else {
+            None
+        };
         let message = Message::from_publish(publish, Some(self.client_id.clone()));
-        // Denied messages are dropped; the QoS flow still completes [MQTT-3.3.5-2].
-        let route = |broker: &Broker, message| allowed.then(|| broker.publish(message));
+        // Refused messages are dropped; the QoS flow still completes [MQTT-3.3.5-2].
+        let route = |broker: &Broker, message| match refused {
+            None => Ok(broker.publish(message)),
+            Some(code) => Err(code),
+        };
         match qos {
             QoS::AtMostOnce => {
-                if let Some(routed) = route(&self.broker, message) {
+                if let Ok(routed) = route(&self.broker, message) {
                     // A full tap slows this publisher down instead of losing the message.
                     self.hold_until(routed.observed);
                 }
             }
             QoS::AtLeastOnce => {
+                self.check_receive_maximum(0)?;
                 let routed = route(&self.broker, message);
-                let matched = routed.as_ref().map(|r| r.accepted());
+                let matched = routed.as_ref().map(|r| r.accepted()).map_err(|code| *code);
                 // Acked means durable: PUBACK waits for the commit that stores the message.
-                if let Some(routed) = routed {
+                if let Ok(routed) = routed {
                     self.hold_until(routed.durable);
                     self.hold_until(routed.observed);
                 }
                 self.send(&Packet::PubAck(self.ack(packet_id, matched)));
             }
             QoS::ExactlyOnce => {
+                if let Some(code) = refused {
+                    // A refusal ends the exchange at PUBREC [MQTT-4.3.3]: nothing to remember,
+                    // and a 3.x client's PUBREL for it is answered all the same.
+                    self.send(&Packet::PubRec(self.ack(packet_id, Err(code))));
+                    return Ok(());
+                }
                 let mut state = self.session.lock();
-                if state.pending_qos2() >= usize::from(self.broker.config.receive_maximum)
-                    && !state.knows_qos2(packet_id)
-                {
-                    return Err(Violation::new(
-                        ReasonCode::ReceiveMaximumExceeded,
-                        "[MQTT-3.3.4-9] more unacknowledged QoS 2 PUBLISHes than the Receive Maximum",
-                    ));
+                if !state.knows_qos2(packet_id) {
+                    self.check_receive_maximum(state.pending_qos2())?;
                 }
                 // Forward once per packet id until PUBREL (method B of [MQTT-4.3.3]).
                 let is_new = state.receive_qos2(packet_id);
@@ -150,10 +163,25 @@ impl Connection {
                         self.hold_until(routed.observed);
                         accepted
                     }),
-                    false => Some(Ok(1)),
+                    false => Ok(Ok(1)),
                 };
                 self.send(&Packet::PubRec(self.ack(packet_id, matched)));
             }
+        }
+        Ok(())
+    }
+
+    /// An MQTT 5 client may have at most our Receive Maximum QoS 1/2 PUBLISHes unacknowledged:
+    /// PUBACKs still held for their commit, and QoS 2 ids not yet released (`qos2_pending`).
+    /// One more is answered with DISCONNECT 0x93 [MQTT-3.3.4-9]. 3.x clients cannot be told a
+    /// maximum, so none is enforced on them.
+    fn check_receive_maximum(&self, qos2_pending: usize) -> Result<(), Violation> {
+        let maximum = usize::from(self.broker.config.receive_maximum());
+        if self.protocol.is_v5() && self.held_acks + qos2_pending >= maximum {
+            return Err(Violation::new(
+                ReasonCode::ReceiveMaximumExceeded,
+                "[MQTT-3.3.4-9] more unacknowledged QoS 1/2 PUBLISHes than the Receive Maximum",
+            ));
         }
         Ok(())
     }
@@ -163,17 +191,17 @@ impl Connection {
         authorizer.allows_everything() || authorizer.can_publish(&self.session.client_info(), topic)
     }
 
-    /// PUBACK/PUBREC for a message routed to `matched` sessions (`None`: not authorized,
-    /// `Err`: refused everywhere for the memory ceiling). MQTT 5 says why; 3.1.1 has no way to,
-    /// so there a denied publish looks accepted.
-    fn ack(&self, packet_id: u16, matched: Option<Result<usize, ()>>) -> Ack {
+    /// PUBACK/PUBREC for a message routed to `matched` sessions (`Err(code)`: refused before
+    /// routing, `Ok(Err(()))`: refused everywhere for the memory ceiling). MQTT 5 says why;
+    /// 3.1.1 has no way to, so there a refused publish looks accepted.
+    fn ack(&self, packet_id: u16, matched: Result<Result<usize, ()>, ReasonCode>) -> Ack {
         let mut ack = Ack::new(packet_id);
         if self.protocol.is_v5() {
             ack.reason = match matched {
-                None => ReasonCode::NotAuthorized,
-                Some(Err(())) => ReasonCode::QuotaExceeded,
-                Some(Ok(0)) => ReasonCode::NoMatchingSubscribers,
-                Some(Ok(_)) => ReasonCode::Success,
+                Err(code) => code,
+                Ok(Err(())) => ReasonCode::QuotaExceeded,
+                Ok(Ok(0)) => ReasonCode::NoMatchingSubscribers,
+                Ok(Ok(_)) => ReasonCode::Success,
             };
         }
         ack

@@ -173,6 +173,8 @@ struct Connection {
     /// they are done: an acknowledgement is only sent for what is durable.
     pending: VecDeque<Ticket>,
     held: BytesMut,
+    /// PUBACKs among the held packets: QoS 1 messages the client still counts as in flight.
+    held_acks: usize,
     scratch: Vec<Packet>,
     /// The listener's own access control (`per_listener_settings`), if it has one.
     auth: Option<Arc<ListenerAuth>>,
@@ -297,6 +299,7 @@ impl Connection {
         if self.pending.is_empty() {
             self.wbuf.extend_from_slice(&self.held);
             self.held.clear();
+            self.held_acks = 0;
         }
         None
     }
@@ -352,7 +355,12 @@ impl Connection {
         if let Packet::Publish(publish) = packet {
             metrics::add(&metrics.publish_sent[publish.qos as usize], 1);
         }
-        let buf = if self.pending.is_empty() { &mut self.wbuf } else { &mut self.held };
+        let buf = if self.pending.is_empty() {
+            &mut self.wbuf
+        } else {
+            self.held_acks += usize::from(matches!(packet, Packet::PubAck(_)));
+            &mut self.held
+        };
         if let Err(e) = packet.encode(self.protocol, buf) {
             debug!(client = %self.client_id, error = %e, "packet not encodable, dropped");
         }

@@ -34,9 +34,13 @@ impl TestBroker {
     }
 
     pub async fn with_config(config: Config) -> TestBroker {
+        TestBroker::with_broker(Broker::new(config)).await
+    }
+
+    /// Serves a broker the test built itself (its own store, say).
+    pub async fn with_broker(broker: Arc<Broker>) -> TestBroker {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let broker = Broker::new(config);
         let shutdown = CancellationToken::new();
         let task = tokio::spawn({
             let (broker, shutdown) = (Arc::clone(&broker), shutdown.clone());
