@@ -23,7 +23,7 @@ async fn connected(broker: &TestBroker, id: &str, protocol: Protocol) -> Raw {
 }
 
 /// 02-subscribe-long-topic: a filter of 65,535 `/` once overflowed a worker's stack and aborted
-/// the process. More than 200 levels is a malformed packet, as in Mosquitto: 3.1.1 clients are
+/// the process. More than 200 `/` is a malformed packet, as in Mosquitto: 3.1.1 clients are
 /// closed on, MQTT 5 clients get DISCONNECT 0x81; the broker serves on.
 #[tokio::test]
 async fn a_filter_of_65535_levels_is_refused_and_the_broker_lives() {
@@ -40,8 +40,8 @@ async fn a_filter_of_65535_levels_is_refused_and_the_broker_lives() {
             _ => assert!(packets.is_empty(), "{packets:?}"),
         }
     }
-    // 200 levels is the most there may be: subscribe, publish, retain and unsubscribe all work.
-    let deep = "a/".repeat(199) + "z";
+    // 200 `/` is the most there may be: subscribe, publish, retain and unsubscribe all work.
+    let deep = "a/".repeat(200) + "z";
     let mut raw = connected(&broker, "deep", Protocol::V3_1_1).await;
     assert_eq!(raw.subscribe(&deep, QoS::AtMostOnce).await.codes, [ReasonCode::Success]);
     let mut publisher = connected(&broker, "deep-pub", Protocol::V3_1_1).await;
@@ -53,7 +53,7 @@ async fn a_filter_of_65535_levels_is_refused_and_the_broker_lives() {
     late.subscribe("#", QoS::AtMostOnce).await;
     assert_eq!(late.expect_publish().await.topic, deep);
     // One level more is refused when published too.
-    publisher.publish(&("a/".repeat(200) + "z"), "x", QoS::AtMostOnce, None).await;
+    publisher.publish(&("a/".repeat(201) + "z"), "x", QoS::AtMostOnce, None).await;
     assert!(publisher.expect_closed().await.is_empty());
     drop((raw, late));
     connected(&broker, "still-here", Protocol::V5).await;

@@ -313,14 +313,19 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // State is loaded before any listener opens.
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
-    let path = config.data_dir.join(STORE_FILE);
-    let (store, snapshot, _quarantined) =
-        RedbStore::open(&path).with_context(|| format!("opening the store {}", path.display()))?;
-    let durability = config.durability;
     let config_data_dir = config.data_dir.clone();
     let recorder_authorizer = Arc::clone(&authorizer);
-    let broker = Broker::open(config, authorizer, Box::new(store), snapshot, durability)
-        .with_context(|| format!("restoring state from {}", path.display()))?;
+    let broker = if config.persistence {
+        let path = config.data_dir.join(STORE_FILE);
+        let (store, snapshot, _quarantined) =
+            RedbStore::open(&path).with_context(|| format!("opening the store {}", path.display()))?;
+        let durability = config.durability;
+        Broker::open(config, authorizer, Box::new(store), snapshot, durability)
+            .with_context(|| format!("restoring state from {}", path.display()))?
+    } else {
+        warn!("persistence is off (mosquitto.conf without `persistence true`): retained messages and sessions last until the broker stops");
+        Broker::with_authorizer(config, authorizer)
+    };
     let mut listeners = Vec::new();
     for ((spec, tls), auth) in specs.into_iter().zip(tls).zip(own_auth) {
         let socket = match &spec.unix {

@@ -82,10 +82,10 @@ impl DecodeError {
             DecodeError::UnsupportedProtocolLevel(_) | DecodeError::InvalidProtocolName(_) => {
                 ReasonCode::UnsupportedProtocolVersion
             }
+            // Spec section 4.13 lets a receiver call these either a Malformed Packet or a
+            // Protocol Error; Mosquitto says malformed for a zero packet id or property value.
             DecodeError::DuplicateProperty(_)
             | DecodeError::PropertyNotAllowed { .. }
-            | DecodeError::InvalidPropertyValue { .. }
-            | DecodeError::ZeroPacketId
             | DecodeError::InvalidSharedSubscription => ReasonCode::ProtocolError,
             DecodeError::WildcardInTopicName | DecodeError::MissingTopic => ReasonCode::TopicNameInvalid,
             _ => ReasonCode::MalformedPacket,

@@ -3,11 +3,11 @@
 
 use crate::DecodeError;
 
-/// Most levels a topic name or filter may have. The spec sets no limit; this one is Mosquitto's
-/// (a name or filter beyond it is a malformed packet there too), and it bounds the depth of
-/// everything that walks topics level by level: the router's trie, the retained tree and their
-/// drops.
-pub const MAX_LEVELS: usize = 200;
+/// Most levels a topic name or filter may have: 201, i.e. 200 `/` separators. The spec sets no
+/// limit; this one is Mosquitto's (a name or filter beyond it is a malformed packet there too),
+/// and it bounds the depth of everything that walks topics level by level: the router's trie,
+/// the retained tree and their drops.
+pub const MAX_LEVELS: usize = 201;
 
 fn check_levels(topic: &str) -> Result<(), DecodeError> {
     // Levels are separators plus one; counting stops early on long input.

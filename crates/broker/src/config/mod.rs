@@ -18,6 +18,9 @@ pub struct Config {
     pub listeners: Vec<SocketAddr>,
     /// Where persistent state lives.
     pub data_dir: PathBuf,
+    /// Keep retained messages and sessions in `data_dir` across restarts. On by default; a
+    /// mosquitto.conf turns it on only with `persistence true`, as Mosquitto does.
+    pub persistence: bool,
     /// QoS 1/2 messages in flight to one client at once, and from one MQTT 5 client at once
     /// (advertised as Receive Maximum), as Mosquitto's max_inflight_messages (default 20).
     pub max_inflight_messages: usize,
@@ -101,6 +104,7 @@ impl Default for Config {
         Config {
             listeners: vec![SocketAddr::from(([127, 0, 0, 1], 1883))],
             data_dir: PathBuf::from("cauldron-data"),
+            persistence: true,
             max_inflight_messages: 20,
             max_queued_messages: 1000,
             queue_qos0_messages: false,

@@ -23,7 +23,6 @@ pub struct ConfError {
 
 /// Keys read and deliberately not acted on, with why.
 const IGNORED: &[(&str, &str)] = &[
-    ("persistence", "persistence is always on in cauldron"),
     ("persistence_file", "the store is cauldron.redb in persistence_location"),
     ("autosave_interval", "every acknowledged change is committed; there is no snapshot interval"),
     ("autosave_on_changes", "every acknowledged change is committed"),
@@ -186,6 +185,7 @@ impl Reader {
             "allow_anonymous" => self.allow_anonymous = Some(parse_bool(value)?),
             "password_file" => self.setup.password_file = Some(path(value)),
             "acl_file" => self.setup.acl_file = Some(path(value)),
+            "persistence" => config.persistence = parse_bool(value)?,
             "persistence_location" => config.data_dir = path(value),
             "persistent_client_expiration" => {
                 config.persistent_client_expiration = Some(parse_expiration(value)?)
@@ -284,8 +284,11 @@ fn read_file(reader: &mut Reader, path: &Path, top: bool) -> Result<(), ConfErro
 /// listener means 127.0.0.1:1883 with anonymous access; any listener means anonymous access
 /// only if `allow_anonymous true` says so.
 pub fn read(path: &Path) -> Result<Setup, ConfError> {
+    let mut setup = Setup::default();
+    // Mosquitto keeps nothing across restarts unless told `persistence true`.
+    setup.config.persistence = false;
     let mut reader = Reader {
-        setup: Setup::default(),
+        setup,
         default_listener: ListenerSpec::default(),
         current: None,
         allow_anonymous: None,
@@ -359,6 +362,7 @@ mod tests {
         assert_eq!(setup.config.max_queued_messages, 9000);
         assert_eq!(setup.config.sys_interval, 30);
         assert_eq!(setup.config.data_dir, PathBuf::from("/var/lib/mosquitto/"));
+        assert!(setup.config.persistence);
         assert_eq!(setup.config.persistent_client_expiration, Some(Duration::from_secs(2 * 86_400)));
         assert_eq!(setup.password_file, Some(PathBuf::from("/etc/mosquitto/passwd")));
         assert!(setup.warnings.iter().any(|w| w.starts_with("pid_file: ignored")));
@@ -392,6 +396,7 @@ mod tests {
                      message_size_limit 0\nmax_keepalive 0\nmax_queued_bytes 0\nmax_topic_alias 0\n";
         let c = read(&write(&dir, "zeros.conf", zeros)).unwrap().config;
         assert_eq!(c.max_queued_messages, 0, "0: no limit (the broker reads it so)");
+        assert!(!c.persistence, "Mosquitto persists only with `persistence true`");
         assert_eq!(c.max_inflight_messages, 65_535, "0: no maximum, no Receive Maximum sent");
         assert_eq!(c.max_packet_size, Config::default().max_packet_size, "0: no limit");
         assert_eq!((c.message_size_limit, c.max_keepalive, c.max_queued_bytes), (0, 0, 0));

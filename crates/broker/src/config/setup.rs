@@ -96,10 +96,11 @@ impl Setup {
             out.push_str(&format!("acl_file {}\n", p.display()));
         }
         out.push_str(&format!(
-            "data_dir {}\nmax_inflight_messages {}\nmax_queued_messages {}\nmax_queued_bytes {}\nqueue_qos0_messages {}\n\
+            "data_dir {}\npersistence {}\nmax_inflight_messages {}\nmax_queued_messages {}\nmax_queued_bytes {}\nqueue_qos0_messages {}\n\
              max_packet_size {}\nmax_keepalive {}\nmax_connections {}\nsys_interval {}\nretain_available {}\n\
              persistent_client_expiration {}\n",
             c.data_dir.display(),
+            c.persistence,
             c.max_inflight_messages,
             c.max_queued_messages,
             c.max_queued_bytes,

@@ -95,10 +95,19 @@ pub(super) async fn write_and_close<W: AsyncWrite + Unpin>(
     let _ = writer.shutdown().await;
 }
 
-/// A client id for a client that sent none [MQTT-3.1.3-6].
+/// A client id for a client that sent none [MQTT-3.1.3-6]: the prefix and a random UUID-shaped
+/// 36 characters, as Mosquitto assigns them (so the CONNACK is as long as Mosquitto's).
 fn assign_client_id(prefix: &str) -> ByteString {
-    let random = std::collections::hash_map::RandomState::new().build_hasher().finish();
-    ByteString::from(format!("{prefix}{random:016x}"))
+    let random = || std::collections::hash_map::RandomState::new().build_hasher().finish();
+    let (a, b) = (random(), random());
+    ByteString::from(format!(
+        "{prefix}{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
+        a >> 32,
+        (a >> 16) & 0xffff,
+        a & 0xffff,
+        b >> 48,
+        b & 0xffff_ffff_ffff
+    ))
 }
 
 /// Counts and logs a refused login, and waits a moment before answering it, which makes guessing

@@ -165,6 +165,9 @@ impl Connection {
                     }),
                     false => Ok(Ok(1)),
                 };
+                // PUBREC does not tell "no matching subscribers" (the spec leaves it open):
+                // Mosquitto, which routes at PUBREL, never does, and clients compare bytes.
+                let matched = matched.map(|routed| routed.map(|n| n.max(1)));
                 self.send(&Packet::PubRec(self.ack(packet_id, matched)));
             }
         }
