@@ -225,3 +225,46 @@ async fn max_queued_messages_0_queues_without_limit() {
         sub.ack(Packet::PubAck, publish.packet_id.unwrap()).await;
     }
 }
+
+/// 03-publish-dollar-v5: no client may publish into the broker's `$SYS` tree (but for a bridge's
+/// `$SYS/broker/connection/<name>/state`) or to `$share/...`; MQTT 5 publishers hear 0x87.
+#[tokio::test]
+async fn sys_and_share_topics_are_not_for_clients_to_publish() {
+    let broker = TestBroker::start().await;
+    let mut sub = connected(&broker, "sub", Protocol::V3_1_1).await;
+    sub.subscribe("$SYS/#", QoS::AtMostOnce).await;
+    let mut raw = connected(&broker, "pub", Protocol::V5).await;
+    for (id, topic, reason) in [
+        (1, "$SYS/broker/uptime", ReasonCode::NotAuthorized),
+        (2, "$SYS/broker/connection/me", ReasonCode::NotAuthorized),
+        (3, "$share/share/topic", ReasonCode::NotAuthorized),
+        (4, "$SYS/broker/connection/me/state", ReasonCode::Success),
+    ] {
+        raw.publish(topic, "x", QoS::AtLeastOnce, Some(id)).await;
+        assert!(matches!(raw.recv().await, Some(Packet::PubAck(a)) if a.reason == reason), "{topic}");
+    }
+    assert_eq!(sub.expect_publish().await.topic, "$SYS/broker/connection/me/state");
+    sub.expect_silence().await;
+}
+
+/// 03-publish-qos2-dup: an MQTT 5 client may resend a QoS 2 PUBLISH only on a new connection
+/// [MQTT-4.4.0-1]; one resend is let pass, a second gets DISCONNECT 0x82. 3.1.1 allows
+/// retransmission, so there every copy is answered.
+#[tokio::test]
+async fn qos2_resent_twice_on_one_mqtt5_connection_is_a_protocol_error() {
+    let broker = TestBroker::start().await;
+    for protocol in [Protocol::V3_1_1, Protocol::V5] {
+        let mut raw = connected(&broker, "dup", protocol).await;
+        for copy in 0..3 {
+            let mut publish = cauldron_proto::Publish::new("topic", b"message".to_vec());
+            (publish.qos, publish.packet_id, publish.dup) = (QoS::ExactlyOnce, Some(1), copy > 0);
+            raw.send(Packet::Publish(publish)).await;
+            if protocol.is_v5() && copy == 2 {
+                let packets = raw.expect_closed().await;
+                assert!(matches!(&packets[..], [Packet::Disconnect(d)] if d.reason == ReasonCode::ProtocolError));
+            } else {
+                assert!(matches!(raw.recv().await, Some(Packet::PubRec(_))), "{protocol:?} copy {copy}");
+            }
+        }
+    }
+}

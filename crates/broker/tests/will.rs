@@ -97,10 +97,18 @@ async fn will_on_protocol_error_with_retain_honoured() {
 }
 
 #[tokio::test]
-async fn will_of_a_taken_over_connection_is_published() {
+async fn will_of_a_taken_over_connection_is_published_when_its_session_ends() {
     let broker = TestBroker::start().await;
     let (_w, mut messages) = watcher(&broker).await;
     let (_first, _) = Raw::handshake(broker.addr, connect_with_will("twin", QoS::AtMostOnce, false, 0)).await;
     let (_second, _) = Raw::session(broker.addr, "twin", true).await;
     assert_eq!(&next(&mut messages).await.topic[..], "will/twin");
+    // 07-will-takeover: a persistent session taken over by a connection that resumes it is
+    // the client back again; no will, as in Mosquitto.
+    let mut persistent = connect_with_will("phone", QoS::AtMostOnce, false, 0);
+    persistent.clean_start = false;
+    let (_old, _) = Raw::handshake(broker.addr, persistent).await;
+    let (_new, present) = Raw::session(broker.addr, "phone", false).await;
+    assert!(present);
+    nothing(&mut messages).await;
 }

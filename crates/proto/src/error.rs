@@ -82,10 +82,11 @@ impl DecodeError {
             DecodeError::UnsupportedProtocolLevel(_) | DecodeError::InvalidProtocolName(_) => {
                 ReasonCode::UnsupportedProtocolVersion
             }
-            // Spec section 4.13 lets a receiver call these either a Malformed Packet or a
-            // Protocol Error; Mosquitto says malformed for a zero packet id or property value.
+            // The spec names these Protocol Errors (2.2.2.2, 3.1.2.11, 3.8.2.1.2). A property
+            // not valid for its packet is a Malformed Packet (2.2.2.2), and so, as Mosquitto
+            // says, is a zero packet id (4.13 leaves the choice open).
             DecodeError::DuplicateProperty(_)
-            | DecodeError::PropertyNotAllowed { .. }
+            | DecodeError::InvalidPropertyValue { .. }
             | DecodeError::InvalidSharedSubscription => ReasonCode::ProtocolError,
             DecodeError::WildcardInTopicName | DecodeError::MissingTopic => ReasonCode::TopicNameInvalid,
             _ => ReasonCode::MalformedPacket,

@@ -133,6 +133,12 @@ pub(super) async fn accept<S: AsyncRead + AsyncWrite>(
     let protocol = connect.protocol;
     let config = &broker.config;
     let refuse = |code: ReasonCode| {
+        // 3.1.1's 4 is for credentials that are *malformed*; well formed but wrong ones are "not
+        // authorized" (5), as Mosquitto answers too. MQTT 5 has 0x86 for exactly this.
+        let code = match code {
+            ReasonCode::BadUserNameOrPassword if !protocol.is_v5() => ReasonCode::NotAuthorized,
+            code => code,
+        };
         Packet::ConnAck(ConnAck { session_present: false, code, properties: Properties::default() })
     };
     let mut props = Properties::default();
@@ -311,6 +317,7 @@ pub(super) async fn accept<S: AsyncRead + AsyncWrite>(
         pending: VecDeque::new(),
         held: BytesMut::new(),
         held_acks: 0,
+        qos2_resent: Vec::new(),
         scratch: Vec::new(),
         auth,
     };

@@ -36,6 +36,7 @@ impl Connection {
             }
             Packet::PubRel(ack) => {
                 let known = self.session.lock().release_qos2(ack.packet_id);
+                self.qos2_resent.retain(|id| *id != ack.packet_id);
                 // The id is free for a new message only once its release is stored.
                 let ticket = self.broker.flush_session(&self.session);
                 self.hold_until(ticket);
@@ -150,6 +151,16 @@ impl Connection {
                 let mut state = self.session.lock();
                 if !state.knows_qos2(packet_id) {
                     self.check_receive_maximum(state.pending_qos2())?;
+                } else if self.protocol.is_v5() {
+                    // MQTT 5 resends only on a new connection [MQTT-4.4.0-1]. One resend on the
+                    // same connection is let pass, as Mosquitto does; a second is a flood.
+                    if self.qos2_resent.contains(&packet_id) {
+                        return Err(Violation::new(
+                            ReasonCode::ProtocolError,
+                            "[MQTT-4.4.0-1] QoS 2 PUBLISH resent on the same connection",
+                        ));
+                    }
+                    self.qos2_resent.push(packet_id);
                 }
                 // Forward once per packet id until PUBREL (method B of [MQTT-4.3.3]).
                 let is_new = state.receive_qos2(packet_id);
@@ -190,6 +201,9 @@ impl Connection {
     }
 
     pub(super) fn may_publish(&self, topic: &str) -> bool {
+        if reserved_for_the_broker(topic) {
+            return false;
+        }
         let authorizer = self.authorizer();
         authorizer.allows_everything() || authorizer.can_publish(&self.session.client_info(), topic)
     }
@@ -329,5 +343,35 @@ impl Connection {
             self.session.lock().expiry_interval = expiry;
         }
         Ok(Exit::Disconnect { send_will: disconnect.reason == ReasonCode::DisconnectWithWill })
+    }
+}
+
+/// Topics no client may publish to, whatever the ACL says, as in Mosquitto: the broker's own
+/// `$SYS` tree (a client could otherwise forge its statistics), except the connection state a
+/// bridge reports as `$SYS/broker/connection/<name>/state`; and `$share/...`, which names
+/// shared subscriptions, not topics.
+fn reserved_for_the_broker(topic: &str) -> bool {
+    if let Some(rest) = topic.strip_prefix("$SYS/") {
+        let bridge_state = rest
+            .strip_prefix("broker/connection/")
+            .and_then(|name| name.strip_suffix("/state"))
+            .is_some_and(|name| !name.is_empty() && !name.contains('/'));
+        return !bridge_state;
+    }
+    topic == "$SYS" || topic.starts_with("$share/") || topic == "$share"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::reserved_for_the_broker;
+
+    #[test]
+    fn sys_and_share_are_the_brokers() {
+        for reserved in ["$SYS", "$SYS/broker/uptime", "$SYS/broker/connection/me", "$share/g/t", "$SYS/broker/connection/a/b/state"] {
+            assert!(reserved_for_the_broker(reserved), "{reserved}");
+        }
+        for free in ["$SYS/broker/connection/me/state", "sys/x", "$SYSTEM/x", "$shared/x", "a/$SYS"] {
+            assert!(!reserved_for_the_broker(free), "{free}");
+        }
     }
 }

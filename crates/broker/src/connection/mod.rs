@@ -175,6 +175,9 @@ struct Connection {
     held: BytesMut,
     /// PUBACKs among the held packets: QoS 1 messages the client still counts as in flight.
     held_acks: usize,
+    /// MQTT 5: inbound QoS 2 ids already resent once on this connection (empty, unallocated,
+    /// for well-behaved clients).
+    qos2_resent: Vec<u16>,
     scratch: Vec<Packet>,
     /// The listener's own access control (`per_listener_settings`), if it has one.
     auth: Option<Arc<ListenerAuth>>,
@@ -380,7 +383,12 @@ impl Connection {
             Exit::KeepAliveTimeout => {
                 (Some((ReasonCode::KeepAliveTimeout, "keep alive timeout".into())), true)
             }
-            Exit::TakenOver => (Some((ReasonCode::SessionTakenOver, "session taken over".into())), true),
+            // The will goes out only if the session ends with this connection: a successor
+            // that resumed it is the client back again [MQTT-3.1.3-9], as Mosquitto decides.
+            Exit::TakenOver => {
+                let resumed = self.session.lock().resumes != self.resumes;
+                (Some((ReasonCode::SessionTakenOver, "session taken over".into())), !resumed)
+            }
             Exit::Redirected(redirect) => {
                 (Some((redirect.reason_code(), "moved to another server".into())), true)
             }
