@@ -103,6 +103,12 @@ pub fn in_process(
     // HTTP-mode apps' positions reach MQTT-mode friends through the broker.
     let broker = Arc::clone(broker);
     api.forward = Some(Arc::new(move |topic: &str, payload: &[u8], retain: bool| {
+        // The recorder checks its names; this check makes sure nothing that is not a topic
+        // name reaches the broker (and its store) from here, whatever the recorder does.
+        if let Err(e) = cauldron_client::proto::topic::validate_name(topic) {
+            tracing::warn!(topic, error = %e, "HTTP-mode message not published: not a topic name");
+            return;
+        }
         let message = cauldron_broker::Message {
             topic: topic.into(),
             payload: cauldron_client::proto::Bytes::copy_from_slice(payload),

@@ -355,14 +355,22 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         TcpListener::bind(http_addr).await.with_context(|| format!("binding HTTP {http_addr}"))?;
     let shutdown = CancellationToken::new();
     let ready = Arc::new(AtomicBool::new(true));
+    // The recorder is a part of its own: a store it cannot open (corrupt, locked) turns it off
+    // with an error, and the MQTT broker serves on.
     let recorder = match recorder_settings.enabled.unwrap_or(true) {
-        true => Some(crate::recorder::in_process(
+        true => match crate::recorder::in_process(
             &broker,
             &config_data_dir,
             &recorder_settings,
             &passwords,
             &recorder_authorizer,
-        )?),
+        ) {
+            Ok(api) => Some(api),
+            Err(e) => {
+                tracing::error!("OwnTracks recorder OFF, the broker runs without it: {e:#}");
+                None
+            }
+        },
         false => None,
     };
     let http = crate::http::Http { broker: Arc::clone(&broker), ready: Arc::clone(&ready), recorder };

@@ -38,6 +38,13 @@ impl Origin {
     }
 }
 
+/// Whether a user or device name can be one level of an MQTT topic: not empty, no `/`, no
+/// wildcard, no null character. Names from HTTP (HTTP mode, OsmAnd) become topics the broker
+/// publishes and stores, so anything else is refused before it gets there.
+pub fn is_level(name: &str) -> bool {
+    !name.is_empty() && !name.contains(['/', '+', '#', '\0'])
+}
+
 /// A user or device name as stored: lowercase, whitespace replaced by `-`.
 pub fn name(raw: &str) -> String {
     raw.chars().map(|c| if c.is_whitespace() { '-' } else { c }).collect::<String>().to_lowercase()

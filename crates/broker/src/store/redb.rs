@@ -22,14 +22,51 @@ fn io(e: impl std::fmt::Display) -> StoreError {
     StoreError::Io(e.to_string())
 }
 
+/// Why the file could not be opened: only `Corrupt` is a reason to move it aside.
+enum OpenError {
+    Corrupt(String),
+    /// Locked by another process, no permission, a full disk...: the data may be fine, so
+    /// nothing is touched and the start stops.
+    Other(String),
+}
+
+impl From<redb::DatabaseError> for OpenError {
+    fn from(e: redb::DatabaseError) -> OpenError {
+        match e {
+            redb::DatabaseError::Storage(s) => s.into(),
+            redb::DatabaseError::DatabaseAlreadyOpen | redb::DatabaseError::LockProtocolMismatch => {
+                OpenError::Other(format!("{e}: is another cauldron running on this data directory?"))
+            }
+            e => OpenError::Other(e.to_string()),
+        }
+    }
+}
+
+impl From<redb::StorageError> for OpenError {
+    fn from(e: redb::StorageError) -> OpenError {
+        use std::io::ErrorKind::{InvalidData, UnexpectedEof};
+        match &e {
+            redb::StorageError::Corrupted(_) => OpenError::Corrupt(e.to_string()),
+            redb::StorageError::Io(io) if matches!(io.kind(), InvalidData | UnexpectedEof) => {
+                OpenError::Corrupt(e.to_string())
+            }
+            _ => OpenError::Other(e.to_string()),
+        }
+    }
+}
+
 impl RedbStore {
-    /// Opens (or creates) the store at `path` and reads it. A file that fails to open or to
-    /// read is renamed to `<path>.corrupt-<unix time>` with a loud error, and a fresh store is
-    /// started in its place. Returns the store, its contents, and the quarantined file if any.
+    /// Opens (or creates) the store at `path` and reads it. A corrupt file (checksums, structure,
+    /// or a panic inside redb while reading it) is renamed to `<path>.corrupt-<unix time>` with
+    /// a loud error, and a fresh store is started in its place. Any other failure (the file is
+    /// locked by another process, unreadable for permissions, the disk is full) leaves the file
+    /// alone and is returned as an error: the broker must not start. Returns the store, its
+    /// contents, and the quarantined file if any.
     pub fn open(path: &Path) -> Result<(RedbStore, Snapshot, Option<PathBuf>), StoreError> {
         match RedbStore::try_open(path) {
             Ok((store, snapshot)) => Ok((store, snapshot, None)),
-            Err(e) => {
+            Err(OpenError::Other(e)) => Err(StoreError::Io(e)),
+            Err(OpenError::Corrupt(e)) => {
                 let stamp = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .unwrap_or_default()
@@ -40,20 +77,63 @@ impl RedbStore {
                     file = %path.display(),
                     quarantined = %aside.display(),
                     error = %e,
-                    "DATA FILE UNREADABLE: moved aside; starting with an empty store"
+                    "DATA FILE CORRUPT: moved aside; starting with an empty store"
                 );
-                let (store, snapshot) = RedbStore::try_open(path)?;
+                let (store, snapshot) = RedbStore::try_open(path).map_err(|e| match e {
+                    OpenError::Corrupt(e) | OpenError::Other(e) => StoreError::Io(e),
+                })?;
                 Ok((store, snapshot, Some(aside)))
             }
         }
     }
 
-    fn try_open(path: &Path) -> Result<(RedbStore, Snapshot), StoreError> {
-        let db = Database::create(path).map_err(io)?;
-        let mut store = RedbStore { db };
-        store.commit(&[])?; // creates the tables on a new file
-        let snapshot = store.load()?;
-        Ok((store, snapshot))
+    fn try_open(path: &Path) -> Result<(RedbStore, Snapshot), OpenError> {
+        // redb has been seen to panic on garbage in the middle of a file; that is corruption
+        // too, not a reason to abort the process.
+        let attempt = std::panic::catch_unwind(|| -> Result<(RedbStore, Snapshot), OpenError> {
+            let db = Database::create(path)?;
+            let mut store = RedbStore { db };
+            store.create_tables()?;
+            let snapshot = store.read_all()?;
+            Ok((store, snapshot))
+        });
+        attempt.unwrap_or_else(|panic| {
+            let why = panic.downcast_ref::<String>().cloned().or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()));
+            Err(OpenError::Corrupt(format!("redb panicked reading the file: {}", why.unwrap_or_default())))
+        })
+    }
+
+    fn create_tables(&mut self) -> Result<(), OpenError> {
+        let txn = self.db.begin_write().map_err(|e| OpenError::Other(e.to_string()))?;
+        for result in [
+            txn.open_table(RETAINED).map(drop),
+            txn.open_table(SESSIONS).map(drop),
+            txn.open_table(DELIVERIES).map(drop),
+            txn.open_table(INBOUND_QOS2).map(drop),
+        ] {
+            result.map_err(table_error)?;
+        }
+        txn.commit().map_err(|e| match e {
+            redb::CommitError::Storage(s) => s.into(),
+            e => OpenError::Other(e.to_string()),
+        })
+    }
+
+    /// Everything stored, with each failure classified.
+    fn read_all(&mut self) -> Result<Snapshot, OpenError> {
+        self.load().map_err(|e| match e {
+            // `load` reports storage failures as I/O strings; anything that fails while reading
+            // a file that opened is taken for damage in it.
+            StoreError::Io(e) | StoreError::Corrupt(e) => OpenError::Corrupt(e),
+            StoreError::Stopped => OpenError::Other("stopped".into()),
+        })
+    }
+}
+
+fn table_error(e: redb::TableError) -> OpenError {
+    match e {
+        redb::TableError::Storage(s) => s.into(),
+        e => OpenError::Corrupt(e.to_string()),
     }
 }
 
@@ -164,6 +244,32 @@ mod tests {
         assert!(snapshot.retained.is_empty());
         let aside = quarantined.expect("garbage quarantined");
         assert_eq!(std::fs::read(&aside).unwrap(), b"this is not a database");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_locked_file_is_an_error_and_left_alone_mid_file_garbage_is_quarantined() {
+        let dir = std::env::temp_dir().join(format!("cauldron-redb-lock-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("state.redb");
+        let _ = std::fs::remove_file(&path);
+        let (mut first, _, _) = RedbStore::open(&path).unwrap();
+        first.commit(&[Op::PutRetained("kept".into(), vec![1])]).unwrap();
+        // A second broker on the same directory: refused, nothing renamed.
+        let second = RedbStore::open(&path);
+        assert!(matches!(&second, Err(StoreError::Io(e)) if e.contains("another cauldron")), "{:?}", second.err());
+        assert!(std::fs::read_dir(&dir).unwrap().count() == 1, "no file moved aside");
+        drop(first);
+        assert_eq!(RedbStore::open(&path).unwrap().1.retained.len(), 1, "the data is intact");
+
+        // 4 KiB of garbage inside the file: quarantined, never a panic.
+        let mut bytes = std::fs::read(&path).unwrap();
+        let middle = bytes.len() / 2;
+        let end = (middle + 4096).min(bytes.len());
+        bytes[middle..end].iter_mut().enumerate().for_each(|(i, b)| *b = (i * 7 + 13) as u8);
+        std::fs::write(&path, &bytes).unwrap();
+        let (_, _, quarantined) = RedbStore::open(&path).expect("starts");
+        assert_eq!(std::fs::read(quarantined.expect("quarantined")).unwrap(), bytes);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

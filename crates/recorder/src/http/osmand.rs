@@ -24,6 +24,9 @@ pub async fn report(api: &Api, viewer: &Viewer, params: &Params) -> Result<Respo
     let Some((user, device)) = id.split_once('/').map(|(u, d)| (topic::name(u), topic::name(d))) else {
         return Err(error(StatusCode::BAD_REQUEST, "id must be user/device"));
     };
+    if !topic::is_level(&user) || !topic::is_level(&device) {
+        return Err(error(StatusCode::BAD_REQUEST, "user and device must each be one topic level (no / + # or NUL)"));
+    }
     if let Viewer::User(name) = viewer {
         if topic::name(name) != user {
             return Err(error(StatusCode::FORBIDDEN, "report for your own devices only"));

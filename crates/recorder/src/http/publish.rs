@@ -14,7 +14,7 @@ use cauldron_broker::ClientInfo;
 use super::access::{Access, Viewer};
 use super::params::Params;
 use super::Forward;
-use super::{blocking, json, Api};
+use super::{blocking, error, json, Api};
 use crate::ingest::Via;
 use crate::{crypto, view};
 
@@ -35,6 +35,9 @@ pub async fn publish(
         None => params.name("u").or_else(|| params.name("user")).unwrap_or_else(|| "owntracks".into()),
     };
     let device = params.name("d").or_else(|| params.name("device")).unwrap_or_else(|| "phone".into());
+    if !crate::topic::is_level(&user) || !crate::topic::is_level(&device) {
+        return Err(error(StatusCode::BAD_REQUEST, "user and device must each be one topic level (no / + # or NUL)"));
+    }
     let (recorder, access) = (api.recorder.clone(), api.access.clone());
     let topic = format!("owntracks/{user}/{device}");
     if let Some(forward) = &api.forward {

@@ -1,0 +1,169 @@
+//! What an attacker, a typo or a broken disk does to a running cauldron: each case once made it
+//! unable to start, lose state or hang.
+mod common;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use cauldron_broker::store::{Op, RedbStore, Store};
+use cauldron_client::{Client, Options};
+use cauldron_proto::QoS;
+use common::*;
+
+/// `POST /pub?d=%2B` once stored a retained message on `owntracks/<user>/+`, and every later
+/// start failed on it. Names that are not one topic level are refused with 400.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_mode_names_must_be_topic_levels() {
+    let dir = data_dir("http-levels");
+    let broker = Cauldron::start(&dir, &["--sys-interval", "0"]).await;
+    let location = br#"{"_type":"location","lat":52.5,"lon":13.4,"tst":1700000000}"#;
+    for bad in ["d=%2B", "d=%23", "d=a%00b", "d=a/b", "u=%2B&d=x"] {
+        let response = http(&broker.http, "POST", &format!("/pub?{bad}"), &[], location).await;
+        assert_eq!(response.status, 400, "{bad}: {}", response.body);
+    }
+    for bad in ["id=a/%2B", "id=%23/x", "id=a/b/c"] {
+        let response = http(&broker.http, "GET", &format!("/?{bad}&lat=1&lon=2"), &[], b"").await;
+        assert_eq!(response.status, 400, "{bad}: {}", response.body);
+    }
+    let ok = http(&broker.http, "POST", "/pub?d=phone", &[], location).await;
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    broker.terminate().await;
+    let again = Cauldron::start(&dir, &["--sys-interval", "0"]).await;
+    again.terminate().await;
+}
+
+/// A stored record that cannot be read never keeps the broker from starting: it is logged,
+/// kept aside in a file with its bytes, and everything else is restored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_bad_stored_record_is_kept_aside_and_the_rest_restored() {
+    let dir = data_dir("bad-record");
+    let broker = Cauldron::start(&dir, &["--sys-interval", "0"]).await;
+    let (client, _) = Client::connect(Options::new(&broker.addr, "p")).await.unwrap();
+    client.publish("good/topic", "kept", QoS::AtLeastOnce, true).await.unwrap();
+    broker.terminate().await;
+    {
+        let (mut store, _, _) = RedbStore::open(&dir.join("cauldron.redb")).unwrap();
+        store.commit(&[Op::PutRetained("bad/+".into(), b"not a stored message".to_vec())]).unwrap();
+    }
+    let mut broker = Cauldron::start(&dir, &["--sys-interval", "0"]).await;
+    broker.logged("STORED RECORD UNREADABLE").await;
+    let (sub, mut messages) = Client::connect(Options::new(&broker.addr, "s")).await.unwrap();
+    sub.subscribe("#", QoS::AtMostOnce).await.unwrap();
+    let got = tokio::time::timeout(WAIT, messages.recv()).await.unwrap().unwrap();
+    assert_eq!((&got.topic[..], &got.payload[..]), ("good/topic", &b"kept"[..]));
+    let aside: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("rejected-records-"))
+        .collect();
+    assert_eq!(aside.len(), 1);
+    let text = std::fs::read_to_string(aside[0].path()).unwrap();
+    assert!(text.starts_with("retained\t\"bad/+\""), "{text}");
+    broker.terminate().await;
+}
+
+/// A second `cauldron serve` on the same data directory once took the lock error for
+/// corruption, moved the live file aside and served too. Now it stops with a clear error and the
+/// first one's state is untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_broker_on_the_same_data_dir_refuses_to_start() {
+    let dir = data_dir("two-brokers");
+    let first = Cauldron::start(&dir, &["--sys-interval", "0"]).await;
+    let (client, _) = Client::connect(Options::new(&first.addr, "p")).await.unwrap();
+    client.publish("kept", "1", QoS::AtLeastOnce, true).await.unwrap();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_cauldron"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--no-recorder", "--data-dir"])
+        .arg(&dir)
+        .output();
+    let out = tokio::time::timeout(WAIT, out).await.unwrap().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("another cauldron"), "{stderr}");
+    let files: Vec<String> =
+        std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert!(!files.iter().any(|f| f.contains("corrupt")), "{files:?}");
+    first.terminate().await;
+    let again = Cauldron::start(&dir, &["--sys-interval", "0"]).await;
+    let (sub, mut messages) = Client::connect(Options::new(&again.addr, "s")).await.unwrap();
+    sub.subscribe("kept", QoS::AtMostOnce).await.unwrap();
+    assert_eq!(&tokio::time::timeout(WAIT, messages.recv()).await.unwrap().unwrap().payload[..], b"1");
+    again.terminate().await;
+}
+
+/// Garbage in the middle of `cauldron.redb` once panicked inside redb at start (exit 101); a
+/// corrupt `recorder.sqlite` kept the MQTT broker from starting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupt_files_are_quarantined_or_switch_the_recorder_off() {
+    let dir = data_dir("corrupt-files");
+    let broker = Cauldron::start(&dir, &["--sys-interval", "0"]).await;
+    let (client, _) = Client::connect(Options::new(&broker.addr, "p")).await.unwrap();
+    client.publish("t", "1", QoS::AtLeastOnce, true).await.unwrap();
+    broker.terminate().await;
+    let path = dir.join("cauldron.redb");
+    // Everything after the header page: whatever the layout, the tables are in there.
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[4096..].iter_mut().enumerate().for_each(|(i, b)| *b = (i * 7 + 13) as u8);
+    std::fs::write(&path, &bytes).unwrap();
+    std::fs::write(dir.join("recorder.sqlite"), vec![0x5a; 8192]).unwrap();
+    let mut broker = Cauldron::start(&dir, &["--sys-interval", "0"]).await;
+    broker.logged("OwnTracks recorder OFF").await;
+    let (client, _) = Client::connect(Options::new(&broker.addr, "p")).await.unwrap();
+    client.publish("t", "2", QoS::AtLeastOnce, false).await.unwrap();
+    broker.logged("DATA FILE CORRUPT").await;
+    let quarantined = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .find(|e| e.file_name().to_string_lossy().starts_with("cauldron.redb.corrupt-"))
+        .expect("moved aside");
+    assert_eq!(std::fs::read(quarantined.path()).unwrap(), bytes, "kept as it was");
+    assert_eq!(std::fs::read(dir.join("recorder.sqlite")).unwrap(), vec![0x5a; 8192], "left as it was");
+    broker.terminate().await;
+}
+
+/// A broker whose stderr reader has gone (a supervisor that died) once ignored SIGTERM for
+/// seconds; a full pipe could block it for good. Log writes never block anything now.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_a_broker_whose_log_reader_is_gone_or_stalled() {
+    for reader in ["gone", "stalled"] {
+        let dir = data_dir(&format!("log-{reader}"));
+        let port = free_port();
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_cauldron"))
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--http", "127.0.0.1:0", "--data-dir"])
+            .arg(&dir)
+            .env("RUST_LOG", "debug")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        // Wait until it listens, then make it log a lot: connections with long client ids.
+        let mut up = false;
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+                up = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(up, "listens");
+        let held = match reader {
+            "gone" => {
+                drop(stderr);
+                None
+            }
+            _ => Some(stderr),
+        };
+        for i in 0..40 {
+            let id = format!("{i}-{}", "x".repeat(20_000));
+            if let Ok((c, _)) = Client::connect(Options::new(format!("127.0.0.1:{port}"), id.as_str())).await {
+                drop(c);
+            }
+        }
+        let pid = child.id().unwrap().to_string();
+        tokio::process::Command::new("kill").args(["-TERM", &pid]).status().await.unwrap();
+        let status = tokio::time::timeout(Duration::from_secs(7), child.wait()).await;
+        assert!(status.is_ok(), "{reader}: still running 7 s after SIGTERM");
+        drop(held);
+    }
+}
