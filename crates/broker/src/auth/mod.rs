@@ -61,23 +61,23 @@ pub fn complete(exchange: ServerExchange, reply: &Auth) -> Result<(String, Vec<u
 
 /// Username and password against the password file, or anonymous access. A username with no
 /// password file to check it against counts as anonymous, as in Mosquitto.
-pub fn check_credentials(
+pub async fn check_credentials(
     config: &Config,
     username: Option<&str>,
     password: Option<&[u8]>,
 ) -> Result<(), ReasonCode> {
-    check_with(config.allow_anonymous, &config.password_file, username, password)
+    check_with(config.allow_anonymous, &config.password_file, username, password).await
 }
 
 /// The same check with a given anonymous rule and password file (a listener's own).
-pub fn check_with(
+pub async fn check_with(
     allow_anonymous: bool,
     passwords: &password::Passwords,
     username: Option<&str>,
     password: Option<&[u8]>,
 ) -> Result<(), ReasonCode> {
     match (username, passwords.current()) {
-        (Some(user), Some(file)) => match file.check(user, password.unwrap_or_default()) {
+        (Some(user), Some(file)) => match file.check_off_runtime(user.into(), password.unwrap_or_default().into()).await {
             true => Ok(()),
             false => Err(ReasonCode::BadUserNameOrPassword),
         },

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::{Arc, OnceLock};
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -50,6 +51,21 @@ enum Hash {
 #[derive(Debug, Clone, Default)]
 pub struct PasswordFile {
     users: HashMap<String, Hash>,
+    /// The costliest hash in the file, checked (and its answer ignored) for users who do not
+    /// exist, so that an absent user takes as long to refuse as a present one.
+    decoy: Option<Hash>,
+}
+
+/// Password checks run on tokio's blocking pool, at most half the cores at once (at least
+/// one): a flood of logins waits its turn there instead of stalling the connections that
+/// share a runtime worker, and leaves cores for the traffic.
+static HASHING: OnceLock<tokio::sync::Semaphore> = OnceLock::new();
+
+fn hashing_permits() -> &'static tokio::sync::Semaphore {
+    HASHING.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        tokio::sync::Semaphore::new(cores.div_ceil(2))
+    })
 }
 
 fn equal_in_constant_time(a: &[u8], b: &[u8]) -> bool {
@@ -63,6 +79,15 @@ fn pbkdf2(password: &[u8], salt: &[u8], iterations: u32) -> Vec<u8> {
 }
 
 impl Hash {
+    /// Roughly what verifying costs, to pick the decoy.
+    fn cost(&self) -> u64 {
+        match self {
+            Hash::Sha512 { .. } => 0,
+            Hash::Pbkdf2 { iterations, .. } => u64::from(*iterations),
+            Hash::Argon2id(_) => u64::MAX,
+        }
+    }
+
     fn parse(text: &str) -> Result<Hash, String> {
         let b64 = |s: &str| BASE64.decode(s).map_err(|e| format!("bad base64 ({e})"));
         if text.starts_with("$argon2id$") {
@@ -119,19 +144,31 @@ impl PasswordFile {
             let hash = Hash::parse(hash).map_err(|problem| (i + 1, format!("user {user:?}: {problem}")))?;
             users.insert(user.to_string(), hash);
         }
-        Ok(PasswordFile { users })
+        let decoy = users.values().max_by_key(|h| h.cost()).cloned();
+        Ok(PasswordFile { users, decoy })
     }
 
-    /// Whether `password` is right for `username`. Unknown users cost a hash too, so timing does
-    /// not tell which users exist.
+    /// Whether `password` is right for `username`. Unknown users cost the file's costliest hash,
+    /// so timing does not tell which users exist. Blocks for as long as the hash takes (tens
+    /// of milliseconds for argon2id): async callers use [`PasswordFile::check_off_runtime`].
     pub fn check(&self, username: &str, password: &[u8]) -> bool {
         match self.users.get(username) {
             Some(hash) => hash.verify(password),
             None => {
-                let _ = pbkdf2(password, b"unknown user", 101);
+                if let Some(decoy) = &self.decoy {
+                    let _ = decoy.verify(password);
+                }
                 false
             }
         }
+    }
+
+    /// [`PasswordFile::check`] on the blocking pool, bounded (see `HASHING`).
+    pub async fn check_off_runtime(self: Arc<Self>, username: String, password: Vec<u8>) -> bool {
+        let Ok(_turn) = hashing_permits().acquire().await else {
+            return false;
+        };
+        tokio::task::spawn_blocking(move || self.check(&username, &password)).await.unwrap_or(false)
     }
 
     pub fn len(&self) -> usize {
@@ -215,19 +252,19 @@ bob:$7$101$PKYtOCvUgVAmO8TE$o17d0s0O8lrPtj73YbkA1S5lEMROHUCa0AoU4MysaMcFvu+LPIxi
 /// one; connected clients are not affected.
 #[derive(Debug, Default)]
 pub struct Passwords {
-    current: std::sync::RwLock<Option<std::sync::Arc<PasswordFile>>>,
+    current: std::sync::RwLock<Option<Arc<PasswordFile>>>,
 }
 
 impl Passwords {
     pub fn new(file: Option<PasswordFile>) -> Passwords {
-        Passwords { current: std::sync::RwLock::new(file.map(std::sync::Arc::new)) }
+        Passwords { current: std::sync::RwLock::new(file.map(Arc::new)) }
     }
 
-    pub fn current(&self) -> Option<std::sync::Arc<PasswordFile>> {
+    pub fn current(&self) -> Option<Arc<PasswordFile>> {
         self.current.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     pub fn replace(&self, file: PasswordFile) {
-        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Some(std::sync::Arc::new(file));
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(file));
     }
 }

@@ -197,13 +197,16 @@ pub(super) async fn accept<S: AsyncRead + AsyncWrite>(
         };
         username = Some(name.into());
     } else if let Err(code) = match &auth {
-        Some(own) => auth::check_with(
-            own.allow_anonymous,
-            &own.passwords,
-            connect.username.as_deref(),
-            connect.password.as_deref(),
-        ),
-        None => auth::check_credentials(config, connect.username.as_deref(), connect.password.as_deref()),
+        Some(own) => {
+            auth::check_with(
+                own.allow_anonymous,
+                &own.passwords,
+                connect.username.as_deref(),
+                connect.password.as_deref(),
+            )
+            .await
+        }
+        None => auth::check_credentials(config, connect.username.as_deref(), connect.password.as_deref()).await,
     } {
         refuse_credentials(broker, peer, &client_id, code).await;
         write_and_close(writer, &refuse(code), protocol).await;
