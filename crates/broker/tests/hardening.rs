@@ -70,3 +70,24 @@ fn absent_users_cost_the_costliest_hash() {
     assert!(absent > fast * 20, "absent {absent:?} vs a sha512 check {fast:?}");
     assert!(present > fast * 20);
 }
+
+/// `10 ff ff ff 7f` announces a 256 MB CONNECT; the broker once reserved all of it up front,
+/// and 100 such connections aborted the process. Before CONNECT only 256 KiB are accepted, the
+/// announcement is refused from the header, and the broker serves on.
+#[tokio::test]
+async fn a_huge_announced_connect_is_refused_from_its_header() {
+    let broker = TestBroker::start().await;
+    let mut peers = Vec::new();
+    for _ in 0..100 {
+        let mut raw = Raw::connect(broker.addr, Protocol::V3_1_1).await;
+        raw.send_bytes(&[0x10, 0xff, 0xff, 0xff, 0x7f]).await;
+        peers.push(raw);
+    }
+    for raw in &mut peers {
+        assert!(raw.expect_closed().await.is_empty());
+    }
+    // A big but plausible CONNECT (a 64 KB client id) still connects.
+    let id = "a".repeat(65_000);
+    let (_raw, ack) = Raw::handshake(broker.addr, Raw::connect_packet(&id, true, Protocol::V5)).await;
+    assert_eq!(ack.code, ReasonCode::Success);
+}

@@ -22,27 +22,35 @@ use crate::session::next_connection_id;
 
 use super::{CertIdentity, Connection, Origin};
 
+/// Largest packet read before a client is authenticated. The largest CONNECT anyone sends is a
+/// few 64 KB fields (id, will, user name, password) and some properties; anything bigger is
+/// refused from its header, so an unauthenticated peer cannot make the broker buffer megabytes.
+const MAX_UNAUTHENTICATED_PACKET: usize = 256 * 1024;
+
 /// Reads until one whole packet is there, which must be CONNECT [MQTT-3.1.0-1].
 pub(super) async fn read_connect<R: AsyncRead + Unpin>(
     broker: &Broker,
     reader: &mut R,
     rbuf: &mut BytesMut,
 ) -> Result<Box<Connect>, DecodeError> {
-    match read_packet(broker, reader, rbuf, Protocol::V3_1_1).await? {
+    match read_packet(broker, reader, rbuf, Protocol::V3_1_1, MAX_UNAUTHENTICATED_PACKET).await? {
         Packet::Connect(connect) => Ok(connect),
         other => Err(DecodeError::ReservedPacketType(other.packet_type() as u8)),
     }
 }
 
-/// Reads one whole packet outside the main loop (handshake steps).
+/// Reads one whole packet outside the main loop (handshake steps), at most `limit` bytes (and
+/// never more than the broker's maximum packet size).
 async fn read_packet<R: AsyncRead + Unpin>(
     broker: &Broker,
     reader: &mut R,
     rbuf: &mut BytesMut,
     protocol: Protocol,
+    limit: usize,
 ) -> Result<Packet, DecodeError> {
+    let limit = limit.min(broker.config.max_packet_size);
     loop {
-        if let Some(packet) = decode(rbuf, protocol, broker.config.max_packet_size)? {
+        if let Some(packet) = decode(rbuf, protocol, limit)? {
             return Ok(packet);
         }
         match reader.read_buf(rbuf).await {
@@ -69,7 +77,10 @@ async fn enhanced_auth<S: AsyncRead + AsyncWrite>(
     writer.write_all(&buf).await.map_err(|_| ReasonCode::UnspecifiedError)?;
     writer.flush().await.map_err(|_| ReasonCode::UnspecifiedError)?;
     let reply =
-        tokio::time::timeout(broker.config.connect_timeout, read_packet(broker, reader, rbuf, Protocol::V5))
+        tokio::time::timeout(
+            broker.config.connect_timeout,
+            read_packet(broker, reader, rbuf, Protocol::V5, MAX_UNAUTHENTICATED_PACKET),
+        )
             .await
             .map_err(|_| ReasonCode::NotAuthorized)?
             .map_err(|e| e.reason_code())?;

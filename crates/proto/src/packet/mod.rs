@@ -62,6 +62,9 @@ pub enum PacketType {
 /// the packet's bytes once it is complete. `protocol` is the level fixed by the connection's
 /// CONNECT (a CONNECT carries its own). A packet whose declared size exceeds `max_packet_size` is
 /// rejected from its fixed header, before its body is buffered.
+/// Most bytes `decode` reserves ahead of what has arrived.
+const RESERVE_AHEAD: usize = 64 * 1024;
+
 pub fn decode(
     buf: &mut BytesMut,
     protocol: Protocol,
@@ -79,7 +82,9 @@ pub fn decode(
         return Err(DecodeError::PacketTooLarge { size, max: max_packet_size });
     }
     if buf.len() < size {
-        buf.reserve(size - buf.len());
+        // Room for what is likely to come next, never for everything announced: a peer that
+        // announces 256 MB and sends nothing more must not cost 256 MB.
+        buf.reserve((size - buf.len()).min(RESERVE_AHEAD));
         return Ok(None);
     }
     let first = buf[0];

@@ -362,3 +362,11 @@ fn two_packets_in_one_buffer() {
     assert_eq!(decode(&mut buf, Protocol::V3_1_1, MAX), Ok(Some(Packet::PingResp)));
     assert_eq!(decode(&mut buf, Protocol::V3_1_1, MAX), Ok(None));
 }
+
+/// A header announcing 256 MB reserves at most 64 KiB: memory follows what arrives.
+#[test]
+fn an_announced_size_is_not_reserved_up_front() {
+    let mut buf = BytesMut::from(&[0x30, 0xff, 0xff, 0xff, 0x7f][..]);
+    assert_eq!(decode(&mut buf, Protocol::V3_1_1, usize::MAX), Ok(None));
+    assert!(buf.capacity() <= 128 * 1024, "reserved {}", buf.capacity());
+}
