@@ -40,8 +40,11 @@ pub struct AclFile {
 }
 
 /// `[access] <topic>`: the access word is optional (readwrite); the topic may contain spaces.
+/// Words are separated by any run of blanks, as Mosquitto reads them: `topic  deny x` is a
+/// deny, never a grant on the topic "deny x".
 fn rule(rest: &str) -> Result<Rule, String> {
-    let (first, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+    let rest = rest.trim_start();
+    let (first, tail) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
     let access = match first {
         "read" => Some(Access::Read),
         "write" => Some(Access::Write),
@@ -74,7 +77,7 @@ impl AclFile {
             if line.is_empty() || line.starts_with('#') {
                 continue;
             }
-            let (keyword, rest) = line.split_once(' ').unwrap_or((line, ""));
+            let (keyword, rest) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
             let error = |problem: String| (i + 1, problem);
             match keyword {
                 "user" if !rest.trim().is_empty() => {
@@ -242,6 +245,17 @@ pattern readwrite devices/%u/#
         assert!(acl.can_publish(&u, "a/b"));
         assert!(!acl.can_publish(&u, "secret/x"));
         assert!(!acl.can_receive(&u, "$SYS/broker/uptime"));
+    }
+
+    #[test]
+    fn runs_of_blanks_separate_words() {
+        let acl = AclFile::parse("user bob\ntopic #\ntopic  deny owntracks/bob/secret\ntopic\t\tread  a/b\n").unwrap();
+        let bob = client("c", Some("bob"));
+        assert!(!acl.can_publish(&bob, "owntracks/bob/secret"), "the deny is kept");
+        assert!(!acl.can_receive(&bob, "owntracks/bob/secret"));
+        assert!(acl.can_publish(&bob, "owntracks/bob/other"));
+        assert_eq!(acl.users["bob"][2].access, Access::Read);
+        assert_eq!(acl.users["bob"][2].topic, "a/b");
     }
 
     #[test]
