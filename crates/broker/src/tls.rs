@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 use tokio_rustls::rustls::server::WebPkiClientVerifier;
 use tokio_rustls::rustls::{self, RootCertStore, ServerConfig};
 use tokio_rustls::TlsAcceptor;
@@ -31,6 +31,9 @@ pub struct TlsSettings {
     pub cafile: Option<PathBuf>,
     /// Refuse clients without a valid certificate (needs `cafile`).
     pub require_certificate: bool,
+    /// Certificate revocation lists (PEM): a revoked client certificate is refused (Mosquitto:
+    /// crlfile). Re-read on SIGHUP with the certificates.
+    pub crlfile: Option<PathBuf>,
     /// The certificate's Common Name becomes the user name; no password is checked.
     pub use_identity_as_username: bool,
     /// The certificate's whole subject (RFC 4514 string) becomes the user name.
@@ -102,7 +105,17 @@ impl Tls {
                 for cert in CertificateDer::pem_file_iter(cafile).map_err(|e| file_error(cafile, e))? {
                     roots.add(cert.map_err(|e| file_error(cafile, e))?).map_err(|e| file_error(cafile, e))?;
                 }
-                let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+                let mut verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+                if let Some(crlfile) = &settings.crlfile {
+                    let crls = CertificateRevocationListDer::pem_file_iter(crlfile)
+                        .map_err(|e| file_error(crlfile, e))?
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(|e| file_error(crlfile, e))?;
+                    if crls.is_empty() {
+                        return Err(file_error(crlfile, "no CRL in the file"));
+                    }
+                    verifier = verifier.with_crls(crls);
+                }
                 let verifier = match settings.require_certificate {
                     true => verifier,
                     false => verifier.allow_unauthenticated(),
@@ -112,6 +125,9 @@ impl Tls {
             }
             None if settings.require_certificate => {
                 return Err(TlsError::Config("require_certificate needs a cafile".into()));
+            }
+            None if settings.crlfile.is_some() => {
+                return Err(TlsError::Config("crlfile needs a cafile".into()));
             }
             None => builder.with_no_client_auth(),
         };

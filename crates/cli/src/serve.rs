@@ -64,6 +64,10 @@ pub struct ServeArgs {
     /// PEM CA certificates that client certificates must chain to.
     #[arg(long, value_name = "FILE")]
     cafile: Option<PathBuf>,
+    /// PEM certificate revocation lists: revoked client certificates are refused (needs
+    /// --cafile; Mosquitto's crlfile).
+    #[arg(long, value_name = "FILE")]
+    crlfile: Option<PathBuf>,
     /// Refuse TLS clients without a valid certificate.
     #[arg(long)]
     require_certificate: bool,
@@ -174,6 +178,7 @@ impl ServeArgs {
             certfile: self.certfile.clone().unwrap_or_default(),
             keyfile: self.keyfile.clone().unwrap_or_default(),
             cafile: self.cafile.clone(),
+            crlfile: self.crlfile.clone(),
             require_certificate: self.require_certificate,
             use_identity_as_username: self.use_identity_as_username,
             use_subject_as_username: self.use_subject_as_username,

@@ -89,6 +89,35 @@ async fn client_certificates_name_the_user_for_the_acl() {
     broker.terminate().await;
 }
 
+/// mosquitto.conf's `crlfile` was once only warned about, so a revoked certificate connected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_client_certificate_is_refused() {
+    let dir = data_dir("tls-crl");
+    let pki = pki(&dir.join("pki"));
+    let port = free_port().to_string();
+    let conf = dir.join("mosquitto.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "listener {port} 127.0.0.1\ncertfile {}\nkeyfile {}\ncafile {}\ncrlfile {}\n\
+             require_certificate true\nallow_anonymous true\n",
+            path(&pki.server_cert),
+            path(&pki.server_key),
+            path(&pki.ca),
+            path(&pki.crl)
+        ),
+    )
+    .unwrap();
+    let broker = Cauldron::start(&dir, &["--mosquitto-conf", path(&conf)]).await;
+    let good = ["--cafile", path(&pki.ca), "--cert", path(&pki.client_cert), "--key", path(&pki.client_key)];
+    let (ok, out) = round_trip(&port, &good, "crl/t").await;
+    assert!(ok, "a good certificate connects: {out}");
+    let revoked = ["--cafile", path(&pki.ca), "--cert", path(&pki.revoked_cert), "--key", path(&pki.revoked_key)];
+    let (ok, out) = round_trip(&port, &revoked, "crl/t").await;
+    assert!(!ok, "a revoked one does not: {out}");
+    broker.terminate().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_key_file_stops_the_start_and_names_it() {
     let dir = data_dir("tls-bad");

@@ -161,6 +161,7 @@ impl Reader {
             "certfile" => self.tls().certfile = path(value),
             "keyfile" => self.tls().keyfile = path(value),
             "cafile" => self.tls().cafile = Some(path(value)),
+            "crlfile" => self.tls().crlfile = Some(path(value)),
             "require_certificate" => self.tls().require_certificate = parse_bool(value)?,
             "use_identity_as_username" => self.tls().use_identity_as_username = parse_bool(value)?,
             "use_subject_as_username" => self.tls().use_subject_as_username = parse_bool(value)?,

@@ -92,6 +92,7 @@ struct TlsFile {
     certfile: PathBuf,
     keyfile: PathBuf,
     cafile: Option<PathBuf>,
+    crlfile: Option<PathBuf>,
     #[serde(default)]
     require_certificate: bool,
     #[serde(default)]
@@ -163,6 +164,7 @@ pub fn read(path: &Path) -> Result<TomlSetup, TomlError> {
                 certfile: resolve(tls.certfile),
                 keyfile: resolve(tls.keyfile),
                 cafile: tls.cafile.map(resolve),
+                crlfile: tls.crlfile.map(resolve),
                 require_certificate: tls.require_certificate,
                 use_identity_as_username: tls.use_identity_as_username,
                 use_subject_as_username: tls.use_subject_as_username,

@@ -132,6 +132,10 @@ pub struct Pki {
     pub server_key: PathBuf,
     pub client_cert: PathBuf,
     pub client_key: PathBuf,
+    /// A second client certificate (CN=mallory), listed in `crl` as revoked.
+    pub revoked_cert: PathBuf,
+    pub revoked_key: PathBuf,
+    pub crl: PathBuf,
 }
 
 /// A CA, a server certificate for 127.0.0.1 and a client certificate for "jane".
@@ -155,7 +159,31 @@ pub fn pki(dir: &Path) -> Pki {
     let mut client = CertificateParams::new(Vec::<String>::new()).unwrap();
     client.distinguished_name.push(DnType::CommonName, "jane");
     let client_cert = client.signed_by(&client_key, &issuer).unwrap();
+    let revoked_key = KeyPair::generate().unwrap();
+    let mut revoked = CertificateParams::new(Vec::<String>::new()).unwrap();
+    revoked.distinguished_name.push(DnType::CommonName, "mallory");
+    revoked.serial_number = Some(rcgen::SerialNumber::from(7u64));
+    let revoked_cert = revoked.signed_by(&revoked_key, &issuer).unwrap();
+    let now = rcgen::date_time_ymd(2026, 1, 1);
+    let crl = rcgen::CertificateRevocationListParams {
+        this_update: now,
+        next_update: rcgen::date_time_ymd(2036, 1, 1),
+        crl_number: rcgen::SerialNumber::from(1u64),
+        issuing_distribution_point: None,
+        revoked_certs: vec![rcgen::RevokedCertParams {
+            serial_number: rcgen::SerialNumber::from(7u64),
+            revocation_time: now,
+            reason_code: Some(rcgen::RevocationReason::KeyCompromise),
+            invalidity_date: None,
+        }],
+        key_identifier_method: rcgen::KeyIdMethod::Sha256,
+    }
+    .signed_by(&issuer)
+    .unwrap();
     Pki {
+        revoked_cert: write("revoked.pem", revoked_cert.pem()),
+        revoked_key: write("revoked.key", revoked_key.serialize_pem()),
+        crl: write("crl.pem", crl.pem().unwrap()),
         ca: write("ca.pem", ca_cert.pem()),
         server_cert: write("server.pem", server_cert.pem()),
         server_key: write("server.key", server_key.serialize_pem()),
