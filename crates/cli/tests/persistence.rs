@@ -250,7 +250,7 @@ async fn a_garbage_data_file_is_quarantined_and_the_broker_starts() {
         .collect();
     assert_eq!(quarantined.len(), 1, "the bad file is kept aside for inspection");
     assert_eq!(std::fs::read(quarantined[0].path()).unwrap(), vec![0xAB; 4096]);
-    drop(broker.logged("DATA FILE UNREADABLE").await);
+    drop(broker.logged("DATA FILE CORRUPT").await);
     broker.terminate().await;
 
     // A truncated file: cut a good one in half.

@@ -77,6 +77,10 @@ pub struct Routed {
     pub durable: Option<Ticket>,
     /// Resolves once every tap that saw it has kept it (see [`Broker::tap`]).
     pub observed: Option<Ticket>,
+    /// A connected subscriber whose queue it took past the queue's limit: the publisher
+    /// should stop reading until that queue has room (`SessionHandle::has_room`), for a
+    /// bounded time, rather than have later messages dropped.
+    pub congested: Option<Arc<SessionHandle>>,
 }
 
 /// Poisoning only means another thread panicked mid-section; every section here leaves the
@@ -229,6 +233,7 @@ impl Broker {
         matches.sort_by_key(|e| Arc::as_ptr(&e.session));
         let mut offered = 0;
         let mut drops = Vec::new();
+        let mut congested = None;
         for group in matches.chunk_by(|a, b| Arc::ptr_eq(&a.session, &b.session)) {
             let granted = group.iter().map(|e| e.options.qos).max().unwrap_or_default();
             let retain = message.retain && group.iter().any(|e| e.options.retain_as_published);
@@ -241,8 +246,10 @@ impl Broker {
                 shared: None,
                 seq: 0,
             };
-            if let Enqueued::Dropped(reason) = group[0].session.deliver(delivery, &mut ops) {
-                drops.push(reason);
+            match group[0].session.deliver(delivery, &mut ops) {
+                Enqueued::Dropped(reason) => drops.push(reason),
+                Enqueued::Congested => congested = Some(Arc::clone(&group[0].session)),
+                Enqueued::Queued => {}
             }
             offered += 1;
         }
@@ -256,8 +263,10 @@ impl Broker {
                 shared: Some(filter.clone()),
                 seq: 0,
             };
-            if let Enqueued::Dropped(reason) = entry.session.deliver(delivery, &mut ops) {
-                drops.push(reason);
+            match entry.session.deliver(delivery, &mut ops) {
+                Enqueued::Dropped(reason) => drops.push(reason),
+                Enqueued::Congested => congested = Some(Arc::clone(&entry.session)),
+                Enqueued::Queued => {}
             }
             offered += 1;
         }
@@ -268,7 +277,7 @@ impl Broker {
             tracing::debug!(topic = %message.topic, dropped = drops.len(), "message dropped for full queues");
         }
         let over_ceiling = drops.iter().filter(|r| **r == DropReason::Memory).count();
-        Routed { matched: offered, over_ceiling, durable: self.submit(ops), observed }
+        Routed { matched: offered, over_ceiling, durable: self.submit(ops), observed, congested }
     }
 
     /// Publishes a message nobody waits on (wills, messages handed back by a leaving member).

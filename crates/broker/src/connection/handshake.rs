@@ -332,6 +332,7 @@ pub(super) async fn accept<S: AsyncRead + AsyncWrite>(
         held: BytesMut::new(),
         held_acks: 0,
         qos2_resent: Vec::new(),
+        paused: None,
         scratch: Vec::new(),
         auth,
     };

@@ -128,6 +128,7 @@ impl Connection {
                 if let Ok(routed) = route(&self.broker, message) {
                     // A full tap slows this publisher down instead of losing the message.
                     self.hold_until(routed.observed);
+                    self.pause_for(routed.congested);
                 }
             }
             QoS::AtLeastOnce => {
@@ -138,6 +139,7 @@ impl Connection {
                 if let Ok(routed) = routed {
                     self.hold_until(routed.durable);
                     self.hold_until(routed.observed);
+                    self.pause_for(routed.congested);
                 }
                 self.send(&Packet::PubAck(self.ack(packet_id, matched)));
             }
@@ -172,6 +174,7 @@ impl Connection {
                         let accepted = routed.accepted();
                         self.hold_until(routed.durable);
                         self.hold_until(routed.observed);
+                        self.pause_for(routed.congested);
                         accepted
                     }),
                     false => Ok(Ok(1)),

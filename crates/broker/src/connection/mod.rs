@@ -178,6 +178,8 @@ struct Connection {
     /// MQTT 5: inbound QoS 2 ids already resent once on this connection (empty, unallocated,
     /// for well-behaved clients).
     qos2_resent: Vec<u16>,
+    /// Reading is paused until this subscriber's queue has room, or until the instant.
+    paused: Option<(Arc<SessionHandle>, Instant)>,
     scratch: Vec<Packet>,
     /// The listener's own access control (`per_listener_settings`), if it has one.
     auth: Option<Arc<ListenerAuth>>,
@@ -190,6 +192,21 @@ const READ_MAX: usize = 64 * 1024;
 
 /// Commits and tap hand-overs a connection waits on before it stops reading more packets.
 const MAX_PENDING: usize = 1024;
+
+/// Longest a publisher stops reading for one subscriber whose queue it filled: long enough for
+/// a subscriber that reads to catch up, short enough that a stalled one slows no one for long
+/// (after it, that subscriber's overflow fills and what does not fit is dropped, counted).
+const CONGESTION_PAUSE: Duration = Duration::from_secs(1);
+
+/// Resolves when the congested subscriber has room again or the pause is over.
+async fn room_or_timeout(paused: &Option<(Arc<SessionHandle>, Instant)>) {
+    if let Some((subscriber, until)) = paused {
+        tokio::select! {
+            _ = subscriber.has_room() => {}
+            _ = sleep_until(*until) => subscriber.lock().mark_stalled(),
+        }
+    }
+}
 
 /// Resolves when the oldest pending commit is done; never while there is none.
 async fn oldest_commit(pending: &mut VecDeque<Ticket>) -> Result<(), StoreError> {
@@ -248,7 +265,7 @@ impl Connection {
                     _ => Some(Exit::Closed),
                 },
                 // Too much waiting on commits or taps: stop reading, so TCP slows the client.
-                read = reader.read_buf(&mut rbuf), if self.pending.len() < MAX_PENDING => match read {
+                read = reader.read_buf(&mut rbuf), if self.pending.len() < MAX_PENDING && self.paused.is_none() => match read {
                     Ok(0) | Err(_) => Some(Exit::Closed),
                     Ok(n) => {
                         metrics::add(&self.broker.metrics.bytes_received, n as u64);
@@ -260,6 +277,11 @@ impl Connection {
                 },
                 _ = self.session.wake.notified() => None,
                 committed = oldest_commit(&mut self.pending) => self.committed(committed),
+                _ = room_or_timeout(&self.paused), if self.paused.is_some() => {
+                    self.paused = None;
+                    // Packets read before the pause are handled now.
+                    self.process(&mut rbuf, &mut deadline)
+                }
                 _ = sleep_until(deadline), if self.keep_alive.is_some() => Some(Exit::KeepAliveTimeout),
             };
         }
@@ -271,6 +293,9 @@ impl Connection {
     /// Decodes and handles every complete packet in `rbuf`.
     fn process(&mut self, rbuf: &mut BytesMut, deadline: &mut Instant) -> Option<Exit> {
         loop {
+            if self.paused.is_some() {
+                return None; // the rest waits in `rbuf` until the pause ends
+            }
             let packet = match decode(rbuf, self.protocol, self.broker.config.max_packet_size) {
                 Ok(Some(packet)) => packet,
                 Ok(None) => return None,
@@ -312,10 +337,23 @@ impl Connection {
         self.pending.extend(ticket);
     }
 
+    /// Stops reading this client for a while when its message filled a subscriber's queue.
+    fn pause_for(&mut self, congested: Option<Arc<SessionHandle>>) {
+        if let Some(subscriber) = congested {
+            self.paused = Some((subscriber, Instant::now() + CONGESTION_PAUSE));
+        }
+    }
+
     /// Moves queued messages into the write buffer.
     fn drain_session(&mut self) {
         let mut packets = std::mem::take(&mut self.scratch);
-        let (produced, expired, too_large) = self.session.lock().drain(self.id, &mut packets, DRAIN_BUDGET);
+        let ((produced, expired, too_large), room_freed) = {
+            let mut state = self.session.lock();
+            (state.drain(self.id, &mut packets, DRAIN_BUDGET), state.take_room_freed())
+        };
+        if room_freed {
+            self.session.notify_room();
+        }
         // Packet ids of QoS 1/2 messages are stored before the messages leave.
         let ticket = self.broker.flush_session(&self.session);
         self.hold_until(ticket);

@@ -25,6 +25,9 @@ pub struct SessionHandle {
     state: Mutex<Session>,
     /// Woken whenever a message is queued, so the connection task drains it.
     pub wake: Notify,
+    /// Woken when a queue that went past its limit is back within it: publishers paused on
+    /// this subscriber go on.
+    room: Notify,
     /// Cancelled to close the attached connection (takeover, shutdown).
     kick: Mutex<Option<(u64, CancellationToken)>>,
     /// Mirrors whether a connection is attached, for the router to read without the lock.
@@ -48,6 +51,7 @@ impl SessionHandle {
             state: Mutex::new(Session::new(&client_id, limits, store, memory)),
             client_id,
             wake: Notify::new(),
+            room: Notify::new(),
             kick: Mutex::new(None),
             online: AtomicBool::new(false),
             username: Mutex::new(None),
@@ -83,10 +87,30 @@ impl SessionHandle {
             ops.append(&mut state.take_ops());
             result
         };
-        if result == Enqueued::Queued {
+        if matches!(result, Enqueued::Queued | Enqueued::Congested) {
             self.wake.notify_one();
         }
         result
+    }
+
+    /// Resolves once this session's queue is within its limits again.
+    pub async fn has_room(&self) {
+        loop {
+            let notified = self.room.notified();
+            tokio::pin!(notified);
+            // Registered before the check, so a drain in between is not missed.
+            notified.as_mut().enable();
+            if self.lock().has_room() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Tells paused publishers that the queue is back within its limits (after a drain for
+    /// which `Session::take_room_freed` said so).
+    pub fn notify_room(&self) {
+        self.room.notify_waiters();
     }
 
     /// Registers `connection` as the one to cancel on takeover, cancelling the previous one.

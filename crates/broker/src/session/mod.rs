@@ -88,6 +88,9 @@ pub struct Limits {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Enqueued {
     Queued,
+    /// Queued beyond the queue's limit for a connected subscriber: the publisher should pause
+    /// until the queue has room again ([`SessionHandle::has_room`]), for a bounded time.
+    Congested,
     /// Not queued, and why (counted).
     Dropped(DropReason),
 }
@@ -120,6 +123,11 @@ pub struct Session {
     /// Largest packet the client accepts (MQTT 5 Maximum Packet Size).
     pub max_packet_size: usize,
     pub dropped: u64,
+    /// The queue went past its limit for a connected subscriber (see `Enqueued::Congested`).
+    congested: bool,
+    /// A publisher waited the whole pause for this subscriber: until its queue has room again
+    /// it gets no overflow, and what does not fit is dropped.
+    stalled: bool,
     /// A will waiting out its Will Delay Interval, tagged with the connection that left it
     /// [MQTT-3.1.3-9].
     /// Boxed: rare, and a `Message` inline would cost every session half a kilobyte.
@@ -154,6 +162,8 @@ impl Session {
             protocol: Protocol::V3_1_1,
             max_packet_size: usize::MAX,
             dropped: 0,
+            congested: false,
+            stalled: false,
             pending_will: None,
             resumes: 0,
             store,
@@ -320,7 +330,14 @@ impl Session {
         let bytes_full =
             |s: &Session| s.limits.max_queued_bytes > 0 && s.queued_bytes + size > s.limits.max_queued_bytes;
         let full = |s: &Session| s.queue.len() >= s.limits.max_queued || bytes_full(s);
-        if full(self) {
+        let mut congested = false;
+        let overflow = self.is_online() && !self.stalled && !self.limits.drop_oldest;
+        if full(self) && overflow && self.within_overflow(size) {
+            // A connected subscriber that is reading gets up to its limit again on top: the
+            // publisher is paused meanwhile, so a burst is delivered rather than dropped.
+            congested = true;
+            self.congested = true;
+        } else if full(self) {
             if !self.limits.drop_oldest {
                 self.dropped += 1;
                 return Enqueued::Dropped(DropReason::QueueFull);
@@ -344,7 +361,39 @@ impl Session {
         }
         self.set_queued_bytes(self.queued_bytes + size);
         self.queue.push_back(delivery);
-        Enqueued::Queued
+        match congested {
+            true => Enqueued::Congested,
+            false => Enqueued::Queued,
+        }
+    }
+
+    /// Whether one more message of `size` bytes stays within twice the queue's limits.
+    fn within_overflow(&self, size: usize) -> bool {
+        let count = self.queue.len() < self.limits.max_queued.saturating_mul(2);
+        let bytes = self.limits.max_queued_bytes == 0
+            || self.queued_bytes + size <= self.limits.max_queued_bytes.saturating_mul(2);
+        count && bytes
+    }
+
+    /// Whether the queue is back within its limits (publishers paused on it may go on).
+    pub fn has_room(&self) -> bool {
+        let bytes = self.limits.max_queued_bytes == 0 || self.queued_bytes < self.limits.max_queued_bytes;
+        self.queue.len() < self.limits.max_queued && bytes
+    }
+
+    /// True once after the queue went past its limit and is back within it: time to tell the
+    /// paused publishers. A stalled subscriber that caught up gets its overflow back.
+    pub fn take_room_freed(&mut self) -> bool {
+        let freed = (self.congested || self.stalled) && self.has_room();
+        if freed {
+            (self.congested, self.stalled) = (false, false);
+        }
+        freed
+    }
+
+    /// A publisher waited the whole pause for this subscriber (see `stalled`).
+    pub fn mark_stalled(&mut self) {
+        self.stalled = true;
     }
 
     pub fn queued(&self) -> usize {

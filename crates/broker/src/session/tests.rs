@@ -44,7 +44,12 @@ fn inflight_window_and_bounded_queue() {
     for p in ["a", "b", "c"] {
         assert_eq!(s.enqueue(delivery(p, QoS::AtLeastOnce)), Enqueued::Queued);
     }
-    assert_eq!(s.enqueue(delivery("d", QoS::AtLeastOnce)), Enqueued::Dropped(DropReason::QueueFull));
+    // Connected: up to the limit again on top, each telling the publisher to pause; then drops.
+    for p in ["d", "e", "f"] {
+        assert_eq!(s.enqueue(delivery(p, QoS::AtLeastOnce)), Enqueued::Congested);
+    }
+    assert_eq!(s.enqueue(delivery("g", QoS::AtLeastOnce)), Enqueued::Dropped(DropReason::QueueFull));
+    assert!(!s.has_room());
     let mut out = vec![];
     s.drain(1, &mut out, usize::MAX);
     assert_eq!(ids(&out), [(Some(1), false), (Some(2), false)], "window of 2");
@@ -200,4 +205,29 @@ fn memory_ceiling_sheds_qos0_first_then_everything() {
     assert_eq!(memory.load(Ordering::Relaxed), 8, "sent messages give their bytes back");
     drop(a);
     assert_eq!(memory.load(Ordering::Relaxed), 0, "a discarded session gives its bytes back");
+}
+
+#[test]
+fn a_stalled_subscriber_gets_no_overflow_until_it_catches_up() {
+    let mut s = Session::new("c", limits(), false, Arc::default());
+    s.attach(1, Protocol::V3_1_1, usize::MAX);
+    for p in ["a", "b", "c"] {
+        assert_eq!(s.enqueue(delivery(p, QoS::AtMostOnce)), Enqueued::Queued);
+    }
+    assert_eq!(s.enqueue(delivery("d", QoS::AtMostOnce)), Enqueued::Congested);
+    s.mark_stalled();
+    assert_eq!(s.enqueue(delivery("e", QoS::AtMostOnce)), Enqueued::Dropped(DropReason::QueueFull));
+    assert!(!s.take_room_freed());
+    let mut out = vec![];
+    s.drain(1, &mut out, 2);
+    assert!(s.take_room_freed(), "back within the limit: paused publishers are told, once");
+    assert!(!s.take_room_freed());
+    assert_eq!(s.enqueue(delivery("f", QoS::AtMostOnce)), Enqueued::Queued);
+    assert_eq!(s.enqueue(delivery("g", QoS::AtMostOnce)), Enqueued::Congested, "overflow is back");
+    // Offline sessions never overflow: nobody is reading to catch up.
+    let mut offline = Session::new("o", limits(), false, Arc::default());
+    for p in ["a", "b", "c"] {
+        assert_eq!(offline.enqueue(delivery(p, QoS::AtLeastOnce)), Enqueued::Queued);
+    }
+    assert_eq!(offline.enqueue(delivery("d", QoS::AtLeastOnce)), Enqueued::Dropped(DropReason::QueueFull));
 }
