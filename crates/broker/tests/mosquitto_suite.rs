@@ -96,9 +96,14 @@ impl Store for Gate {
 async fn qos1_beyond_the_receive_maximum_is_disconnected_with_0x93() {
     let gate = Arc::new((Mutex::new(true), Condvar::new()));
     let config = Config { max_inflight_messages: 3, sys_interval: 0, ..Config::default() };
-    let broker =
-        Broker::open(config, Arc::new(AllowAll), Box::new(Gate(Arc::clone(&gate))), Snapshot::default(), Durability::Sync)
-            .unwrap();
+    let broker = Broker::open(
+        config,
+        Arc::new(AllowAll),
+        Box::new(Gate(Arc::clone(&gate))),
+        Snapshot::default(),
+        Durability::Sync,
+    )
+    .unwrap();
     let broker = TestBroker::with_broker(broker).await;
     // A persistent subscriber: each QoS 1 message is stored for it before its PUBACK.
     let (mut sub, _) = Raw::session(broker.addr, "persistent-sub", false).await;
@@ -169,20 +174,24 @@ async fn retained_messages_come_in_topic_order_parents_first() {
 /// bigger (MQTT 5: CONNACK 0x95, 3.x: 5).
 #[tokio::test]
 async fn message_size_limit_drops_big_publishes_and_refuses_big_wills() {
-    let broker = TestBroker::with_config(Config { message_size_limit: 1, sys_interval: 0, ..Config::default() }).await;
+    let broker =
+        TestBroker::with_config(Config { message_size_limit: 1, sys_interval: 0, ..Config::default() }).await;
     let mut sub = connected(&broker, "sub", Protocol::V3_1_1).await;
     sub.subscribe("t", QoS::ExactlyOnce).await;
     for protocol in [Protocol::V3_1_1, Protocol::V5] {
         let mut publisher = connected(&broker, "pub", protocol).await;
         publisher.publish("t", "AB", QoS::AtLeastOnce, Some(1)).await;
         let Some(Packet::PubAck(ack)) = publisher.recv().await else { panic!("PUBACK") };
-        let expected = if protocol.is_v5() { ReasonCode::ImplementationSpecificError } else { ReasonCode::Success };
+        let expected =
+            if protocol.is_v5() { ReasonCode::ImplementationSpecificError } else { ReasonCode::Success };
         assert_eq!(ack.reason, expected);
         publisher.publish("t", "AB", QoS::ExactlyOnce, Some(2)).await;
         let Some(Packet::PubRec(rec)) = publisher.recv().await else { panic!("PUBREC") };
         assert_eq!(rec.reason, expected);
         publisher.publish("t", "A", QoS::AtLeastOnce, Some(3)).await;
-        assert!(matches!(publisher.recv().await, Some(Packet::PubAck(a)) if a.reason == ReasonCode::Success || !protocol.is_v5()));
+        assert!(
+            matches!(publisher.recv().await, Some(Packet::PubAck(a)) if a.reason == ReasonCode::Success || !protocol.is_v5())
+        );
         assert_eq!(&sub.expect_publish().await.payload[..], b"A", "only the small one arrives");
     }
     for (protocol, code) in [(Protocol::V3_1_1, 5), (Protocol::V5, ReasonCode::PacketTooLarge as u8)] {
@@ -207,7 +216,9 @@ async fn message_size_limit_drops_big_publishes_and_refuses_big_wills() {
 /// max_queued_messages 0 is no limit, as in Mosquitto (it once meant a queue of none).
 #[tokio::test]
 async fn max_queued_messages_0_queues_without_limit() {
-    let broker = TestBroker::with_config(Config { max_queued_messages: 0, sys_interval: 0, ..Config::default() }).await;
+    let broker =
+        TestBroker::with_config(Config { max_queued_messages: 0, sys_interval: 0, ..Config::default() })
+            .await;
     let (mut sub, _) = Raw::session(broker.addr, "offline", false).await;
     sub.subscribe("q", QoS::AtLeastOnce).await;
     drop(sub);
@@ -261,7 +272,9 @@ async fn qos2_resent_twice_on_one_mqtt5_connection_is_a_protocol_error() {
             raw.send(Packet::Publish(publish)).await;
             if protocol.is_v5() && copy == 2 {
                 let packets = raw.expect_closed().await;
-                assert!(matches!(&packets[..], [Packet::Disconnect(d)] if d.reason == ReasonCode::ProtocolError));
+                assert!(
+                    matches!(&packets[..], [Packet::Disconnect(d)] if d.reason == ReasonCode::ProtocolError)
+                );
             } else {
                 assert!(matches!(raw.recv().await, Some(Packet::PubRec(_))), "{protocol:?} copy {copy}");
             }

@@ -447,7 +447,8 @@ async fn reason_codes_on_acks() {
 
 #[tokio::test]
 async fn server_disconnect_reasons_and_reason_strings_only_on_request() {
-    let broker = TestBroker::with_config(Config { reason_strings: true, sys_interval: 0, ..Config::default() }).await;
+    let broker =
+        TestBroker::with_config(Config { reason_strings: true, sys_interval: 0, ..Config::default() }).await;
     let (mut first, _) = raw_v5(&broker, v5("taken")).await;
     let (_second, _) = raw_v5(&broker, v5("taken")).await;
     let packets = first.expect_closed().await;

@@ -40,9 +40,10 @@ async fn metrics(State(http): State<Http>) -> impl IntoResponse {
 }
 
 async fn ready(State(http): State<Http>) -> impl IntoResponse {
-    match http.ready.load(Ordering::Relaxed) {
-        true => (StatusCode::OK, "ready\n"),
-        false => (StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
+    match (http.ready.load(Ordering::Relaxed), http.broker.store_writable()) {
+        (true, true) => (StatusCode::OK, "ready\n"),
+        (true, false) => (StatusCode::SERVICE_UNAVAILABLE, "not ready: the store cannot write\n"),
+        (false, _) => (StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
     }
 }
 

@@ -79,8 +79,10 @@ async fn a_second_broker_on_the_same_data_dir_refuses_to_start() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("another cauldron"), "{stderr}");
-    let files: Vec<String> =
-        std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let files: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
     assert!(!files.iter().any(|f| f.contains("corrupt")), "{files:?}");
     first.terminate().await;
     let again = Cauldron::start(&dir, &["--sys-interval", "0"]).await;
@@ -156,7 +158,8 @@ async fn sigterm_stops_a_broker_whose_log_reader_is_gone_or_stalled() {
         };
         for i in 0..40 {
             let id = format!("{i}-{}", "x".repeat(20_000));
-            if let Ok((c, _)) = Client::connect(Options::new(format!("127.0.0.1:{port}"), id.as_str())).await {
+            if let Ok((c, _)) = Client::connect(Options::new(format!("127.0.0.1:{port}"), id.as_str())).await
+            {
                 drop(c);
             }
         }
@@ -166,4 +169,74 @@ async fn sigterm_stops_a_broker_whose_log_reader_is_gone_or_stalled() {
         assert!(status.is_ok(), "{reader}: still running 7 s after SIGTERM");
         drop(held);
     }
+}
+
+/// Unmounts the test's small file system however the test ends.
+struct Mounted(std::path::PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// After ENOSPC every later write once failed until a restart, while `/readyz` said 200. Now
+/// nothing is acknowledged while the disk is full, `/readyz` says 503, and freeing space is
+/// enough: the store writes again by itself. Runs on a 4 MB tmpfs, which needs root (as CI is).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_is_recovered_from_without_a_restart() {
+    let dir = data_dir("full-disk");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
+        .arg(&dir)
+        .status()
+        .expect("mount runs");
+    assert!(mounted.success(), "mounting a tmpfs needs root; run the suite as root (CI does)");
+    let _unmount = Mounted(dir.clone());
+    let broker = Cauldron::start(&dir, &["--sys-interval", "0", "--no-recorder"]).await;
+    let options = || Options::new(&broker.addr, "writer");
+    let (client, _) = Client::connect(options()).await.unwrap();
+    client.publish("before", "stored", QoS::AtLeastOnce, true).await.unwrap();
+    // Fill the disk.
+    let filler = dir.join("filler");
+    {
+        use std::io::Write;
+        let mut file = std::fs::File::create(&filler).unwrap();
+        while file.write_all(&[0u8; 64 * 1024]).and_then(|_| file.flush()).is_ok() {}
+    }
+    let big = vec![b'x'; 256 * 1024];
+    let mut refused = false;
+    for i in 0..20 {
+        let Ok(Ok((client, _))) = tokio::time::timeout(WAIT, Client::connect(options())).await else {
+            continue;
+        };
+        let sent = tokio::time::timeout(
+            WAIT,
+            client.publish(format!("big/{i}").as_str(), big.clone(), QoS::AtLeastOnce, true),
+        )
+        .await;
+        if !matches!(sent, Ok(Ok(_))) {
+            refused = true;
+            break;
+        }
+    }
+    assert!(refused, "a full disk refuses acknowledgements");
+    assert_eq!(http(&broker.http, "GET", "/readyz", &[], b"").await.status, 503);
+    std::fs::remove_file(&filler).unwrap();
+    let mut ready = false;
+    for _ in 0..50 {
+        if http(&broker.http, "GET", "/readyz", &[], b"").await.status == 200 {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ready, "ready again once the disk has room, without a restart");
+    let (client, _) = Client::connect(options()).await.unwrap();
+    tokio::time::timeout(WAIT, client.publish("after", "stored too", QoS::AtLeastOnce, true))
+        .await
+        .unwrap()
+        .unwrap();
+    broker.terminate().await;
 }

@@ -112,7 +112,8 @@ async fn a_revoked_client_certificate_is_refused() {
     let good = ["--cafile", path(&pki.ca), "--cert", path(&pki.client_cert), "--key", path(&pki.client_key)];
     let (ok, out) = round_trip(&port, &good, "crl/t").await;
     assert!(ok, "a good certificate connects: {out}");
-    let revoked = ["--cafile", path(&pki.ca), "--cert", path(&pki.revoked_cert), "--key", path(&pki.revoked_key)];
+    let revoked =
+        ["--cafile", path(&pki.ca), "--cert", path(&pki.revoked_cert), "--key", path(&pki.revoked_key)];
     let (ok, out) = round_trip(&port, &revoked, "crl/t").await;
     assert!(!ok, "a revoked one does not: {out}");
     broker.terminate().await;

@@ -249,7 +249,8 @@ pattern readwrite devices/%u/#
 
     #[test]
     fn runs_of_blanks_separate_words() {
-        let acl = AclFile::parse("user bob\ntopic #\ntopic  deny owntracks/bob/secret\ntopic\t\tread  a/b\n").unwrap();
+        let acl = AclFile::parse("user bob\ntopic #\ntopic  deny owntracks/bob/secret\ntopic\t\tread  a/b\n")
+            .unwrap();
         let bob = client("c", Some("bob"));
         assert!(!acl.can_publish(&bob, "owntracks/bob/secret"), "the deny is kept");
         assert!(!acl.can_receive(&bob, "owntracks/bob/secret"));

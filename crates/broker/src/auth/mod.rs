@@ -77,10 +77,12 @@ pub async fn check_with(
     password: Option<&[u8]>,
 ) -> Result<(), ReasonCode> {
     match (username, passwords.current()) {
-        (Some(user), Some(file)) => match file.check_off_runtime(user.into(), password.unwrap_or_default().into()).await {
-            true => Ok(()),
-            false => Err(ReasonCode::BadUserNameOrPassword),
-        },
+        (Some(user), Some(file)) => {
+            match file.check_off_runtime(user.into(), password.unwrap_or_default().into()).await {
+                true => Ok(()),
+                false => Err(ReasonCode::BadUserNameOrPassword),
+            }
+        }
         _ if allow_anonymous => Ok(()),
         _ => Err(ReasonCode::NotAuthorized),
     }

@@ -154,6 +154,12 @@ impl Broker {
         self.persistence.as_ref().and_then(|p| p.submit(ops))
     }
 
+    /// Whether the store can write (true without a store): false from a failed commit until
+    /// the store writes again, which `/readyz` reports.
+    pub fn store_writable(&self) -> bool {
+        self.persistence.as_ref().is_none_or(Persistence::is_healthy)
+    }
+
     /// Submits what a session journalled since the last call.
     pub fn flush_session(&self, session: &SessionHandle) -> Option<Ticket> {
         let ops = session.lock().take_ops();

@@ -32,10 +32,8 @@ impl Rejected {
         if self.0.is_empty() {
             return;
         }
-        let stamp = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs();
+        let stamp =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
         let path = dir.join(format!("rejected-records-{stamp}.tsv"));
         match std::fs::write(&path, self.0) {
             Ok(()) => error!(file = %path.display(), "unreadable stored records kept aside"),
@@ -60,10 +58,11 @@ impl Broker {
 
         let mut deliveries: HashMap<&str, Vec<_>> = HashMap::new();
         for (client, seq, bytes) in &snapshot.deliveries {
-            let restored =
-                from_bytes::<StoredDelivery>(bytes).and_then(|d| Ok((d.restore(*seq)?, d.state)));
+            let restored = from_bytes::<StoredDelivery>(bytes).and_then(|d| Ok((d.restore(*seq)?, d.state)));
             match restored {
-                Ok((delivery, state)) => deliveries.entry(client.as_str()).or_default().push((*seq, delivery, state)),
+                Ok((delivery, state)) => {
+                    deliveries.entry(client.as_str()).or_default().push((*seq, delivery, state))
+                }
                 Err(e) => rejected.keep("deliveries", &format!("{client}/{seq}"), bytes, &e),
             }
         }
@@ -87,7 +86,9 @@ impl Broker {
             {
                 let mut state = handle.lock();
                 let queued = deliveries.remove(client.as_str()).unwrap_or_default();
-                if let Err(e) = state.restore(&record, queued, inbound.remove(client.as_str()).unwrap_or_default()) {
+                if let Err(e) =
+                    state.restore(&record, queued, inbound.remove(client.as_str()).unwrap_or_default())
+                {
                     rejected.keep("sessions", client, bytes, &e);
                     continue;
                 }

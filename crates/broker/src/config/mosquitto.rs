@@ -233,7 +233,9 @@ impl Reader {
             // (a plugin, a PSK file) one that ignores it.
             _ => match IGNORED.iter().find(|(k, _)| *k == key) {
                 Some((_, why)) => self.setup.warnings.push(format!("{key}: ignored ({why})")),
-                None => return Err("unknown or unsupported option; cauldron will not start without it".into()),
+                None => {
+                    return Err("unknown or unsupported option; cauldron will not start without it".into())
+                }
             },
         }
         Ok(())
@@ -402,7 +404,8 @@ mod tests {
         assert_eq!(c.max_packet_size, Config::default().max_packet_size, "0: no limit");
         assert_eq!((c.message_size_limit, c.max_keepalive, c.max_queued_bytes), (0, 0, 0));
         assert_eq!(c.topic_alias_maximum, 0, "0: no topic aliases");
-        let set = "message_size_limit 100\nmax_packet_size 2000\nmax_keepalive 60\nmax_qos 1\nmax_topic_alias 5\n";
+        let set =
+            "message_size_limit 100\nmax_packet_size 2000\nmax_keepalive 60\nmax_qos 1\nmax_topic_alias 5\n";
         let c = read(&write(&dir, "set.conf", set)).unwrap().config;
         assert_eq!((c.message_size_limit, c.max_packet_size, c.max_keepalive), (100, 2000, 60));
         assert_eq!((c.max_qos, c.topic_alias_maximum), (QoS::AtLeastOnce, 5));

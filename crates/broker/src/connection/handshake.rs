@@ -76,14 +76,13 @@ async fn enhanced_auth<S: AsyncRead + AsyncWrite>(
     challenge.encode(Protocol::V5, &mut buf).map_err(|_| ReasonCode::UnspecifiedError)?;
     writer.write_all(&buf).await.map_err(|_| ReasonCode::UnspecifiedError)?;
     writer.flush().await.map_err(|_| ReasonCode::UnspecifiedError)?;
-    let reply =
-        tokio::time::timeout(
-            broker.config.connect_timeout,
-            read_packet(broker, reader, rbuf, Protocol::V5, MAX_UNAUTHENTICATED_PACKET),
-        )
-            .await
-            .map_err(|_| ReasonCode::NotAuthorized)?
-            .map_err(|e| e.reason_code())?;
+    let reply = tokio::time::timeout(
+        broker.config.connect_timeout,
+        read_packet(broker, reader, rbuf, Protocol::V5, MAX_UNAUTHENTICATED_PACKET),
+    )
+    .await
+    .map_err(|_| ReasonCode::NotAuthorized)?
+    .map_err(|e| e.reason_code())?;
     match reply {
         Packet::Auth(auth) => auth::complete(exchange, &auth),
         _ => Err(ReasonCode::ProtocolError),
@@ -217,7 +216,9 @@ pub(super) async fn accept<S: AsyncRead + AsyncWrite>(
             )
             .await
         }
-        None => auth::check_credentials(config, connect.username.as_deref(), connect.password.as_deref()).await,
+        None => {
+            auth::check_credentials(config, connect.username.as_deref(), connect.password.as_deref()).await
+        }
     } {
         refuse_credentials(broker, peer, &client_id, code).await;
         write_and_close(writer, &refuse(code), protocol).await;

@@ -370,7 +370,13 @@ mod tests {
 
     #[test]
     fn sys_and_share_are_the_brokers() {
-        for reserved in ["$SYS", "$SYS/broker/uptime", "$SYS/broker/connection/me", "$share/g/t", "$SYS/broker/connection/a/b/state"] {
+        for reserved in [
+            "$SYS",
+            "$SYS/broker/uptime",
+            "$SYS/broker/connection/me",
+            "$share/g/t",
+            "$SYS/broker/connection/a/b/state",
+        ] {
             assert!(reserved_for_the_broker(reserved), "{reserved}");
         }
         for free in ["$SYS/broker/connection/me/state", "sys/x", "$SYSTEM/x", "$shared/x", "a/$SYS"] {

@@ -6,12 +6,14 @@
 pub mod record;
 mod redb;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc as std_mpsc;
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
-use tracing::error;
+use tracing::{error, info};
 
 pub use self::redb::RedbStore;
 pub use record::{DeliveryState, StoredDelivery, StoredMessage, StoredSession, StoredSubscription};
@@ -52,6 +54,10 @@ pub enum StoreError {
 /// A place to keep broker state across restarts.
 pub trait Store: Send + 'static {
     fn load(&mut self) -> Result<Snapshot, StoreError>;
+    /// After a failed commit: make the next commit possible again, if the store needs that.
+    fn reopen(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
     /// Applies all `ops` atomically and durably (or not at all).
     fn commit(&mut self, ops: &[Op]) -> Result<(), StoreError>;
 }
@@ -81,7 +87,12 @@ pub struct Persistence {
     tx: std_mpsc::Sender<Request>,
     writer: std::sync::Mutex<Option<JoinHandle<()>>>,
     durability: Durability,
+    /// False from a failed commit until one succeeds again (`/readyz` says not ready).
+    healthy: Arc<AtomicBool>,
 }
+
+/// How often a store that failed is tried again while nothing else is written.
+const RETRY_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Most operations one commit takes, so one huge burst does not hold everyone's acks.
 const MAX_BATCH_OPS: usize = 10_000;
@@ -91,11 +102,19 @@ impl Persistence {
     /// number of operations (for metrics).
     pub fn start(store: Box<dyn Store>, durability: Durability, observe: CommitObserver) -> Persistence {
         let (tx, rx) = std_mpsc::channel();
+        let healthy = Arc::new(AtomicBool::new(true));
+        let writer_health = Arc::clone(&healthy);
         let writer = std::thread::Builder::new()
             .name("cauldron-store".into())
-            .spawn(move || write_loop(store, rx, durability, observe))
+            .spawn(move || write_loop(store, rx, durability, observe, writer_health))
             .expect("spawning the store writer thread");
-        Persistence { tx, writer: std::sync::Mutex::new(Some(writer)), durability }
+        Persistence { tx, writer: std::sync::Mutex::new(Some(writer)), durability, healthy }
+    }
+
+    /// Whether the last commit succeeded: false while the store cannot write (a full disk),
+    /// true again once a commit (or a retry the writer makes by itself) goes through.
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
     }
 
     /// Queues `ops` for the next commit. Returns a ticket to wait on unless there is nothing to
@@ -142,8 +161,29 @@ fn write_loop(
     rx: std_mpsc::Receiver<Request>,
     durability: Durability,
     observe: CommitObserver,
+    healthy: Arc<AtomicBool>,
 ) {
-    while let Ok(first) = rx.recv() {
+    loop {
+        // A failed store is retried by itself every interval, so it reports ready again as
+        // soon as it can write, whether or not anyone is publishing.
+        let first = match healthy.load(Ordering::Relaxed) {
+            true => match rx.recv() {
+                Ok(request) => request,
+                Err(_) => return,
+            },
+            false => match rx.recv_timeout(RETRY_INTERVAL) {
+                Ok(request) => request,
+                Err(std_mpsc::RecvTimeoutError::Timeout) => {
+                    let recovered = store.reopen().and_then(|()| store.commit(&[]));
+                    if recovered.is_ok() {
+                        info!("store writable again");
+                        healthy.store(true, Ordering::Relaxed);
+                    }
+                    continue;
+                }
+                Err(std_mpsc::RecvTimeoutError::Disconnected) => return,
+            },
+        };
         let mut batch = vec![first];
         if let Durability::Relaxed { interval } = durability {
             // Let a whole interval's worth of work gather before paying for a commit; a stop
@@ -173,8 +213,19 @@ fn write_loop(
         if !ops.is_empty() {
             observe(started.elapsed(), ops.len());
         }
-        if let Err(e) = &result {
-            error!(error = %e, ops = ops.len(), "store commit failed; those messages are not acknowledged");
+        match &result {
+            Err(e) => {
+                error!(error = %e, ops = ops.len(), "store commit failed; those messages are not acknowledged");
+                healthy.store(false, Ordering::Relaxed);
+                if let Err(e) = store.reopen() {
+                    error!(error = %e, "store could not be reopened; retrying");
+                }
+            }
+            Ok(()) => {
+                if !ops.is_empty() && !healthy.swap(true, Ordering::Relaxed) {
+                    info!("store writable again");
+                }
+            }
         }
         for request in batch {
             if let Some(done) = request.done {
@@ -190,7 +241,7 @@ fn write_loop(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::{Arc, Mutex};
+    use std::sync::Mutex;
 
     /// Records commits, to see batching and ordering.
     struct Recorder(Arc<Mutex<Vec<Vec<Op>>>>);

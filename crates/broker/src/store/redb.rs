@@ -15,7 +15,9 @@ const DELIVERIES: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("de
 const INBOUND_QOS2: TableDefinition<(&str, u16), ()> = TableDefinition::new("inbound_qos2");
 
 pub struct RedbStore {
-    db: Database,
+    /// `None` only between closing and reopening the file (see `reopen`).
+    db: Option<Database>,
+    path: PathBuf,
 }
 
 fn io(e: impl std::fmt::Display) -> StoreError {
@@ -92,19 +94,22 @@ impl RedbStore {
         // too, not a reason to abort the process.
         let attempt = std::panic::catch_unwind(|| -> Result<(RedbStore, Snapshot), OpenError> {
             let db = Database::create(path)?;
-            let mut store = RedbStore { db };
+            let mut store = RedbStore { db: Some(db), path: path.to_path_buf() };
             store.create_tables()?;
             let snapshot = store.read_all()?;
             Ok((store, snapshot))
         });
         attempt.unwrap_or_else(|panic| {
-            let why = panic.downcast_ref::<String>().cloned().or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()));
+            let why = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()));
             Err(OpenError::Corrupt(format!("redb panicked reading the file: {}", why.unwrap_or_default())))
         })
     }
 
     fn create_tables(&mut self) -> Result<(), OpenError> {
-        let txn = self.db.begin_write().map_err(|e| OpenError::Other(e.to_string()))?;
+        let txn = self.db()?.begin_write().map_err(|e| OpenError::Other(e.to_string()))?;
         for result in [
             txn.open_table(RETAINED).map(drop),
             txn.open_table(SESSIONS).map(drop),
@@ -130,6 +135,18 @@ impl RedbStore {
     }
 }
 
+impl RedbStore {
+    fn db(&self) -> Result<&Database, StoreError> {
+        self.db.as_ref().ok_or_else(|| StoreError::Io(format!("{} is not open", self.path.display())))
+    }
+}
+
+impl From<StoreError> for OpenError {
+    fn from(e: StoreError) -> OpenError {
+        OpenError::Other(e.to_string())
+    }
+}
+
 fn table_error(e: redb::TableError) -> OpenError {
     match e {
         redb::TableError::Storage(s) => s.into(),
@@ -139,7 +156,7 @@ fn table_error(e: redb::TableError) -> OpenError {
 
 impl Store for RedbStore {
     fn load(&mut self) -> Result<Snapshot, StoreError> {
-        let txn = self.db.begin_read().map_err(io)?;
+        let txn = self.db()?.begin_read().map_err(io)?;
         let mut snapshot = Snapshot::default();
         for item in txn.open_table(RETAINED).map_err(io)?.iter().map_err(io)? {
             let (k, v) = item.map_err(io)?;
@@ -162,8 +179,16 @@ impl Store for RedbStore {
         Ok(snapshot)
     }
 
+    /// redb refuses every write after an I/O error (a full disk) until the file is opened
+    /// again; this closes and reopens it, so freeing space is enough to recover.
+    fn reopen(&mut self) -> Result<(), StoreError> {
+        drop(self.db.take());
+        self.db = Some(Database::create(&self.path).map_err(io)?);
+        Ok(())
+    }
+
     fn commit(&mut self, ops: &[Op]) -> Result<(), StoreError> {
-        let txn = self.db.begin_write().map_err(io)?;
+        let txn = self.db()?.begin_write().map_err(io)?;
         {
             let mut retained = txn.open_table(RETAINED).map_err(io)?;
             let mut sessions = txn.open_table(SESSIONS).map_err(io)?;
@@ -257,7 +282,11 @@ mod tests {
         first.commit(&[Op::PutRetained("kept".into(), vec![1])]).unwrap();
         // A second broker on the same directory: refused, nothing renamed.
         let second = RedbStore::open(&path);
-        assert!(matches!(&second, Err(StoreError::Io(e)) if e.contains("another cauldron")), "{:?}", second.err());
+        assert!(
+            matches!(&second, Err(StoreError::Io(e)) if e.contains("another cauldron")),
+            "{:?}",
+            second.err()
+        );
         assert!(std::fs::read_dir(&dir).unwrap().count() == 1, "no file moved aside");
         drop(first);
         assert_eq!(RedbStore::open(&path).unwrap().1.retained.len(), 1, "the data is intact");

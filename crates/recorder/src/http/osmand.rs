@@ -25,7 +25,10 @@ pub async fn report(api: &Api, viewer: &Viewer, params: &Params) -> Result<Respo
         return Err(error(StatusCode::BAD_REQUEST, "id must be user/device"));
     };
     if !topic::is_level(&user) || !topic::is_level(&device) {
-        return Err(error(StatusCode::BAD_REQUEST, "user and device must each be one topic level (no / + # or NUL)"));
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            "user and device must each be one topic level (no / + # or NUL)",
+        ));
     }
     if let Viewer::User(name) = viewer {
         if topic::name(name) != user {

@@ -36,7 +36,10 @@ pub async fn publish(
     };
     let device = params.name("d").or_else(|| params.name("device")).unwrap_or_else(|| "phone".into());
     if !crate::topic::is_level(&user) || !crate::topic::is_level(&device) {
-        return Err(error(StatusCode::BAD_REQUEST, "user and device must each be one topic level (no / + # or NUL)"));
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            "user and device must each be one topic level (no / + # or NUL)",
+        ));
     }
     let (recorder, access) = (api.recorder.clone(), api.access.clone());
     let topic = format!("owntracks/{user}/{device}");
