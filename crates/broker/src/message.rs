@@ -59,8 +59,12 @@ impl Message {
         if with_properties {
             properties.clone_from(&self.properties);
             if let Some(at) = self.expires_at {
-                // Forward the remaining lifetime, not the original interval [MQTT-3.3.2-6].
-                properties.message_expiry_interval = Some(at.saturating_duration_since(now).as_secs() as u32);
+                // Forward the remaining lifetime, not the original interval [MQTT-3.3.2-6], in
+                // whole seconds rounded up: a message sent on at once keeps its interval, as
+                // Mosquitto's does, and none is forwarded as already expired.
+                let left = at.saturating_duration_since(now);
+                let secs = left.as_secs() + u64::from(left.subsec_nanos() > 0);
+                properties.message_expiry_interval = Some(secs.min(u64::from(u32::MAX)) as u32);
             }
             properties.subscription_identifiers.extend_from_slice(sub_ids);
         }

@@ -281,3 +281,22 @@ async fn qos2_resent_twice_on_one_mqtt5_connection_is_a_protocol_error() {
         }
     }
 }
+
+/// 02-subpub-qos1-message-expiry-retain: the remaining expiry interval is forwarded in whole
+/// seconds rounded up, so a message passed on at once keeps its interval [MQTT-3.3.2-6].
+#[tokio::test]
+async fn a_message_passed_on_at_once_keeps_its_expiry_interval() {
+    let broker = TestBroker::start().await;
+    let mut publisher = connected(&broker, "pub", Protocol::V5).await;
+    let mut publish = cauldron_proto::Publish::new("expiring", b"m".to_vec());
+    (publish.retain, publish.properties.message_expiry_interval) = (true, Some(4));
+    publisher.send(Packet::Publish(publish)).await;
+    publisher.send(Packet::PingReq).await;
+    assert!(matches!(publisher.recv().await, Some(Packet::PingResp)));
+    let mut sub = connected(&broker, "sub", Protocol::V5).await;
+    let options = SubOptions { qos: QoS::AtMostOnce, ..SubOptions::default() };
+    let filters = vec![Subscription { filter: "expiring".into(), options }];
+    sub.send(Packet::Subscribe(Subscribe { packet_id: 1, filters, properties: Properties::default() })).await;
+    assert!(matches!(sub.recv().await, Some(Packet::SubAck(_))));
+    assert_eq!(sub.expect_publish().await.properties.message_expiry_interval, Some(4));
+}
