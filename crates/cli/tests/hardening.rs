@@ -240,3 +240,35 @@ async fn a_full_disk_is_recovered_from_without_a_restart() {
         .unwrap();
     broker.terminate().await;
 }
+
+/// `GET /api/0/kill` once deleted data (a link or an image tag was enough); `/ws/last`
+/// accepted any `Origin`, so another site could read positions through a logged-in browser.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_takes_a_non_get_request_and_the_live_feed_its_own_origin() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let dir = data_dir("http-methods");
+    let broker = Cauldron::start(&dir, &["--sys-interval", "0"]).await;
+    let location = br#"{"_type":"location","lat":52.5,"lon":13.4,"tst":1700000000}"#;
+    assert_eq!(http(&broker.http, "POST", "/pub?u=jane&d=phone", &[], location).await.status, 200);
+    let get = http(&broker.http, "GET", "/api/0/kill?user=jane&device=phone", &[], b"").await;
+    assert_eq!(get.status, 405, "{}", get.body);
+    let list = http(&broker.http, "GET", "/api/0/list", &[], b"").await;
+    assert!(list.body.contains("jane"), "nothing deleted: {}", list.body);
+    let post = http(&broker.http, "POST", "/api/0/kill?user=jane&device=phone", &[], b"").await;
+    assert_eq!(post.status, 200, "{}", post.body);
+    let connect = |origin: Option<String>| {
+        let http_addr = broker.http.clone();
+        async move {
+            let mut request = format!("ws://{http_addr}/ws/last").into_client_request().unwrap();
+            if let Some(origin) = origin {
+                request.headers_mut().insert("Origin", origin.parse().unwrap());
+            }
+            let stream = tokio::net::TcpStream::connect(&http_addr).await.unwrap();
+            tokio_tungstenite::client_async(request, stream).await.map(drop)
+        }
+    };
+    assert!(connect(Some("https://evil.example".into())).await.is_err(), "another origin is refused");
+    assert!(connect(Some(format!("http://{}", broker.http))).await.is_ok(), "the page's own origin");
+    assert!(connect(None).await.is_ok(), "a client that is not a browser");
+    broker.terminate().await;
+}

@@ -51,7 +51,8 @@ pub fn router(api: Api) -> Router {
         .route("/api/0/last", on(either(), api::last))
         .route("/api/0/locations", on(either(), api::locations).delete(api::delete_locations))
         .route("/api/0/device", delete(api::delete_device))
-        .route("/api/0/kill", on(either(), api::kill))
+        // Deleting takes more than a link: a GET (an image tag, a prefetch) never deletes.
+        .route("/api/0/kill", post(api::kill).delete(api::kill))
         .route("/api/0/photo", on(either(), api::photo))
         .route("/api/0/photo/", on(either(), api::photo))
         .route("/api/0/monitor", on(either(), api::monitor))

@@ -4,7 +4,8 @@
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
-use axum::response::Response;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 use tokio::sync::broadcast::error::RecvError;
 
@@ -17,10 +18,26 @@ pub async fn last(
     upgrade: WebSocketUpgrade,
     State(api): State<Api>,
     viewer: Viewer,
+    headers: HeaderMap,
     params: Params,
 ) -> Response {
+    if !same_origin(&headers) {
+        // A page on another site must not read someone's friends through their browser's
+        // login (cross-site WebSocket hijacking).
+        return (StatusCode::FORBIDDEN, "WebSocket from another origin\n").into_response();
+    }
     let filter = Filter { user: params.name("user"), device: params.name("device") };
     upgrade.on_upgrade(move |socket| feed(socket, api, viewer, filter))
+}
+
+/// No `Origin` (not a browser) or one naming the host the request was sent to.
+fn same_origin(headers: &HeaderMap) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return true;
+    };
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    let origin_host = origin.to_str().ok().and_then(|o| o.split_once("://")).map(|(_, rest)| rest);
+    matches!((origin_host, host), (Some(o), Some(h)) if o.eq_ignore_ascii_case(h))
 }
 
 struct Filter {
