@@ -5,10 +5,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use axum::extract::State;
+use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use cauldron_broker::auth::password::Passwords;
 use cauldron_broker::{Broker, CancellationToken};
 use tokio::net::TcpListener;
 use tracing::info;
@@ -19,6 +21,9 @@ pub struct Http {
     pub ready: Arc<AtomicBool>,
     /// The recorder's API, live feed and map, when the recorder runs.
     pub recorder: Option<cauldron_recorder::http::Api>,
+    /// When set, `/metrics` takes a login of these users (if there are any): the default on an
+    /// address other than loopback, unless `--metrics-public`.
+    pub metrics_login: Option<Arc<Passwords>>,
 }
 
 pub fn router(state: Http) -> Router {
@@ -34,9 +39,21 @@ pub fn router(state: Http) -> Router {
     }
 }
 
-async fn metrics(State(http): State<Http>) -> impl IntoResponse {
+async fn metrics(State(http): State<Http>, parts: Parts) -> Response {
+    let file = http.metrics_login.as_ref().and_then(|p| p.current()).filter(|f| !f.is_empty());
+    if let Some(file) = file {
+        let login = cauldron_recorder::http::basic_credentials(&parts);
+        let allowed = match login {
+            Some((user, password)) => file.check_off_runtime(user, password.into_bytes()).await,
+            None => false,
+        };
+        if !allowed {
+            let challenge = [(header::WWW_AUTHENTICATE, "Basic realm=\"cauldron metrics\"")];
+            return (StatusCode::UNAUTHORIZED, challenge, "login required\n").into_response();
+        }
+    }
     let body = cauldron_broker::metrics::render(&http.broker);
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body)
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
 }
 
 async fn ready(State(http): State<Http>) -> impl IntoResponse {

@@ -106,6 +106,10 @@ pub struct ServeArgs {
     /// Highest keep alive granted, in seconds; 0 is no maximum (Mosquitto's max_keepalive).
     #[arg(long, value_name = "SECS", default_value_t = 0)]
     max_keepalive: u16,
+    /// Serve /metrics without a login even on an address other than loopback (with users in
+    /// the password file, it otherwise takes one of their logins there).
+    #[arg(long)]
+    metrics_public: bool,
     /// Largest PUBLISH payload accepted, in bytes; bigger ones are dropped, their QoS flow
     /// completed. 0 is no limit (Mosquitto's message_size_limit).
     #[arg(long, value_name = "BYTES", default_value_t = 0)]
@@ -378,7 +382,11 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         },
         false => None,
     };
-    let http = crate::http::Http { broker: Arc::clone(&broker), ready: Arc::clone(&ready), recorder };
+    // Metrics say who is connected and how much traffic flows: beyond loopback, users log in.
+    let metrics_login =
+        (!args.metrics_public && !http_addr.ip().is_loopback()).then(|| Arc::clone(&passwords));
+    let http =
+        crate::http::Http { broker: Arc::clone(&broker), ready: Arc::clone(&ready), recorder, metrics_login };
     let http_task = tokio::spawn(crate::http::serve(http_listener, http, shutdown.clone()));
     tokio::spawn(stop_on_signal(signals, shutdown.clone(), ready));
     let reloadable = Reloadable {

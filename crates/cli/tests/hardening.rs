@@ -272,3 +272,45 @@ async fn deleting_takes_a_non_get_request_and_the_live_feed_its_own_origin() {
     assert!(connect(None).await.is_ok(), "a client that is not a browser");
     broker.terminate().await;
 }
+
+/// `/metrics` (who is connected, how much flows) once answered anyone when users existed. On
+/// an address other than loopback it now takes a login, unless `--metrics-public`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_beyond_loopback_take_a_login() {
+    use tokio::io::AsyncBufReadExt;
+    let dir = data_dir("metrics-login");
+    std::fs::create_dir_all(&dir).unwrap();
+    let passwords = dir.join("passwd");
+    write_passwords(&passwords, "sha512", &[("ops", "ops-pw")]);
+    for public in [false, true] {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_cauldron"));
+        command.args(["serve", "--listen", "127.0.0.1:0", "--http", "0.0.0.0:0", "--no-recorder"]);
+        command.arg("--password-file").arg(&passwords).arg("--data-dir").arg(dir.join(format!("d{public}")));
+        if public {
+            command.arg("--metrics-public");
+        }
+        let mut child = command.stderr(Stdio::piped()).kill_on_drop(true).spawn().unwrap();
+        let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        let port = tokio::time::timeout(WAIT, async {
+            while let Some(line) = lines.next_line().await.unwrap() {
+                if let Some(rest) = line.split("HTTP listening on 0.0.0.0:").nth(1) {
+                    return rest.split_whitespace().next().unwrap().to_string();
+                }
+            }
+            panic!("no HTTP listener");
+        })
+        .await
+        .unwrap();
+        let addr = format!("127.0.0.1:{port}");
+        let anonymous = http(&addr, "GET", "/metrics", &[], b"").await.status;
+        let wrong =
+            http(&addr, "GET", "/metrics", &[("Authorization", &basic("ops", "nope"))], b"").await.status;
+        let right =
+            http(&addr, "GET", "/metrics", &[("Authorization", &basic("ops", "ops-pw"))], b"").await.status;
+        match public {
+            false => assert_eq!((anonymous, wrong, right), (401, 401, 200)),
+            true => assert_eq!(anonymous, 200),
+        }
+        child.kill().await.unwrap();
+    }
+}

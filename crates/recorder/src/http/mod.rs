@@ -19,7 +19,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, on, post, MethodFilter};
 use axum::Router;
 
-pub use access::Access;
+pub use access::{basic_credentials, Access};
 
 use crate::ingest::Recorder;
 use crate::store::StoreError;
