@@ -151,9 +151,11 @@ impl PasswordFile {
     /// Whether `password` is right for `username`. Unknown users cost the file's costliest hash,
     /// so timing does not tell which users exist. Blocks for as long as the hash takes (tens
     /// of milliseconds for argon2id): async callers use [`PasswordFile::check_off_runtime`].
+    /// An empty password never matches, even a hash made of one (as in Mosquitto, where it
+    /// counts as no password at all).
     pub fn check(&self, username: &str, password: &[u8]) -> bool {
         match self.users.get(username) {
-            Some(hash) => hash.verify(password),
+            Some(hash) => hash.verify(password) && !password.is_empty(),
             None => {
                 if let Some(decoy) = &self.decoy {
                     let _ = decoy.verify(password);
@@ -209,6 +211,15 @@ pub fn hash_pbkdf2(password: &[u8], iterations: u32) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// 09-pwfile-parse-invalid: a hash of the empty password lets nobody in.
+    #[test]
+    fn an_empty_password_never_matches() {
+        let hash = hash_sha512(b"").unwrap();
+        let file = PasswordFile::parse(&format!("empty:{hash}\n")).unwrap();
+        assert!(!file.check("empty", b""));
+        assert!(!file.check("empty", b"x"));
+    }
 
     /// Lines written by Debian's `mosquitto_passwd` 2.0.11 (`-b`, password "s3cret" / "hunter2").
     const MOSQUITTO_2_0: &str = "alice:$7$101$smU9hGMr56F5a15e$/xk8ytfxqyceSHmO84ryKqs23A0kbY+NM2cDS4hX8LvX2/Al+KmpMwd136wr26TK5944//jVKlUBZC07u3AsLQ==\n\
