@@ -300,3 +300,27 @@ async fn a_message_passed_on_at_once_keeps_its_expiry_interval() {
     assert!(matches!(sub.recv().await, Some(Packet::SubAck(_))));
     assert_eq!(sub.expect_publish().await.properties.message_expiry_interval, Some(4));
 }
+
+/// 02-subpub-qos1-nolocal: a message held back only by No Local had a subscriber, so the MQTT 5
+/// PUBACK says success, not 0x10. 03-publish-c2b-disconnect-qos2: MQTT 3.1 has no session
+/// present flag, so a resumed 3.1 session's CONNACK carries 0 there.
+#[tokio::test]
+async fn no_local_is_still_a_subscriber_and_3_1_has_no_session_present() {
+    let broker = TestBroker::start().await;
+    let mut raw = connected(&broker, "self", Protocol::V5).await;
+    let options = SubOptions { qos: QoS::AtLeastOnce, no_local: true, ..SubOptions::default() };
+    let filters = vec![Subscription { filter: "mine".into(), options }];
+    raw.send(Packet::Subscribe(Subscribe { packet_id: 1, filters, properties: Properties::default() })).await;
+    assert!(matches!(raw.recv().await, Some(Packet::SubAck(_))));
+    raw.publish("mine", "x", QoS::AtLeastOnce, Some(2)).await;
+    assert!(matches!(raw.recv().await, Some(Packet::PubAck(a)) if a.reason == ReasonCode::Success));
+    raw.expect_silence().await;
+
+    for (protocol, present) in [(Protocol::V3_1, false), (Protocol::V3_1_1, true)] {
+        let connect = Raw::connect_packet("old-timer", false, protocol);
+        let (first, _) = Raw::handshake(broker.addr, connect.clone()).await;
+        drop(first);
+        let (_again, ack) = Raw::handshake(broker.addr, connect).await;
+        assert_eq!(ack.session_present, present, "{protocol:?}");
+    }
+}

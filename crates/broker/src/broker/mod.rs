@@ -69,7 +69,8 @@ impl Routed {
 
 /// What became of a published message.
 pub struct Routed {
-    /// Sessions it was offered to.
+    /// Sessions it was offered to; at least 1 when a subscription matched but No Local held it
+    /// back (there was a subscriber).
     pub matched: usize,
     /// Of those, how many refused it for the broker-wide memory ceiling.
     pub over_ceiling: usize,
@@ -218,12 +219,16 @@ impl Broker {
         let observed = tap::feed(&router.taps, &message);
         let mut matches: Vec<&Entry> = Vec::new();
         let mut shared: Vec<(&Entry, &ByteString)> = Vec::new();
+        // Subscriptions that matched but, by No Local, are not sent to: the message still had
+        // a subscriber, so MQTT 5 publishers hear "success", not "no matching subscribers".
+        let mut held_back = 0;
         router.matches(&message.topic, |m| match m {
             Match::Direct(entry) => {
                 // No Local: not back to the connection that published it [MQTT-3.8.3-3].
                 let own = message.publisher.as_ref() == Some(&entry.session.client_id);
-                if !(entry.options.no_local && own) {
-                    matches.push(entry);
+                match entry.options.no_local && own {
+                    true => held_back += 1,
+                    false => matches.push(entry),
                 }
             }
             Match::Shared(entry, filter) => shared.push((entry, filter)),
@@ -283,7 +288,8 @@ impl Broker {
             tracing::debug!(topic = %message.topic, dropped = drops.len(), "message dropped for full queues");
         }
         let over_ceiling = drops.iter().filter(|r| **r == DropReason::Memory).count();
-        Routed { matched: offered, over_ceiling, durable: self.submit(ops), observed, congested }
+        let matched = offered + usize::from(offered == 0 && held_back > 0);
+        Routed { matched, over_ceiling, durable: self.submit(ops), observed, congested }
     }
 
     /// Publishes a message nobody waits on (wills, messages handed back by a leaving member).

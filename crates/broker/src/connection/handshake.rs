@@ -338,6 +338,8 @@ pub(super) async fn accept<S: AsyncRead + AsyncWrite>(
         auth,
     };
     // CONNACK first, then whatever the resumed session still owes the client.
+    // MQTT 3.1 has no session present flag: the byte is reserved there (Mosquitto sends 0).
+    let session_present = session_present && protocol != Protocol::V3_1;
     conn.send(&Packet::ConnAck(ConnAck { session_present, code: ReasonCode::Success, properties: props }));
     for packet in &resend {
         conn.send(packet);
