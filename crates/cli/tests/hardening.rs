@@ -314,3 +314,33 @@ async fn metrics_beyond_loopback_take_a_login() {
         child.kill().await.unwrap();
     }
 }
+
+/// A read-only user once created devices others see through HTTP mode and OsmAnd. Those store
+/// only what the user could have published over MQTT by the broker's ACL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_mode_and_osmand_honour_the_acls_write_permission() {
+    let dir = data_dir("http-acl");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (passwords, acl) = (dir.join("passwd"), dir.join("acl"));
+    write_passwords(&passwords, "sha512", &[("jane", "jane-pw"), ("bob", "bob-pw")]);
+    std::fs::write(&acl, "user jane\ntopic readwrite owntracks/jane/#\n\nuser bob\ntopic read owntracks/#\n")
+        .unwrap();
+    let (p, a) = (passwords.display().to_string(), acl.display().to_string());
+    let broker =
+        Cauldron::start(&dir, &["--password-file", &p, "--acl-file", &a, "--sys-interval", "0"]).await;
+    let location = br#"{"_type":"location","lat":52.5,"lon":13.4,"tst":1700000000}"#;
+    let (jane, bob) = (basic("jane", "jane-pw"), basic("bob", "bob-pw"));
+    let posted = |auth: String| {
+        let http_addr = broker.http.clone();
+        async move { http(&http_addr, "POST", "/pub?d=phone", &[("Authorization", &auth)], location).await.status }
+    };
+    assert_eq!(posted(bob.clone()).await, 403, "read-only bob may not write");
+    assert_eq!(posted(jane.clone()).await, 200);
+    let report =
+        http(&broker.http, "GET", "/?id=bob/phone&lat=1&lon=2", &[("Authorization", &bob)], b"").await;
+    assert_eq!(report.status, 403, "{}", report.body);
+    // Bob reads everything, so the list he sees holds every device there is.
+    let users = http(&broker.http, "GET", "/api/0/list", &[("Authorization", &bob)], b"").await;
+    assert!(users.body.contains("jane") && !users.body.contains("bob"), "no device of bob's: {}", users.body);
+    broker.terminate().await;
+}

@@ -30,6 +30,9 @@ pub async fn report(api: &Api, viewer: &Viewer, params: &Params) -> Result<Respo
             "user and device must each be one topic level (no / + # or NUL)",
         ));
     }
+    if !super::publish::may_write(&api.access, viewer, &format!("owntracks/{user}/{device}")) {
+        return Err(error(StatusCode::FORBIDDEN, "the ACL does not let you write this device"));
+    }
     if let Viewer::User(name) = viewer {
         if topic::name(name) != user {
             return Err(error(StatusCode::FORBIDDEN, "report for your own devices only"));
