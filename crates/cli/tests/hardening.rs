@@ -339,6 +339,9 @@ async fn http_mode_and_osmand_honour_the_acls_write_permission() {
     let report =
         http(&broker.http, "GET", "/?id=bob/phone&lat=1&lon=2", &[("Authorization", &bob)], b"").await;
     assert_eq!(report.status, 403, "{}", report.body);
+    // With users, even the version takes a login (13: it told anyone what runs here).
+    assert_eq!(http(&broker.http, "GET", "/api/0/version", &[], b"").await.status, 401);
+    assert_eq!(http(&broker.http, "GET", "/api/0/version", &[("Authorization", &jane)], b"").await.status, 200);
     // Bob reads everything, so the list he sees holds every device there is.
     let users = http(&broker.http, "GET", "/api/0/list", &[("Authorization", &bob)], b"").await;
     assert!(users.body.contains("jane") && !users.body.contains("bob"), "no device of bob's: {}", users.body);

@@ -21,7 +21,8 @@ pub const API_VERSION: &str = "1.0.1";
 const DEFAULT_HISTORY: i64 = 6 * 3600;
 const BLANK_PNG: &[u8] = include_bytes!("blank.png");
 
-pub async fn version() -> Response {
+/// Behind the same login as the rest of the API: a version tells an attacker what to try.
+pub async fn version(_viewer: Viewer) -> Response {
     let body = json!({"version": API_VERSION, "git": concat!("cauldron-", env!("CARGO_PKG_VERSION"))});
     json(StatusCode::OK, body.to_string())
 }
