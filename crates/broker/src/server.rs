@@ -61,6 +61,8 @@ pub struct Listener {
     pub proxy_protocol: bool,
     /// Its own anonymous rule, password file and ACL (`per_listener_settings true`).
     pub auth: Option<Arc<ListenerAuth>>,
+    /// Mosquitto's `mount_point`: a prefix on every topic of this listener's clients.
+    pub mount_point: Option<Arc<str>>,
 }
 
 /// What a connection task needs to know about its listener.
@@ -70,6 +72,7 @@ struct Setting {
     proxy_protocol: bool,
     rate: Option<Arc<Mutex<RateLimiter>>>,
     auth: Option<Arc<ListenerAuth>>,
+    mount_point: Option<Arc<str>>,
 }
 
 impl From<TcpListener> for Listener {
@@ -81,6 +84,7 @@ impl From<TcpListener> for Listener {
             websocket: None,
             proxy_protocol: false,
             auth: None,
+            mount_point: None,
         }
     }
 }
@@ -214,15 +218,14 @@ async fn serve_stream<S>(
 ) where
     S: AsyncRead + AsyncWrite + Send + Unpin,
 {
-    let auth = setting.auth.clone();
+    let (auth, mount_point) = (setting.auth.clone(), setting.mount_point.clone());
+    let origin = Origin { identity, auth, mount_point };
     let Some(path) = &setting.websocket else {
-        return Box::pin(connection::serve(broker, stream, peer, Origin { identity, auth }, shutdown)).await;
+        return Box::pin(connection::serve(broker, stream, peer, origin, shutdown)).await;
     };
     // Boxed so the WebSocket handshake's state is not part of every plain connection's task.
     match Box::pin(tokio::time::timeout(broker.config.connect_timeout, ws::accept(stream, path))).await {
-        Ok(Ok(ws)) => {
-            Box::pin(connection::serve(broker, ws, peer, Origin { identity, auth }, shutdown)).await
-        }
+        Ok(Ok(ws)) => Box::pin(connection::serve(broker, ws, peer, origin, shutdown)).await,
         Ok(Err(e)) => info!(%peer, error = %e, "WebSocket handshake failed"),
         Err(_) => info!(%peer, "WebSocket handshake timed out"),
     }
@@ -253,6 +256,7 @@ async fn accept_loop(broker: Arc<Broker>, listener: Listener, shutdown: Cancella
         auth: listener.auth.clone(),
         proxy_protocol: listener.proxy_protocol,
         rate,
+        mount_point: listener.mount_point.clone(),
     });
     loop {
         let accepted = tokio::select! {

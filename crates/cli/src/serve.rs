@@ -358,6 +358,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             websocket: spec.websocket,
             proxy_protocol: spec.proxy_protocol,
             auth,
+            mount_point: spec.mount_point.map(Into::into),
         });
     }
     let http_listener =

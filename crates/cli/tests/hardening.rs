@@ -341,9 +341,43 @@ async fn http_mode_and_osmand_honour_the_acls_write_permission() {
     assert_eq!(report.status, 403, "{}", report.body);
     // With users, even the version takes a login (13: it told anyone what runs here).
     assert_eq!(http(&broker.http, "GET", "/api/0/version", &[], b"").await.status, 401);
-    assert_eq!(http(&broker.http, "GET", "/api/0/version", &[("Authorization", &jane)], b"").await.status, 200);
+    assert_eq!(
+        http(&broker.http, "GET", "/api/0/version", &[("Authorization", &jane)], b"").await.status,
+        200
+    );
     // Bob reads everything, so the list he sees holds every device there is.
     let users = http(&broker.http, "GET", "/api/0/list", &[("Authorization", &bob)], b"").await;
     assert!(users.body.contains("jane") && !users.body.contains("bob"), "no device of bob's: {}", users.body);
+    broker.terminate().await;
+}
+
+/// mosquitto.conf's `mount_point` was only warned about, so clients meant to be kept in their
+/// own part of the tree saw everything. Now their topics live under the mount point.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mount_point_keeps_a_listeners_clients_in_their_part_of_the_tree() {
+    let dir = data_dir("mount-point");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (open, mounted) = (free_port(), free_port());
+    let conf = dir.join("mosquitto.conf");
+    std::fs::write(
+        &conf,
+        format!("listener {open} 127.0.0.1\nallow_anonymous true\nlistener {mounted} 127.0.0.1\nmount_point site-a/\n"),
+    )
+    .unwrap();
+    let broker = Cauldron::start(&dir, &["--mosquitto-conf", conf.to_str().unwrap()]).await;
+    let at = |port: u16, id: &str| Options::new(format!("127.0.0.1:{port}"), id);
+    let (outside, mut outside_messages) = Client::connect(at(open, "outside")).await.unwrap();
+    outside.subscribe("#", QoS::AtLeastOnce).await.unwrap();
+    let (inside, mut inside_messages) = Client::connect(at(mounted, "inside")).await.unwrap();
+    inside.subscribe("#", QoS::AtLeastOnce).await.unwrap();
+    inside.publish("temp", "21", QoS::AtLeastOnce, false).await.unwrap();
+    let seen = tokio::time::timeout(WAIT, outside_messages.recv()).await.unwrap().unwrap();
+    assert_eq!(&seen.topic[..], "site-a/temp", "published under the mount point");
+    let echoed = tokio::time::timeout(WAIT, inside_messages.recv()).await.unwrap().unwrap();
+    assert_eq!(&echoed.topic[..], "temp", "and seen inside without it");
+    outside.publish("elsewhere", "x", QoS::AtLeastOnce, false).await.unwrap();
+    outside.publish("site-a/cmd", "go", QoS::AtLeastOnce, false).await.unwrap();
+    let got = tokio::time::timeout(WAIT, inside_messages.recv()).await.unwrap().unwrap();
+    assert_eq!((&got.topic[..], &got.payload[..]), ("cmd", &b"go"[..]), "nothing from outside the mount");
     broker.terminate().await;
 }

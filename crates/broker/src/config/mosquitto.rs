@@ -173,6 +173,12 @@ impl Reader {
                 }
             }
             "per_listener_settings" => self.per_listener = parse_bool(value)?,
+            "mount_point" => {
+                if value.is_empty() || value.contains(['+', '#']) {
+                    return Err(format!("{value:?}: a mount point is a topic prefix without wildcards"));
+                }
+                self.listener().mount_point = Some(value.to_string());
+            }
             "allow_anonymous" | "password_file" | "acl_file"
                 if self.per_listener && self.current.is_some() =>
             {

@@ -21,6 +21,8 @@ pub struct ListenerSpec {
     pub proxy_protocol: bool,
     /// This listener's own access control; unset parts fall back to the broker-wide ones.
     pub auth: Option<ListenerAuthSpec>,
+    /// Mosquitto's `mount_point`: prefixed to every topic of this listener's clients.
+    pub mount_point: Option<String>,
 }
 
 /// A listener's own `allow_anonymous`, `password_file` and `acl_file` (Mosquitto's

@@ -76,6 +76,7 @@ struct ListenerFile {
     allow_anonymous: Option<bool>,
     password_file: Option<PathBuf>,
     acl_file: Option<PathBuf>,
+    mount_point: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize, PartialEq, Eq)]
@@ -200,6 +201,12 @@ pub fn read(path: &Path) -> Result<TomlSetup, TomlError> {
             max_connections: listener.max_connections,
             tls,
             websocket,
+            mount_point: match listener.mount_point {
+                Some(m) if m.is_empty() || m.contains(['+', '#']) => {
+                    return Err(error(format!("mount_point {m:?}: a topic prefix without wildcards")));
+                }
+                m => m,
+            },
         });
     }
     if listeners.is_empty() {

@@ -139,7 +139,7 @@ pub(super) async fn accept<S: AsyncRead + AsyncWrite>(
     writer: &mut WriteHalf<S>,
     rbuf: &mut BytesMut,
 ) -> Option<Connection> {
-    let Origin { identity, auth } = origin;
+    let Origin { identity, auth, mount_point } = origin;
     let protocol = connect.protocol;
     let config = &broker.config;
     let refuse = |code: ReasonCode| {
@@ -334,6 +334,7 @@ pub(super) async fn accept<S: AsyncRead + AsyncWrite>(
         held_acks: 0,
         qos2_resent: Vec::new(),
         paused: None,
+        mount: mount_point,
         scratch: Vec::new(),
         auth,
     };

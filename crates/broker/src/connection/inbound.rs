@@ -1,8 +1,8 @@
 //! What the connection does with each packet the client sends after CONNECT.
 
 use cauldron_proto::{
-    Ack, Auth, Disconnect, Packet, Properties, Publish, QoS, ReasonCode, SubAck, Subscribe, UnsubAck,
-    Unsubscribe,
+    Ack, Auth, ByteString, Disconnect, Packet, Properties, Publish, QoS, ReasonCode, SubAck, Subscribe,
+    UnsubAck, Unsubscribe,
 };
 
 use crate::auth;
@@ -82,6 +82,9 @@ impl Connection {
             } else {
                 self.aliases.insert(alias, publish.topic.clone());
             }
+        }
+        if let Some(mount) = &self.mount {
+            publish.topic = mounted(mount, &publish.topic);
         }
         if !publish.properties.subscription_identifiers.is_empty() {
             return Err(Violation::new(
@@ -227,7 +230,12 @@ impl Connection {
         ack
     }
 
-    fn on_subscribe(&mut self, subscribe: Subscribe) -> Result<(), Violation> {
+    fn on_subscribe(&mut self, mut subscribe: Subscribe) -> Result<(), Violation> {
+        if let Some(mount) = &self.mount {
+            for sub in &mut subscribe.filters {
+                sub.filter = mounted_filter(mount, &sub.filter);
+            }
+        }
         let subscription_id = subscribe.properties.subscription_identifiers.first().copied();
         let mut codes = Vec::with_capacity(subscribe.filters.len());
         let mut retained = Vec::new();
@@ -280,7 +288,12 @@ impl Connection {
         Ok(())
     }
 
-    fn on_unsubscribe(&mut self, unsubscribe: Unsubscribe) {
+    fn on_unsubscribe(&mut self, mut unsubscribe: Unsubscribe) {
+        if let Some(mount) = &self.mount {
+            for filter in &mut unsubscribe.filters {
+                *filter = mounted_filter(mount, filter);
+            }
+        }
         let codes = unsubscribe
             .filters
             .iter()
@@ -346,6 +359,19 @@ impl Connection {
             self.session.lock().expiry_interval = expiry;
         }
         Ok(Exit::Disconnect { send_will: disconnect.reason == ReasonCode::DisconnectWithWill })
+    }
+}
+
+/// A topic under a listener's mount point.
+pub(super) fn mounted(mount: &str, topic: &str) -> ByteString {
+    ByteString::from(format!("{mount}{topic}"))
+}
+
+/// A filter under a mount point; for `$share/<group>/<filter>` the filter part.
+fn mounted_filter(mount: &str, filter: &str) -> ByteString {
+    match cauldron_proto::topic::parse_shared(filter) {
+        Some(Ok((group, inner))) => ByteString::from(format!("$share/{group}/{mount}{inner}")),
+        _ => mounted(mount, filter),
     }
 }
 

@@ -80,6 +80,8 @@ pub struct Origin {
     pub identity: CertIdentity,
     /// The listener's own access control (`per_listener_settings`), if it has one.
     pub auth: Option<Arc<ListenerAuth>>,
+    /// The listener's `mount_point`, if it has one.
+    pub mount_point: Option<Arc<str>>,
 }
 
 /// How a TLS listener names its client by certificate.
@@ -183,6 +185,9 @@ struct Connection {
     scratch: Vec<Packet>,
     /// The listener's own access control (`per_listener_settings`), if it has one.
     auth: Option<Arc<ListenerAuth>>,
+    /// Prefixed to every topic and filter the client sends, taken off every topic it is sent
+    /// (Mosquitto's `mount_point`): the client sees only its own part of the tree.
+    mount: Option<Arc<str>>,
 }
 
 /// Read buffer sizes: a quiet connection keeps a small one (most of a broker's connections are
@@ -366,6 +371,12 @@ impl Connection {
         self.broker.metrics.dropped_for(DropReason::TooLarge, too_large);
         for mut packet in packets.drain(..) {
             if let Packet::Publish(publish) = &mut packet {
+                if let Some(mount) = &self.mount {
+                    // Only mounted filters match, so every topic starts with the mount point.
+                    if let Some(own) = publish.topic.strip_prefix(&**mount) {
+                        publish.topic = ByteString::from(own);
+                    }
+                }
                 self.apply_topic_alias(publish);
             }
             self.send(&packet);
@@ -472,7 +483,10 @@ impl Connection {
     /// Publishes the will now, or parks it for its Will Delay Interval when the session
     /// outlives the connection: it is dropped if the client returns in time, and published
     /// early if the session ends first [MQTT-3.1.3-9].
-    fn publish_will(&self, will: Will) {
+    fn publish_will(&self, mut will: Will) {
+        if let Some(mount) = &self.mount {
+            will.topic = inbound::mounted(mount, &will.topic);
+        }
         if !self.may_publish(&will.topic) {
             debug!(client = %self.client_id, topic = %will.topic, "will not authorized, dropped");
             return;
