@@ -97,8 +97,11 @@ impl Packet {
     fn decode_body(first: u8, body: Bytes, protocol: Protocol) -> Result<Packet, DecodeError> {
         let (kind, flags) = (first >> 4, first & 0x0f);
         // PUBREL, SUBSCRIBE and UNSUBSCRIBE carry 0b0010; all others but PUBLISH 0 [MQTT-2.1.3-1].
+        // MQTT 3.1 let those three set DUP (0b1000) on a resend; it means nothing more.
+        let dup_allowed = protocol == Protocol::V3_1 && matches!(kind, 6 | 8 | 10);
         let expected_flags = match kind {
             3 => flags,
+            6 | 8 | 10 if dup_allowed && flags == 0b1010 => 0b1010,
             6 | 8 | 10 => 0b0010,
             _ => 0,
         };

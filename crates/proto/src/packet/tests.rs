@@ -370,3 +370,12 @@ fn an_announced_size_is_not_reserved_up_front() {
     assert_eq!(decode(&mut buf, Protocol::V3_1_1, usize::MAX), Ok(None));
     assert!(buf.capacity() <= 128 * 1024, "reserved {}", buf.capacity());
 }
+
+/// MQTT 3.1 allowed DUP on a resent PUBREL (Mosquitto's 03-publish-c2b-disconnect-qos2); 3.1.1
+/// reserves the bit.
+#[test]
+fn a_3_1_pubrel_may_carry_dup() {
+    let pubrel = [0x6a, 2, 0, 1];
+    assert_eq!(decode_all(&pubrel, Protocol::V3_1), Ok(Some(Packet::PubRel(Ack::new(1)))));
+    assert!(decode_all(&pubrel, Protocol::V3_1_1).is_err());
+}
