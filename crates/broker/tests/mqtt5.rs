@@ -806,22 +806,8 @@ async fn each_listener_has_its_own_connection_limit() {
     let (small_addr, large_addr) = (small.local_addr().unwrap(), large.local_addr().unwrap());
     let broker = cauldron_broker::Broker::new(Config { sys_interval: 0, ..Config::default() });
     let listeners = vec![
-        cauldron_broker::Listener {
-            socket: small.into(),
-            max_connections: Some(1),
-            tls: None,
-            websocket: None,
-            proxy_protocol: false,
-            auth: None,
-        },
-        cauldron_broker::Listener {
-            socket: large.into(),
-            max_connections: None,
-            tls: None,
-            websocket: None,
-            proxy_protocol: false,
-            auth: None,
-        },
+        cauldron_broker::Listener { max_connections: Some(1), ..cauldron_broker::Listener::from(small) },
+        cauldron_broker::Listener { max_connections: None, ..cauldron_broker::Listener::from(large) },
     ];
     tokio::spawn(cauldron_broker::run_listeners(
         std::sync::Arc::clone(&broker),
