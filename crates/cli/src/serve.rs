@@ -391,6 +391,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let http_task = tokio::spawn(crate::http::serve(http_listener, http, shutdown.clone()));
     tokio::spawn(stop_on_signal(signals, shutdown.clone(), ready));
     let reloadable = Reloadable {
+        broker: Arc::clone(&broker),
         passwords: reload_passwords,
         acls: reload_acls,
         tls: listeners.iter().filter_map(|l| l.tls.clone()).collect(),
@@ -404,6 +405,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
 /// What SIGHUP reloads: the password file, the ACL file, TLS certificates and keys.
 struct Reloadable {
+    /// Whose queues are checked against a reloaded ACL.
+    broker: Arc<Broker>,
     passwords: Vec<(PathBuf, Arc<Passwords>)>,
     acls: Vec<(PathBuf, Arc<ReloadableAcl>)>,
     tls: Vec<Arc<Tls>>,
@@ -427,6 +430,12 @@ async fn reload_on_hangup(reloadable: Reloadable) {
             match AclFile::load(path) {
                 Ok(file) => acl.replace(file),
                 Err(e) => warn!("ACL file not reloaded: {e}"),
+            }
+        }
+        if !reloadable.acls.is_empty() {
+            let dropped = reloadable.broker.recheck_reads();
+            if dropped > 0 {
+                info!(dropped, "queued messages no longer readable under the new ACL dropped");
             }
         }
         for tls in &reloadable.tls {

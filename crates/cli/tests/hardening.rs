@@ -381,3 +381,36 @@ async fn a_mount_point_keeps_a_listeners_clients_in_their_part_of_the_tree() {
     assert_eq!((&got.topic[..], &got.payload[..]), ("cmd", &b"go"[..]), "nothing from outside the mount");
     broker.terminate().await;
 }
+
+/// 09-acl-change: messages queued for a client before SIGHUP took its read access away were
+/// still delivered. They are dropped at the reload, as Mosquitto checks at sending time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reloaded_acl_applies_to_messages_already_queued() {
+    let dir = data_dir("acl-change");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (passwords, acl) = (dir.join("passwd"), dir.join("acl"));
+    write_passwords(&passwords, "sha512", &[("username", "pw")]);
+    std::fs::write(&acl, "user username\ntopic readwrite topic/one\ntopic readwrite topic/two\n").unwrap();
+    let (p, a) = (passwords.display().to_string(), acl.display().to_string());
+    let mut broker =
+        Cauldron::start(&dir, &["--password-file", &p, "--acl-file", &a, "--sys-interval", "0"]).await;
+    let addr = broker.addr.clone();
+    let login = |id: &str| Options::new(&addr, id).credentials("username", "pw").clean_start(false);
+    let (sub, _) = Client::connect(login("acl-check")).await.unwrap();
+    sub.subscribe("topic/#", QoS::AtLeastOnce).await.unwrap();
+    sub.disconnect().await.unwrap();
+    let (helper, _) =
+        Client::connect(Options::new(&broker.addr, "helper").credentials("username", "pw")).await.unwrap();
+    helper.publish("topic/one", "message1", QoS::AtLeastOnce, false).await.unwrap();
+    helper.publish("topic/two", "message2", QoS::AtLeastOnce, false).await.unwrap();
+    std::fs::write(&acl, "user username\ntopic readwrite topic/one\n").unwrap();
+    broker.hangup().await;
+    let (_sub, mut messages) = Client::connect(login("acl-check")).await.unwrap();
+    let first = tokio::time::timeout(WAIT, messages.recv()).await.unwrap().unwrap();
+    assert_eq!(&first.topic[..], "topic/one");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), messages.recv()).await.is_err(),
+        "the message on topic/two, no longer readable, is not delivered"
+    );
+    broker.terminate().await;
+}

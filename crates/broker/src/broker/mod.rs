@@ -497,6 +497,22 @@ impl Broker {
     }
 
     /// May this session receive a message on `topic`? Its listener's ACL if it has one.
+    /// After the access lists changed (SIGHUP): queued messages a subscriber may no longer
+    /// read are dropped, as Mosquitto checks at sending time. Returns how many.
+    pub fn recheck_reads(&self) -> usize {
+        let sessions: Vec<Arc<SessionHandle>> = lock!(self.sessions.lock()).values().cloned().collect();
+        let mut dropped = 0;
+        for session in sessions {
+            let gone = session.lock().drop_queued_unless(|topic| self.reader_may(&session, topic));
+            if gone > 0 {
+                dropped += gone;
+                drop(self.flush_session(&session));
+            }
+        }
+        self.metrics.dropped_for(DropReason::NotAuthorized, dropped as u64);
+        dropped
+    }
+
     fn reader_may(&self, session: &SessionHandle, topic: &str) -> bool {
         let client = session.client_info();
         match session.authorizer() {

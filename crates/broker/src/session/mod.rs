@@ -199,6 +199,20 @@ impl Session {
         }
     }
 
+    /// Drops the queued (not yet sent) messages whose topic `readable` refuses, journalling each;
+    /// returns how many. For an access list that changed while they waited.
+    pub fn drop_queued_unless(&mut self, mut readable: impl FnMut(&str) -> bool) -> usize {
+        let (kept, dropped): (VecDeque<Delivery>, VecDeque<Delivery>) =
+            std::mem::take(&mut self.queue).into_iter().partition(|d| readable(&d.message.topic));
+        self.queue = kept;
+        for delivery in &dropped {
+            self.set_queued_bytes(self.queued_bytes - delivery.message.payload.len());
+            self.forget_delivery(delivery);
+        }
+        self.dropped += dropped.len() as u64;
+        dropped.len()
+    }
+
     fn forget_delivery(&mut self, delivery: &Delivery) {
         if self.journaling() && delivery.seq != 0 {
             self.ops.push(Op::DeleteDelivery(self.client_id.clone(), delivery.seq));
