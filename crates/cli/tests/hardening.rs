@@ -10,6 +10,14 @@ use cauldron_client::{Client, Options};
 use cauldron_proto::QoS;
 use common::*;
 
+/// Runs a broker on `dir` long enough to store one retained message.
+async fn store_one_retained(dir: &std::path::Path, topic: &str, payload: &str) {
+    let broker = Cauldron::start(dir, &["--sys-interval", "0"]).await;
+    let (client, _) = Client::connect(Options::new(&broker.addr, "p")).await.unwrap();
+    client.publish(topic, payload.to_string(), QoS::AtLeastOnce, true).await.unwrap();
+    broker.terminate().await;
+}
+
 /// `POST /pub?d=%2B` once stored a retained message on `owntracks/<user>/+`, and every later
 /// start failed on it. Names that are not one topic level are refused with 400.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -37,10 +45,7 @@ async fn http_mode_names_must_be_topic_levels() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_bad_stored_record_is_kept_aside_and_the_rest_restored() {
     let dir = data_dir("bad-record");
-    let broker = Cauldron::start(&dir, &["--sys-interval", "0"]).await;
-    let (client, _) = Client::connect(Options::new(&broker.addr, "p")).await.unwrap();
-    client.publish("good/topic", "kept", QoS::AtLeastOnce, true).await.unwrap();
-    broker.terminate().await;
+    store_one_retained(&dir, "good/topic", "kept").await;
     {
         let (mut store, _, _) = RedbStore::open(&dir.join("cauldron.redb")).unwrap();
         store.commit(&[Op::PutRetained("bad/+".into(), b"not a stored message".to_vec())]).unwrap();
@@ -97,10 +102,7 @@ async fn a_second_broker_on_the_same_data_dir_refuses_to_start() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corrupt_files_are_quarantined_or_switch_the_recorder_off() {
     let dir = data_dir("corrupt-files");
-    let broker = Cauldron::start(&dir, &["--sys-interval", "0"]).await;
-    let (client, _) = Client::connect(Options::new(&broker.addr, "p")).await.unwrap();
-    client.publish("t", "1", QoS::AtLeastOnce, true).await.unwrap();
-    broker.terminate().await;
+    store_one_retained(&dir, "t", "1").await;
     let path = dir.join("cauldron.redb");
     // Everything after the header page: whatever the layout, the tables are in there.
     let mut bytes = std::fs::read(&path).unwrap();

@@ -234,12 +234,18 @@ impl Store for RedbStore {
 mod tests {
     use super::*;
 
-    #[test]
-    fn ops_survive_reopening_and_delete_session_takes_its_rows() {
-        let dir = std::env::temp_dir().join(format!("cauldron-redb-{}", std::process::id()));
+    /// An empty directory of this test's own and the store path in it.
+    fn fresh(name: &str) -> (PathBuf, PathBuf) {
+        let dir = std::env::temp_dir().join(format!("cauldron-redb-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("state.redb");
-        let _ = std::fs::remove_file(&path);
+        (dir, path)
+    }
+
+    #[test]
+    fn ops_survive_reopening_and_delete_session_takes_its_rows() {
+        let (dir, path) = fresh("ops");
         {
             let (mut store, snapshot, quarantined) = RedbStore::open(&path).unwrap();
             assert!(snapshot.sessions.is_empty() && quarantined.is_none());
@@ -274,10 +280,7 @@ mod tests {
 
     #[test]
     fn a_locked_file_is_an_error_and_left_alone_mid_file_garbage_is_quarantined() {
-        let dir = std::env::temp_dir().join(format!("cauldron-redb-lock-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("state.redb");
-        let _ = std::fs::remove_file(&path);
+        let (dir, path) = fresh("lock");
         let (mut first, _, _) = RedbStore::open(&path).unwrap();
         first.commit(&[Op::PutRetained("kept".into(), vec![1])]).unwrap();
         // A second broker on the same directory: refused, nothing renamed.
