@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use cauldron_recorder::formats::Format;
 use cauldron_recorder::store::{Range, SqliteStore, Store};
-use cauldron_recorder::{timefmt, topic, view, STORE_FILE};
+use cauldron_recorder::{timefmt, view, STORE_FILE};
 use serde_json::{json, Value};
 
 #[derive(clap::Args)]
@@ -61,7 +61,7 @@ pub fn run(args: LocationsArgs) -> anyhow::Result<()> {
     let path = args.data_dir.join(STORE_FILE);
     anyhow::ensure!(path.exists(), "no recorder store at {}", path.display());
     let store = SqliteStore::open(&path)?;
-    let (user, device) = (topic::name(&args.user), topic::name(&args.device));
+    let (user, device) = (args.user.clone(), args.device.clone());
     if raw {
         // The Recorder's RECFORMAT: ISO time, the relative topic padded to 18, the payload.
         for record in store.records(&user, &device, from, to)? {

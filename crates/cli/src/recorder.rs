@@ -183,10 +183,9 @@ struct DeviceArgs {
 }
 
 impl DeviceArgs {
-    /// The store, and the names as stored.
+    /// The store, and the names (exactly as given: names are case-sensitive).
     fn open(&self) -> anyhow::Result<(Arc<dyn Store>, String, String)> {
-        let name = cauldron_recorder::topic::name;
-        Ok((open_store(&self.data_dir)?, name(&self.user), name(&self.device)))
+        Ok((open_store(&self.data_dir)?, self.user.clone(), self.device.clone()))
     }
 }
 

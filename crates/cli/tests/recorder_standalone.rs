@@ -53,7 +53,7 @@ async fn standalone_recorder_keeps_a_persistent_session_with_mosquitto() {
     let http_addr = format!("127.0.0.1:{http_port}");
     let mut recorder =
         standalone(&dir.join("store"), &format!("mqtt://127.0.0.1:{}", mosquitto.port), http_port, &[]).await;
-    mosquitto_pub(&p, &["-q", "2", "-t", "owntracks/Mo/phone", "-m", &example("location.json")]).await;
+    mosquitto_pub(&p, &["-q", "2", "-t", "owntracks/mo/phone", "-m", &example("location.json")]).await;
     let path = format!("/api/0/locations?user=mo&device=phone&{DAY}");
     wait_json(&http_addr, &path, None, |v| v["count"] == 1).await;
     // Stopped (SIGINT), a QoS 1 location arrives; on restart the session hands it over.

@@ -11,8 +11,10 @@ pub struct Origin {
 }
 
 impl Origin {
-    /// `owntracks/jane/phone` → jane, phone, `*`. Names are lowercased and whitespace becomes
-    /// `-`, as in the Recorder's store paths.
+    /// `owntracks/jane/phone` → jane, phone, `*`. Names are kept exactly as written: `Jane` and
+    /// `jane` are two users, as they are in the password file and the ACL (the Recorder lowercases
+    /// them for its file paths; cauldron's store needs no such folding, and folding would let one
+    /// user read and overwrite another's devices).
     pub fn parse(topic: &str) -> Option<Origin> {
         let topic = topic.strip_prefix('/').unwrap_or(topic);
         let mut levels = topic.splitn(4, '/');
@@ -24,7 +26,7 @@ impl Origin {
             None | Some("") | Some("pico") => "*".to_string(),
             Some(rest) => rest.to_string(),
         };
-        Some(Origin { user: name(user), device: name(device), reltopic })
+        Some(Origin { user: user.to_string(), device: device.to_string(), reltopic })
     }
 
     /// The base topic the apps publish locations on.
@@ -45,10 +47,6 @@ pub fn is_level(name: &str) -> bool {
     !name.is_empty() && !name.contains(['/', '+', '#', '\0'])
 }
 
-/// A user or device name as stored: lowercase, whitespace replaced by `-`.
-pub fn name(raw: &str) -> String {
-    raw.chars().map(|c| if c.is_whitespace() { '-' } else { c }).collect::<String>().to_lowercase()
-}
 
 #[cfg(test)]
 mod tests {
@@ -57,7 +55,7 @@ mod tests {
     #[test]
     fn levels_two_and_three_are_user_and_device() {
         let o = Origin::parse("owntracks/Jane/My Phone").unwrap();
-        assert_eq!((o.user.as_str(), o.device.as_str(), o.reltopic.as_str()), ("jane", "my-phone", "*"));
+        assert_eq!((o.user.as_str(), o.device.as_str(), o.reltopic.as_str()), ("Jane", "My Phone", "*"));
         let o = Origin::parse("/owntracks/jane/phone/event").unwrap();
         assert_eq!((o.user.as_str(), o.reltopic.as_str()), ("jane", "event"));
         assert_eq!(Origin::parse("owntracks/jane/phone/pico").unwrap().reltopic, "*");

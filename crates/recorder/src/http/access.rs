@@ -44,7 +44,6 @@ impl Access {
             Viewer::User(name) => {
                 let client =
                     ClientInfo { client_id: name.as_str().into(), username: Some(name.as_str().into()) };
-                // Stored names are lowercased, so `Jane` owns `jane`'s devices.
                 owns(name, user)
                     || self.authorizer.can_receive(&client, &format!("owntracks/{user}/{device}"))
             }
@@ -78,9 +77,10 @@ impl Viewer {
     }
 }
 
-/// Whether the logged-in `name` is the stored `user` (stored names are lowercase, no spaces).
+/// Whether the logged-in `name` is the stored `user`: exactly, since `Alice` and `alice` (or
+/// ` alice`) are different users of the password file.
 fn owns(name: &str, user: &str) -> bool {
-    crate::topic::name(name) == user
+    name == user
 }
 
 fn unauthorized() -> Response {
@@ -138,11 +138,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_user_owns_their_lowercased_devices() {
-        assert!(owns("Jane", "jane"));
-        assert!(owns("jane doe", "jane-doe"));
+    fn names_differing_in_case_or_spaces_are_different_users() {
+        assert!(owns("jane", "jane"));
+        assert!(!owns("Jane", "jane"));
+        assert!(!owns("jane ", "jane"));
+        assert!(!owns("jane doe", "jane-doe"));
         assert!(!owns("john", "jane"));
-        assert!(Viewer::User("Jane".into()).may_change("jane"));
+        assert!(!Viewer::User("Jane".into()).may_change("jane"));
+        assert!(Viewer::User("jane".into()).may_change("jane"));
         assert!(!Viewer::User("john".into()).may_change("jane"));
         assert!(Viewer::Admin(None).may_change("jane"));
     }

@@ -21,7 +21,7 @@ pub fn is_report(params: &Params) -> bool {
 /// report for their own devices.
 pub async fn report(api: &Api, viewer: &Viewer, params: &Params) -> Result<Response, Response> {
     let id = params.get("id").unwrap_or_default();
-    let Some((user, device)) = id.split_once('/').map(|(u, d)| (topic::name(u), topic::name(d))) else {
+    let Some((user, device)) = id.split_once('/').map(|(u, d)| (u.to_string(), d.to_string())) else {
         return Err(error(StatusCode::BAD_REQUEST, "id must be user/device"));
     };
     if !topic::is_level(&user) || !topic::is_level(&device) {
@@ -34,7 +34,7 @@ pub async fn report(api: &Api, viewer: &Viewer, params: &Params) -> Result<Respo
         return Err(error(StatusCode::FORBIDDEN, "the ACL does not let you write this device"));
     }
     if let Viewer::User(name) = viewer {
-        if topic::name(name) != user {
+        if *name != user {
             return Err(error(StatusCode::FORBIDDEN, "report for your own devices only"));
         }
     }

@@ -1,5 +1,5 @@
 //! Request parameters the Recorder's way: query string, form body, or `X-Limit-<name>` headers,
-//! a header winning. `user` and `device` are lowercased like stored names.
+//! a header winning. Values are kept as sent: names are case-sensitive.
 
 use std::collections::HashMap;
 
@@ -22,7 +22,7 @@ impl Params {
         }
         for (name, value) in headers {
             if let (Some(key), Ok(value)) = (name.as_str().strip_prefix("x-limit-"), value.to_str()) {
-                params.0.insert(key.to_string(), value.to_lowercase());
+                params.0.insert(key.to_string(), value.to_string());
             }
         }
         params
@@ -39,9 +39,9 @@ impl Params {
         self.0.get(key).map(String::as_str).filter(|v| !v.is_empty())
     }
 
-    /// A user or device name: as stored (lowercase, no whitespace).
+    /// A user or device name, exactly as sent.
     pub fn name(&self, key: &str) -> Option<String> {
-        self.get(key).map(crate::topic::name)
+        self.get(key).map(String::from)
     }
 
     /// A comma-separated list (`fields=lat,lon`).

@@ -31,7 +31,7 @@ pub async fn publish(
     let params = Params::from_parts(query.as_deref(), &headers);
     // A logged-in user is who they logged in as; only an open API takes the name from the request.
     let user = match viewer.name() {
-        Some(name) => crate::topic::name(name),
+        Some(name) => name.to_string(),
         None => params.name("u").or_else(|| params.name("user")).unwrap_or_else(|| "owntracks".into()),
     };
     let device = params.name("d").or_else(|| params.name("device")).unwrap_or_else(|| "phone".into());
@@ -129,6 +129,6 @@ fn names_device(entry: &str, user: &str, device: &str) -> bool {
     ['/', ':', '-'].iter().any(|sep| {
         entry
             .split_once(*sep)
-            .is_some_and(|(u, d)| crate::topic::name(u) == user && crate::topic::name(d) == device)
+            .is_some_and(|(u, d)| u == user && d == device)
     })
 }
