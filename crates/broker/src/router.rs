@@ -58,9 +58,6 @@ pub enum Match<'a> {
 pub struct Router {
     root: Node,
     count: usize,
-    /// In-process observers (`Broker::tap`), kept here so that the publish path checks them
-    /// under the lock it already holds.
-    pub taps: Vec<crate::broker::tap::Tap>,
 }
 
 #[derive(Default)]

@@ -2,7 +2,9 @@
 //! operations that touch more than one session (fan-out, subscribe, takeover).
 //!
 //! Locking order, to stay deadlock-free: sessions table, then router, then one session. No lock
-//! is ever held across an `.await`.
+//! is ever held across an `.await`. A publish holds the router's read lock only to copy out who
+//! its targets are (a few pointer copies each) and delivers after letting go, so a SUBSCRIBE
+//! never waits behind a long fan-out, nor does the next publisher behind that SUBSCRIBE.
 //!
 //! With a store, every change that must survive a restart is submitted as store operations;
 //! the operations that return a `Ticket` give the caller something to wait on before it
@@ -31,6 +33,9 @@ use crate::store::{self, Durability, Op, Persistence, Snapshot, Store, StoreErro
 pub struct Broker {
     pub config: Config,
     router: RwLock<Router>,
+    /// In-process observers ([`Broker::tap`]): rare, and apart from the router so that adding
+    /// one never waits on a publish.
+    taps: RwLock<Vec<tap::Tap>>,
     retained: RwLock<Retained>,
     sessions: Mutex<HashMap<ByteString, Arc<SessionHandle>>>,
     redirect: RwLock<Option<Redirect>>,
@@ -132,6 +137,7 @@ impl Broker {
             redirect: RwLock::new(config.redirect.clone()),
             config,
             router: RwLock::default(),
+            taps: RwLock::default(),
             retained: RwLock::default(),
             sessions: Mutex::default(),
             metrics: Arc::new(Metrics::new()),
@@ -146,7 +152,7 @@ impl Broker {
     /// receiver, and beyond that the broker hands them over from a task instead of dropping them.
     pub fn tap(&self, filter: &str, capacity: usize) -> tokio::sync::mpsc::Receiver<Tapped> {
         let (sender, receiver) = tokio::sync::mpsc::channel(capacity.max(1));
-        lock!(self.router.write()).taps.push(tap::Tap { filter: filter.to_string(), sender });
+        lock!(self.taps.write()).push(tap::Tap { filter: filter.to_string(), sender });
         receiver
     }
 
@@ -215,29 +221,13 @@ impl Broker {
                 });
             }
         }
-        let router = lock!(self.router.read());
-        let observed = tap::feed(&router.taps, &message);
-        let mut matches: Vec<&Entry> = Vec::new();
-        let mut shared: Vec<(&Entry, &ByteString)> = Vec::new();
-        // Subscriptions that matched but, by No Local, are not sent to: the message still had
-        // a subscriber, so MQTT 5 publishers hear "success", not "no matching subscribers".
-        let mut held_back = 0;
-        router.matches(&message.topic, |m| match m {
-            Match::Direct(entry) => {
-                // No Local: not back to the connection that published it [MQTT-3.8.3-3].
-                let own = message.publisher.as_ref() == Some(&entry.session.client_id);
-                match entry.options.no_local && own {
-                    true => held_back += 1,
-                    false => matches.push(entry),
-                }
-            }
-            Match::Shared(entry, filter) => shared.push((entry, filter)),
-        });
+        let observed = tap::feed(&lock!(self.taps.read()), &message);
+        let (mut matches, mut shared, held_back) = self.targets(&message);
         // A client with several matching subscriptions gets the message once, at the highest
         // granted QoS, with every subscription identifier [MQTT-3.3.4-2, 3.3.4-3].
         // Read access is checked on every delivery, wills and retained messages included.
         if self.checks_reads() {
-            let allowed = |e: &&Entry| self.reader_may(&e.session, &message.topic);
+            let allowed = |e: &Entry| self.reader_may(&e.session, &message.topic);
             matches.retain(allowed);
             shared.retain(|(e, _)| allowed(e));
         }
@@ -271,7 +261,7 @@ impl Broker {
                 qos: entry.options.qos.min(message.qos),
                 retain: message.retain && entry.options.retain_as_published,
                 subscription_ids: entry.subscription_id.into_iter().collect(),
-                shared: Some(filter.clone()),
+                shared: Some(filter),
                 seq: 0,
             };
             match entry.session.deliver(delivery, &mut ops) {
@@ -290,6 +280,27 @@ impl Broker {
         let over_ceiling = drops.iter().filter(|r| **r == DropReason::Memory).count();
         let matched = offered + usize::from(offered == 0 && held_back > 0);
         Routed { matched, over_ceiling, durable: self.submit(ops), observed, congested }
+    }
+
+    /// Who `message` goes to, copied out of the router under its read lock: the direct
+    /// subscriptions, one member of each matching shared group with the group's filter, and how
+    /// many subscriptions matched but were held back by No Local.
+    fn targets(&self, message: &Message) -> (Vec<Entry>, Vec<(Entry, ByteString)>, usize) {
+        let (mut matches, mut shared, mut held_back) = (Vec::new(), Vec::new(), 0);
+        lock!(self.router.read()).matches(&message.topic, |m| match m {
+            Match::Direct(entry) => {
+                // No Local: not back to the connection that published it [MQTT-3.8.3-3].
+                let own = message.publisher.as_ref() == Some(&entry.session.client_id);
+                match entry.options.no_local && own {
+                    // The message still had a subscriber, so MQTT 5 publishers hear
+                    // "success", not "no matching subscribers".
+                    true => held_back += 1,
+                    false => matches.push(entry.clone()),
+                }
+            }
+            Match::Shared(entry, filter) => shared.push((entry.clone(), filter.clone())),
+        });
+        (matches, shared, held_back)
     }
 
     /// Publishes a message nobody waits on (wills, messages handed back by a leaving member).
