@@ -5,6 +5,9 @@ use std::time::Instant;
 
 use cauldron_proto::{ByteString, Bytes, Properties, Publish, QoS};
 
+/// Payloads up to the connection's largest read buffer are copied out of it.
+const OWN_COPY_MAX: usize = 64 * 1024;
+
 #[derive(Debug)]
 pub struct Message {
     pub topic: ByteString,
@@ -28,9 +31,16 @@ impl Message {
         let expires_at = properties
             .message_expiry_interval
             .map(|secs| Instant::now() + std::time::Duration::from_secs(u64::from(secs)));
+        // A decoded topic and payload are slices of the connection's read buffer: copied, so a
+        // queued message holds its own few bytes and not the whole buffer they came in.
+        // Larger payloads came in a buffer sized for them, so they keep it and skip the copy.
+        let payload = match publish.payload.len() <= OWN_COPY_MAX {
+            true => Bytes::copy_from_slice(&publish.payload),
+            false => publish.payload,
+        };
         Message {
-            topic: publish.topic,
-            payload: publish.payload,
+            topic: ByteString::from(&*publish.topic),
+            payload,
             qos: publish.qos,
             retain: publish.retain,
             properties,

@@ -6,7 +6,6 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -14,7 +13,7 @@ use tracing::{info, warn};
 
 use crate::authz::ListenerAuth;
 use crate::broker::Broker;
-use crate::connection::{self, CertIdentity, Origin};
+use crate::connection::{self, CertIdentity, ConnectionTask, Origin, Running, Stream, Transport};
 use crate::limits::{admit, RateLimiter};
 use crate::metrics::Refusal;
 use crate::proxy;
@@ -147,88 +146,75 @@ fn refuse(broker: &Broker, peer: SocketAddr, refusal: Refusal) {
     warn!(%peer, reason = refusal.label(), "connection refused");
 }
 
-/// One accepted connection: the PROXY header if the listener expects one, then TLS, WebSocket
-/// and MQTT as the listener says.
-async fn handle<S>(
+/// Readies one accepted connection for MQTT (the PROXY header if the listener expects one,
+/// then TLS and WebSocket as the listener says) and runs its handshake. This is the opening
+/// state of its [`ConnectionTask`], boxed and freed once the connection runs.
+async fn prepare<S>(
     broker: Arc<Broker>,
     setting: Arc<Setting>,
     mut stream: S,
     mut peer: SocketAddr,
     shutdown: CancellationToken,
-) where
-    S: AsyncRead + AsyncWrite + Send + Unpin,
+) -> Option<Running>
+where
+    S: Transport + 'static,
 {
     if setting.proxy_protocol {
         match tokio::time::timeout(broker.config.connect_timeout, proxy::read_header(&mut stream)).await {
             Ok(Ok(Some(client))) => peer = client,
             Ok(Ok(None)) => {} // the balancer speaking for itself (health checks)
-            Ok(Err(e)) => return info!(%peer, error = %e, "bad PROXY protocol header"),
-            Err(_) => return info!(%peer, "no PROXY protocol header in time"),
+            Ok(Err(e)) => {
+                info!(%peer, error = %e, "bad PROXY protocol header");
+                return None;
+            }
+            Err(_) => {
+                info!(%peer, "no PROXY protocol header in time");
+                return None;
+            }
         }
         if let Err(refusal) = allowed(&setting, peer) {
-            return refuse(&broker, peer, refusal);
+            refuse(&broker, peer, refusal);
+            return None;
         }
     }
-    // The TLS and WebSocket state machines are boxed (here and in serve_stream) so an idle
-    // plain connection's task holds only what it uses (about 5.4 KB per idle connection in all).
-    match setting.tls.clone() {
-        None => serve_stream(broker, stream, setting, peer, CertIdentity::NotUsed, shutdown).await,
-        Some(tls) => Box::pin(serve_tls(broker, tls, stream, setting, peer, shutdown)).await,
-    }
-}
-
-/// The TLS handshake (bounded by the connect timeout), then MQTT over it.
-async fn serve_tls<S>(
-    broker: Arc<Broker>,
-    tls: Arc<Tls>,
-    stream: S,
-    setting: Arc<Setting>,
-    peer: SocketAddr,
-    shutdown: CancellationToken,
-) where
-    S: AsyncRead + AsyncWrite + Send + Unpin,
-{
-    let handshake = tokio::time::timeout(broker.config.connect_timeout, tls.acceptor().accept(stream)).await;
-    let stream = match handshake {
-        Ok(Ok(stream)) => stream,
-        Ok(Err(e)) => {
-            info!(%peer, error = %e, "TLS handshake failed");
-            return;
-        }
-        Err(_) => {
-            info!(%peer, "TLS handshake timed out");
-            return;
+    let (stream, identity): (Stream, _) = match &setting.tls {
+        None => (Box::new(stream), CertIdentity::NotUsed),
+        Some(tls) => {
+            let handshake = tokio::time::timeout(broker.config.connect_timeout, tls.acceptor().accept(stream));
+            let stream = match handshake.await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(e)) => {
+                    info!(%peer, error = %e, "TLS handshake failed");
+                    return None;
+                }
+                Err(_) => {
+                    info!(%peer, "TLS handshake timed out");
+                    return None;
+                }
+            };
+            let identity = match tls.names_clients() {
+                true => CertIdentity::Named(tls.username(stream.get_ref().1.peer_certificates())),
+                false => CertIdentity::NotUsed,
+            };
+            (Box::new(stream), identity)
         }
     };
-    let identity = match tls.names_clients() {
-        true => CertIdentity::Named(tls.username(stream.get_ref().1.peer_certificates())),
-        false => CertIdentity::NotUsed,
+    let stream: Stream = match &setting.websocket {
+        None => stream,
+        Some(path) => match tokio::time::timeout(broker.config.connect_timeout, ws::accept(stream, path)).await {
+            Ok(Ok(ws)) => Box::new(ws),
+            Ok(Err(e)) => {
+                info!(%peer, error = %e, "WebSocket handshake failed");
+                return None;
+            }
+            Err(_) => {
+                info!(%peer, "WebSocket handshake timed out");
+                return None;
+            }
+        },
     };
-    serve_stream(broker, stream, setting, peer, identity, shutdown).await;
-}
-
-/// MQTT on a (possibly TLS) stream, first upgrading it to WebSocket on listeners that say so.
-async fn serve_stream<S>(
-    broker: Arc<Broker>,
-    stream: S,
-    setting: Arc<Setting>,
-    peer: SocketAddr,
-    identity: CertIdentity,
-    shutdown: CancellationToken,
-) where
-    S: AsyncRead + AsyncWrite + Send + Unpin,
-{
-    let (auth, mount_point) = (setting.auth.clone(), setting.mount_point.clone());
-    let origin = Origin { identity, auth, mount_point };
-    let Some(path) = &setting.websocket else {
-        return Box::pin(connection::serve(broker, stream, peer, origin, shutdown)).await;
-    };
-    // Boxed so the WebSocket handshake's state is not part of every plain connection's task.
-    match Box::pin(tokio::time::timeout(broker.config.connect_timeout, ws::accept(stream, path))).await {
-        Ok(Ok(ws)) => Box::pin(connection::serve(broker, ws, peer, origin, shutdown)).await,
-        Ok(Err(e)) => info!(%peer, error = %e, "WebSocket handshake failed"),
-        Err(_) => info!(%peer, "WebSocket handshake timed out"),
-    }
+    let origin = Origin { identity, auth: setting.auth.clone(), mount_point: setting.mount_point.clone() };
+    connection::open(broker, stream, peer, origin, shutdown).await
 }
 
 /// Ends sessions whose expiry interval ran out while their client was away.
@@ -291,15 +277,19 @@ async fn accept_loop(broker: Arc<Broker>, listener: Listener, shutdown: Cancella
             continue;
         }
         let (broker, shutdown, setting) = (Arc::clone(&broker), shutdown.clone(), Arc::clone(&setting));
-        match stream {
+        let task = match stream {
             Accepted::Tcp(stream) => {
                 // Small packets are the norm: don't let Nagle hold them back.
                 let _ = stream.set_nodelay(true);
-                connections.spawn(handle(broker, setting, stream, peer, shutdown))
+                ConnectionTask::new(Arc::clone(&broker), prepare(broker, setting, stream, peer, shutdown))
             }
-            Accepted::Unix(stream) => connections.spawn(handle(broker, setting, stream, peer, shutdown)),
+            Accepted::Unix(stream) => {
+                ConnectionTask::new(Arc::clone(&broker), prepare(broker, setting, stream, peer, shutdown))
+            }
         };
+        connections.spawn(task);
     }
+    broker.shut_connections();
     let drained = tokio::time::timeout(Duration::from_secs(5), async {
         while connections.join_next().await.is_some() {}
     })

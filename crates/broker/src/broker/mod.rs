@@ -43,6 +43,8 @@ pub struct Broker {
     /// Some listener has its own ACL, so deliveries must ask each session's.
     listener_authorizers: std::sync::atomic::AtomicBool,
     persistence: Option<Persistence>,
+    /// What shapes each session, from the config; shared by all of them.
+    limits: Arc<Limits>,
     /// Payload bytes queued across all sessions, for the memory ceiling.
     queued_memory: Arc<std::sync::atomic::AtomicUsize>,
     pub metrics: Arc<Metrics>,
@@ -135,6 +137,7 @@ impl Broker {
             authorizer,
             listener_authorizers: Default::default(),
             redirect: RwLock::new(config.redirect.clone()),
+            limits: Arc::new(Broker::limits(&config)),
             config,
             router: RwLock::default(),
             taps: RwLock::default(),
@@ -183,24 +186,24 @@ impl Broker {
     fn new_session(&self, client_id: &ByteString) -> Arc<SessionHandle> {
         SessionHandle::new(
             client_id.clone(),
-            self.limits(),
+            Arc::clone(&self.limits),
             self.persistence.is_some(),
             Arc::clone(&self.queued_memory),
         )
     }
 
-    fn limits(&self) -> Limits {
+    fn limits(config: &Config) -> Limits {
         Limits {
-            max_inflight: self.config.max_inflight_messages,
+            max_inflight: config.max_inflight_messages,
             // Mosquitto's 0: no limit.
-            max_queued: match self.config.max_queued_messages {
+            max_queued: match config.max_queued_messages {
                 0 => usize::MAX,
                 n => n,
             },
-            max_queued_bytes: self.config.max_queued_bytes,
-            drop_oldest: self.config.drop_oldest,
-            queue_qos0: self.config.queue_qos0_messages,
-            memory_ceiling: self.config.memory_ceiling,
+            max_queued_bytes: config.max_queued_bytes,
+            drop_oldest: config.drop_oldest,
+            queue_qos0: config.queue_qos0_messages,
+            memory_ceiling: config.memory_ceiling,
         }
     }
 
@@ -467,7 +470,7 @@ impl Broker {
         let (filters, stored) = {
             let mut state = session.lock();
             state.take_ops(); // superseded by the delete below
-            let filters: Vec<ByteString> = state.subscriptions.drain().map(|(f, _)| f).collect();
+            let filters: Vec<ByteString> = std::mem::take(&mut state.subscriptions).into_keys().collect();
             (filters, std::mem::take(&mut state.stored))
         };
         let mut router = lock!(self.router.write());
@@ -541,6 +544,13 @@ impl Broker {
             let sessions: Vec<_> = lock!(self.sessions.lock()).values().cloned().collect();
             sessions.iter().for_each(|s| s.kick());
         }
+    }
+
+    /// Tells every connected client's connection to close for shutdown (MQTT 5 clients hear
+    /// DISCONNECT 0x8B). Connections still in their handshake see the server's token instead.
+    pub fn shut_connections(&self) {
+        let sessions: Vec<_> = lock!(self.sessions.lock()).values().cloned().collect();
+        sessions.iter().for_each(|s| s.ring(crate::session::Doorbell::SHUTDOWN));
     }
 
     /// The redirection in force, if any.

@@ -1,7 +1,7 @@
 //! The first exchange of a connection: CONNECT (and MQTT 5 enhanced authentication) in,
 //! CONNACK out, the session attached.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::hash::{BuildHasher, Hasher};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,8 +11,7 @@ use bytes::BytesMut;
 use cauldron_proto::{
     decode, scram, ByteString, ConnAck, Connect, DecodeError, Packet, Properties, Protocol, QoS, ReasonCode,
 };
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
-use tokio_util::sync::CancellationToken;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tracing::{debug, info};
 
 use crate::auth;
@@ -62,11 +61,10 @@ async fn read_packet<R: AsyncRead + Unpin>(
 
 /// The CONNECT-time AUTH exchange (MQTT 5 enhanced authentication). Returns the user name and
 /// the server's final data, or the reason code to refuse the connection with.
-async fn enhanced_auth<S: AsyncRead + AsyncWrite>(
+async fn enhanced_auth<S: AsyncRead + AsyncWrite + Unpin>(
     broker: &Broker,
     connect: &Connect,
-    reader: &mut ReadHalf<S>,
-    writer: &mut WriteHalf<S>,
+    stream: &mut S,
     rbuf: &mut BytesMut,
 ) -> Result<(String, Vec<u8>), ReasonCode> {
     let method = connect.properties.authentication_method.as_deref().unwrap_or_default();
@@ -74,11 +72,11 @@ async fn enhanced_auth<S: AsyncRead + AsyncWrite>(
         auth::begin(&broker.config, method, connect.properties.authentication_data.as_ref())?;
     let mut buf = BytesMut::new();
     challenge.encode(Protocol::V5, &mut buf).map_err(|_| ReasonCode::UnspecifiedError)?;
-    writer.write_all(&buf).await.map_err(|_| ReasonCode::UnspecifiedError)?;
-    writer.flush().await.map_err(|_| ReasonCode::UnspecifiedError)?;
+    stream.write_all(&buf).await.map_err(|_| ReasonCode::UnspecifiedError)?;
+    stream.flush().await.map_err(|_| ReasonCode::UnspecifiedError)?;
     let reply = tokio::time::timeout(
         broker.config.connect_timeout,
-        read_packet(broker, reader, rbuf, Protocol::V5, MAX_UNAUTHENTICATED_PACKET),
+        read_packet(broker, stream, rbuf, Protocol::V5, MAX_UNAUTHENTICATED_PACKET),
     )
     .await
     .map_err(|_| ReasonCode::NotAuthorized)?
@@ -130,13 +128,12 @@ async fn refuse_credentials(broker: &Broker, peer: SocketAddr, client_id: &ByteS
 }
 
 /// Decides on a CONNECT, answers CONNACK, and on success attaches the session.
-pub(super) async fn accept<S: AsyncRead + AsyncWrite>(
+pub(super) async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
     broker: &Arc<Broker>,
     connect: Connect,
     peer: SocketAddr,
     origin: Origin,
-    reader: &mut ReadHalf<S>,
-    writer: &mut WriteHalf<S>,
+    stream: &mut S,
     rbuf: &mut BytesMut,
 ) -> Option<Connection> {
     let Origin { identity, auth, mount_point } = origin;
@@ -159,7 +156,7 @@ pub(super) async fn accept<S: AsyncRead + AsyncWrite>(
             || !config.allow_zero_length_clientid;
         if refused {
             broker.metrics.refuse(Refusal::Protocol);
-            write_and_close(writer, &refuse(ReasonCode::ClientIdentifierNotValid), protocol).await;
+            write_and_close(stream, &refuse(ReasonCode::ClientIdentifierNotValid), protocol).await;
             return None;
         }
         let id = assign_client_id(&config.auto_id_prefix);
@@ -177,13 +174,13 @@ pub(super) async fn accept<S: AsyncRead + AsyncWrite>(
     let limit = config.message_size_limit;
     if connect.will.as_ref().is_some_and(|w| limit > 0 && w.payload.len() > limit) {
         broker.metrics.refuse(Refusal::Protocol);
-        write_and_close(writer, &refuse(ReasonCode::PacketTooLarge), protocol).await;
+        write_and_close(stream, &refuse(ReasonCode::PacketTooLarge), protocol).await;
         return None;
     }
     let mut auth_method = None;
     let mut username = connect.username.clone();
     if protocol.is_v5() && connect.properties.authentication_method.is_some() {
-        match enhanced_auth(broker, &connect, reader, writer, rbuf).await {
+        match enhanced_auth(broker, &connect, stream, rbuf).await {
             Ok((user, server_final)) => {
                 debug!(%peer, user, "authenticated with {}", scram::METHOD);
                 username = Some(user.into());
@@ -194,7 +191,7 @@ pub(super) async fn accept<S: AsyncRead + AsyncWrite>(
             }
             Err(code) => {
                 refuse_credentials(broker, peer, &client_id, code).await;
-                write_and_close(writer, &refuse(code), protocol).await;
+                write_and_close(stream, &refuse(code), protocol).await;
                 return None;
             }
         }
@@ -202,7 +199,7 @@ pub(super) async fn accept<S: AsyncRead + AsyncWrite>(
         // The certificate is the credential; without one there is nobody to be.
         let Some(name) = name else {
             refuse_credentials(broker, peer, &client_id, ReasonCode::NotAuthorized).await;
-            write_and_close(writer, &refuse(ReasonCode::NotAuthorized), protocol).await;
+            write_and_close(stream, &refuse(ReasonCode::NotAuthorized), protocol).await;
             return None;
         };
         username = Some(name.into());
@@ -221,7 +218,7 @@ pub(super) async fn accept<S: AsyncRead + AsyncWrite>(
         }
     } {
         refuse_credentials(broker, peer, &client_id, code).await;
-        write_and_close(writer, &refuse(code), protocol).await;
+        write_and_close(stream, &refuse(code), protocol).await;
         return None;
     }
 
@@ -233,7 +230,7 @@ pub(super) async fn accept<S: AsyncRead + AsyncWrite>(
         if !protocol.is_v5() {
             broker.metrics.refuse(Refusal::Protocol);
             info!(%peer, keep_alive, max = config.max_keepalive, "Client refused: keep alive above max_keepalive.");
-            write_and_close(writer, &refuse(ReasonCode::ClientIdentifierNotValid), protocol).await;
+            write_and_close(stream, &refuse(ReasonCode::ClientIdentifierNotValid), protocol).await;
             return None;
         }
         keep_alive = config.max_keepalive;
@@ -248,7 +245,7 @@ pub(super) async fn accept<S: AsyncRead + AsyncWrite>(
         };
         connack.properties.server_reference = Some(redirect.reference.into());
         broker.metrics.refuse(Refusal::Redirected);
-        write_and_close(writer, &Packet::ConnAck(connack), protocol).await;
+        write_and_close(stream, &Packet::ConnAck(connack), protocol).await;
         return None;
     }
     let expiry_interval = match protocol {
@@ -262,8 +259,8 @@ pub(super) async fn accept<S: AsyncRead + AsyncWrite>(
     let (session, session_present) = broker.open_session(&client_id, connect.clean_start);
     let resumes = session.lock().resumes;
     let id = next_connection_id();
-    let kick = CancellationToken::new();
-    session.set_connection(id, kick.clone());
+    let doorbell = Arc::new(crate::session::Doorbell::default());
+    session.set_connection(id, Arc::clone(&doorbell));
     let resend = {
         let mut state = session.lock();
         state.expiry_interval = expiry_interval;
@@ -311,9 +308,8 @@ pub(super) async fn accept<S: AsyncRead + AsyncWrite>(
         session,
         resumes,
         id,
-        kick,
+        doorbell,
         protocol,
-        client_id,
         peer,
         will: connect.will.map(Box::new),
         keep_alive: (keep_alive > 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500)),
@@ -321,12 +317,11 @@ pub(super) async fn accept<S: AsyncRead + AsyncWrite>(
         auth_method,
         reauth: None,
         alias_out_max: connect.properties.topic_alias_maximum.unwrap_or(0),
-        aliases_out: HashMap::new(),
         // Reason strings only where the operator wants them (Mosquitto sends none) and the
         // client did not refuse them [MQTT-3.1.2-29].
         problem_information: config.reason_strings
             && connect.properties.request_problem_information.unwrap_or(true),
-        aliases: HashMap::new(),
+        aliases: None,
         // Grows to what the traffic needs; an idle connection keeps none.
         wbuf: BytesMut::new(),
         pending: VecDeque::new(),

@@ -73,14 +73,14 @@ impl Connection {
                 ));
             }
             if publish.topic.is_empty() {
-                publish.topic = self.aliases.get(&alias).cloned().ok_or_else(|| {
+                publish.topic = self.aliases.as_ref().and_then(|a| a.inbound.get(&alias)).cloned().ok_or_else(|| {
                     Violation::new(
                         ReasonCode::ProtocolError,
                         "[MQTT-3.3.2-12] topic alias not set on this connection",
                     )
                 })?;
             } else {
-                self.aliases.insert(alias, publish.topic.clone());
+                self.aliases.get_or_insert_with(Box::default).inbound.insert(alias, publish.topic.clone());
             }
         }
         if let Some(mount) = &self.mount {
@@ -120,7 +120,7 @@ impl Connection {
         } else {
             None
         };
-        let message = Message::from_publish(publish, Some(self.client_id.clone()));
+        let message = Message::from_publish(publish, Some(self.session.client_id.clone()));
         // Refused messages are dropped; the QoS flow still completes [MQTT-3.3.5-2].
         let route = |broker: &Broker, message| match refused {
             None => Ok(broker.publish(message)),
@@ -328,10 +328,10 @@ impl Connection {
                 auth.properties.authentication_data.as_ref(),
             )
             .map(|(exchange, challenge)| {
-                self.reauth = Some(exchange);
+                self.reauth = Some(Box::new(exchange));
                 challenge
             }),
-            (ReasonCode::ContinueAuthentication, Some(exchange)) => auth::complete(exchange, &auth)
+            (ReasonCode::ContinueAuthentication, Some(exchange)) => auth::complete(*exchange, &auth)
                 .map(|(_, server_final)| auth::packet(ReasonCode::Success, server_final)),
             _ => Err(ReasonCode::ProtocolError),
         };

@@ -11,8 +11,8 @@ use cauldron_proto::{
     decode, scram, ByteString, ConnAck, DecodeError, Disconnect, Packet, PacketType, Properties, Protocol,
     Publish, ReasonCode, Will,
 };
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
-use tokio::time::{sleep_until, Instant};
+use tokio::io::AsyncWriteExt;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
@@ -21,11 +21,14 @@ use crate::broker::Broker;
 use crate::config::Redirect;
 use crate::message::Message;
 use crate::metrics::{self, DropReason, Refusal};
-use crate::session::SessionHandle;
+use crate::session::{Doorbell, SessionHandle};
 use crate::store::{StoreError, Ticket};
 
 mod handshake;
 mod inbound;
+mod running;
+
+pub use running::{ConnectionTask, Running, Stream, Transport};
 
 use handshake::{accept, read_connect, write_and_close};
 
@@ -93,31 +96,26 @@ pub enum CertIdentity {
     Named(Option<String>),
 }
 
-pub async fn serve<S>(
+/// CONNECT, authentication and CONNACK on a transport that is ready for MQTT; the connection
+/// to run, or `None` if the client is refused or gone. Runs inside the boxed opening state of
+/// a [`ConnectionTask`], so none of its state outlives the handshake.
+pub async fn open(
     broker: Arc<Broker>,
-    stream: S,
+    mut stream: Stream,
     peer: SocketAddr,
     origin: Origin,
     shutdown: CancellationToken,
-) where
-    S: AsyncRead + AsyncWrite + Send + Unpin,
-{
-    broker.metrics.connected();
-    let (mut reader, mut writer) = tokio::io::split(stream);
+) -> Option<Running> {
     let mut rbuf = BytesMut::with_capacity(READ_MIN);
     let first =
-        tokio::time::timeout(broker.config.connect_timeout, read_connect(&broker, &mut reader, &mut rbuf))
+        tokio::time::timeout(broker.config.connect_timeout, read_connect(&broker, &mut stream, &mut rbuf))
             .await;
     match first {
         Ok(Ok(connect)) => {
             broker.metrics.packet_in(PacketType::Connect as u8);
-            // Boxed, like `finish`: the handshake's state is not kept in every idle task. The
-            // CONNECT is unboxed first, so its allocation goes before the connection's life.
             let connect = unbox(connect);
-            let handshake = accept(&broker, connect, peer, origin, &mut reader, &mut writer, &mut rbuf);
-            if let Some(conn) = Box::pin(handshake).await {
-                conn.run(reader, writer, rbuf, shutdown).await;
-            }
+            let conn = accept(&broker, connect, peer, origin, &mut stream, &mut rbuf).await?;
+            return Some(Running::new(conn, stream, rbuf, shutdown));
         }
         Ok(Err(DecodeError::UnsupportedProtocolLevel(level))) => {
             // The server MUST answer with return code 0x01 and close [MQTT-3.1.2-2].
@@ -128,7 +126,7 @@ pub async fn serve<S>(
                 properties: Properties::default(),
             };
             broker.metrics.refuse(Refusal::Protocol);
-            write_and_close(&mut writer, &Packet::ConnAck(code), Protocol::V3_1_1).await;
+            write_and_close(&mut stream, &Packet::ConnAck(code), Protocol::V3_1_1).await;
         }
         Ok(Err(e)) => {
             metrics::add(&broker.metrics.protocol_errors, 1);
@@ -136,7 +134,7 @@ pub async fn serve<S>(
         }
         Err(_) => debug!(%peer, "no CONNECT within the connect timeout"),
     }
-    metrics::sub(&broker.metrics.connections_current, 1);
+    None
 }
 
 /// Moves a value out of its box and frees the box now (a `*boxed` move frees it only at the
@@ -152,9 +150,9 @@ struct Connection {
     /// The session's resume count when this connection got it.
     resumes: u64,
     id: u64,
-    kick: CancellationToken,
+    /// Rung by publishers, takeover and shutdown (see `Doorbell`).
+    doorbell: Arc<Doorbell>,
     protocol: Protocol,
-    client_id: ByteString,
     peer: SocketAddr,
     /// Boxed: a `Will` inline (its properties) would cost every connection half a kilobyte.
     will: Option<Box<Will>>,
@@ -164,12 +162,12 @@ struct Connection {
     problem_information: bool,
     /// The enhanced authentication method of CONNECT, if any, and a re-authentication under way.
     auth_method: Option<ByteString>,
-    reauth: Option<scram::ServerExchange>,
-    /// MQTT 5 topic aliases set by this client.
-    aliases: HashMap<u16, ByteString>,
-    /// Topic aliases we may set towards the client (its Topic Alias Maximum), and those set.
+    /// Boxed, like the aliases: about 200 bytes only a re-authenticating client needs.
+    reauth: Option<Box<scram::ServerExchange>>,
+    /// MQTT 5 topic aliases, both ways; allocated at the first alias.
+    aliases: Option<Box<Aliases>>,
+    /// Topic aliases we may set towards the client (its Topic Alias Maximum).
     alias_out_max: u16,
-    aliases_out: HashMap<ByteString, u16>,
     wbuf: BytesMut,
     /// Store commits this connection waits for, oldest first, and the packets held back until
     /// they are done: an acknowledgement is only sent for what is durable.
@@ -190,6 +188,15 @@ struct Connection {
     mount: Option<Arc<str>>,
 }
 
+/// MQTT 5 topic aliases of one connection.
+#[derive(Default)]
+struct Aliases {
+    /// Set by the client.
+    inbound: HashMap<u16, ByteString>,
+    /// Set by us, up to the client's Topic Alias Maximum.
+    outbound: HashMap<ByteString, u16>,
+}
+
 /// Read buffer sizes: a quiet connection keeps a small one (most of a broker's connections are
 /// idle), a busy one doubles it whenever a read fills it, up to the maximum.
 const READ_MIN: usize = 512;
@@ -203,24 +210,6 @@ const MAX_PENDING: usize = 1024;
 /// (after it, that subscriber's overflow fills and what does not fit is dropped, counted).
 const CONGESTION_PAUSE: Duration = Duration::from_secs(1);
 
-/// Resolves when the congested subscriber has room again or the pause is over.
-async fn room_or_timeout(paused: &Option<(Arc<SessionHandle>, Instant)>) {
-    if let Some((subscriber, until)) = paused {
-        tokio::select! {
-            _ = subscriber.has_room() => {}
-            _ = sleep_until(*until) => subscriber.lock().mark_stalled(),
-        }
-    }
-}
-
-/// Resolves when the oldest pending commit is done; never while there is none.
-async fn oldest_commit(pending: &mut VecDeque<Ticket>) -> Result<(), StoreError> {
-    match pending.front_mut() {
-        Some(ticket) => ticket.await.unwrap_or(Err(StoreError::Stopped)),
-        None => std::future::pending().await,
-    }
-}
-
 impl Connection {
     /// The authorizer for this connection: its listener's own, or the broker's.
     fn authorizer(&self) -> &dyn Authorizer {
@@ -230,69 +219,16 @@ impl Connection {
         }
     }
 
-    async fn run<S: AsyncRead + AsyncWrite>(
-        mut self,
-        mut reader: ReadHalf<S>,
-        mut writer: WriteHalf<S>,
-        mut rbuf: BytesMut,
-        shutdown: CancellationToken,
-    ) {
-        let far_future = Duration::from_secs(86400 * 365);
-        let mut deadline = Instant::now() + self.keep_alive.unwrap_or(far_future);
-        // Packets that arrived together with CONNECT.
-        let mut exit = self.process(&mut rbuf, &mut deadline);
-        let mut read_size = READ_MIN;
-        while exit.is_none() {
-            if rbuf.capacity() - rbuf.len() < read_size / 4 {
-                rbuf.reserve(read_size);
-            }
-            let free = rbuf.capacity() - rbuf.len();
-            if self.wbuf.len() < WRITE_HIGH_WATER {
-                self.drain_session();
-            }
-            exit = tokio::select! {
-                biased;
-                _ = self.kick.cancelled() => Some(match self.broker.redirection() {
-                    Some(redirect) => Exit::Redirected(redirect),
-                    None => Exit::TakenOver,
-                }),
-                _ = shutdown.cancelled() => Some(Exit::Shutdown),
-                written = writer.write_buf(&mut self.wbuf), if !self.wbuf.is_empty() => match written {
-                    Ok(n) if n > 0 => {
-                        metrics::add(&self.broker.metrics.bytes_sent, n as u64);
-                        // Framed transports (WebSocket) hold writes until flushed; for TCP and
-                        // TLS this only pushes out what is already on its way.
-                        match self.wbuf.is_empty() && writer.flush().await.is_err() {
-                            true => Some(Exit::Closed),
-                            false => None,
-                        }
-                    }
-                    _ => Some(Exit::Closed),
-                },
-                // Too much waiting on commits or taps: stop reading, so TCP slows the client.
-                read = reader.read_buf(&mut rbuf), if self.pending.len() < MAX_PENDING && self.paused.is_none() => match read {
-                    Ok(0) | Err(_) => Some(Exit::Closed),
-                    Ok(n) => {
-                        metrics::add(&self.broker.metrics.bytes_received, n as u64);
-                        if n == free {
-                            read_size = (read_size * 2).min(READ_MAX);
-                        }
-                        self.process(&mut rbuf, &mut deadline)
-                    }
-                },
-                _ = self.session.wake.notified() => None,
-                committed = oldest_commit(&mut self.pending) => self.committed(committed),
-                _ = room_or_timeout(&self.paused), if self.paused.is_some() => {
-                    self.paused = None;
-                    // Packets read before the pause are handled now.
-                    self.process(&mut rbuf, &mut deadline)
-                }
-                _ = sleep_until(deadline), if self.keep_alive.is_some() => Some(Exit::KeepAliveTimeout),
-            };
+    /// Frees the buffers that hold nothing, before the task sleeps.
+    fn release_buffers(&mut self) {
+        if self.wbuf.is_empty() {
+            self.wbuf = BytesMut::new();
         }
-        let exit = exit.unwrap_or(Exit::Closed);
-        // Boxed: its 2.3 KB state exists only while a connection ends, not in every idle task.
-        Box::pin(self.finish(exit, &mut writer)).await;
+        if self.pending.is_empty() {
+            self.held = BytesMut::new();
+            self.pending = VecDeque::new();
+        }
+        self.scratch = Vec::new();
     }
 
     /// Decodes and handles every complete packet in `rbuf`.
@@ -349,8 +285,8 @@ impl Connection {
         }
     }
 
-    /// Moves queued messages into the write buffer.
-    fn drain_session(&mut self) {
+    /// Moves queued messages into the write buffer; true if more may be waiting.
+    fn drain_session(&mut self) -> bool {
         let mut packets = std::mem::take(&mut self.scratch);
         let ((produced, expired, too_large), room_freed) = {
             let mut state = self.session.lock();
@@ -362,10 +298,6 @@ impl Connection {
         // Packet ids of QoS 1/2 messages are stored before the messages leave.
         let ticket = self.broker.flush_session(&self.session);
         self.hold_until(ticket);
-        if produced == DRAIN_BUDGET {
-            // More may be waiting: come back after serving reads and writes.
-            self.session.wake.notify_one();
-        }
         metrics::add(&self.broker.metrics.messages_sent, produced as u64);
         self.broker.metrics.dropped_for(DropReason::Expired, expired);
         self.broker.metrics.dropped_for(DropReason::TooLarge, too_large);
@@ -382,6 +314,8 @@ impl Connection {
             self.send(&packet);
         }
         self.scratch = packets;
+        // At the budget, more may be waiting: the loop comes back after reads and writes.
+        produced == DRAIN_BUDGET
     }
 
     /// Replaces a topic the client has seen before by its alias, or gives it a new alias while
@@ -390,12 +324,13 @@ impl Connection {
         if self.alias_out_max == 0 {
             return;
         }
-        if let Some(alias) = self.aliases_out.get(&publish.topic) {
+        let aliases = &mut self.aliases.get_or_insert_with(Box::default).outbound;
+        if let Some(alias) = aliases.get(&publish.topic) {
             publish.properties.topic_alias = Some(*alias);
             publish.topic = ByteString::new();
-        } else if self.aliases_out.len() < usize::from(self.alias_out_max) {
-            let alias = self.aliases_out.len() as u16 + 1;
-            self.aliases_out.insert(publish.topic.clone(), alias);
+        } else if aliases.len() < usize::from(self.alias_out_max) {
+            let alias = aliases.len() as u16 + 1;
+            aliases.insert(publish.topic.clone(), alias);
             publish.properties.topic_alias = Some(alias);
         }
     }
@@ -414,19 +349,19 @@ impl Connection {
             &mut self.held
         };
         if let Err(e) = packet.encode(self.protocol, buf) {
-            debug!(client = %self.client_id, error = %e, "packet not encodable, dropped");
+            debug!(client = %self.session.client_id, error = %e, "packet not encodable, dropped");
         }
     }
 
     /// Tells an MQTT 5 client why the server closes, publishes the will if due, flushes, and
     /// releases the session.
-    async fn finish<S: AsyncWrite>(mut self, exit: Exit, writer: &mut WriteHalf<S>) {
+    async fn finish(mut self, exit: Exit, stream: &mut Stream) {
         let (reason, send_will) = match &exit {
             Exit::Disconnect { send_will } => (None, *send_will),
             Exit::Closed => (None, true),
             Exit::Violation(v) => {
                 metrics::add(&self.broker.metrics.protocol_errors, 1);
-                debug!(client = %self.client_id, peer = %self.peer, reason = ?v.reason, "{}", v.message);
+                debug!(client = %self.session.client_id, peer = %self.peer, reason = ?v.reason, "{}", v.message);
                 (Some((v.reason, v.message.clone())), true)
             }
             Exit::KeepAliveTimeout => {
@@ -444,7 +379,7 @@ impl Connection {
             Exit::Shutdown => (Some((ReasonCode::ServerShuttingDown, "server shutting down".into())), true),
         };
         // Worded as Mosquitto words them, so existing log filters keep working.
-        let id = &self.client_id;
+        let id = &self.session.client_id;
         match &exit {
             Exit::Disconnect { .. } => info!("Client {id} disconnected."),
             Exit::Closed => info!("Client {id} closed its connection."),
@@ -472,9 +407,9 @@ impl Connection {
         self.broker.close_session(&self.session, self.id);
         if !matches!(exit, Exit::Closed) {
             let _ = tokio::time::timeout(Duration::from_secs(1), async {
-                let _ = writer.write_all(&self.wbuf).await;
-                let _ = writer.flush().await;
-                let _ = writer.shutdown().await;
+                let _ = stream.write_all(&self.wbuf).await;
+                let _ = stream.flush().await;
+                let _ = stream.shutdown().await;
             })
             .await;
         }
@@ -488,7 +423,7 @@ impl Connection {
             will.topic = inbound::mounted(mount, &will.topic);
         }
         if !self.may_publish(&will.topic) {
-            debug!(client = %self.client_id, topic = %will.topic, "will not authorized, dropped");
+            debug!(client = %self.session.client_id, topic = %will.topic, "will not authorized, dropped");
             return;
         }
         let mut properties = will.properties;
@@ -503,7 +438,7 @@ impl Connection {
             properties,
             payload: will.payload,
         };
-        let message = Message::from_publish(publish, Some(self.client_id.clone()));
+        let message = Message::from_publish(publish, Some(self.session.client_id.clone()));
         let expiry = self.session.lock().expiry_interval;
         if delay == 0 || expiry == 0 {
             drop(self.broker.publish(message).durable);

@@ -1,12 +1,13 @@
 //! `SessionHandle`: a session shared between publishers (through the router) and the connection
 //! task that serves it, plus what belongs to the client rather than to the protocol state.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::Context;
 
 use cauldron_proto::ByteString;
+use futures_util::task::AtomicWaker;
 use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
 
 use super::{Delivery, Enqueued, Limits, Session};
 use crate::authz::{Authorizer, ClientInfo};
@@ -19,17 +20,50 @@ pub fn next_connection_id() -> u64 {
     CONNECTION_IDS.fetch_add(1, Ordering::Relaxed)
 }
 
+/// How others wake one connection task: publishers when they queue a message for it, the
+/// broker when it takes the session over or shuts down. One waker and a set of reasons, so an
+/// idle task keeps no future per reason (a `Notified` or a cancellation future is about 80
+/// bytes each, in every one of a broker's many idle connections).
+#[derive(Default)]
+pub struct Doorbell {
+    rung: AtomicU8,
+    waker: AtomicWaker,
+}
+
+impl Doorbell {
+    /// Messages were queued for the session.
+    pub const MESSAGES: u8 = 1;
+    /// Another connection took the session over, or the operator redirects clients.
+    pub const KICK: u8 = 2;
+    /// The broker is shutting down.
+    pub const SHUTDOWN: u8 = 4;
+
+    /// Adds `reason` and wakes the task, unless that reason is already waiting for it: then
+    /// a wake-up is already on its way.
+    pub fn ring(&self, reason: u8) {
+        if self.rung.fetch_or(reason, Ordering::AcqRel) & reason == 0 {
+            self.waker.wake();
+        }
+    }
+
+    /// Every reason rung since the last call. Registers the task first, so a ring that comes
+    /// after the take wakes it again.
+    pub fn take(&self, cx: &Context<'_>) -> u8 {
+        self.waker.register(cx.waker());
+        self.rung.swap(0, Ordering::AcqRel)
+    }
+}
+
 /// A session shared between the router (publishers) and its connection task.
 pub struct SessionHandle {
     pub client_id: ByteString,
     state: Mutex<Session>,
-    /// Woken whenever a message is queued, so the connection task drains it.
-    pub wake: Notify,
     /// Woken when a queue that went past its limit is back within it: publishers paused on
     /// this subscriber go on.
     room: Notify,
-    /// Cancelled to close the attached connection (takeover, shutdown).
-    kick: Mutex<Option<(u64, CancellationToken)>>,
+    /// The attached connection and its doorbell: rung when a message is queued, and to close
+    /// the connection (takeover, shutdown).
+    doorbell: Mutex<Option<(u64, Arc<Doorbell>)>>,
     /// Mirrors whether a connection is attached, for the router to read without the lock.
     online: AtomicBool,
     /// The user name of the latest connection, for authorization of deliveries.
@@ -43,16 +77,15 @@ impl SessionHandle {
     /// `memory`: the broker-wide count of queued payload bytes.
     pub fn new(
         client_id: ByteString,
-        limits: Limits,
+        limits: impl Into<Arc<Limits>>,
         store: bool,
         memory: Arc<AtomicUsize>,
     ) -> Arc<SessionHandle> {
         Arc::new(SessionHandle {
             state: Mutex::new(Session::new(&client_id, limits, store, memory)),
             client_id,
-            wake: Notify::new(),
             room: Notify::new(),
-            kick: Mutex::new(None),
+            doorbell: Mutex::new(None),
             online: AtomicBool::new(false),
             username: Mutex::new(None),
             authorizer: Mutex::new(None),
@@ -88,9 +121,17 @@ impl SessionHandle {
             result
         };
         if matches!(result, Enqueued::Queued | Enqueued::Congested) {
-            self.wake.notify_one();
+            self.ring(Doorbell::MESSAGES);
         }
         result
+    }
+
+    /// Rings the attached connection's doorbell, if one is attached.
+    pub fn ring(&self, reason: u8) {
+        let doorbell = self.doorbell.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, bell)) = &*doorbell {
+            bell.ring(reason);
+        }
     }
 
     /// Resolves once this session's queue is within its limits again.
@@ -113,18 +154,19 @@ impl SessionHandle {
         self.room.notify_waiters();
     }
 
-    /// Registers `connection` as the one to cancel on takeover, cancelling the previous one.
-    pub fn set_connection(&self, connection: u64, token: CancellationToken) {
-        let previous = self.kick.lock().unwrap_or_else(|e| e.into_inner()).replace((connection, token));
+    /// Attaches `connection`'s doorbell, closing the connection attached before, if any.
+    pub fn set_connection(&self, connection: u64, doorbell: Arc<Doorbell>) {
+        let previous =
+            self.doorbell.lock().unwrap_or_else(|e| e.into_inner()).replace((connection, doorbell));
         if let Some((_, old)) = previous {
-            old.cancel();
+            old.ring(Doorbell::KICK);
         }
     }
 
-    /// Cancels the attached connection, if any.
+    /// Closes the attached connection, if any.
     pub fn kick(&self) {
-        if let Some((_, token)) = self.kick.lock().unwrap_or_else(|e| e.into_inner()).take() {
-            token.cancel();
+        if let Some((_, bell)) = self.doorbell.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            bell.ring(Doorbell::KICK);
         }
     }
 
@@ -157,11 +199,11 @@ impl SessionHandle {
 
     /// Parks a delayed will; it is published by whoever takes it first: the delay timer, the
     /// end of the session, or nobody if the client reconnects in time.
-    /// Forgets `connection`'s cancel token if it is still the registered one.
+    /// Forgets `connection`'s doorbell if it is still the attached one.
     pub fn clear_connection(&self, connection: u64) {
-        let mut kick = self.kick.lock().unwrap_or_else(|e| e.into_inner());
-        if kick.as_ref().is_some_and(|(id, _)| *id == connection) {
-            *kick = None;
+        let mut doorbell = self.doorbell.lock().unwrap_or_else(|e| e.into_inner());
+        if doorbell.as_ref().is_some_and(|(id, _)| *id == connection) {
+            *doorbell = None;
         }
     }
 }

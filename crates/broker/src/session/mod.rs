@@ -11,14 +11,14 @@ mod handle;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cauldron_proto::{Ack, ByteString, Packet, Protocol, QoS, ReasonCode, SubOptions};
 
-pub use handle::{next_connection_id, SessionHandle};
+pub use handle::{next_connection_id, Doorbell, SessionHandle};
 
 use crate::message::Message;
 use crate::metrics::DropReason;
@@ -66,6 +66,9 @@ impl Inflight {
     }
 }
 
+/// Queue capacity (deliveries) kept once a queue is empty again; above it, the memory goes back.
+const SHRINK_ABOVE: usize = 64;
+
 /// Limits that shape one session.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -99,8 +102,9 @@ pub enum Enqueued {
 #[derive(Debug)]
 pub struct Session {
     client_id: String,
-    pub subscriptions: HashMap<ByteString, (SubOptions, Option<u32>)>,
-    limits: Limits,
+    pub subscriptions: BTreeMap<ByteString, (SubOptions, Option<u32>)>,
+    /// Shared by every session of the broker.
+    limits: Arc<Limits>,
     /// The inflight window of the attached connection: our limit capped by its Receive Maximum.
     window: usize,
     /// Seconds the session outlives its connection: 0 ends it with the connection (3.x clean
@@ -116,7 +120,7 @@ pub struct Session {
     inflight: VecDeque<Inflight>,
     next_packet_id: u16,
     /// QoS 2 packet ids received but not yet released: a repeat PUBLISH is not forwarded again.
-    incoming_qos2: HashSet<u16>,
+    incoming_qos2: BTreeSet<u16>,
     /// The connection currently attached, if any; packets are only produced for it.
     connection: Option<u64>,
     pub protocol: Protocol,
@@ -144,12 +148,13 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn new(client_id: &str, limits: Limits, store: bool, memory: Arc<AtomicUsize>) -> Session {
+    pub fn new(client_id: &str, limits: impl Into<Arc<Limits>>, store: bool, memory: Arc<AtomicUsize>) -> Session {
+        let limits = limits.into();
         Session {
             client_id: client_id.to_string(),
-            subscriptions: HashMap::new(),
-            limits,
+            subscriptions: BTreeMap::new(),
             window: limits.max_inflight,
+            limits,
             expiry_interval: 0,
             expires_at: None,
             queue: VecDeque::new(),
@@ -157,7 +162,7 @@ impl Session {
             memory,
             inflight: VecDeque::new(),
             next_packet_id: 1,
-            incoming_qos2: HashSet::new(),
+            incoming_qos2: BTreeSet::new(),
             connection: None,
             protocol: Protocol::V3_1_1,
             max_packet_size: usize::MAX,
@@ -490,6 +495,11 @@ impl Session {
             produced += 1;
         }
         self.dropped += expired + too_large;
+        // A burst grew the queue: once it has gone out, give the memory back, so a
+        // subscriber that was busy once does not keep a busy one's queue while it idles.
+        if self.queue.is_empty() && self.queue.capacity() > SHRINK_ABOVE {
+            self.queue = VecDeque::new();
+        }
         (produced, expired, too_large)
     }
 
