@@ -1,11 +1,12 @@
 //! An application message as the broker holds it: shared by `Arc` between the retained store and
 //! every subscriber's queue, so the payload is never copied per subscriber.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use cauldron_proto::{ByteString, Bytes, Properties, Publish, QoS};
 
-/// Payloads up to the connection's largest read buffer are copied out of it.
+/// Payloads up to the connection's largest read buffer are copied out of it by `compacted`.
 const OWN_COPY_MAX: usize = 64 * 1024;
 
 #[derive(Debug)]
@@ -20,9 +21,26 @@ pub struct Message {
     pub publisher: Option<ByteString>,
     /// When the message expiry interval runs out.
     pub expires_at: Option<Instant>,
+    /// Topic and payload hold their own bytes (see `compacted`).
+    compact: bool,
 }
 
 impl Message {
+    /// A message made in-process (not decoded from a client), with no properties.
+    pub fn new(topic: ByteString, payload: Bytes, qos: QoS, retain: bool) -> Message {
+        Message {
+            topic,
+            payload,
+            qos,
+            retain,
+            properties: Properties::default(),
+            publisher: None,
+            expires_at: None,
+            // Its bytes are the caller's own, not a slice of some larger read buffer.
+            compact: true,
+        }
+    }
+
     /// Takes an inbound PUBLISH (topic alias already resolved) as a broker message.
     pub fn from_publish(publish: Publish, publisher: Option<ByteString>) -> Message {
         let mut properties = publish.properties;
@@ -31,22 +49,37 @@ impl Message {
         let expires_at = properties
             .message_expiry_interval
             .map(|secs| Instant::now() + std::time::Duration::from_secs(u64::from(secs)));
-        // A decoded topic and payload are slices of the connection's read buffer: copied, so a
-        // queued message holds its own few bytes and not the whole buffer they came in.
-        // Larger payloads came in a buffer sized for them, so they keep it and skip the copy.
-        let payload = match publish.payload.len() <= OWN_COPY_MAX {
-            true => Bytes::copy_from_slice(&publish.payload),
-            false => publish.payload,
-        };
         Message {
-            topic: ByteString::from(&*publish.topic),
-            payload,
+            // Larger payloads came in a buffer sized for them: nothing to compact.
+            compact: publish.payload.len() > OWN_COPY_MAX,
+            topic: publish.topic,
+            payload: publish.payload,
             qos: publish.qos,
             retain: publish.retain,
             properties,
             publisher,
             expires_at,
         }
+    }
+
+    /// A decoded message's topic and payload are slices of the read buffer they arrived in,
+    /// up to 64 KB that one small message would keep alive. That costs nothing for a message
+    /// that goes out at once, so only one that stays (retained, or queued for a subscriber
+    /// that is offline or behind) is copied into bytes of its own, once.
+    pub fn compacted(self: &Arc<Message>) -> Arc<Message> {
+        if self.compact {
+            return Arc::clone(self);
+        }
+        Arc::new(Message {
+            topic: ByteString::from(&*self.topic),
+            payload: Bytes::copy_from_slice(&self.payload),
+            qos: self.qos,
+            retain: self.retain,
+            properties: self.properties.clone(),
+            publisher: self.publisher.clone(),
+            expires_at: self.expires_at,
+            compact: true,
+        })
     }
 
     /// Whether the message expiry interval has passed: such a message is never delivered.

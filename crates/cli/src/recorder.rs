@@ -109,15 +109,8 @@ pub fn in_process(
             tracing::warn!(topic, error = %e, "HTTP-mode message not published: not a topic name");
             return;
         }
-        let message = cauldron_broker::Message {
-            topic: topic.into(),
-            payload: cauldron_client::proto::Bytes::copy_from_slice(payload),
-            qos: QoS::AtLeastOnce,
-            retain,
-            properties: Default::default(),
-            publisher: None,
-            expires_at: None,
-        };
+        let payload = cauldron_client::proto::Bytes::copy_from_slice(payload);
+        let message = cauldron_broker::Message::new(topic.into(), payload, QoS::AtLeastOnce, retain);
         drop(broker.publish(message).durable);
     }));
     Ok(api)

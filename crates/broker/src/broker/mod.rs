@@ -209,9 +209,11 @@ impl Broker {
 
     /// Routes one message to every matching subscription and updates the retained store.
     pub fn publish(&self, message: Message) -> Routed {
-        let message = Arc::new(message);
+        let mut message = Arc::new(message);
         let mut ops = Vec::new();
         if message.retain {
+            // Kept until replaced: with bytes of its own (see `Message::compacted`).
+            message = message.compacted();
             lock!(self.retained.write()).set(&message);
             // `$SYS` values are recomputed at start: not worth a write every interval.
             if self.persistence.is_some() && !message.topic.starts_with("$SYS/") {
@@ -226,6 +228,10 @@ impl Broker {
         }
         let observed = tap::feed(&lock!(self.taps.read()), &message);
         let (mut matches, mut shared, held_back) = self.targets(&message);
+        if matches.iter().chain(shared.iter().map(|(e, _)| e)).any(|e| !e.session.is_online()) {
+            // Queued for a session that is away: it waits there, so with bytes of its own.
+            message = message.compacted();
+        }
         // A client with several matching subscriptions gets the message once, at the highest
         // granted QoS, with every subscription identifier [MQTT-3.3.4-2, 3.3.4-3].
         // Read access is checked on every delivery, wills and retained messages included.

@@ -327,6 +327,7 @@ pub(super) async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
         pending: VecDeque::new(),
         held: BytesMut::new(),
         held_acks: 0,
+        window_opened: false,
         qos2_resent: Vec::new(),
         paused: None,
         mount: mount_point,

@@ -175,6 +175,8 @@ struct Connection {
     held: BytesMut,
     /// PUBACKs among the held packets: QoS 1 messages the client still counts as in flight.
     held_acks: usize,
+    /// An acknowledgement was handled since the last drain: the inflight window has room.
+    window_opened: bool,
     /// MQTT 5: inbound QoS 2 ids already resent once on this connection (empty, unallocated,
     /// for well-behaved clients).
     qos2_resent: Vec<u16>,
@@ -246,6 +248,8 @@ impl Connection {
                 *deadline = Instant::now() + keep_alive;
             }
             self.broker.metrics.packet_in(packet.packet_type() as u8);
+            // An acknowledgement may open the inflight window for queued messages.
+            self.window_opened |= matches!(packet, Packet::PubAck(_) | Packet::PubRec(_) | Packet::PubComp(_));
             match self.handle(packet) {
                 Ok(None) => {}
                 Ok(Some(exit)) => return Some(exit),
@@ -288,15 +292,17 @@ impl Connection {
     /// Moves queued messages into the write buffer; true if more may be waiting.
     fn drain_session(&mut self) -> bool {
         let mut packets = std::mem::take(&mut self.scratch);
-        let ((produced, expired, too_large), room_freed) = {
+        // One lock: the messages, whether the queue is back within its limit, and the store
+        // operations the drain journalled.
+        let ((produced, expired, too_large), room_freed, ops) = {
             let mut state = self.session.lock();
-            (state.drain(self.id, &mut packets, DRAIN_BUDGET), state.take_room_freed())
+            (state.drain(self.id, &mut packets, DRAIN_BUDGET), state.take_room_freed(), state.take_ops())
         };
         if room_freed {
             self.session.notify_room();
         }
         // Packet ids of QoS 1/2 messages are stored before the messages leave.
-        let ticket = self.broker.flush_session(&self.session);
+        let ticket = self.broker.submit(ops);
         self.hold_until(ticket);
         metrics::add(&self.broker.metrics.messages_sent, produced as u64);
         self.broker.metrics.dropped_for(DropReason::Expired, expired);

@@ -10,11 +10,13 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{sleep_until, Instant, Sleep};
+use tokio_util::io::poll_read_buf;
 use tokio_util::sync::CancellationToken;
 
 use super::{Connection, Exit, MAX_PENDING, READ_MAX, READ_MIN, WRITE_HIGH_WATER};
@@ -35,6 +37,15 @@ type Boxed<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
 /// Turns of the connection loop in one poll before it yields to other tasks.
 const TURNS_PER_POLL: usize = 32;
+
+/// Largest read into the stack; a connection whose reads fill it reads into its own buffer.
+const STACK_READ: usize = 2048;
+
+/// A connection woken again within this is active and keeps its buffers (freeing and growing
+/// them on every wake-up would cost more than the traffic); one woken less often frees its
+/// empty buffers before it sleeps. One that stops being active frees them at its next
+/// wake-up, a keep alive's PINGREQ at the latest.
+const ACTIVE_WITHIN: Duration = Duration::from_secs(1);
 
 /// The task serving one accepted connection, from its first byte to its close.
 pub struct ConnectionTask {
@@ -105,7 +116,7 @@ pub struct Running {
     conn: Connection,
     stream: Stream,
     rbuf: BytesMut,
-    /// Bytes asked of the socket per read: doubles while reads fill it, up to `READ_MAX`.
+    /// Read size: up to `STACK_READ` on the stack, beyond into `rbuf` (see `poll_read`).
     read_size: usize,
     /// A write left the buffer empty and the transport must still be flushed (WebSocket).
     flush: bool,
@@ -113,6 +124,8 @@ pub struct Running {
     drain: bool,
     /// Packets that arrived with CONNECT are handled (at the first poll).
     started: bool,
+    /// When it was last woken (see `ACTIVE_WITHIN`).
+    last_wake: Instant,
     /// When the keep alive runs out; moved by every packet.
     deadline: Instant,
     /// Set to a deadline that only ever lags `deadline`: when it fires early it is moved, so a
@@ -158,6 +171,8 @@ impl Running {
             // Whatever the session holds, and packets that came with CONNECT, go first.
             drain: true,
             started: false,
+            // Long ago: a connection is not active until it is woken again soon.
+            last_wake: Instant::now().checked_sub(ACTIVE_WITHIN).unwrap_or_else(Instant::now),
             deadline,
             timer,
             pause: None,
@@ -172,11 +187,16 @@ impl Running {
                 return Poll::Ready(exit);
             }
         }
+        let now = Instant::now();
+        let active = now.duration_since(self.last_wake) < ACTIVE_WITHIN;
+        self.last_wake = now;
         for _ in 0..TURNS_PER_POLL {
             match self.turn(cx) {
                 Turn::Progress => {}
                 Turn::Idle => {
-                    self.release_buffers();
+                    if !active {
+                        self.release_buffers();
+                    }
                     return Poll::Pending;
                 }
                 Turn::Exit(exit) => return Poll::Ready(exit),
@@ -202,7 +222,7 @@ impl Running {
             return Turn::Exit(Exit::Shutdown);
         }
         let mut progress = false;
-        self.drain |= rung & Doorbell::MESSAGES != 0;
+        self.drain |= rung & Doorbell::MESSAGES != 0 || std::mem::take(&mut conn.window_opened);
         if self.drain && conn.wbuf.len() < WRITE_HIGH_WATER {
             self.drain = conn.drain_session();
             progress |= self.drain;
@@ -251,21 +271,12 @@ impl Running {
         }
         // Too much waiting on commits or taps: stop reading, so TCP slows the client.
         if conn.pending.len() < MAX_PENDING && conn.paused.is_none() {
-            let mut stack = [std::mem::MaybeUninit::<u8>::uninit(); READ_MAX];
-            let mut buf = ReadBuf::uninit(&mut stack[..self.read_size]);
-            match Pin::new(&mut self.stream).poll_read(cx, &mut buf) {
-                Poll::Ready(Ok(())) if !buf.filled().is_empty() => {
-                    let n = buf.filled().len();
-                    metrics::add(&conn.broker.metrics.bytes_received, n as u64);
-                    if n == self.read_size {
-                        self.read_size = (self.read_size * 2).min(READ_MAX);
-                    }
-                    self.rbuf.extend_from_slice(buf.filled());
-                    if let Some(exit) = conn.process(&mut self.rbuf, &mut self.deadline) {
+            match self.poll_read(cx) {
+                Poll::Ready(Ok(n)) if n > 0 => {
+                    metrics::add(&self.conn.broker.metrics.bytes_received, n as u64);
+                    if let Some(exit) = self.conn.process(&mut self.rbuf, &mut self.deadline) {
                         return Turn::Exit(exit);
                     }
-                    // Acknowledgements may have opened the inflight window.
-                    self.drain = true;
                     progress = true;
                 }
                 Poll::Ready(_) => return Turn::Exit(Exit::Closed),
@@ -287,11 +298,38 @@ impl Running {
         }
     }
 
-    /// Before the task sleeps: buffers that hold nothing are freed, so an idle connection
-    /// costs only its state. A busy one gets them back at its next read or write.
+    /// Reads what the socket has. A quiet connection reads into the stack and keeps only what
+    /// is left of an incomplete packet; one whose reads fill that reads straight into its
+    /// buffer, which doubles while reads fill it, up to `READ_MAX`.
+    fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
+        if self.read_size > STACK_READ {
+            if self.rbuf.capacity() - self.rbuf.len() < self.read_size / 4 {
+                self.rbuf.reserve(self.read_size);
+            }
+            let free = self.rbuf.capacity() - self.rbuf.len();
+            let read = ready!(poll_read_buf(Pin::new(&mut self.stream), cx, &mut self.rbuf))?;
+            if read == free {
+                self.read_size = (self.read_size * 2).min(READ_MAX);
+            }
+            return Poll::Ready(Ok(read));
+        }
+        let mut stack = [std::mem::MaybeUninit::<u8>::uninit(); STACK_READ];
+        let mut buf = ReadBuf::uninit(&mut stack);
+        ready!(Pin::new(&mut self.stream).poll_read(cx, &mut buf))?;
+        let read = buf.filled().len();
+        if read == STACK_READ {
+            self.read_size = STACK_READ * 2;
+        }
+        self.rbuf.extend_from_slice(buf.filled());
+        Poll::Ready(Ok(read))
+    }
+
+    /// Before an inactive connection sleeps: buffers that hold nothing are freed, so an idle
+    /// connection costs only its state.
     fn release_buffers(&mut self) {
         if self.rbuf.is_empty() {
             self.rbuf = BytesMut::new();
+            self.read_size = READ_MIN;
         }
         self.conn.release_buffers();
     }
