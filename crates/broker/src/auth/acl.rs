@@ -29,6 +29,70 @@ impl Access {
 struct Rule {
     access: Access,
     topic: String,
+    /// `%u` / `%c` appear in the topic (patterns), decided once when the file is read.
+    uses_user: bool,
+    uses_client: bool,
+}
+
+impl Rule {
+    fn new(access: Access, topic: &str) -> Rule {
+        Rule {
+            access,
+            topic: topic.to_string(),
+            uses_user: topic.contains("%u"),
+            uses_client: topic.contains("%c"),
+        }
+    }
+
+    /// Whether the rule's filter, `%u` and `%c` read as `user` and `client`, matches `name`:
+    /// level by level, as [`topic::matches`], without building the substituted filter (this
+    /// runs for every delivery). A placeholder without a plain value matches nothing.
+    fn matches(&self, name: &str, user: Option<&str>, client: Option<&str>) -> bool {
+        if !self.uses_user && !self.uses_client {
+            return topic::matches(&self.topic, name);
+        }
+        let (user, client) = (user.unwrap_or_default(), client.unwrap_or_default());
+        if (self.uses_user && user.is_empty()) || (self.uses_client && client.is_empty()) {
+            return false;
+        }
+        if name.starts_with('$') && self.topic.starts_with(['+', '#']) {
+            return false;
+        }
+        let (mut filters, mut names) = (self.topic.split('/'), name.split('/'));
+        loop {
+            match (filters.next(), names.next()) {
+                (Some("#"), _) => return true,
+                (Some("+"), Some(_)) => {}
+                (Some(f), Some(n)) if level_is(f, n, user, client) => {}
+                (None, None) => return true,
+                _ => return false,
+            }
+        }
+    }
+}
+
+/// Whether the filter level `level`, with `%u` and `%c` replaced, is `name`.
+fn level_is(level: &str, name: &str, user: &str, client: &str) -> bool {
+    let (mut level, mut name) = (level, name);
+    loop {
+        let Some(at) = level.find(['%']) else {
+            return level == name;
+        };
+        let value = match level.as_bytes().get(at + 1) {
+            Some(b'u') => user,
+            Some(b'c') => client,
+            // Only %u and %c are placeholders; anything else is literal text.
+            _ => {
+                let Some(rest) = name.strip_prefix(&level[..=at]) else { return false };
+                (level, name) = (&level[at + 1..], rest);
+                continue;
+            }
+        };
+        let Some(rest) = name.strip_prefix(&level[..at]).and_then(|n| n.strip_prefix(value)) else {
+            return false;
+        };
+        (level, name) = (&level[at + 2..], rest);
+    }
 }
 
 /// A parsed ACL file, used as the broker's [`Authorizer`].
@@ -60,7 +124,7 @@ fn rule(rest: &str) -> Result<Rule, String> {
         return Err("missing topic".into());
     }
     topic::validate_filter(topic).map_err(|e| format!("topic {topic:?}: {e}"))?;
-    Ok(Rule { access, topic: topic.to_string() })
+    Ok(Rule::new(access, topic))
 }
 
 impl AclFile {
@@ -99,9 +163,11 @@ impl AclFile {
         Ok(acl)
     }
 
-    /// The rules that apply to `client`, patterns substituted. A pattern whose `%u` or `%c`
-    /// would not be a single plain level (absent, or holding `/`, `+` or `#`) applies to no one.
-    fn rules_for<'a>(&'a self, client: &'a ClientInfo) -> impl Iterator<Item = Rule> + 'a {
+    /// Deny first, then any grant of `wanted` access, over the client's own rules (its user's
+    /// section, or the anonymous lines) and the patterns. A pattern whose `%u` or `%c` would
+    /// not be a single plain level (absent, or holding `/`, `+` or `#`) applies to no one.
+    /// Nothing is allocated or copied: this is asked for every delivery.
+    fn check(&self, client: &ClientInfo, name: &str, wanted: Access) -> bool {
         let own = match &client.username {
             Some(user) => self.users.get(&user[..]).map(Vec::as_slice).unwrap_or_default(),
             None => &self.anonymous,
@@ -109,26 +175,12 @@ impl AclFile {
         let plain = |s: &str| !s.is_empty() && !s.contains(['/', '+', '#']);
         let username = client.username.as_deref().filter(|u| plain(u));
         let client_id = Some(&client.client_id[..]).filter(|c| plain(c));
-        let patterns = self.patterns.iter().filter_map(move |rule| {
-            let mut topic = rule.topic.clone();
-            if topic.contains("%u") {
-                topic = topic.replace("%u", username?);
-            }
-            if topic.contains("%c") {
-                topic = topic.replace("%c", client_id?);
-            }
-            Some(Rule { access: rule.access, topic })
-        });
-        own.iter().cloned().chain(patterns)
-    }
-
-    /// Deny first, then any grant of `wanted` access.
-    fn check(&self, client: &ClientInfo, name: &str, wanted: Access) -> bool {
-        let rules: Vec<Rule> = self.rules_for(client).collect();
-        if rules.iter().any(|r| r.access == Access::Deny && topic::matches(&r.topic, name)) {
+        let rules = || own.iter().chain(&self.patterns);
+        let hits = |r: &&Rule| r.matches(name, username, client_id);
+        if rules().filter(|r| r.access == Access::Deny).any(|r| hits(&r)) {
             return false;
         }
-        rules.iter().any(|r| r.access.grants(wanted) && topic::matches(&r.topic, name))
+        rules().filter(|r| r.access.grants(wanted)).any(|r| hits(&r))
     }
 }
 
@@ -148,8 +200,9 @@ impl ReloadableAcl {
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = std::sync::Arc::new(acl);
     }
 
-    fn get(&self) -> std::sync::Arc<AclFile> {
-        self.current.read().unwrap_or_else(|e| e.into_inner()).clone()
+    /// The file in force, read-locked for one check (no reference count to bump per delivery).
+    fn get(&self) -> std::sync::RwLockReadGuard<'_, std::sync::Arc<AclFile>> {
+        self.current.read().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -265,6 +318,21 @@ pattern readwrite devices/%u/#
         assert!(acl.can_publish(&client("box", None), "d/box/t"));
         assert!(!acl.can_publish(&client("a/b", None), "d/a/b/t"), "a client id with '/' matches nothing");
         assert!(!acl.can_publish(&client("+", None), "d/x/t"));
+    }
+
+    #[test]
+    fn placeholders_inside_a_level_and_literal_percents() {
+        let acl = AclFile::parse("pattern readwrite home/u-%u.%c/#\npattern read rate/100%/%u\n").unwrap();
+        let jane = client("ph", Some("jane"));
+        assert!(acl.can_publish(&jane, "home/u-jane.ph/x"));
+        assert!(acl.can_publish(&jane, "home/u-jane.ph"), "# takes the parent level too");
+        assert!(!acl.can_publish(&jane, "home/u-jane.p/x"));
+        assert!(!acl.can_publish(&jane, "home/u-jan.ph/x"));
+        assert!(!acl.can_publish(&client("ph", Some("bob")), "home/u-jane.ph/x"));
+        assert!(acl.can_receive(&jane, "rate/100%/jane"));
+        assert!(!acl.can_receive(&jane, "rate/100/jane"));
+        assert!(level_is("%u%c", "janeph", "jane", "ph"));
+        assert!(!level_is("%u%c", "janep", "jane", "ph"));
     }
 
     #[test]
