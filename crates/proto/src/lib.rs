@@ -17,7 +17,8 @@ pub use bytes::{Bytes, BytesMut};
 pub use bytestring::ByteString;
 pub use error::{DecodeError, EncodeError};
 pub use packet::{
-    decode, Ack, Auth, ConnAck, Connect, Disconnect, Packet, PacketType, Publish, RetainHandling, SubAck,
+    decode, encode_publish_v3, Ack, Auth, ConnAck, Connect, Disconnect, Packet, PacketType, Publish,
+    RetainHandling, SubAck,
     SubOptions, Subscribe, Subscription, UnsubAck, Unsubscribe, Will,
 };
 pub use properties::Properties;

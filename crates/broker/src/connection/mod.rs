@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use cauldron_proto::{
     decode, scram, ByteString, ConnAck, DecodeError, Disconnect, Packet, PacketType, Properties, Protocol,
-    Publish, ReasonCode, Will,
+    Publish, QoS, ReasonCode, Will,
 };
 use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
@@ -21,7 +21,7 @@ use crate::broker::Broker;
 use crate::config::Redirect;
 use crate::message::Message;
 use crate::metrics::{self, DropReason, Refusal};
-use crate::session::{Doorbell, SessionHandle};
+use crate::session::{Doorbell, Outgoing, SessionHandle};
 use crate::store::{StoreError, Ticket};
 
 mod handshake;
@@ -182,7 +182,7 @@ struct Connection {
     qos2_resent: Vec<u16>,
     /// Reading is paused until this subscriber's queue has room, or until the instant.
     paused: Option<(Arc<SessionHandle>, Instant)>,
-    scratch: Vec<Packet>,
+    scratch: Vec<Outgoing>,
     /// The listener's own access control (`per_listener_settings`), if it has one.
     auth: Option<Arc<ListenerAuth>>,
     /// Prefixed to every topic and filter the client sends, taken off every topic it is sent
@@ -296,7 +296,7 @@ impl Connection {
         // operations the drain journalled.
         let ((produced, expired, too_large), room_freed, ops) = {
             let mut state = self.session.lock();
-            (state.drain(self.id, &mut packets, DRAIN_BUDGET), state.take_room_freed(), state.take_ops())
+            (state.drain_into(self.id, &mut packets, DRAIN_BUDGET), state.take_room_freed(), state.take_ops())
         };
         if room_freed {
             self.session.notify_room();
@@ -307,7 +307,14 @@ impl Connection {
         metrics::add(&self.broker.metrics.messages_sent, produced as u64);
         self.broker.metrics.dropped_for(DropReason::Expired, expired);
         self.broker.metrics.dropped_for(DropReason::TooLarge, too_large);
-        for mut packet in packets.drain(..) {
+        for outgoing in packets.drain(..) {
+            let mut packet = match outgoing {
+                Outgoing::Publish3 { message, qos, retain, packet_id } if self.mount.is_none() => {
+                    self.send_publish3(&message, qos, retain, packet_id);
+                    continue;
+                }
+                other => other.into_packet(),
+            };
             if let Packet::Publish(publish) = &mut packet {
                 if let Some(mount) = &self.mount {
                     // Only mounted filters match, so every topic starts with the mount point.
@@ -338,6 +345,26 @@ impl Connection {
             let alias = aliases.len() as u16 + 1;
             aliases.insert(publish.topic.clone(), alias);
             publish.properties.topic_alias = Some(alias);
+        }
+    }
+
+    /// The write buffer: straight for the socket, or the held one while a commit is pending.
+    fn out_buffer(&mut self) -> &mut BytesMut {
+        match self.pending.is_empty() {
+            true => &mut self.wbuf,
+            false => &mut self.held,
+        }
+    }
+
+    /// A PUBLISH to an MQTT 3.x client, encoded from the message's own bytes (see `Outgoing`).
+    fn send_publish3(&mut self, message: &Message, qos: QoS, retain: bool, packet_id: Option<u16>) {
+        let metrics = &self.broker.metrics;
+        metrics.packet_out(PacketType::Publish as u8);
+        metrics::add(&metrics.publish_sent[qos as usize], 1);
+        let (topic, payload) = (&message.topic, &message.payload);
+        let buf = self.out_buffer();
+        if let Err(e) = cauldron_proto::encode_publish_v3(buf, topic, payload, qos, retain, packet_id) {
+            debug!(client = %self.session.client_id, error = %e, "packet not encodable, dropped");
         }
     }
 

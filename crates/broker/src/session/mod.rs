@@ -98,6 +98,45 @@ pub enum Enqueued {
     Dropped(DropReason),
 }
 
+/// What a drain hands the connection to send.
+#[derive(Debug)]
+pub enum Outgoing {
+    /// Boxed: a v5 PUBLISH with its properties is 464 bytes, and a drain holds up to 256.
+    Packet(Box<Packet>),
+    /// A PUBLISH to an MQTT 3.x client, which the connection encodes straight from the
+    /// message's bytes (`cauldron_proto::encode_publish_v3`): no `Publish` with its
+    /// `Properties` is built for each of a message's many deliveries.
+    Publish3 { message: Arc<Message>, qos: QoS, retain: bool, packet_id: Option<u16> },
+}
+
+impl Outgoing {
+    /// As a packet (a mount point to take off, tests).
+    pub fn into_packet(self) -> Packet {
+        match self {
+            Outgoing::Packet(packet) => *packet,
+            Outgoing::Publish3 { message, qos, retain, packet_id } => {
+                Packet::Publish(message.to_publish(qos, retain, packet_id, Instant::now(), &[], false))
+            }
+        }
+    }
+
+    fn encoded_len(&self, protocol: Protocol) -> usize {
+        match self {
+            Outgoing::Packet(packet) => packet.encoded_len(protocol),
+            Outgoing::Publish3 { message, qos, .. } => {
+                let body = 2 + message.topic.len() + 2 * usize::from(*qos != QoS::AtMostOnce) + message.payload.len();
+                let length_bytes = match body {
+                    0..=127 => 1,
+                    128..=16_383 => 2,
+                    16_384..=2_097_151 => 3,
+                    _ => 4,
+                };
+                1 + length_bytes + body
+            }
+        }
+    }
+}
+
 /// Protocol state of one session, without I/O.
 #[derive(Debug)]
 pub struct Session {
@@ -442,11 +481,20 @@ impl Session {
         self.set_queued_bytes(bytes);
     }
 
+    /// `drain_into`, as packets (for tests).
+    #[cfg(test)]
+    pub fn drain(&mut self, connection: u64, out: &mut Vec<Packet>, budget: usize) -> (usize, u64, u64) {
+        let mut outgoing = Vec::new();
+        let counts = self.drain_into(connection, &mut outgoing, budget);
+        out.extend(outgoing.into_iter().map(Outgoing::into_packet));
+        counts
+    }
+
     /// Moves queued messages into PUBLISH packets for `connection`, as far as the inflight
     /// window allows (QoS 0 needs no window). Expired and oversized messages are dropped.
     /// Returns how many packets were produced, and how many messages were dropped as expired
     /// and as too large.
-    pub fn drain(&mut self, connection: u64, out: &mut Vec<Packet>, budget: usize) -> (usize, u64, u64) {
+    pub fn drain_into(&mut self, connection: u64, out: &mut Vec<Outgoing>, budget: usize) -> (usize, u64, u64) {
         if self.connection != Some(connection) {
             return (0, 0, 0);
         }
@@ -463,17 +511,27 @@ impl Session {
             let delivery = self.queue.pop_front().expect("front exists");
             self.set_queued_bytes(self.queued_bytes - delivery.message.payload.len());
             let packet_id = (delivery.qos != QoS::AtMostOnce).then(|| self.allocate_packet_id());
-            let publish = Packet::Publish(delivery.message.to_publish(
-                delivery.qos,
-                delivery.retain,
-                packet_id,
-                now,
-                &delivery.subscription_ids,
-                self.protocol.is_v5(),
-            ));
             // Expired messages are never delivered [MQTT-3.3.2-5]; one larger than the client's
             // Maximum Packet Size is not sent [MQTT-3.1.2-25].
             let is_expired = delivery.message.is_expired(now);
+            let publish = match self.protocol.is_v5() {
+                true => Outgoing::Packet(Box::new(Packet::Publish(delivery.message.to_publish(
+                    delivery.qos,
+                    delivery.retain,
+                    packet_id,
+                    now,
+                    &delivery.subscription_ids,
+                    true,
+                )))),
+                // Below MQTT 5 there are no properties to build: the connection writes the
+                // message's own bytes.
+                false => Outgoing::Publish3 {
+                    message: Arc::clone(&delivery.message),
+                    qos: delivery.qos,
+                    retain: delivery.retain,
+                    packet_id,
+                },
+            };
             if is_expired || publish.encoded_len(self.protocol) > self.max_packet_size {
                 self.forget_delivery(&delivery);
                 match is_expired {

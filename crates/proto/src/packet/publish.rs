@@ -79,6 +79,34 @@ impl Publish {
     }
 }
 
+/// Appends a PUBLISH for an MQTT 3.1 or 3.1.1 receiver (no properties, DUP 0) straight from
+/// its parts: the bytes `Packet::Publish(..).encode(Protocol::V3_1_1, dst)` gives, without
+/// building a `Publish`. A broker sends one message to many such subscribers.
+pub fn encode_publish_v3(
+    dst: &mut BytesMut,
+    topic: &str,
+    payload: &[u8],
+    qos: QoS,
+    retain: bool,
+    packet_id: Option<u16>,
+) -> Result<(), crate::EncodeError> {
+    crate::wire::check_field(topic.len())?;
+    let id = if qos == QoS::AtMostOnce { 0 } else { 2 };
+    let body = 2 + topic.len() + id + payload.len();
+    if body > crate::MAX_VARINT as usize {
+        return Err(crate::EncodeError::PacketTooLarge(body));
+    }
+    dst.reserve(1 + crate::wire::varint_len(body) + body);
+    dst.put_u8((PacketType::Publish as u8) << 4 | (qos as u8) << 1 | u8::from(retain));
+    crate::wire::put_varint(dst, body);
+    put_binary(dst, topic.as_bytes());
+    if qos != QoS::AtMostOnce {
+        dst.put_u16(packet_id.unwrap_or(0));
+    }
+    dst.put_slice(payload);
+    Ok(())
+}
+
 /// PUBACK, PUBREC, PUBREL or PUBCOMP; which one is given by the `Packet` variant.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ack {
@@ -151,5 +179,27 @@ fn valid_reason(kind: PacketType, code: ReasonCode) -> bool {
                 | PayloadFormatInvalid
         ),
         _ => matches!(code, Success | PacketIdentifierNotFound),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Packet;
+
+    #[test]
+    fn the_direct_v3_publish_is_the_packet_encoded() {
+        for (qos, id, retain) in [(QoS::AtMostOnce, None, false), (QoS::AtLeastOnce, Some(7), true), (QoS::ExactlyOnce, Some(65535), false)] {
+            let payload = vec![0xAB; 200];
+            let mut publish = Publish::new("a/b/c", payload.clone());
+            (publish.qos, publish.packet_id, publish.retain) = (qos, id, retain);
+            let mut expected = BytesMut::new();
+            Packet::Publish(publish).encode(Protocol::V3_1_1, &mut expected).unwrap();
+            let mut direct = BytesMut::new();
+            encode_publish_v3(&mut direct, "a/b/c", &payload, qos, retain, id).unwrap();
+            assert_eq!(direct, expected, "{qos:?}");
+        }
+        let long = "x".repeat(70_000);
+        assert!(encode_publish_v3(&mut BytesMut::new(), &long, b"", QoS::AtMostOnce, false, None).is_err());
     }
 }
