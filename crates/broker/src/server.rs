@@ -146,6 +146,27 @@ fn refuse(broker: &Broker, peer: SocketAddr, refusal: Refusal) {
     warn!(%peer, reason = refusal.label(), "connection refused");
 }
 
+/// One step of readying a connection, bounded by the connect timeout; a failure or a timeout
+/// is logged, naming the step, and ends the connection (`None`).
+async fn step<T, E: std::fmt::Display>(
+    broker: &Broker,
+    peer: SocketAddr,
+    what: &str,
+    work: impl std::future::Future<Output = Result<T, E>>,
+) -> Option<T> {
+    match tokio::time::timeout(broker.config.connect_timeout, work).await {
+        Ok(Ok(value)) => Some(value),
+        Ok(Err(e)) => {
+            info!(%peer, error = %e, "{what} failed");
+            None
+        }
+        Err(_) => {
+            info!(%peer, "{what} timed out");
+            None
+        }
+    }
+}
+
 /// Readies one accepted connection for MQTT (the PROXY header if the listener expects one,
 /// then TLS and WebSocket as the listener says) and runs its handshake. This is the opening
 /// state of its [`ConnectionTask`], boxed and freed once the connection runs.
@@ -160,17 +181,11 @@ where
     S: Transport + 'static,
 {
     if setting.proxy_protocol {
-        match tokio::time::timeout(broker.config.connect_timeout, proxy::read_header(&mut stream)).await {
-            Ok(Ok(Some(client))) => peer = client,
-            Ok(Ok(None)) => {} // the balancer speaking for itself (health checks)
-            Ok(Err(e)) => {
-                info!(%peer, error = %e, "bad PROXY protocol header");
-                return None;
-            }
-            Err(_) => {
-                info!(%peer, "no PROXY protocol header in time");
-                return None;
-            }
+        // `None`: the balancer speaking for itself (health checks).
+        if let Some(client) =
+            step(&broker, peer, "PROXY protocol header", proxy::read_header(&mut stream)).await?
+        {
+            peer = client;
         }
         if let Err(refusal) = allowed(&setting, peer) {
             refuse(&broker, peer, refusal);
@@ -180,18 +195,7 @@ where
     let (stream, identity): (Stream, _) = match &setting.tls {
         None => (Box::new(stream), CertIdentity::NotUsed),
         Some(tls) => {
-            let handshake = tokio::time::timeout(broker.config.connect_timeout, tls.acceptor().accept(stream));
-            let stream = match handshake.await {
-                Ok(Ok(stream)) => stream,
-                Ok(Err(e)) => {
-                    info!(%peer, error = %e, "TLS handshake failed");
-                    return None;
-                }
-                Err(_) => {
-                    info!(%peer, "TLS handshake timed out");
-                    return None;
-                }
-            };
+            let stream = step(&broker, peer, "TLS handshake", tls.acceptor().accept(stream)).await?;
             let identity = match tls.names_clients() {
                 true => CertIdentity::Named(tls.username(stream.get_ref().1.peer_certificates())),
                 false => CertIdentity::NotUsed,
@@ -201,17 +205,7 @@ where
     };
     let stream: Stream = match &setting.websocket {
         None => stream,
-        Some(path) => match tokio::time::timeout(broker.config.connect_timeout, ws::accept(stream, path)).await {
-            Ok(Ok(ws)) => Box::new(ws),
-            Ok(Err(e)) => {
-                info!(%peer, error = %e, "WebSocket handshake failed");
-                return None;
-            }
-            Err(_) => {
-                info!(%peer, "WebSocket handshake timed out");
-                return None;
-            }
-        },
+        Some(path) => Box::new(step(&broker, peer, "WebSocket handshake", ws::accept(stream, path)).await?),
     };
     let origin = Origin { identity, auth: setting.auth.clone(), mount_point: setting.mount_point.clone() };
     connection::open(broker, stream, peer, origin, shutdown).await

@@ -19,6 +19,17 @@ async fn store_one_retained(dir: &std::path::Path, topic: &str, payload: &str) {
     broker.terminate().await;
 }
 
+/// A broker on a fresh data dir `name` with these users (a password file) and this ACL.
+async fn with_users_and_acl(name: &str, users: &[(&str, &str)], acl_text: &str) -> Cauldron {
+    let dir = data_dir(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let (passwords, acl) = (dir.join("passwd"), dir.join("acl"));
+    write_passwords(&passwords, "sha512", users);
+    std::fs::write(&acl, acl_text).unwrap();
+    let (p, a) = (passwords.display().to_string(), acl.display().to_string());
+    Cauldron::start(&dir, &["--password-file", &p, "--acl-file", &a, "--sys-interval", "0"]).await
+}
+
 /// `POST /pub?d=%2B` once stored a retained message on `owntracks/<user>/+`, and every later
 /// start failed on it. Names that are not one topic level are refused with 400.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -322,15 +333,8 @@ async fn metrics_beyond_loopback_take_a_login() {
 /// only what the user could have published over MQTT by the broker's ACL.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_mode_and_osmand_honour_the_acls_write_permission() {
-    let dir = data_dir("http-acl");
-    std::fs::create_dir_all(&dir).unwrap();
-    let (passwords, acl) = (dir.join("passwd"), dir.join("acl"));
-    write_passwords(&passwords, "sha512", &[("jane", "jane-pw"), ("bob", "bob-pw")]);
-    std::fs::write(&acl, "user jane\ntopic readwrite owntracks/jane/#\n\nuser bob\ntopic read owntracks/#\n")
-        .unwrap();
-    let (p, a) = (passwords.display().to_string(), acl.display().to_string());
-    let broker =
-        Cauldron::start(&dir, &["--password-file", &p, "--acl-file", &a, "--sys-interval", "0"]).await;
+    let acl = "user jane\ntopic readwrite owntracks/jane/#\n\nuser bob\ntopic read owntracks/#\n";
+    let broker = with_users_and_acl("http-acl", &[("jane", "jane-pw"), ("bob", "bob-pw")], acl).await;
     let location = br#"{"_type":"location","lat":52.5,"lon":13.4,"tst":1700000000}"#;
     let (jane, bob) = (basic("jane", "jane-pw"), basic("bob", "bob-pw"));
     let posted = |auth: String| {
@@ -422,14 +426,8 @@ async fn a_reloaded_acl_applies_to_messages_already_queued() {
 /// and overwrote `alice`'s devices. Names differing in case or spaces are different users.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recorder_names_differing_in_case_are_different_users() {
-    let dir = data_dir("http-case");
-    std::fs::create_dir_all(&dir).unwrap();
-    let (passwords, acl) = (dir.join("passwd"), dir.join("acl"));
-    write_passwords(&passwords, "sha512", &[("alice", "a-pw"), ("Alice", "A-pw")]);
-    std::fs::write(&acl, "pattern readwrite owntracks/%u/#\n").unwrap();
-    let (p, a) = (passwords.display().to_string(), acl.display().to_string());
-    let broker =
-        Cauldron::start(&dir, &["--password-file", &p, "--acl-file", &a, "--sys-interval", "0"]).await;
+    let users = [("alice", "a-pw"), ("Alice", "A-pw")];
+    let broker = with_users_and_acl("http-case", &users, "pattern readwrite owntracks/%u/#\n").await;
     let location = br#"{"_type":"location","lat":52.5,"lon":13.4,"tst":1700000000}"#;
     let (lower, upper) = (basic("alice", "a-pw"), basic("Alice", "A-pw"));
     let posted = http(&broker.http, "POST", "/pub?d=phone", &[("Authorization", &lower)], location).await;

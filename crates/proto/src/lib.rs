@@ -18,8 +18,7 @@ pub use bytestring::ByteString;
 pub use error::{DecodeError, EncodeError};
 pub use packet::{
     decode, encode_publish_v3, Ack, Auth, ConnAck, Connect, Disconnect, Packet, PacketType, Publish,
-    RetainHandling, SubAck,
-    SubOptions, Subscribe, Subscription, UnsubAck, Unsubscribe, Will,
+    RetainHandling, SubAck, SubOptions, Subscribe, Subscription, UnsubAck, Unsubscribe, Will,
 };
 pub use properties::Properties;
 pub use reason::ReasonCode;

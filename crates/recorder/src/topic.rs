@@ -47,7 +47,6 @@ pub fn is_level(name: &str) -> bool {
     !name.is_empty() && !name.contains(['/', '+', '#', '\0'])
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

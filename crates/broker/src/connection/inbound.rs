@@ -73,12 +73,13 @@ impl Connection {
                 ));
             }
             if publish.topic.is_empty() {
-                publish.topic = self.aliases.as_ref().and_then(|a| a.inbound.get(&alias)).cloned().ok_or_else(|| {
-                    Violation::new(
-                        ReasonCode::ProtocolError,
-                        "[MQTT-3.3.2-12] topic alias not set on this connection",
-                    )
-                })?;
+                publish.topic =
+                    self.aliases.as_ref().and_then(|a| a.inbound.get(&alias)).cloned().ok_or_else(|| {
+                        Violation::new(
+                            ReasonCode::ProtocolError,
+                            "[MQTT-3.3.2-12] topic alias not set on this connection",
+                        )
+                    })?;
             } else {
                 self.aliases.get_or_insert_with(Box::default).inbound.insert(alias, publish.topic.clone());
             }

@@ -249,7 +249,8 @@ impl Connection {
             }
             self.broker.metrics.packet_in(packet.packet_type() as u8);
             // An acknowledgement may open the inflight window for queued messages.
-            self.window_opened |= matches!(packet, Packet::PubAck(_) | Packet::PubRec(_) | Packet::PubComp(_));
+            self.window_opened |=
+                matches!(packet, Packet::PubAck(_) | Packet::PubRec(_) | Packet::PubComp(_));
             match self.handle(packet) {
                 Ok(None) => {}
                 Ok(Some(exit)) => return Some(exit),

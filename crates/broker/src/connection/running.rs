@@ -95,7 +95,8 @@ impl Future for ConnectionTask {
                             unreachable!("matched just above");
                         };
                         let Running { conn, mut stream, .. } = running;
-                        task.state = State::Closing(Box::pin(async move { conn.finish(exit, &mut stream).await }));
+                        task.state =
+                            State::Closing(Box::pin(async move { conn.finish(exit, &mut stream).await }));
                     }
                     Poll::Pending => return Poll::Pending,
                 },
@@ -154,7 +155,12 @@ enum Turn {
 }
 
 impl Running {
-    pub(super) fn new(conn: Connection, stream: Stream, rbuf: BytesMut, shutdown: CancellationToken) -> Running {
+    pub(super) fn new(
+        conn: Connection,
+        stream: Stream,
+        rbuf: BytesMut,
+        shutdown: CancellationToken,
+    ) -> Running {
         let (deadline, timer) = match conn.keep_alive {
             Some(keep_alive) => {
                 let deadline = Instant::now() + keep_alive;

@@ -124,7 +124,10 @@ impl Outgoing {
         match self {
             Outgoing::Packet(packet) => packet.encoded_len(protocol),
             Outgoing::Publish3 { message, qos, .. } => {
-                let body = 2 + message.topic.len() + 2 * usize::from(*qos != QoS::AtMostOnce) + message.payload.len();
+                let body = 2
+                    + message.topic.len()
+                    + 2 * usize::from(*qos != QoS::AtMostOnce)
+                    + message.payload.len();
                 let length_bytes = match body {
                     0..=127 => 1,
                     128..=16_383 => 2,
@@ -187,7 +190,12 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn new(client_id: &str, limits: impl Into<Arc<Limits>>, store: bool, memory: Arc<AtomicUsize>) -> Session {
+    pub fn new(
+        client_id: &str,
+        limits: impl Into<Arc<Limits>>,
+        store: bool,
+        memory: Arc<AtomicUsize>,
+    ) -> Session {
         let limits = limits.into();
         Session {
             client_id: client_id.to_string(),
@@ -494,7 +502,12 @@ impl Session {
     /// window allows (QoS 0 needs no window). Expired and oversized messages are dropped.
     /// Returns how many packets were produced, and how many messages were dropped as expired
     /// and as too large.
-    pub fn drain_into(&mut self, connection: u64, out: &mut Vec<Outgoing>, budget: usize) -> (usize, u64, u64) {
+    pub fn drain_into(
+        &mut self,
+        connection: u64,
+        out: &mut Vec<Outgoing>,
+        budget: usize,
+    ) -> (usize, u64, u64) {
         if self.connection != Some(connection) {
             return (0, 0, 0);
         }

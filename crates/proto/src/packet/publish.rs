@@ -189,7 +189,11 @@ mod tests {
 
     #[test]
     fn the_direct_v3_publish_is_the_packet_encoded() {
-        for (qos, id, retain) in [(QoS::AtMostOnce, None, false), (QoS::AtLeastOnce, Some(7), true), (QoS::ExactlyOnce, Some(65535), false)] {
+        for (qos, id, retain) in [
+            (QoS::AtMostOnce, None, false),
+            (QoS::AtLeastOnce, Some(7), true),
+            (QoS::ExactlyOnce, Some(65535), false),
+        ] {
             let payload = vec![0xAB; 200];
             let mut publish = Publish::new("a/b/c", payload.clone());
             (publish.qos, publish.packet_id, publish.retain) = (qos, id, retain);

@@ -126,9 +126,5 @@ pub(super) fn may_write(access: &Access, viewer: &Viewer, topic: &str) -> bool {
 /// Whether a hand-set friend entry (`user/device`, `user:device` or `user-device`) names this
 /// device.
 fn names_device(entry: &str, user: &str, device: &str) -> bool {
-    ['/', ':', '-'].iter().any(|sep| {
-        entry
-            .split_once(*sep)
-            .is_some_and(|(u, d)| u == user && d == device)
-    })
+    ['/', ':', '-'].iter().any(|sep| entry.split_once(*sep).is_some_and(|(u, d)| u == user && d == device))
 }
