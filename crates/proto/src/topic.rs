@@ -88,6 +88,12 @@ pub fn has_wildcard(filter: &str) -> bool {
 /// not match a name starting with `$` [MQTT-4.7.2-1]; `sport/#` matches `sport` itself
 /// [MQTT-4.7.1-2].
 pub fn matches(filter: &str, name: &str) -> bool {
+    matches_by(filter, name, |f, n| f == n)
+}
+
+/// `matches`, with `level_is(filter_level, name_level)` deciding whether a level other than
+/// a wildcard matches (an ACL pattern's `%u`, say, stands for a user name).
+pub fn matches_by(filter: &str, name: &str, level_is: impl Fn(&str, &str) -> bool) -> bool {
     if name.starts_with('$') && filter.starts_with(['+', '#']) {
         return false;
     }
@@ -97,7 +103,7 @@ pub fn matches(filter: &str, name: &str) -> bool {
         match (filters.next(), names.next()) {
             (Some("#"), _) => return true,
             (Some("+"), Some(_)) => {}
-            (Some(f), Some(n)) if f == n => {}
+            (Some(f), Some(n)) if level_is(f, n) => {}
             (None, None) => return true,
             _ => return false,
         }

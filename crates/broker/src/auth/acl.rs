@@ -55,19 +55,7 @@ impl Rule {
         if (self.uses_user && user.is_empty()) || (self.uses_client && client.is_empty()) {
             return false;
         }
-        if name.starts_with('$') && self.topic.starts_with(['+', '#']) {
-            return false;
-        }
-        let (mut filters, mut names) = (self.topic.split('/'), name.split('/'));
-        loop {
-            match (filters.next(), names.next()) {
-                (Some("#"), _) => return true,
-                (Some("+"), Some(_)) => {}
-                (Some(f), Some(n)) if level_is(f, n, user, client) => {}
-                (None, None) => return true,
-                _ => return false,
-            }
-        }
+        topic::matches_by(&self.topic, name, |level, name| level_is(level, name, user, client))
     }
 }
 
@@ -75,7 +63,7 @@ impl Rule {
 fn level_is(level: &str, name: &str, user: &str, client: &str) -> bool {
     let (mut level, mut name) = (level, name);
     loop {
-        let Some(at) = level.find(['%']) else {
+        let Some(at) = level.find('%') else {
             return level == name;
         };
         let value = match level.as_bytes().get(at + 1) {

@@ -376,13 +376,11 @@ impl Connection {
         if let Packet::Publish(publish) = packet {
             metrics::add(&metrics.publish_sent[publish.qos as usize], 1);
         }
-        let buf = if self.pending.is_empty() {
-            &mut self.wbuf
-        } else {
+        if !self.pending.is_empty() {
             self.held_acks += usize::from(matches!(packet, Packet::PubAck(_)));
-            &mut self.held
-        };
-        if let Err(e) = packet.encode(self.protocol, buf) {
+        }
+        let protocol = self.protocol;
+        if let Err(e) = packet.encode(protocol, self.out_buffer()) {
             debug!(client = %self.session.client_id, error = %e, "packet not encodable, dropped");
         }
     }

@@ -124,17 +124,7 @@ impl Outgoing {
         match self {
             Outgoing::Packet(packet) => packet.encoded_len(protocol),
             Outgoing::Publish3 { message, qos, .. } => {
-                let body = 2
-                    + message.topic.len()
-                    + 2 * usize::from(*qos != QoS::AtMostOnce)
-                    + message.payload.len();
-                let length_bytes = match body {
-                    0..=127 => 1,
-                    128..=16_383 => 2,
-                    16_384..=2_097_151 => 3,
-                    _ => 4,
-                };
-                1 + length_bytes + body
+                cauldron_proto::encoded_publish_v3_len(message.topic.len(), message.payload.len(), *qos)
             }
         }
     }

@@ -10,7 +10,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 pub use connect::{ConnAck, Connect, Will};
 pub use control::{Auth, Disconnect};
-pub use publish::{encode_publish_v3, Ack, Publish};
+pub use publish::{encode_publish_v3, encoded_publish_v3_len, Ack, Publish};
 pub use subscribe::{RetainHandling, SubAck, SubOptions, Subscribe, Subscription, UnsubAck, Unsubscribe};
 
 use crate::wire::{put_varint, read_varint, varint_len, Reader};

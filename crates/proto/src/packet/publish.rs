@@ -91,8 +91,7 @@ pub fn encode_publish_v3(
     packet_id: Option<u16>,
 ) -> Result<(), crate::EncodeError> {
     crate::wire::check_field(topic.len())?;
-    let id = if qos == QoS::AtMostOnce { 0 } else { 2 };
-    let body = 2 + topic.len() + id + payload.len();
+    let body = publish_v3_body_len(topic.len(), payload.len(), qos);
     if body > crate::MAX_VARINT as usize {
         return Err(crate::EncodeError::PacketTooLarge(body));
     }
@@ -105,6 +104,17 @@ pub fn encode_publish_v3(
     }
     dst.put_slice(payload);
     Ok(())
+}
+
+/// The whole length of the PUBLISH `encode_publish_v3` writes, fixed header included.
+pub fn encoded_publish_v3_len(topic_len: usize, payload_len: usize, qos: QoS) -> usize {
+    let body = publish_v3_body_len(topic_len, payload_len, qos);
+    1 + crate::wire::varint_len(body) + body
+}
+
+fn publish_v3_body_len(topic_len: usize, payload_len: usize, qos: QoS) -> usize {
+    let id = if qos == QoS::AtMostOnce { 0 } else { 2 };
+    2 + topic_len + id + payload_len
 }
 
 /// PUBACK, PUBREC, PUBREL or PUBCOMP; which one is given by the `Packet` variant.
@@ -202,6 +212,7 @@ mod tests {
             let mut direct = BytesMut::new();
             encode_publish_v3(&mut direct, "a/b/c", &payload, qos, retain, id).unwrap();
             assert_eq!(direct, expected, "{qos:?}");
+            assert_eq!(encoded_publish_v3_len(5, payload.len(), qos), direct.len());
         }
         let long = "x".repeat(70_000);
         assert!(encode_publish_v3(&mut BytesMut::new(), &long, b"", QoS::AtMostOnce, false, None).is_err());
