@@ -13,6 +13,7 @@
 
 pub mod auth;
 pub mod authz;
+pub mod bridge;
 mod broker;
 pub mod config;
 mod connection;

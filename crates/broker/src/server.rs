@@ -114,7 +114,8 @@ pub async fn run_listeners(
     while accept_loops.join_next().await.is_some() {}
     sweeper.abort();
     sys.abort();
-    // Connections are closed: commit what they left pending.
+    broker.bridges_stopped(std::time::Duration::from_secs(3)).await;
+    // Connections and bridges are closed: commit what they left pending.
     let _ = tokio::task::spawn_blocking(move || broker.close_store()).await;
     Ok(())
 }

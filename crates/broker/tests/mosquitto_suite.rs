@@ -324,3 +324,76 @@ async fn no_local_is_still_a_subscriber_and_3_1_has_no_session_present() {
         assert_eq!(ack.session_present, present, "{protocol:?}");
     }
 }
+
+/// 05-session-expiry-v5 (step 7): DISCONNECT with Session Expiry 0, then at once a CONNECT that
+/// would resume. The two connections are served in parallel, so the CONNECT may be handled
+/// before the DISCONNECT is read; the new connection lets the old one handle what it received
+/// first, and finds the session ended. The client is a plain thread, so both packets are on
+/// their way before the broker's tasks run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_ended_by_disconnect_is_gone_for_an_immediate_reconnect() {
+    use std::io::{Read, Write};
+    let broker = TestBroker::start().await;
+    let addr = broker.addr;
+    let encode = |packet: Packet| {
+        let mut bytes = BytesMut::new();
+        packet.encode(Protocol::V5, &mut bytes).unwrap();
+        bytes
+    };
+    let mut connect = Raw::connect_packet("brief", false, Protocol::V5);
+    connect.properties.session_expiry_interval = Some(30);
+    let connect = encode(Packet::Connect(Box::new(connect)));
+    let mut disconnect = cauldron_proto::Disconnect::with_reason(ReasonCode::Success);
+    disconnect.properties.session_expiry_interval = Some(0);
+    let disconnect = encode(Packet::Disconnect(disconnect));
+    // Load, as in a busy broker: tasks that hold a worker for a while at a time.
+    let load: Vec<_> = (0..4)
+        .map(|_| {
+            tokio::spawn(async {
+                loop {
+                    std::thread::sleep(std::time::Duration::from_micros(300));
+                    tokio::task::yield_now().await;
+                }
+            })
+        })
+        .collect();
+    let resumed = tokio::task::spawn_blocking(move || {
+        let mut resumed = 0;
+        let mut old = std::net::TcpStream::connect(addr).unwrap();
+        old.write_all(&connect).unwrap();
+        for _ in 0..300 {
+            let mut connack = [0u8; 5];
+            old.read_exact(&mut connack).unwrap();
+            resumed += usize::from(connack[2] & 1 == 1);
+            old.write_all(&disconnect).unwrap();
+            drop(old);
+            old = std::net::TcpStream::connect(addr).unwrap();
+            old.write_all(&connect).unwrap();
+        }
+        resumed
+    })
+    .await
+    .unwrap();
+    load.iter().for_each(|task| task.abort());
+    assert_eq!(resumed, 0, "sessions that outlived a DISCONNECT with expiry 0");
+}
+
+/// 04-retain-upgrade-outgoing-qos: with `upgrade_outgoing_qos`, a message published at QoS 0
+/// (here a retained one, and one passed on at once) goes out at the subscription's QoS 1.
+#[tokio::test]
+async fn upgrade_outgoing_qos_delivers_at_the_subscriptions_qos() {
+    for upgrade in [false, true] {
+        let broker =
+            TestBroker::with_config(Config { upgrade_outgoing_qos: upgrade, ..Config::default() }).await;
+        let mut raw = connected(&broker, "upgrade", Protocol::V3_1_1).await;
+        let mut retained = cauldron_proto::Publish::new("retain/qos0/test", b"r".to_vec());
+        retained.retain = true;
+        raw.send(Packet::Publish(retained)).await;
+        raw.subscribe("retain/qos0/test", QoS::AtLeastOnce).await;
+        let expected = if upgrade { QoS::AtLeastOnce } else { QoS::AtMostOnce };
+        let first = raw.expect_publish().await;
+        assert_eq!((first.qos, first.retain), (expected, true), "upgrade {upgrade}");
+        raw.publish("retain/qos0/test", "live", QoS::AtMostOnce, None).await;
+        assert_eq!(raw.expect_publish().await.qos, expected, "upgrade {upgrade}");
+    }
+}

@@ -533,6 +533,34 @@ async fn will_delay_and_its_cancellation_by_a_timely_return() {
     assert!(ack.session_present);
     tokio::time::sleep(Duration::from_millis(2200)).await;
     nothing(&mut wills).await; // [MQTT-3.1.3-9]
+
+    // 07-will-delay-recover: returning with a clean start ends the old session, but the client
+    // is back within the delay, so there is still no will [MQTT-3.1.2-8].
+    let (raw, _) = raw_v5(&broker, with_delayed_will("fresh", 1)).await;
+    drop(raw);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut fresh = persistent("fresh", 60);
+    fresh.clean_start = true;
+    let (_raw, ack) = raw_v5(&broker, fresh).await;
+    assert!(!ack.session_present);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    nothing(&mut wills).await;
+    // The same while the old connection is still open: taken over, it parks no will.
+    let (_old, _) = raw_v5(&broker, with_delayed_will("twice", 1)).await;
+    let mut again = with_delayed_will("twice", 1);
+    again.clean_start = true;
+    let (_new, ack) = raw_v5(&broker, again).await;
+    assert!(!ack.session_present);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    nothing(&mut wills).await;
+
+    // A session that ends with its connection (expiry 0) ends the wait at once: "whichever
+    // happens first" (MQTT 5.0 section 3.1.3.2.2); Mosquitto waits (07-will-delay).
+    let mut brief = with_delayed_will("brief", 30);
+    brief.properties.session_expiry_interval = None;
+    let (raw, _) = raw_v5(&broker, brief).await;
+    drop(raw);
+    assert_eq!(&next(&mut wills).await.payload[..], b"brief");
 }
 
 // --- Server redirection ---------------------------------------------------------------------

@@ -233,6 +233,7 @@ impl ServeArgs {
             listeners,
             password_file: self.password_file.clone(),
             acl_file: self.acl_file.clone(),
+            bridges: Vec::new(),
             warnings: Vec::new(),
         })
     }
@@ -252,6 +253,11 @@ pub fn load_setup(args: &ServeArgs) -> anyhow::Result<(Setup, SocketAddr, Record
         }
         (None, None) => (args.setup()?, args.http, args.relaxed_commit_ms, RecorderToml::default()),
     };
+    // A file that names no data directory (mosquitto.conf without persistence_location) keeps
+    // its state where `--data-dir` says, not in whatever folder cauldron was started from.
+    if setup.config.data_dir == Config::default().data_dir {
+        setup.config.data_dir = args.data_dir.clone();
+    }
     let recorder = args.recorder.over(recorder);
     setup.config.durability = match relaxed {
         Some(ms) => Durability::Relaxed { interval: Duration::from_millis(ms) },
@@ -266,7 +272,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     for warning in &setup.warnings {
         warn!("{warning}");
     }
-    let Setup { mut config, listeners: specs, password_file, acl_file, .. } = setup;
+    let Setup { mut config, listeners: specs, password_file, acl_file, bridges, .. } = setup;
     // Bad files stop the start with file, line and problem: never half-configured.
     if let Some(path) = &password_file {
         config.password_file = Arc::new(Passwords::new(Some(PasswordFile::load(path)?)));
@@ -317,6 +323,11 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 }))
             }
         });
+    }
+    let mut bridge_tls = Vec::new();
+    for bridge in &bridges {
+        let tls = bridge.tls.as_ref().map(cauldron_broker::bridge::client_tls).transpose();
+        bridge_tls.push(tls.map_err(|e| anyhow::anyhow!("bridge {:?}: {e}", bridge.name))?);
     }
     info!("cauldron {} starting", env!("CARGO_PKG_VERSION"));
     // State is loaded before any listener opens.
@@ -397,6 +408,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tls: listeners.iter().filter_map(|l| l.tls.clone()).collect(),
     };
     tokio::spawn(reload_on_hangup(reloadable));
+    for (bridge, tls) in bridges.into_iter().zip(bridge_tls) {
+        cauldron_broker::bridge::start(&broker, bridge, tls, shutdown.clone());
+    }
     run_listeners(broker, listeners, shutdown).await?;
     let _ = http_task.await;
     info!("cauldron stopped");

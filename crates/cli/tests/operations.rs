@@ -170,6 +170,7 @@ async fn sigterm_tells_mqtt5_clients_and_exits_cleanly() {
         username: None,
         password: None,
         properties: Default::default(),
+        bridge: false,
     };
     let mut buf = cauldron_proto::BytesMut::new();
     cauldron_proto::Packet::Connect(Box::new(connect))

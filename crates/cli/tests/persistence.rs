@@ -153,6 +153,7 @@ impl Peer {
             username: None,
             password: None,
             properties: Default::default(),
+            bridge: false,
         };
         peer.send(Packet::Connect(Box::new(connect))).await;
         match peer.recv().await {

@@ -293,6 +293,7 @@ async fn proxy_protocol_names_the_real_client() {
             username: None,
             password: None,
             properties: Default::default(),
+            bridge: false,
         };
         cauldron_proto::Packet::Connect(Box::new(connect))
             .encode(cauldron_proto::Protocol::V3_1_1, &mut buf)

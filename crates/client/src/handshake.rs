@@ -71,6 +71,7 @@ fn connect_packet(options: &Options, clean_start: bool) -> Connect {
         username: options.username.clone(),
         password: options.password.clone(),
         properties: options.properties.clone(),
+        bridge: options.bridge,
     }
 }
 

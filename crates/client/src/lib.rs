@@ -40,7 +40,7 @@ pub use dispatch::Dispatcher;
 /// Connection options ([`Options`]), reconnection ([`Reconnect`]) and the will ([`Will`]).
 pub use options::{Options, Reconnect, Will};
 /// TLS settings ([`Tls`]).
-pub use tls::Tls;
+pub use tls::{Tls, TlsVersion};
 
 /// What can go wrong talking to a broker.
 ///

@@ -48,12 +48,12 @@ pub(crate) struct State {
 }
 
 impl State {
-    pub fn new(protocol: Protocol) -> State {
+    pub fn new(protocol: Protocol, first_packet_id: u16) -> State {
         State {
             protocol,
             rbuf: BytesMut::with_capacity(4096),
             wbuf: BytesMut::new(),
-            next_packet_id: 1,
+            next_packet_id: first_packet_id.max(1),
             next_seq: 0,
             publishes: HashMap::new(),
             subscribes: HashMap::new(),

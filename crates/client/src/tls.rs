@@ -47,16 +47,41 @@ impl Tls {
         identity: Option<(&Path, &Path)>,
         verify_hostname: bool,
     ) -> Result<Tls, String> {
+        Tls::trusting(&[ca_file], identity, verify_hostname, TlsVersion::Any)
+    }
+
+    /// Like [`Tls::new`], trusting the CA certificates of several PEM files (a bridge's
+    /// `bridge_cafile` and the files of its `bridge_capath`) and speaking only `version`.
+    ///
+    /// ```no_run
+    /// # use std::path::Path;
+    /// use cauldron_client::{Tls, TlsVersion};
+    /// let tls = Tls::trusting(&[Path::new("ca.crt")], None, true, TlsVersion::Tls13).unwrap();
+    /// ```
+    pub fn trusting(
+        ca_files: &[&Path],
+        identity: Option<(&Path, &Path)>,
+        verify_hostname: bool,
+        version: TlsVersion,
+    ) -> Result<Tls, String> {
         let mut roots = RootCertStore::empty();
-        for cert in CertificateDer::pem_file_iter(ca_file).map_err(|e| file_error(ca_file, e))? {
-            roots.add(cert.map_err(|e| file_error(ca_file, e))?).map_err(|e| file_error(ca_file, e))?;
+        for ca_file in ca_files {
+            for cert in CertificateDer::pem_file_iter(ca_file).map_err(|e| file_error(ca_file, e))? {
+                roots.add(cert.map_err(|e| file_error(ca_file, e))?).map_err(|e| file_error(ca_file, e))?;
+            }
         }
+        let ca_file = ca_files.first().copied().unwrap_or(Path::new("(no CA file)"));
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let verifier = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider))
             .build()
             .map_err(|e| file_error(ca_file, e))?;
+        let versions: &[&rustls::SupportedProtocolVersion] = match version {
+            TlsVersion::Any => rustls::DEFAULT_VERSIONS,
+            TlsVersion::Tls12 => &[&rustls::version::TLS12],
+            TlsVersion::Tls13 => &[&rustls::version::TLS13],
+        };
         let builder = ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
+            .with_protocol_versions(versions)
             .map_err(|e| e.to_string())?;
         let builder = if verify_hostname {
             builder.with_webpki_verifier(verifier)
@@ -76,6 +101,18 @@ impl Tls {
         };
         Ok(Tls { config: Arc::new(config) })
     }
+}
+
+/// Which TLS versions a connection may use ([`Tls::trusting`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TlsVersion {
+    /// TLS 1.2 or 1.3, whichever the server prefers.
+    #[default]
+    Any,
+    /// TLS 1.2 only.
+    Tls12,
+    /// TLS 1.3 only.
+    Tls13,
 }
 
 /// Checks the chain like the web PKI verifier but forgives a certificate for another name.

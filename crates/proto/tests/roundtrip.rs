@@ -126,6 +126,7 @@ fn connect(p: Protocol) -> impl Strategy<Value = Packet> {
                 username,
                 password,
                 properties: props_for(p, properties),
+                bridge: false,
             }))
         })
 }

@@ -90,13 +90,20 @@ impl Hash {
 
     fn parse(text: &str) -> Result<Hash, String> {
         let b64 = |s: &str| BASE64.decode(s).map_err(|e| format!("bad base64 ({e})"));
+        // Both are SHA-512 outputs; a shorter one is a truncated line, not a hash.
+        let digest = |s: &str| match b64(s)? {
+            hash if hash.len() == 64 => Ok(hash),
+            hash => Err(format!("a hash of {} bytes; SHA-512 makes 64", hash.len())),
+        };
         if text.starts_with("$argon2id$") {
             PasswordHash::new(text).map_err(|e| format!("bad argon2id hash ({e})"))?;
             return Ok(Hash::Argon2id(text.to_string()));
         }
         let parts: Vec<&str> = text.split('$').collect();
         match parts.as_slice() {
-            ["", "6", salt, hash] => Ok(Hash::Sha512 { salt: b64(salt)?, hash: b64(hash)? }),
+            ["", "6", salt, hash] if !salt.is_empty() => {
+                Ok(Hash::Sha512 { salt: b64(salt)?, hash: digest(hash)? })
+            }
             ["", "7", iterations, salt, hash] => {
                 let iterations =
                     iterations.parse().map_err(|_| format!("bad iteration count {iterations:?}"))?;
@@ -104,7 +111,7 @@ impl Hash {
                 if salt.len() != 12 && salt.len() != 64 {
                     return Err(format!("salt of {} bytes; Mosquitto writes 12 or 64", salt.len()));
                 }
-                Ok(Hash::Pbkdf2 { iterations, salt, hash: b64(hash)? })
+                Ok(Hash::Pbkdf2 { iterations, salt, hash: digest(hash)? })
             }
             _ => Err("not a $6$, $7$ or $argon2id$ hash".into()),
         }
@@ -141,6 +148,9 @@ impl PasswordFile {
                 continue;
             }
             let (user, hash) = line.split_once(':').ok_or((i + 1, "expected username:hash".to_string()))?;
+            if user.is_empty() {
+                return Err((i + 1, "no user name before the ':'".into()));
+            }
             let hash = Hash::parse(hash).map_err(|problem| (i + 1, format!("user {user:?}: {problem}")))?;
             users.insert(user.to_string(), hash);
         }
@@ -253,9 +263,39 @@ bob:$7$101$PKYtOCvUgVAmO8TE$o17d0s0O8lrPtj73YbkA1S5lEMROHUCa0AoU4MysaMcFvu+LPIxi
     #[test]
     fn bad_lines_name_their_line() {
         assert_eq!(PasswordFile::parse("a:$7$101$x$y\n").unwrap_err().0, 1);
-        let (line, problem) = PasswordFile::parse("ok:$6$YQ==$YQ==\nnocolon\n").unwrap_err();
+        let ok = format!("ok:$6$YQ==${}", BASE64.encode([7u8; 64]));
+        let (line, problem) = PasswordFile::parse(&format!("{ok}\nnocolon\n")).unwrap_err();
         assert_eq!((line, problem.as_str()), (2, "expected username:hash"));
         assert!(PasswordFile::parse("p:plaintext\n").unwrap_err().1.contains("not a $6$"));
+    }
+
+    /// 09-pwfile-parse-invalid: blank lines and comments, first or last, are no error; each
+    /// line Mosquitto would drop its user for stops the start, naming the line
+    /// (docs/COMPATIBILITY.md says why).
+    #[test]
+    fn mosquittos_invalid_password_lines() {
+        let good = "test:$6$njERlZMi/7DzNB9E$iiavfuXvUm8iyDZArTy7smTxh07GXXOrOsqxfW6gkOYVXHGk+W+i/8d3xDxrMwEPygEBhoA8A/gjQC0N2M4Lkw==";
+        for (first, last) in [("", ""), ("#comment", "#comment"), ("", "#comment")] {
+            let file = PasswordFile::parse(&format!("{first}\n{good}\n{last}\n")).unwrap();
+            assert!(file.check("test", b"test"), "{first:?} {last:?}");
+        }
+        let hash = &good["test:".len()..];
+        for bad in [
+            "bad:".to_string(),
+            "bad:bad".into(),
+            "bad:$".into(),
+            "bad:$6".into(),
+            "bad:$6$".into(),
+            "bad:$6$njERlZMi/7DzNB9E".into(),
+            "bad:$6$njERlZMi/7DzNB9E$".into(),
+            format!("bad:{}", hash.replacen("$6$", "$5$", 1)),
+            format!(":{hash}"),
+            format!("bad:{}", hash.replacen("lZMi", "{ZMi", 1)),
+            format!("bad:{}", hash.replacen("XvUm8", "Xv{}8", 1)),
+        ] {
+            let refused = PasswordFile::parse(&format!("{bad}\n{good}\n"));
+            assert_eq!(refused.err().map(|(line, _)| line), Some(1), "{bad:?}");
+        }
     }
 }
 

@@ -30,6 +30,10 @@ use crate::router::{Entry, Match, Router};
 use crate::session::{Delivery, Enqueued, Limits, SessionHandle};
 use crate::store::{self, Durability, Op, Persistence, Snapshot, Store, StoreError, StoredMessage, Ticket};
 
+/// How long a CONNECT waits for the connection it takes over to handle what it had received:
+/// a poll of that connection's task, unless its worker is busy.
+const SETTLE_BOUND: std::time::Duration = std::time::Duration::from_millis(500);
+
 pub struct Broker {
     pub config: Config,
     router: RwLock<Router>,
@@ -48,6 +52,9 @@ pub struct Broker {
     /// Payload bytes queued across all sessions, for the memory ceiling.
     queued_memory: Arc<std::sync::atomic::AtomicUsize>,
     pub metrics: Arc<Metrics>,
+    /// Running bridges, for `/metrics`, and their tasks, which end before the store closes.
+    bridges: Mutex<Vec<Arc<crate::bridge::BridgeStatus>>>,
+    bridge_tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     started: Instant,
 }
 
@@ -144,6 +151,8 @@ impl Broker {
             retained: RwLock::default(),
             sessions: Mutex::default(),
             metrics: Arc::new(Metrics::new()),
+            bridges: Mutex::default(),
+            bridge_tasks: Mutex::default(),
             started: Instant::now(),
             queued_memory: Arc::default(),
         }
@@ -249,7 +258,7 @@ impl Broker {
             let retain = message.retain && group.iter().any(|e| e.options.retain_as_published);
             let delivery = Delivery {
                 message: Arc::clone(&message),
-                qos: granted.min(message.qos),
+                qos: self.outgoing_qos(granted, message.qos),
                 // Forwarded messages carry retain 0 unless Retain As Published [MQTT-3.3.1-9].
                 retain,
                 subscription_ids: group.iter().filter_map(|e| e.subscription_id).collect(),
@@ -267,7 +276,7 @@ impl Broker {
         for (entry, filter) in shared {
             let delivery = Delivery {
                 message: Arc::clone(&message),
-                qos: entry.options.qos.min(message.qos),
+                qos: self.outgoing_qos(entry.options.qos, message.qos),
                 retain: message.retain && entry.options.retain_as_published,
                 subscription_ids: entry.subscription_id.into_iter().collect(),
                 shared: Some(filter),
@@ -356,7 +365,7 @@ impl Broker {
         let deliveries = retained
             .into_iter()
             .map(|message| Delivery {
-                qos: message.qos.min(options.qos),
+                qos: self.outgoing_qos(options.qos, message.qos),
                 retain: true,
                 subscription_ids: subscription_id.into_iter().collect(),
                 shared: None,
@@ -396,10 +405,11 @@ impl Broker {
                 drop(self.flush_session(&existing));
                 return (existing, true);
             }
-            // The old session ends here, and with it the wait of a delayed will.
-            if let Some(will) = delayed_will {
-                self.publish_detached(will);
-            }
+            // A new connection for the client id came within the will delay: the will is not
+            // sent [MQTT-3.1.2-8], though the old session ends here; nor is one the taken-over
+            // connection has yet to park.
+            drop(delayed_will);
+            existing.lock().superseded = true;
             self.end_session(&existing);
         }
         let handle = self.new_session(client_id);
@@ -410,6 +420,12 @@ impl Broker {
     /// Called when a connection ends. A session that does not persist is discarded with its
     /// subscriptions; a persistent one stays to collect messages.
     pub fn close_session(&self, session: &Arc<SessionHandle>, connection: u64) {
+        self.release_session(session, connection);
+        // A successor waiting in `settle_connection` finds the session as this left it.
+        session.notify_settled();
+    }
+
+    fn release_session(&self, session: &Arc<SessionHandle>, connection: u64) {
         let (persistent, handed_back) = {
             let mut state = session.lock();
             if !state.detach(connection, Instant::now()) {
@@ -432,6 +448,15 @@ impl Broker {
         self.end_session(session);
     }
 
+    /// Before a CONNECT for `client_id` opens its session: lets a connection still attached
+    /// to it handle what it already received (see `SessionHandle::settle_connection`).
+    pub async fn settle_predecessor(&self, client_id: &ByteString) {
+        let existing = lock!(self.sessions.lock()).get(client_id).cloned();
+        if let Some(existing) = existing {
+            existing.settle_connection(SETTLE_BOUND).await;
+        }
+    }
+
     /// Offers unacknowledged shared-subscription messages of a departing member to another
     /// connected member; with none, the departing session keeps them.
     fn reroute_shared(&self, leaving: &Arc<SessionHandle>, deliveries: Vec<Delivery>) {
@@ -440,7 +465,7 @@ impl Broker {
             let filter = delivery.shared.clone().unwrap_or_default();
             let other = lock!(self.router.read()).other_member(&filter, leaving);
             let (target, qos) = match &other {
-                Some(entry) => (&entry.session, entry.options.qos.min(delivery.message.qos)),
+                Some(entry) => (&entry.session, self.outgoing_qos(entry.options.qos, delivery.message.qos)),
                 None => (leaving, delivery.qos),
             };
             target.deliver(Delivery { qos, seq: 0, ..delivery }, &mut ops);
@@ -486,6 +511,16 @@ impl Broker {
         drop(router);
         if stored {
             drop(self.submit(vec![Op::DeleteSession(session.client_id.to_string())]));
+        }
+    }
+
+    /// The QoS a message published at `published` goes out at to a subscription granted
+    /// `granted`: the lower of the two (section 3.8.4 of both specifications), unless the operator asked for the
+    /// subscription's (`upgrade_outgoing_qos`).
+    fn outgoing_qos(&self, granted: QoS, published: QoS) -> QoS {
+        match self.config.upgrade_outgoing_qos {
+            true => granted,
+            false => granted.min(published),
         }
     }
 
@@ -565,6 +600,25 @@ impl Broker {
     }
 
     /// How long the broker has run.
+    pub(crate) fn add_bridge(
+        &self,
+        status: Arc<crate::bridge::BridgeStatus>,
+        task: tokio::task::JoinHandle<()>,
+    ) {
+        lock!(self.bridges.lock()).push(status);
+        lock!(self.bridge_tasks.lock()).push(task);
+    }
+
+    /// Waits for the bridges to end (after shutdown), at most `bound`.
+    pub async fn bridges_stopped(&self, bound: std::time::Duration) {
+        let tasks = std::mem::take(&mut *lock!(self.bridge_tasks.lock()));
+        let _ = tokio::time::timeout(bound, futures_util::future::join_all(tasks)).await;
+    }
+
+    pub fn bridges(&self) -> Vec<Arc<crate::bridge::BridgeStatus>> {
+        lock!(self.bridges.lock()).clone()
+    }
+
     pub fn uptime(&self) -> std::time::Duration {
         self.started.elapsed()
     }

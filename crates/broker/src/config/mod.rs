@@ -60,6 +60,9 @@ pub struct Config {
     pub topic_alias_maximum: u16,
     /// Highest QoS the broker accepts and grants (Mosquitto: max_qos).
     pub max_qos: cauldron_proto::QoS,
+    /// Deliver at the subscription's QoS even when published lower (Mosquitto:
+    /// upgrade_outgoing_qos). Off by default, as the spec has it: "the lower of" the two.
+    pub upgrade_outgoing_qos: bool,
     /// Whether retained messages are supported (Mosquitto: retain_available).
     pub retain_available: bool,
     pub wildcard_subscription_available: bool,
@@ -121,6 +124,7 @@ impl Default for Config {
             auto_id_prefix: "auto-".to_string(),
             topic_alias_maximum: 10,
             max_qos: cauldron_proto::QoS::ExactlyOnce,
+            upgrade_outgoing_qos: false,
             retain_available: true,
             wildcard_subscription_available: true,
             subscription_identifier_available: true,

@@ -10,6 +10,7 @@ use cauldron_proto::QoS;
 
 use super::setup::{ListenerSpec, Setup};
 use super::Config;
+use crate::bridge::{keys, BridgeSpec};
 use crate::tls::{TlsSettings, TlsVersions};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -53,6 +54,8 @@ struct Reader {
     allow_anonymous: Option<bool>,
     /// `per_listener_settings true`: auth keys inside a listener block are that listener's.
     per_listener: bool,
+    /// The `connection` block being read: bridge keys go to it.
+    bridge: Option<BridgeSpec>,
 }
 
 fn parse_bool(value: &str) -> Result<bool, String> {
@@ -98,6 +101,15 @@ impl Reader {
         }
     }
 
+    /// Ends the `connection` block being read, if any; it must be complete.
+    fn finish_bridge(&mut self) -> Result<(), String> {
+        if let Some(bridge) = self.bridge.take() {
+            bridge.check()?;
+            self.setup.bridges.push(bridge);
+        }
+        Ok(())
+    }
+
     fn apply(&mut self, key: &str, value: &str, base: &Path) -> Result<(), String> {
         let path = |v: &str| -> PathBuf {
             let p = PathBuf::from(v);
@@ -107,6 +119,25 @@ impl Reader {
                 p
             }
         };
+        if key == "connection" {
+            self.finish_bridge()?;
+            if self.setup.bridges.iter().any(|b| b.name == value) {
+                return Err(format!("a second bridge named {value:?}"));
+            }
+            self.bridge = Some(BridgeSpec::new(value));
+            return Ok(());
+        }
+        // Inside a `connection` block, bridge keys are that bridge's; the rest are the broker's.
+        if let Some(bridge) = &mut self.bridge {
+            match keys::apply(bridge, key, value, &path)? {
+                keys::Applied::Done => return Ok(()),
+                keys::Applied::Ignored(why) => {
+                    self.setup.warnings.push(format!("{key}: ignored ({why})"));
+                    return Ok(());
+                }
+                keys::Applied::NotBridge => {}
+            }
+        }
         let config = &mut self.setup.config;
         match key {
             "listener" => {
@@ -231,6 +262,7 @@ impl Reader {
                 }
             }
             "retain_available" => config.retain_available = parse_bool(value)?,
+            "upgrade_outgoing_qos" => config.upgrade_outgoing_qos = parse_bool(value)?,
             "sys_interval" => config.sys_interval = parse_num(value)?,
             "allow_zero_length_clientid" => config.allow_zero_length_clientid = parse_bool(value)?,
             "auto_id_prefix" => config.auto_id_prefix = value.to_string(),
@@ -302,9 +334,16 @@ pub fn read(path: &Path) -> Result<Setup, ConfError> {
         current: None,
         allow_anonymous: None,
         per_listener: false,
+        bridge: None,
     };
     read_file(&mut reader, path, true)?;
     reader.finish_listener();
+    reader.finish_bridge().map_err(|problem| ConfError {
+        file: path.display().to_string(),
+        line: 0,
+        key: "connection".into(),
+        problem,
+    })?;
     let Reader { mut setup, default_listener, allow_anonymous, .. } = reader;
     if default_listener.addr.is_some() {
         setup.listeners.insert(0, default_listener);

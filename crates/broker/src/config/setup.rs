@@ -41,6 +41,8 @@ pub struct Setup {
     pub listeners: Vec<ListenerSpec>,
     pub password_file: Option<PathBuf>,
     pub acl_file: Option<PathBuf>,
+    /// Bridges to other brokers (`connection` blocks, `[[bridge]]` tables).
+    pub bridges: Vec<crate::bridge::BridgeSpec>,
     /// Settings that were read but that cauldron does not act on, one line each.
     pub warnings: Vec<String>,
 }
@@ -114,6 +116,9 @@ impl Setup {
             c.retain_available,
             c.persistent_client_expiration.map(|d| format!("{}s", d.as_secs())).unwrap_or_else(|| "never".into()),
         ));
+        for bridge in &self.bridges {
+            out.push_str(&bridge.describe());
+        }
         for warning in &self.warnings {
             out.push_str(&format!("warning: {warning}\n"));
         }

@@ -10,6 +10,7 @@ use serde::Deserialize;
 use super::mosquitto::parse_expiration;
 use super::setup::{ListenerAuthSpec, ListenerSpec, Setup};
 use super::Config;
+use crate::bridge::{keys, BridgeSpec};
 use crate::tls::{TlsSettings, TlsVersions};
 
 #[derive(Debug, Deserialize)]
@@ -35,11 +36,16 @@ struct File {
     relaxed_commit_ms: Option<u64>,
     sys_interval: Option<u64>,
     retain_available: Option<bool>,
+    upgrade_outgoing_qos: Option<bool>,
     allow_zero_length_clientid: Option<bool>,
     auto_id_prefix: Option<String>,
     reason_strings: Option<bool>,
+    auth_failure_delay_ms: Option<u64>,
     #[serde(default, rename = "listener")]
     listeners: Vec<ListenerFile>,
+    /// `[[bridge]]` tables: mosquitto.conf's bridge keys, read by `bridge::keys`.
+    #[serde(default, rename = "bridge")]
+    bridges: Vec<toml::Table>,
     #[serde(default)]
     recorder: RecorderToml,
 }
@@ -153,9 +159,13 @@ pub fn read(path: &Path) -> Result<TomlSetup, TomlError> {
         },
         sys_interval: parsed.sys_interval.unwrap_or(defaults.sys_interval),
         retain_available: parsed.retain_available.unwrap_or(true),
+        upgrade_outgoing_qos: parsed.upgrade_outgoing_qos.unwrap_or(false),
         allow_zero_length_clientid: parsed.allow_zero_length_clientid.unwrap_or(true),
         auto_id_prefix: parsed.auto_id_prefix.unwrap_or(defaults.auto_id_prefix.clone()),
         reason_strings: parsed.reason_strings.unwrap_or(false),
+        auth_failure_delay: parsed
+            .auth_failure_delay_ms
+            .map_or(defaults.auth_failure_delay, std::time::Duration::from_millis),
         ..defaults
     };
     let mut listeners = Vec::new();
@@ -212,12 +222,22 @@ pub fn read(path: &Path) -> Result<TomlSetup, TomlError> {
     if listeners.is_empty() {
         listeners.push(ListenerSpec { addr: Some(default_listener), ..ListenerSpec::default() });
     }
+    let mut warnings = Vec::new();
+    let mut bridges = Vec::new();
+    for table in parsed.bridges {
+        let bridge = read_bridge(table, &resolve, &mut warnings).map_err(error)?;
+        if bridges.iter().any(|b: &BridgeSpec| b.name == bridge.name) {
+            return Err(error(format!("a second bridge named {:?}", bridge.name)));
+        }
+        bridges.push(bridge);
+    }
     let setup = Setup {
         config,
         listeners,
         password_file: parsed.password_file.map(resolve),
         acl_file: parsed.acl_file.map(resolve),
-        warnings: Vec::new(),
+        bridges,
+        warnings,
     };
     Ok(TomlSetup {
         setup,
@@ -225,6 +245,48 @@ pub fn read(path: &Path) -> Result<TomlSetup, TomlError> {
         relaxed_commit_ms: parsed.relaxed_commit_ms,
         recorder: parsed.recorder,
     })
+}
+
+/// One `[[bridge]]` table: `connection` names it; every other key is a mosquitto.conf bridge
+/// key, a list standing for the key repeated (`topic = ["a/# out 1", "b/# in"]`).
+fn read_bridge(
+    mut table: toml::Table,
+    resolve: &dyn Fn(PathBuf) -> PathBuf,
+    warnings: &mut Vec<String>,
+) -> Result<BridgeSpec, String> {
+    let name = match table.remove("connection") {
+        Some(toml::Value::String(name)) if !name.is_empty() => name,
+        _ => return Err("a [[bridge]] needs connection = \"its name\"".into()),
+    };
+    let mut spec = BridgeSpec::new(&name);
+    let path = |p: &str| resolve(PathBuf::from(p));
+    for (key, value) in table {
+        let values = match value {
+            toml::Value::Array(values) => values,
+            value => vec![value],
+        };
+        for value in values {
+            let text = match value {
+                toml::Value::String(s) => s,
+                toml::Value::Integer(n) => n.to_string(),
+                toml::Value::Boolean(b) => b.to_string(),
+                other => {
+                    return Err(format!("bridge {name:?}: {key}: {other:?} is not a string, number or bool"))
+                }
+            };
+            match keys::apply(&mut spec, &key, &text, &path)
+                .map_err(|e| format!("bridge {name:?}: {key}: {e}"))?
+            {
+                keys::Applied::Done => {}
+                keys::Applied::Ignored(why) => {
+                    warnings.push(format!("bridge {name:?}: {key}: ignored ({why})"))
+                }
+                keys::Applied::NotBridge => return Err(format!("bridge {name:?}: unknown key {key:?}")),
+            }
+        }
+    }
+    spec.check()?;
+    Ok(spec)
 }
 
 #[cfg(test)]
@@ -263,6 +325,17 @@ mod tests {
         assert_eq!(auth.password_file, Some(path.parent().unwrap().join("lb-passwd")));
         let both = write("both.toml", "[[listener]]\naddress = \"127.0.0.1:1\"\nunix_socket = \"s\"\n");
         assert!(read(&both).unwrap_err().to_string().contains("exactly one of address and unix_socket"));
+    }
+
+    #[test]
+    fn qos_upgrade_and_refusal_delay() {
+        let path = write("broker.toml", "upgrade_outgoing_qos = true\nauth_failure_delay_ms = 0\n");
+        let config = read(&path).unwrap().setup.config;
+        assert!(config.upgrade_outgoing_qos);
+        assert_eq!(config.auth_failure_delay, std::time::Duration::ZERO);
+        let defaults = read(&write("empty.toml", "")).unwrap().setup.config;
+        assert!(!defaults.upgrade_outgoing_qos);
+        assert_eq!(defaults.auth_failure_delay, std::time::Duration::from_secs(1));
     }
 
     #[test]

@@ -256,6 +256,7 @@ pub(super) async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
             .persistent_client_expiration
             .map_or(u32::MAX, |d| d.as_secs().min(u64::from(u32::MAX - 1)) as u32),
     };
+    broker.settle_predecessor(&client_id).await;
     let (session, session_present) = broker.open_session(&client_id, connect.clean_start);
     let resumes = session.lock().resumes;
     let id = next_connection_id();
@@ -314,6 +315,7 @@ pub(super) async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
         will: connect.will.map(Box::new),
         keep_alive: (keep_alive > 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500)),
         session_expiry_zero: expiry_interval == 0,
+        bridge: connect.bridge,
         auth_method,
         reauth: None,
         alias_out_max: connect.properties.topic_alias_maximum.unwrap_or(0),

@@ -2,7 +2,7 @@
 
 use cauldron_proto::{
     Ack, Auth, ByteString, Disconnect, Packet, Properties, Publish, QoS, ReasonCode, SubAck, Subscribe,
-    UnsubAck, Unsubscribe,
+    Subscription, UnsubAck, Unsubscribe,
 };
 
 use crate::auth;
@@ -268,6 +268,18 @@ impl Connection {
                 codes.push(code);
                 continue;
             }
+            // A 3.x bridge gets what MQTT 5 bridges ask for: its own messages not echoed, and
+            // retain flags as published, as Mosquitto treats one.
+            let bridged;
+            let sub = match self.bridge {
+                true => {
+                    let mut options = sub.options;
+                    (options.no_local, options.retain_as_published) = (true, true);
+                    bridged = Subscription { filter: sub.filter.clone(), options };
+                    &bridged
+                }
+                false => sub,
+            };
             let (code, messages) = self.broker.subscribe(&self.session, sub, subscription_id);
             codes.push(code);
             retained.extend(messages);

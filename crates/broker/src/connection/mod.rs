@@ -159,6 +159,8 @@ struct Connection {
     keep_alive: Option<Duration>,
     /// MQTT 5: the session expiry at CONNECT was 0, so DISCONNECT may not raise it [MQTT-3.14.2-2].
     session_expiry_zero: bool,
+    /// A 3.x bridge said so at CONNECT (`Connect::bridge`): what it published is not sent back.
+    bridge: bool,
     problem_information: bool,
     /// The enhanced authentication method of CONNECT, if any, and a re-authentication under way.
     auth_method: Option<ByteString>,
@@ -478,9 +480,9 @@ impl Connection {
         }
         {
             let mut state = self.session.lock();
-            if state.resumes != self.resumes {
-                // Taken over by a connection that resumed the session: the client is back
-                // within the delay, so there is no will to wait for [MQTT-3.1.3-9].
+            if state.resumes != self.resumes || state.superseded {
+                // Taken over by a new connection for the client id: it is back within the
+                // delay, so there is no will to wait for [MQTT-3.1.2-8].
                 return;
             }
             state.set_pending_will(self.id, message);

@@ -125,6 +125,9 @@ pub struct Running {
     drain: bool,
     /// Packets that arrived with CONNECT are handled (at the first poll).
     started: bool,
+    /// A new connection for the client id is about to take the session over: nothing more is
+    /// read, so nothing the client sent after that connection's CONNECT counts here.
+    settled: bool,
     /// When it was last woken (see `ACTIVE_WITHIN`).
     last_wake: Instant,
     /// When the keep alive runs out; moved by every packet.
@@ -177,6 +180,7 @@ impl Running {
             // Whatever the session holds, and packets that came with CONNECT, go first.
             drain: true,
             started: false,
+            settled: false,
             // Long ago: a connection is not active until it is woken again soon.
             last_wake: Instant::now().checked_sub(ACTIVE_WITHIN).unwrap_or_else(Instant::now),
             deadline,
@@ -227,6 +231,14 @@ impl Running {
         if rung & Doorbell::SHUTDOWN != 0 || self.shutdown.is_cancelled() {
             return Turn::Exit(Exit::Shutdown);
         }
+        if rung & Doorbell::SETTLE != 0 && !self.settled {
+            let exit = self.settle(cx);
+            self.conn.session.notify_settled();
+            if let Some(exit) = exit {
+                return Turn::Exit(exit);
+            }
+        }
+        let conn = &mut self.conn;
         let mut progress = false;
         self.drain |= rung & Doorbell::MESSAGES != 0 || std::mem::take(&mut conn.window_opened);
         if self.drain && conn.wbuf.len() < WRITE_HIGH_WATER {
@@ -276,7 +288,7 @@ impl Running {
             }
         }
         // Too much waiting on commits or taps: stop reading, so TCP slows the client.
-        if conn.pending.len() < MAX_PENDING && conn.paused.is_none() {
+        if conn.pending.len() < MAX_PENDING && conn.paused.is_none() && !self.settled {
             match self.poll_read(cx) {
                 Poll::Ready(Ok(n)) if n > 0 => {
                     metrics::add(&self.conn.broker.metrics.bytes_received, n as u64);
@@ -302,6 +314,31 @@ impl Running {
             true => Turn::Progress,
             false => Turn::Idle,
         }
+    }
+
+    /// Handles what the socket already holds, for a successor waiting to take the session
+    /// over (`Doorbell::SETTLE`): a DISCONNECT there ends this connection as the client meant.
+    /// A connection holding back reads (commits, a pause) leaves them unread.
+    fn settle(&mut self, cx: &mut Context<'_>) -> Option<Exit> {
+        self.settled = true;
+        if self.conn.pending.len() >= MAX_PENDING || self.conn.paused.is_some() {
+            return None;
+        }
+        // Bounded: a client streaming packets does not keep its successor waiting.
+        for _ in 0..TURNS_PER_POLL {
+            match self.poll_read(cx) {
+                Poll::Ready(Ok(n)) if n > 0 => {
+                    metrics::add(&self.conn.broker.metrics.bytes_received, n as u64);
+                    if let Some(exit) = self.conn.process(&mut self.rbuf, &mut self.deadline) {
+                        return Some(exit);
+                    }
+                }
+                // Closed by the client: it is the takeover that ends this connection, so the
+                // will is decided as for one (see `Connection::finish`).
+                _ => return None,
+            }
+        }
+        None
     }
 
     /// Reads what the socket has. A quiet connection reads into the stack and keeps only what

@@ -145,5 +145,43 @@ pub fn render(broker: &Broker) -> String {
         "Operations per store commit (group commit batch size).",
         &m.commit_ops,
     );
+    bridges(&mut out, broker);
     out.0
+}
+
+/// One series per bridge, labelled with its `connection` name.
+fn bridges(out: &mut Out, broker: &Broker) {
+    use crate::bridge::BridgeStatus;
+    let bridges = broker.bridges();
+    if bridges.is_empty() {
+        return;
+    }
+    type Series = (&'static str, &'static str, &'static str, fn(&BridgeStatus) -> u64);
+    let series: [Series; 5] = [
+        ("bridge_connected", "gauge", "1 while the bridge is connected to its remote.", |b| {
+            u64::from(b.connected.load(Ordering::Relaxed))
+        }),
+        ("bridge_messages_in_total", "counter", "Messages the bridge brought in from its remote.", |b| {
+            get(&b.messages_in)
+        }),
+        ("bridge_messages_out_total", "counter", "Messages the bridge's remote took.", |b| {
+            get(&b.messages_out)
+        }),
+        ("bridge_queued_messages", "gauge", "Messages waiting for the bridge's remote.", |b| {
+            b.queued() as u64
+        }),
+        ("bridge_reconnects_total", "counter", "Connections to the remote after the first.", |b| {
+            get(&b.reconnects)
+        }),
+    ];
+    for (name, kind, help, value) in series {
+        out.header(name, kind, help);
+        for bridge in &bridges {
+            out.value(
+                name,
+                &format!("{{bridge=\"{}\"}}", bridge.name.replace(['"', '\\'], "_")),
+                value(bridge),
+            );
+        }
+    }
 }

@@ -37,6 +37,9 @@ impl Doorbell {
     pub const KICK: u8 = 2;
     /// The broker is shutting down.
     pub const SHUTDOWN: u8 = 4;
+    /// A new connection for the client id waits to take the session over: handle what the
+    /// client already sent, then read no more (see `SessionHandle::settle_connection`).
+    pub const SETTLE: u8 = 8;
 
     /// Adds `reason` and wakes the task, unless that reason is already waiting for it: then
     /// a wake-up is already on its way.
@@ -61,6 +64,8 @@ pub struct SessionHandle {
     /// Woken when a queue that went past its limit is back within it: publishers paused on
     /// this subscriber go on.
     room: Notify,
+    /// Woken when the attached connection has settled or closed (`settle_connection`).
+    settled: Notify,
     /// The attached connection and its doorbell: rung when a message is queued, and to close
     /// the connection (takeover, shutdown).
     doorbell: Mutex<Option<(u64, Arc<Doorbell>)>>,
@@ -85,6 +90,7 @@ impl SessionHandle {
             state: Mutex::new(Session::new(&client_id, limits, store, memory)),
             client_id,
             room: Notify::new(),
+            settled: Notify::new(),
             doorbell: Mutex::new(None),
             online: AtomicBool::new(false),
             username: Mutex::new(None),
@@ -168,6 +174,28 @@ impl SessionHandle {
         if let Some((_, bell)) = self.doorbell.lock().unwrap_or_else(|e| e.into_inner()).take() {
             bell.ring(Doorbell::KICK);
         }
+    }
+
+    /// Lets the attached connection handle what its client sent before a new connection for
+    /// the same client id arrived: a client that sends DISCONNECT with Session Expiry 0 and
+    /// reconnects at once must find its session ended, though the two connections are served
+    /// in parallel. Waits at most `bound` for that connection to settle or close.
+    pub async fn settle_connection(&self, bound: std::time::Duration) {
+        let settled = self.settled.notified();
+        tokio::pin!(settled);
+        // Registered before ringing, so an answer that comes at once is not missed.
+        settled.as_mut().enable();
+        let bell = match &*self.doorbell.lock().unwrap_or_else(|e| e.into_inner()) {
+            Some((_, bell)) => Arc::clone(bell),
+            None => return,
+        };
+        bell.ring(Doorbell::SETTLE);
+        let _ = tokio::time::timeout(bound, settled).await;
+    }
+
+    /// The attached connection has settled or closed.
+    pub fn notify_settled(&self) {
+        self.settled.notify_waiters();
     }
 
     pub fn is_online(&self) -> bool {

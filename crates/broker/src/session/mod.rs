@@ -171,6 +171,9 @@ pub struct Session {
     /// How many times a new connection resumed this session: a connection that was taken over
     /// sees it change and knows its client is already back.
     pub resumes: u64,
+    /// A new connection for the client id ended this session (clean start): a will its last
+    /// connection would park for a delay is not sent [MQTT-3.1.2-8].
+    pub superseded: bool,
     /// The broker keeps a store: persistent sessions journal their changes.
     store: bool,
     /// Whether this session has a stored record (so discarding it must delete that).
@@ -208,6 +211,7 @@ impl Session {
             stalled: false,
             pending_will: None,
             resumes: 0,
+            superseded: false,
             store,
             stored: false,
             next_seq: 1,

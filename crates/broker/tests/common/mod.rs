@@ -114,6 +114,7 @@ impl Raw {
             username: None,
             password: None,
             properties: Properties::default(),
+            bridge: false,
         }
     }
 

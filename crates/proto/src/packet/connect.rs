@@ -21,7 +21,14 @@ pub struct Connect {
     pub username: Option<ByteString>,
     pub password: Option<Bytes>,
     pub properties: Properties,
+    /// A 3.x bridge announcing itself (Mosquitto's `try_private`): the protocol level carries
+    /// 0x80, and the server should not send back what the bridge published to it.
+    pub bridge: bool,
 }
+
+/// Set on the protocol level by a 3.x bridge (see `Connect::bridge`); MQTT 5 bridges use
+/// No Local instead.
+const BRIDGE_LEVEL: u8 = 0x80;
 
 /// The message the server publishes when the connection ends without DISCONNECT.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,7 +51,8 @@ impl Connect {
     pub(super) fn read(r: &mut Reader) -> Result<Connect, DecodeError> {
         let name = r.binary()?;
         let level = r.u8()?;
-        let protocol = match (&name[..], level) {
+        let bridge = level & BRIDGE_LEVEL != 0 && level != 5 | BRIDGE_LEVEL;
+        let protocol = match (&name[..], if bridge { level & !BRIDGE_LEVEL } else { level }) {
             (b"MQTT", 4) => Protocol::V3_1_1,
             (b"MQTT", 5) => Protocol::V5,
             (b"MQIsdp", 3) => Protocol::V3_1,
@@ -86,6 +94,7 @@ impl Connect {
             username,
             password,
             properties,
+            bridge,
         })
     }
 
@@ -118,7 +127,10 @@ impl Connect {
     pub(super) fn write(&self, dst: &mut BytesMut) {
         let p = self.protocol;
         put_binary(dst, p.name().as_bytes());
-        dst.put_u8(p.level());
+        dst.put_u8(match self.bridge && !p.is_v5() {
+            true => p.level() | BRIDGE_LEVEL,
+            false => p.level(),
+        });
         let mut flags = 0;
         if self.username.is_some() {
             flags |= USERNAME;

@@ -56,6 +56,7 @@ fn connect_3_1_1_with_will_user_and_password() {
         username: Some("u1".into()),
         password: Some(Bytes::from_static(b"pw")),
         properties: Properties::default(),
+        bridge: false,
     };
     exact(&bytes, Packet::Connect(Box::new(connect)), Protocol::V3_1_1);
 }
@@ -97,6 +98,7 @@ fn connect_5_with_properties() {
             receive_maximum: Some(10),
             ..Properties::default()
         },
+        bridge: false,
     };
     exact(&bytes, Packet::Connect(Box::new(connect)), Protocol::V5);
 }

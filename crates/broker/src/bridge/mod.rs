@@ -1,0 +1,525 @@
+//! Bridges: this broker as a client of another one, relaying chosen topics either way
+//! (Mosquitto's `connection` blocks).
+//!
+//! The local end is a session of this broker like any client's, named `local_clientid`: its
+//! subscriptions are the outbound topics, its queue holds what waits for the remote, and it is
+//! persistent, so queued QoS 1/2 messages are stored and outlive a remote that is down or a
+//! restart. While the remote is connected the session is attached to the bridge task, which
+//! drains it into the remote through the client crate and acknowledges each message locally
+//! only once the remote has acknowledged it. The remote end is a `cauldron_client::Client`.
+
+pub mod keys;
+mod spec;
+
+use std::future::poll_fn;
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::Poll;
+use std::time::Duration;
+
+use cauldron_client::{Client, Messages, Options, Tls, TlsVersion};
+use cauldron_proto::{
+    ByteString, Packet, Properties, Protocol, Publish, QoS, RetainHandling, SubOptions, Subscription,
+};
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use tokio::time::{sleep, Instant};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+pub use spec::{BridgeSpec, BridgeTls, Direction, Restart, StartType, TopicRule};
+
+use crate::authz::ClientInfo;
+use crate::broker::Broker;
+use crate::message::Message;
+use crate::session::{next_connection_id, Doorbell, Outgoing, SessionHandle};
+
+/// Messages taken from the local queue per turn.
+const DRAIN_BUDGET: usize = 64;
+
+/// What `/metrics` shows of a bridge.
+#[derive(Default)]
+pub struct BridgeStatus {
+    pub name: String,
+    pub connected: AtomicBool,
+    /// Messages brought in from the remote and published here.
+    pub messages_in: AtomicU64,
+    /// Messages the remote took (acknowledged, for QoS 1 and 2).
+    pub messages_out: AtomicU64,
+    /// Connections made to the remote after the first.
+    pub reconnects: AtomicU64,
+    session: Mutex<Option<Arc<SessionHandle>>>,
+}
+
+impl BridgeStatus {
+    /// Messages waiting in the local queue for the remote, sent or not.
+    pub fn queued(&self) -> usize {
+        let session = self.session.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        session.map_or(0, |s| {
+            let state = s.lock();
+            state.queued() + state.inflight()
+        })
+    }
+}
+
+/// Builds the client TLS settings of a bridge; an unreadable file stops the start.
+pub fn client_tls(tls: &BridgeTls) -> Result<Tls, String> {
+    let mut files = Vec::new();
+    files.extend(tls.cafile.clone());
+    if let Some(dir) = &tls.capath {
+        let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let mut found: Vec<_> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "pem" || x == "crt"))
+            .collect();
+        found.sort();
+        files.extend(found);
+    }
+    let files: Vec<&std::path::Path> = files.iter().map(|p| p.as_path()).collect();
+    let identity = tls.certfile.as_deref().zip(tls.keyfile.as_deref());
+    let version = match tls.version.as_deref() {
+        None => TlsVersion::Any,
+        Some("tlsv1.2") => TlsVersion::Tls12,
+        Some("tlsv1.3") => TlsVersion::Tls13,
+        Some(other) => return Err(format!("bridge_tls_version {other:?}: expected tlsv1.2 or tlsv1.3")),
+    };
+    Tls::trusting(&files, identity, !tls.insecure, version)
+}
+
+/// Starts a bridge; it runs until `shutdown` (`Broker::bridges_stopped` waits for it). `tls`
+/// is the client TLS made by `client_tls`.
+pub fn start(broker: &Arc<Broker>, spec: BridgeSpec, tls: Option<Tls>, shutdown: CancellationToken) {
+    let status = Arc::new(BridgeStatus { name: spec.name.clone(), ..BridgeStatus::default() });
+    let bridge = Bridge {
+        broker: Arc::clone(broker),
+        spec: Arc::new(spec),
+        tls,
+        status: Arc::clone(&status),
+        shutdown,
+        next_id: AtomicU16::new(1),
+    };
+    broker.add_bridge(status, tokio::spawn(bridge.run()));
+}
+
+struct Bridge {
+    broker: Arc<Broker>,
+    spec: Arc<BridgeSpec>,
+    tls: Option<Tls>,
+    status: Arc<BridgeStatus>,
+    shutdown: CancellationToken,
+    /// The next packet id towards the remote: counted on across connections, so a resumed
+    /// remote session never sees an id reused early (and ids are as Mosquitto's bridges give).
+    next_id: AtomicU16,
+}
+
+/// Why a connection to the remote ended.
+enum Ended {
+    Shutdown,
+    Lost,
+    /// `lazy`: quiet for `idle_timeout`.
+    Idle,
+}
+
+impl Bridge {
+    async fn run(self) {
+        let spec = &self.spec;
+        let session = self.open_local(spec.local_clean());
+        *self.status.session.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::clone(&session));
+        self.notify_local(false);
+        let (mut failures, mut address, mut connections) = (0u32, 0usize, 0u64);
+        loop {
+            if spec.start == StartType::Lazy && !self.wait_for_threshold(&session).await {
+                break;
+            }
+            let target = &spec.addresses[address % spec.addresses.len()];
+            let connected = tokio::select! {
+                connected = self.connect(target) => connected,
+                _ = self.shutdown.cancelled() => break,
+            };
+            match connected {
+                Ok((client, messages)) => {
+                    info!(bridge = %spec.name, remote = %target, "Connected to bridge remote.");
+                    failures = 0;
+                    connections += 1;
+                    if connections > 1 {
+                        self.status.reconnects.fetch_add(1, Ordering::Relaxed);
+                    }
+                    let ended = self.serve(&session, client, messages).await;
+                    if matches!(ended, Ended::Shutdown) {
+                        break;
+                    }
+                    info!(bridge = %spec.name, remote = %target, "Bridge connection ended.");
+                    // Round robin goes on to the next address; otherwise the first is preferred.
+                    address = if spec.round_robin { address + 1 } else { 0 };
+                    if matches!(ended, Ended::Idle) {
+                        continue;
+                    }
+                }
+                Err(e) => {
+                    warn!(bridge = %spec.name, remote = %target, "Bridge connection failed: {e}");
+                    failures += 1;
+                    address += 1;
+                }
+            }
+            if spec.start == StartType::Once {
+                break;
+            }
+            let wait = spec.restart.delay(failures.max(1));
+            tokio::select! {
+                _ = sleep(wait) => {}
+                _ = self.shutdown.cancelled() => break,
+            }
+        }
+    }
+
+    /// Opens the bridge's session here (resuming it unless `clean`); it never expires.
+    fn open_local(&self, clean: bool) -> Arc<SessionHandle> {
+        let client_id = ByteString::from(self.spec.local_clientid.as_str());
+        let (session, _) = self.broker.open_session(&client_id, clean);
+        {
+            let mut state = session.lock();
+            state.expiry_interval = u32::MAX;
+            state.journal_record();
+        }
+        drop(self.broker.flush_session(&session));
+        session
+    }
+
+    fn local_client(&self) -> ClientInfo {
+        ClientInfo {
+            client_id: self.spec.local_clientid.as_str().into(),
+            username: self.spec.local_username.as_deref().map(Into::into),
+        }
+    }
+
+    /// Counts one packet id used towards the remote (the client gives them in the same order).
+    fn used_id(&self) {
+        let _ = self
+            .next_id
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |id| Some(id.checked_add(1).unwrap_or(1)));
+    }
+
+    /// `lazy`: waits until `threshold` messages are queued. False on shutdown.
+    async fn wait_for_threshold(&self, session: &SessionHandle) -> bool {
+        loop {
+            if session.lock().queued() >= self.spec.threshold {
+                return true;
+            }
+            tokio::select! {
+                _ = sleep(Duration::from_millis(250)) => {}
+                _ = self.shutdown.cancelled() => return false,
+            }
+        }
+    }
+
+    async fn connect(&self, address: &str) -> Result<(Client, Messages), cauldron_client::Error> {
+        let spec = &self.spec;
+        let address = match address.rsplit_once(':') {
+            Some((_, port)) if port.parse::<u16>().is_ok() => address.to_string(),
+            _ => format!("{address}:{}", if self.tls.is_some() { 8883 } else { 1883 }),
+        };
+        let mut options = Options::new(address, spec.remote_clientid.as_str())
+            .protocol(spec.protocol)
+            .clean_start(spec.clean_session)
+            .keep_alive(spec.keep_alive);
+        options.first_packet_id = self.next_id.load(Ordering::Relaxed);
+        options.bridge = spec.try_private && !spec.protocol.is_v5();
+        options.username = spec.remote_username.as_deref().map(Into::into);
+        options.password = spec.remote_password.clone().map(|p| p.into_bytes().into());
+        if spec.notifications && !spec.notifications_local_only {
+            // The remote says the bridge is gone when it goes without a word.
+            options = options.will(spec.state_topic(), "0", QoS::AtLeastOnce, true);
+        }
+        if spec.protocol.is_v5() {
+            options.properties = Properties {
+                session_expiry_interval: spec.session_expiry_interval,
+                // What this broker lets any client have in flight towards it, as Mosquitto.
+                receive_maximum: spec
+                    .receive_maximum
+                    .or(Some(self.broker.config.max_inflight_messages.clamp(1, 65_535) as u16)),
+                maximum_packet_size: spec.max_packet_size,
+                ..Properties::default()
+            };
+        }
+        if let Some(tls) = &self.tls {
+            options = options.tls(tls.clone());
+        }
+        let (client, messages) = Client::connect(options).await?;
+        let v5 = spec.protocol.is_v5();
+        let filters: Vec<Subscription> = spec
+            .topics
+            .iter()
+            .filter(|rule| rule.direction.inbound())
+            .map(|rule| Subscription {
+                filter: rule.remote_filter().into(),
+                options: SubOptions {
+                    qos: rule.qos,
+                    // An MQTT 5 remote is asked not to echo; a 3.x one knows from try_private.
+                    no_local: v5 && spec.try_private,
+                    retain_as_published: v5,
+                    retain_handling: RetainHandling::OnSubscribe,
+                },
+            })
+            .collect();
+        // One SUBSCRIBE per topic, each after the last one's SUBACK, as Mosquitto sends them.
+        for filter in filters {
+            let name = filter.filter.clone();
+            self.used_id();
+            let codes = client.subscribe_many(vec![filter], Properties::default()).await?;
+            if let Some(code) = codes.into_iter().find(|c| c.is_error()) {
+                warn!(bridge = %spec.name, filter = %name, ?code, "the remote refused a bridge subscription");
+            }
+        }
+        Ok((client, messages))
+    }
+
+    /// Relays both ways while the remote is connected.
+    async fn serve(&self, session: &Arc<SessionHandle>, client: Client, mut messages: Messages) -> Ended {
+        let spec = &self.spec;
+        let mut link = LocalLink::attach(&self.broker, session, spec, &client);
+        self.status.connected.store(true, Ordering::Relaxed);
+        if spec.notifications {
+            if !spec.notifications_local_only {
+                self.used_id();
+                let _ = client.publish(spec.state_topic(), "1", QoS::AtLeastOnce, true).await;
+            }
+            self.notify_local(true);
+        }
+        let mut inflight = FuturesUnordered::new();
+        let mut last_traffic = Instant::now();
+        let ended = loop {
+            for (local_id, qos, publish) in link.drain(&self.broker) {
+                if qos != QoS::AtMostOnce {
+                    self.used_id();
+                }
+                let client = client.clone();
+                inflight.push(async move { (local_id, qos, client.publish_packet(publish).await) });
+            }
+            let idle = async {
+                match spec.start {
+                    StartType::Lazy => tokio::time::sleep_until(last_traffic + spec.idle_timeout).await,
+                    _ => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = self.shutdown.cancelled() => break Ended::Shutdown,
+                rung = link.rung() => {
+                    if rung & (Doorbell::KICK | Doorbell::SHUTDOWN) != 0 {
+                        // Shutdown, or another connection took the bridge's client id.
+                        break if rung & Doorbell::SHUTDOWN != 0 { Ended::Shutdown } else { Ended::Lost };
+                    }
+                }
+                message = messages.recv() => match message {
+                    Some(publish) => {
+                        last_traffic = Instant::now();
+                        self.bring_in(publish);
+                    }
+                    None => break Ended::Lost,
+                },
+                Some((local_id, qos, result)) = inflight.next() => match result {
+                    Ok(reason) if reason.is_none_or(|r| !r.is_error()) => {
+                        last_traffic = Instant::now();
+                        self.status.messages_out.fetch_add(1, Ordering::Relaxed);
+                        link.acknowledge(&self.broker, local_id, qos);
+                    }
+                    Ok(reason) => {
+                        // Refused by the remote (not authorised, say): retrying would not help.
+                        warn!(bridge = %spec.name, ?reason, "the remote refused a bridged message");
+                        link.acknowledge(&self.broker, local_id, qos);
+                    }
+                    // Connection lost: what is unacknowledged is sent again on the next one.
+                    Err(_) => break Ended::Lost,
+                },
+                _ = idle => break Ended::Idle,
+            }
+        };
+        self.status.connected.store(false, Ordering::Relaxed);
+        link.detach(&self.broker);
+        if spec.notifications {
+            self.notify_local(false);
+        }
+        if !matches!(ended, Ended::Lost) {
+            drop(inflight);
+            if spec.notifications && !spec.notifications_local_only {
+                self.used_id();
+                let _ = client.publish(spec.state_topic(), "0", QoS::AtLeastOnce, true).await;
+            }
+            let _ = client.disconnect().await;
+        }
+        ended
+    }
+
+    /// A message from the remote, published here under its local topic as the bridge's local
+    /// user would publish it.
+    fn bring_in(&self, mut publish: Publish) {
+        let rules = self.spec.topics.iter().filter(|rule| rule.direction.inbound());
+        let Some((rule, topic)) =
+            rules.into_iter().find_map(|rule| rule.to_local(&publish.topic).map(|t| (rule, t)))
+        else {
+            debug!(bridge = %self.spec.name, topic = %publish.topic, "message matches no inbound topic, dropped");
+            return;
+        };
+        let authorizer = self.broker.authorizer();
+        if !authorizer.allows_everything() && !authorizer.can_publish(&self.local_client(), &topic) {
+            debug!(bridge = %self.spec.name, %topic, "bridged message not authorised here, dropped");
+            return;
+        }
+        publish.topic = topic.into();
+        publish.qos = publish.qos.min(rule.qos);
+        (publish.packet_id, publish.dup) = (None, false);
+        self.status.messages_in.fetch_add(1, Ordering::Relaxed);
+        // The bridge's own client id as publisher: its No Local subscriptions do not send the
+        // message straight back.
+        let message = Message::from_publish(publish, Some(self.spec.local_clientid.as_str().into()));
+        drop(self.broker.publish(message).durable);
+    }
+
+    /// The connection state, retained here: `1` connected, `0` not.
+    fn notify_local(&self, connected: bool) {
+        if !self.spec.notifications {
+            return;
+        }
+        let payload = if connected { "1" } else { "0" };
+        let message = Message::new(self.spec.state_topic().into(), payload.into(), QoS::AtLeastOnce, true);
+        drop(self.broker.publish(message).durable);
+    }
+}
+
+/// The bridge's session while the remote is connected: attached as a connection would be.
+struct LocalLink {
+    session: Arc<SessionHandle>,
+    id: u64,
+    doorbell: Arc<Doorbell>,
+    spec: Arc<BridgeSpec>,
+    /// Messages unacknowledged from the previous connection, sent first.
+    resend: Vec<Packet>,
+}
+
+impl LocalLink {
+    fn attach(
+        broker: &Arc<Broker>,
+        session: &Arc<SessionHandle>,
+        spec: &Arc<BridgeSpec>,
+        client: &Client,
+    ) -> LocalLink {
+        let id = next_connection_id();
+        let doorbell = Arc::new(Doorbell::default());
+        session.set_connection(id, Arc::clone(&doorbell));
+        // As many in flight as the remote takes (its Receive Maximum) and this broker allows.
+        let window = client
+            .connected()
+            .properties
+            .receive_maximum
+            .map_or(usize::from(u16::MAX), usize::from)
+            .min(broker.config.max_inflight_messages.max(1));
+        let resend = {
+            let mut state = session.lock();
+            let resend = state.attach(id, Protocol::V5, window);
+            state.journal_record();
+            resend
+        };
+        session.set_online(true);
+        session.set_username(spec.local_username.as_deref().map(Into::into));
+        // Subscribing again each time queues the retained messages for the remote, as
+        // Mosquitto does when a bridge connects.
+        let mut ops = Vec::new();
+        for rule in spec.topics.iter().filter(|rule| rule.direction.outbound()) {
+            let options = SubOptions {
+                qos: rule.qos,
+                no_local: true,
+                retain_as_published: spec.outgoing_retain,
+                retain_handling: RetainHandling::OnSubscribe,
+            };
+            let subscription = Subscription { filter: rule.local_filter().into(), options };
+            let (_, retained) = broker.subscribe(session, &subscription, None);
+            for delivery in retained {
+                session.deliver(delivery, &mut ops);
+            }
+        }
+        ops.append(&mut session.lock().take_ops());
+        drop(broker.submit(ops));
+        LocalLink { session: Arc::clone(session), id, doorbell, spec: Arc::clone(spec), resend }
+    }
+
+    /// Resolves with what the doorbell was rung for.
+    async fn rung(&self) -> u8 {
+        poll_fn(|cx| match self.doorbell.take(cx) {
+            0 => Poll::Pending,
+            rung => Poll::Ready(rung),
+        })
+        .await
+    }
+
+    /// The messages to send now, as far as the window allows, with their local packet ids.
+    fn drain(&mut self, broker: &Broker) -> Vec<(Option<u16>, QoS, Publish)> {
+        let mut packets: Vec<Packet> = std::mem::take(&mut self.resend);
+        let mut outgoing = Vec::new();
+        let ((produced, expired, too_large), room_freed, ops) = {
+            let mut state = self.session.lock();
+            (
+                state.drain_into(self.id, &mut outgoing, DRAIN_BUDGET),
+                state.take_room_freed(),
+                state.take_ops(),
+            )
+        };
+        if room_freed {
+            self.session.notify_room();
+        }
+        drop(broker.submit(ops));
+        crate::metrics::add(&broker.metrics.messages_sent, produced as u64);
+        broker.metrics.dropped_for(crate::metrics::DropReason::Expired, expired);
+        broker.metrics.dropped_for(crate::metrics::DropReason::TooLarge, too_large);
+        packets.extend(outgoing.into_iter().map(Outgoing::into_packet));
+        let mut out = Vec::with_capacity(packets.len());
+        for packet in packets {
+            let mut publish = match packet {
+                Packet::Publish(publish) => publish,
+                // Released before a restart: the remote had completed it.
+                Packet::PubRel(ack) => {
+                    self.session.lock().on_pubcomp(ack.packet_id);
+                    continue;
+                }
+                _ => continue,
+            };
+            let Some(topic) = self
+                .spec
+                .topics
+                .iter()
+                .filter(|r| r.direction.outbound())
+                .find_map(|r| r.to_remote(&publish.topic))
+            else {
+                continue;
+            };
+            let (local_id, qos) = (publish.packet_id.take(), publish.qos);
+            publish.topic = topic.into();
+            publish.dup = false;
+            publish.retain &= self.spec.outgoing_retain;
+            publish.properties.subscription_identifiers.clear();
+            out.push((local_id, qos, publish));
+        }
+        out
+    }
+
+    /// The remote has the message: it is done here too (QoS 2 both steps at once, as the
+    /// remote's PUBCOMP already came).
+    fn acknowledge(&mut self, broker: &Broker, local_id: Option<u16>, qos: QoS) {
+        let Some(packet_id) = local_id else { return };
+        let ops = {
+            let mut state = self.session.lock();
+            match qos {
+                QoS::AtLeastOnce => {
+                    state.on_puback(packet_id);
+                }
+                _ => {
+                    let _ = state.on_pubrec(packet_id, false);
+                    state.on_pubcomp(packet_id);
+                }
+            }
+            state.take_ops()
+        };
+        drop(broker.submit(ops));
+    }
+
+    fn detach(self, broker: &Broker) {
+        broker.close_session(&self.session, self.id);
+    }
+}
