@@ -108,6 +108,27 @@ async fn to_mosquitto_each_way_with_prefixes_qos_and_retained() {
     let m = next(&mut late).await;
     assert!(m.retain && &m.payload[..] == b"yes");
 
+    // /metrics: the bridge is up and has moved messages both ways.
+    let metrics = http(&local.http, "GET", "/metrics", &[], b"").await.body;
+    assert!(metrics.contains("cauldron_bridge_connected{bridge=\"site\"} 1"), "{metrics}");
+    let count = |name: &str| -> u64 {
+        let line =
+            metrics.lines().find(|l| l.starts_with(&format!("cauldron_{name}{{bridge=\"site\"}}"))).unwrap();
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    assert!(count("bridge_messages_in_total") >= 2 && count("bridge_messages_out_total") >= 3, "{metrics}");
+    // `cauldron config check` shows the bridge and its topics.
+    let check = std::process::Command::new(env!("CARGO_BIN_EXE_cauldron"))
+        .args(["config", "check"])
+        .arg(dir.join("cauldron.toml"))
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&check.stdout);
+    assert!(
+        report.contains("bridge site to 127.0.0.1:") && report.contains("home/sensors/# -> site1/sensors/#"),
+        "{report}"
+    );
+
     // The broker stopping says so at the remote, retained for whoever asks later.
     local.terminate().await;
     until(&mut remote_messages, "$SYS/broker/connection/site-bridge/state", "0").await;

@@ -101,11 +101,28 @@ pub struct Connected {
     pub properties: Properties,
 }
 
+/// The server's answer to a request already sent ([`Client::publish_with_id`]); dropping it
+/// leaves the request to complete unobserved.
+pub struct Answer<T>(oneshot::Receiver<Result<T, Error>>);
+
+impl<T> std::future::Future for Answer<T> {
+    type Output = Result<T, Error>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0).poll(cx).map(|answer| answer.unwrap_or(Err(Error::Closed)))
+    }
+}
+
 /// A request from a handle to the connection task; each carries where to send the outcome.
 pub(crate) enum Command {
-    Publish(Publish, oneshot::Sender<Result<Option<ReasonCode>, Error>>),
-    Subscribe(Vec<Subscription>, Properties, oneshot::Sender<Result<Vec<ReasonCode>, Error>>),
-    Unsubscribe(Vec<ByteString>, oneshot::Sender<Result<Vec<ReasonCode>, Error>>),
+    /// `true`: the caller chose the packet id (and DUP), see [`Client::publish_with_id`].
+    Publish(Publish, bool, oneshot::Sender<Result<Option<ReasonCode>, Error>>),
+    /// With the packet id the caller chose, if any.
+    Subscribe(Vec<Subscription>, Properties, Option<u16>, oneshot::Sender<Result<Vec<ReasonCode>, Error>>),
+    Unsubscribe(Vec<ByteString>, Option<u16>, oneshot::Sender<Result<Vec<ReasonCode>, Error>>),
     Disconnect(cauldron_proto::Disconnect, oneshot::Sender<Result<(), Error>>),
     /// Send this packet as it is (for tests of server behaviour).
     Raw(Packet),
@@ -225,7 +242,56 @@ impl Client {
     /// # Ok(()) }
     /// ```
     pub async fn publish_packet(&self, publish: Publish) -> Result<Option<ReasonCode>, Error> {
-        self.request(|tx| Command::Publish(publish, tx)).await
+        self.request(|tx| Command::Publish(publish, false, tx)).await
+    }
+
+    /// Sends PUBLISH with the packet identifier and DUP flag already in `publish`, for a
+    /// program that keeps its own session state across connections (a bridge resending what a
+    /// previous connection left unacknowledged, with its original id [MQTT-4.4.0-1]). Returns
+    /// once the packet is queued, in call order; the [`Answer`] is the acknowledgement. The id
+    /// must not be in use by this client's own requests.
+    ///
+    /// ```no_run
+    /// # use cauldron_client::{Client, QoS, proto::Publish};
+    /// # async fn demo(client: Client) -> Result<(), cauldron_client::Error> {
+    /// let mut again = Publish::new("site/t", "21.5");
+    /// (again.qos, again.packet_id, again.dup) = (QoS::AtLeastOnce, Some(7), true);
+    /// let acknowledged = client.publish_with_id(again).await?;
+    /// acknowledged.await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn publish_with_id(&self, publish: Publish) -> Result<Answer<Option<ReasonCode>>, Error> {
+        self.enqueue(|tx| Command::Publish(publish, true, tx)).await
+    }
+
+    /// Sends SUBSCRIBE with a packet identifier the caller chose (see
+    /// [`Client::publish_with_id`]); the [`Answer`] is the SUBACK's reason codes.
+    pub async fn subscribe_with_id(
+        &self,
+        packet_id: u16,
+        filters: Vec<Subscription>,
+        properties: Properties,
+    ) -> Result<Answer<Vec<ReasonCode>>, Error> {
+        self.enqueue(|tx| Command::Subscribe(filters, properties, Some(packet_id), tx)).await
+    }
+
+    /// Sends UNSUBSCRIBE with a packet identifier the caller chose (see
+    /// [`Client::publish_with_id`]); the [`Answer`] is the UNSUBACK's reason codes.
+    pub async fn unsubscribe_with_id(
+        &self,
+        packet_id: u16,
+        filters: Vec<ByteString>,
+    ) -> Result<Answer<Vec<ReasonCode>>, Error> {
+        self.enqueue(|tx| Command::Unsubscribe(filters, Some(packet_id), tx)).await
+    }
+
+    async fn enqueue<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, Error>>) -> Command,
+    ) -> Result<Answer<T>, Error> {
+        let (tx, rx) = oneshot::channel();
+        self.commands.send(make(tx)).await.map_err(|_| Error::Closed)?;
+        Ok(Answer(rx))
     }
 
     /// Subscribes to one filter and returns the granted QoS (or the refusal) from SUBACK.
@@ -263,7 +329,7 @@ impl Client {
         filters: Vec<Subscription>,
         properties: Properties,
     ) -> Result<Vec<ReasonCode>, Error> {
-        self.request(|tx| Command::Subscribe(filters, properties, tx)).await
+        self.request(|tx| Command::Subscribe(filters, properties, None, tx)).await
     }
 
     /// Unsubscribes and returns the UNSUBACK reason codes (empty below MQTT 5).
@@ -275,7 +341,7 @@ impl Client {
     /// ```
     pub async fn unsubscribe(&self, filter: impl Into<ByteString>) -> Result<Vec<ReasonCode>, Error> {
         let filters = vec![filter.into()];
-        self.request(|tx| Command::Unsubscribe(filters, tx)).await
+        self.request(|tx| Command::Unsubscribe(filters, None, tx)).await
     }
 
     /// Sends DISCONNECT (no will is published) and closes the connection.

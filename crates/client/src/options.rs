@@ -75,10 +75,6 @@ pub struct Options {
     /// Announce a bridge to a 3.x server (the 0x80 bit on the protocol level, Mosquitto's
     /// `try_private`), so that it does not send back what this client published.
     pub bridge: bool,
-    /// The packet identifier to give first (then counting up). A program that connects again
-    /// to a session it left starts past the ids it used, so none is reused while the server
-    /// may still hold it (Mosquitto's bridges count on across connections).
-    pub first_packet_id: u16,
     /// The URL said `mqtts` or `wss`: connecting without [`Options::tls`] is an error, not
     /// a silent plain-text connection.
     pub(crate) tls_required: bool,
@@ -132,7 +128,6 @@ impl Options {
             tls: None,
             websocket: None,
             bridge: false,
-            first_packet_id: 1,
             tls_required: false,
         }
     }

@@ -48,12 +48,12 @@ pub(crate) struct State {
 }
 
 impl State {
-    pub fn new(protocol: Protocol, first_packet_id: u16) -> State {
+    pub fn new(protocol: Protocol) -> State {
         State {
             protocol,
             rbuf: BytesMut::with_capacity(4096),
             wbuf: BytesMut::new(),
-            next_packet_id: first_packet_id.max(1),
+            next_packet_id: 1,
             next_seq: 0,
             publishes: HashMap::new(),
             subscribes: HashMap::new(),
@@ -68,14 +68,17 @@ impl State {
         packet.encode(self.protocol, &mut self.wbuf).map_err(Error::from)
     }
 
+    fn is_busy(&self, id: u16) -> bool {
+        self.publishes.contains_key(&id)
+            || self.subscribes.contains_key(&id)
+            || self.unsubscribes.contains_key(&id)
+    }
+
     fn packet_id(&mut self) -> u16 {
         loop {
             let id = self.next_packet_id;
             self.next_packet_id = id.checked_add(1).unwrap_or(1);
-            let busy = self.publishes.contains_key(&id)
-                || self.subscribes.contains_key(&id)
-                || self.unsubscribes.contains_key(&id);
-            if !busy {
+            if !self.is_busy(id) {
                 return id;
             }
         }
@@ -101,23 +104,37 @@ impl State {
 
     pub fn command(&mut self, command: Command) {
         match command {
-            Command::Publish(mut publish, reply) => {
+            Command::Publish(mut publish, chosen, reply) => {
                 if publish.qos == QoS::AtMostOnce {
                     publish.packet_id = None;
                     let _ = reply.send(self.send(&Packet::Publish(publish)).map(|_| None));
                     return;
                 }
-                let id = self.packet_id();
+                let id = match publish.packet_id.filter(|_| chosen) {
+                    Some(id) if id == 0 || self.is_busy(id) => {
+                        let _ = reply.send(Err(Error::Rejected(ReasonCode::PacketIdentifierInUse)));
+                        return;
+                    }
+                    Some(id) => id,
+                    None => self.packet_id(),
+                };
                 publish.packet_id = Some(id);
                 if let Some(pending) = self.track(Packet::Publish(publish), Some(reply)) {
                     self.publishes.insert(id, (pending, false));
                 }
             }
-            Command::Subscribe(filters, properties, reply) => {
-                self.subscribe(filters, properties, Some(reply))
-            }
-            Command::Unsubscribe(filters, reply) => {
-                let packet_id = self.packet_id();
+            Command::Subscribe(filters, properties, chosen, reply) => match chosen {
+                Some(id) if id == 0 || self.is_busy(id) => {
+                    let _ = reply.send(Err(Error::Rejected(ReasonCode::PacketIdentifierInUse)));
+                }
+                _ => self.subscribe(filters, properties, chosen, Some(reply)),
+            },
+            Command::Unsubscribe(filters, chosen, reply) => {
+                if chosen.is_some_and(|id| id == 0 || self.is_busy(id)) {
+                    let _ = reply.send(Err(Error::Rejected(ReasonCode::PacketIdentifierInUse)));
+                    return;
+                }
+                let packet_id = chosen.unwrap_or_else(|| self.packet_id());
                 let unsubscribe = Unsubscribe { packet_id, filters, properties: Properties::default() };
                 if let Some(pending) = self.track(Packet::Unsubscribe(unsubscribe), Some(reply)) {
                     self.unsubscribes.insert(packet_id, pending);
@@ -137,9 +154,10 @@ impl State {
         &mut self,
         filters: Vec<Subscription>,
         properties: Properties,
+        chosen: Option<u16>,
         reply: Option<Reply<Vec<ReasonCode>>>,
     ) {
-        let packet_id = self.packet_id();
+        let packet_id = chosen.unwrap_or_else(|| self.packet_id());
         if let Some(pending) =
             self.track(Packet::Subscribe(Subscribe { packet_id, filters, properties }), reply)
         {
@@ -170,7 +188,7 @@ impl State {
         again.sort_by_key(|(seq, _)| *seq);
         if !session_present && !self.subscriptions.is_empty() {
             let filters: Vec<Subscription> = self.subscriptions.values().cloned().collect();
-            self.subscribe(filters, Properties::default(), None);
+            self.subscribe(filters, Properties::default(), None, None);
         }
         for (_, packet) in again {
             let _ = self.send(&packet);
@@ -214,8 +232,8 @@ impl State {
                     }
                 }
                 Packet::PubRel(ack) => {
-                    self.incoming_qos2.remove(&ack.packet_id);
-                    let _ = self.send(&Packet::PubComp(Ack::new(ack.packet_id)));
+                    let known = self.incoming_qos2.remove(&ack.packet_id);
+                    let _ = self.send(&Packet::PubComp(self.answer(ack.packet_id, known)));
                 }
                 Packet::PubAck(ack) => self.complete(ack.packet_id, ack.reason),
                 Packet::PubRec(ack) => {
@@ -224,6 +242,10 @@ impl State {
                     } else if let Some((_, released)) = self.publishes.get_mut(&ack.packet_id) {
                         *released = true;
                         let _ = self.send(&Packet::PubRel(Ack::new(ack.packet_id)));
+                    } else {
+                        // Unknown (a flow an earlier connection finished): released all the
+                        // same, so the server can end it.
+                        let _ = self.send(&Packet::PubRel(self.answer(ack.packet_id, false)));
                     }
                 }
                 Packet::PubComp(ack) => self.complete(ack.packet_id, ack.reason),
@@ -250,9 +272,24 @@ impl State {
                     }
                 }
                 Packet::Disconnect(_) => return false,
+                // Not a packet servers send, but a broker that takes a bridge for a peer may
+                // (Mosquitto's tests do): an answer tells it the link is alive.
+                Packet::PingReq => {
+                    let _ = self.send(&Packet::PingResp);
+                }
                 _ => {}
             }
         }
+    }
+
+    /// The PUBREL or PUBCOMP for `packet_id`: at MQTT 5, one for an id this client does not
+    /// know says so (0x92, "not an error during recovery", MQTT 5.0 section 3.6.2.1).
+    fn answer(&self, packet_id: u16, known: bool) -> Ack {
+        let mut ack = Ack::new(packet_id);
+        if !known && self.protocol.is_v5() {
+            ack.reason = ReasonCode::PacketIdentifierNotFound;
+        }
+        ack
     }
 
     fn complete(&mut self, packet_id: u16, reason: ReasonCode) {

@@ -25,7 +25,7 @@ pub(crate) async fn start(
     commands: mpsc::Receiver<Command>,
     messages: mpsc::Sender<Publish>,
 ) -> Result<Connected, Error> {
-    let mut state = State::new(options.protocol, options.first_packet_id);
+    let mut state = State::new(options.protocol);
     let (stream, connected) = handshake::connect(&options, options.clean_start, &mut state.rbuf).await?;
     tokio::spawn(run(options, stream, state, commands, messages));
     Ok(connected)

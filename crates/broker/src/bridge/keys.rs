@@ -112,9 +112,7 @@ pub fn apply(
             "tlsv1.2" | "tlsv1.3" => tls(spec).version = Some(value.to_string()),
             _ => return Err(format!("{value:?}: cauldron speaks tlsv1.2 and tlsv1.3")),
         },
-        "bridge_attempt_unsubscribe" => {
-            return Ok(Applied::Ignored("an in-only topic is never subscribed to at the remote".into()))
-        }
+        "bridge_attempt_unsubscribe" => spec.attempt_unsubscribe = boolean(value)?,
         "bridge_bind_address" => return Ok(Applied::Ignored("the system picks the source address".into())),
         _ => return Ok(Applied::NotBridge),
     }

@@ -12,7 +12,7 @@ pub mod keys;
 mod spec;
 
 use std::future::poll_fn;
-use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::Duration;
@@ -95,7 +95,6 @@ pub fn start(broker: &Arc<Broker>, spec: BridgeSpec, tls: Option<Tls>, shutdown:
         tls,
         status: Arc::clone(&status),
         shutdown,
-        next_id: AtomicU16::new(1),
     };
     broker.add_bridge(status, tokio::spawn(bridge.run()));
 }
@@ -106,9 +105,6 @@ struct Bridge {
     tls: Option<Tls>,
     status: Arc<BridgeStatus>,
     shutdown: CancellationToken,
-    /// The next packet id towards the remote: counted on across connections, so a resumed
-    /// remote session never sees an id reused early (and ids are as Mosquitto's bridges give).
-    next_id: AtomicU16,
 }
 
 /// Why a connection to the remote ended.
@@ -132,18 +128,18 @@ impl Bridge {
             }
             let target = &spec.addresses[address % spec.addresses.len()];
             let connected = tokio::select! {
-                connected = self.connect(target) => connected,
+                connected = self.connect(target, &session) => connected,
                 _ = self.shutdown.cancelled() => break,
             };
             match connected {
-                Ok((client, messages)) => {
+                Ok((client, messages, link)) => {
                     info!(bridge = %spec.name, remote = %target, "Connected to bridge remote.");
                     failures = 0;
                     connections += 1;
                     if connections > 1 {
                         self.status.reconnects.fetch_add(1, Ordering::Relaxed);
                     }
-                    let ended = self.serve(&session, client, messages).await;
+                    let ended = self.serve(&session, client, messages, link).await;
                     if matches!(ended, Ended::Shutdown) {
                         break;
                     }
@@ -181,6 +177,8 @@ impl Bridge {
             state.journal_record();
         }
         drop(self.broker.flush_session(&session));
+        // From the start, so what is published before the remote answers waits for it.
+        subscribe_local(&self.broker, &session, &self.spec, false);
         session
     }
 
@@ -189,13 +187,6 @@ impl Bridge {
             client_id: self.spec.local_clientid.as_str().into(),
             username: self.spec.local_username.as_deref().map(Into::into),
         }
-    }
-
-    /// Counts one packet id used towards the remote (the client gives them in the same order).
-    fn used_id(&self) {
-        let _ = self
-            .next_id
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |id| Some(id.checked_add(1).unwrap_or(1)));
     }
 
     /// `lazy`: waits until `threshold` messages are queued. False on shutdown.
@@ -211,7 +202,14 @@ impl Bridge {
         }
     }
 
-    async fn connect(&self, address: &str) -> Result<(Client, Messages), cauldron_client::Error> {
+    /// Connects to the remote and subscribes there. Packet ids towards the remote are the
+    /// local session's, one sequence for every packet, as a Mosquitto bridge numbers them: a
+    /// message left unacknowledged goes again with its id after a reconnect [MQTT-4.4.0-1].
+    async fn connect(
+        &self,
+        address: &str,
+        session: &Arc<SessionHandle>,
+    ) -> Result<(Client, Messages, LocalLink), cauldron_client::Error> {
         let spec = &self.spec;
         let address = match address.rsplit_once(':') {
             Some((_, port)) if port.parse::<u16>().is_ok() => address.to_string(),
@@ -221,7 +219,6 @@ impl Bridge {
             .protocol(spec.protocol)
             .clean_start(spec.clean_session)
             .keep_alive(spec.keep_alive);
-        options.first_packet_id = self.next_id.load(Ordering::Relaxed);
         options.bridge = spec.try_private && !spec.protocol.is_v5();
         options.username = spec.remote_username.as_deref().map(Into::into);
         options.password = spec.remote_password.clone().map(|p| p.into_bytes().into());
@@ -244,55 +241,88 @@ impl Bridge {
             options = options.tls(tls.clone());
         }
         let (client, messages) = Client::connect(options).await?;
+        // Online here from the CONNACK on: what is published meanwhile waits for the remote.
+        let link = LocalLink::attach(&self.broker, session, spec, &client);
+        match self.subscribe_remote(&client, session).await {
+            Ok(()) => Ok((client, messages, link)),
+            Err(e) => {
+                link.detach(&self.broker);
+                Err(e)
+            }
+        }
+    }
+
+    /// Announces the bridge at the remote and subscribes there.
+    async fn subscribe_remote(
+        &self,
+        client: &Client,
+        session: &SessionHandle,
+    ) -> Result<(), cauldron_client::Error> {
+        let spec = &self.spec;
         let v5 = spec.protocol.is_v5();
-        let filters: Vec<Subscription> = spec
-            .topics
-            .iter()
-            .filter(|rule| rule.direction.inbound())
-            .map(|rule| Subscription {
-                filter: rule.remote_filter().into(),
-                options: SubOptions {
+        // As a Mosquitto bridge: the state first, then one SUBSCRIBE per topic, all at once.
+        if spec.notifications && !spec.notifications_local_only {
+            drop(client.publish_with_id(state_message(spec, session, true)).await?);
+        }
+        let mut answers = Vec::new();
+        for rule in &spec.topics {
+            if !rule.direction.inbound() && !spec.attempt_unsubscribe {
+                continue;
+            }
+            let id = session.lock().reserve_packet_id();
+            let filter = ByteString::from(rule.remote_filter());
+            if rule.direction.inbound() {
+                let options = SubOptions {
                     qos: rule.qos,
                     // An MQTT 5 remote is asked not to echo; a 3.x one knows from try_private.
                     no_local: v5 && spec.try_private,
                     retain_as_published: v5,
                     retain_handling: RetainHandling::OnSubscribe,
-                },
-            })
-            .collect();
-        // One SUBSCRIBE per topic, each after the last one's SUBACK, as Mosquitto sends them.
-        for filter in filters {
-            let name = filter.filter.clone();
-            self.used_id();
-            let codes = client.subscribe_many(vec![filter], Properties::default()).await?;
-            if let Some(code) = codes.into_iter().find(|c| c.is_error()) {
-                warn!(bridge = %spec.name, filter = %name, ?code, "the remote refused a bridge subscription");
+                };
+                let subscription = vec![Subscription { filter: filter.clone(), options }];
+                answers
+                    .push((filter, client.subscribe_with_id(id, subscription, Properties::default()).await?));
+            } else {
+                drop(client.unsubscribe_with_id(id, vec![filter]).await?);
             }
         }
-        Ok((client, messages))
+        let bridge = spec.name.clone();
+        tokio::spawn(async move {
+            for (filter, answer) in answers {
+                if let Ok(codes) = answer.await {
+                    if let Some(code) = codes.into_iter().find(|c| c.is_error()) {
+                        warn!(%bridge, %filter, ?code, "the remote refused a bridge subscription");
+                    }
+                }
+            }
+        });
+        Ok(())
     }
 
     /// Relays both ways while the remote is connected.
-    async fn serve(&self, session: &Arc<SessionHandle>, client: Client, mut messages: Messages) -> Ended {
+    async fn serve(
+        &self,
+        session: &Arc<SessionHandle>,
+        client: Client,
+        mut messages: Messages,
+        mut link: LocalLink,
+    ) -> Ended {
         let spec = &self.spec;
-        let mut link = LocalLink::attach(&self.broker, session, spec, &client);
         self.status.connected.store(true, Ordering::Relaxed);
-        if spec.notifications {
-            if !spec.notifications_local_only {
-                self.used_id();
-                let _ = client.publish(spec.state_topic(), "1", QoS::AtLeastOnce, true).await;
-            }
-            self.notify_local(true);
-        }
+        self.notify_local(true);
         let mut inflight = FuturesUnordered::new();
         let mut last_traffic = Instant::now();
         let ended = loop {
-            for (local_id, qos, publish) in link.drain(&self.broker) {
-                if qos != QoS::AtMostOnce {
-                    self.used_id();
+            let mut lost = false;
+            for publish in link.drain(&self.broker) {
+                let (local_id, qos) = (publish.packet_id, publish.qos);
+                match client.publish_with_id(publish).await {
+                    Ok(answer) => inflight.push(async move { (local_id, qos, answer.await) }),
+                    Err(_) => lost = true,
                 }
-                let client = client.clone();
-                inflight.push(async move { (local_id, qos, client.publish_packet(publish).await) });
+            }
+            if lost {
+                break Ended::Lost;
             }
             let idle = async {
                 match spec.start {
@@ -340,8 +370,9 @@ impl Bridge {
         if !matches!(ended, Ended::Lost) {
             drop(inflight);
             if spec.notifications && !spec.notifications_local_only {
-                self.used_id();
-                let _ = client.publish(spec.state_topic(), "0", QoS::AtLeastOnce, true).await;
+                if let Ok(answer) = client.publish_with_id(state_message(spec, session, false)).await {
+                    let _ = tokio::time::timeout(Duration::from_secs(1), answer).await;
+                }
             }
             let _ = client.disconnect().await;
         }
@@ -384,6 +415,35 @@ impl Bridge {
     }
 }
 
+/// Subscribes the bridge's session to the outbound topics; with `retained`, the retained
+/// messages there are queued for the remote too.
+fn subscribe_local(broker: &Broker, session: &Arc<SessionHandle>, spec: &BridgeSpec, retained: bool) {
+    let mut ops = Vec::new();
+    for rule in spec.topics.iter().filter(|rule| rule.direction.outbound()) {
+        let options = SubOptions {
+            qos: rule.qos,
+            no_local: true,
+            retain_as_published: spec.outgoing_retain,
+            retain_handling: RetainHandling::OnSubscribe,
+        };
+        let subscription = Subscription { filter: rule.local_filter().into(), options };
+        let (_, messages) = broker.subscribe(session, &subscription, None);
+        for delivery in messages.into_iter().filter(|_| retained) {
+            session.deliver(delivery, &mut ops);
+        }
+    }
+    ops.append(&mut session.lock().take_ops());
+    drop(broker.submit(ops));
+}
+
+/// The connection state for the remote, retained, with a packet id from the local session.
+fn state_message(spec: &BridgeSpec, session: &SessionHandle, connected: bool) -> Publish {
+    let mut publish = Publish::new(spec.state_topic(), if connected { "1" } else { "0" });
+    (publish.qos, publish.retain) = (QoS::AtLeastOnce, true);
+    publish.packet_id = Some(session.lock().reserve_packet_id());
+    publish
+}
+
 /// The bridge's session while the remote is connected: attached as a connection would be.
 struct LocalLink {
     session: Arc<SessionHandle>,
@@ -421,22 +481,7 @@ impl LocalLink {
         session.set_username(spec.local_username.as_deref().map(Into::into));
         // Subscribing again each time queues the retained messages for the remote, as
         // Mosquitto does when a bridge connects.
-        let mut ops = Vec::new();
-        for rule in spec.topics.iter().filter(|rule| rule.direction.outbound()) {
-            let options = SubOptions {
-                qos: rule.qos,
-                no_local: true,
-                retain_as_published: spec.outgoing_retain,
-                retain_handling: RetainHandling::OnSubscribe,
-            };
-            let subscription = Subscription { filter: rule.local_filter().into(), options };
-            let (_, retained) = broker.subscribe(session, &subscription, None);
-            for delivery in retained {
-                session.deliver(delivery, &mut ops);
-            }
-        }
-        ops.append(&mut session.lock().take_ops());
-        drop(broker.submit(ops));
+        subscribe_local(broker, session, spec, true);
         LocalLink { session: Arc::clone(session), id, doorbell, spec: Arc::clone(spec), resend }
     }
 
@@ -449,8 +494,9 @@ impl LocalLink {
         .await
     }
 
-    /// The messages to send now, as far as the window allows, with their local packet ids.
-    fn drain(&mut self, broker: &Broker) -> Vec<(Option<u16>, QoS, Publish)> {
+    /// The messages to send now, as far as the window allows, with their packet ids (those
+    /// resent from an earlier connection with DUP set).
+    fn drain(&mut self, broker: &Broker) -> Vec<Publish> {
         let mut packets: Vec<Packet> = std::mem::take(&mut self.resend);
         let mut outgoing = Vec::new();
         let ((produced, expired, too_large), room_freed, ops) = {
@@ -489,12 +535,10 @@ impl LocalLink {
             else {
                 continue;
             };
-            let (local_id, qos) = (publish.packet_id.take(), publish.qos);
             publish.topic = topic.into();
-            publish.dup = false;
             publish.retain &= self.spec.outgoing_retain;
             publish.properties.subscription_identifiers.clear();
-            out.push((local_id, qos, publish));
+            out.push(publish);
         }
         out
     }

@@ -47,6 +47,9 @@ pub struct BridgeSpec {
     pub notifications_local_only: bool,
     /// Keep the retain flag of messages sent to the remote.
     pub outgoing_retain: bool,
+    /// UNSUBSCRIBE at the remote from topics that are not inbound, in case an earlier
+    /// configuration subscribed there.
+    pub attempt_unsubscribe: bool,
     /// MQTT 5: the Maximum Packet Size the bridge announces to the remote.
     pub max_packet_size: Option<u32>,
     /// MQTT 5: the Receive Maximum the bridge announces to the remote.
@@ -214,6 +217,7 @@ impl BridgeSpec {
             notification_topic: None,
             notifications_local_only: false,
             outgoing_retain: true,
+            attempt_unsubscribe: true,
             max_packet_size: None,
             receive_maximum: None,
             session_expiry_interval: None,

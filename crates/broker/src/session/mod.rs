@@ -568,6 +568,12 @@ impl Session {
         (produced, expired, too_large)
     }
 
+    /// A packet id for something other than a queued message, from the same sequence (a
+    /// bridge's SUBSCRIBE towards its remote).
+    pub fn reserve_packet_id(&mut self) -> u16 {
+        self.allocate_packet_id()
+    }
+
     fn allocate_packet_id(&mut self) -> u16 {
         loop {
             let id = self.next_packet_id;

@@ -104,6 +104,11 @@ impl Raw {
         Raw { stream, protocol, buf: BytesMut::new() }
     }
 
+    /// The server end of an accepted connection: a test playing a bridge's remote broker.
+    pub fn accepted(stream: TcpStream, protocol: Protocol) -> Raw {
+        Raw { stream, protocol, buf: BytesMut::new() }
+    }
+
     pub fn connect_packet(client_id: &str, clean: bool, protocol: Protocol) -> Connect {
         Connect {
             protocol,
