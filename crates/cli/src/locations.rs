@@ -1,6 +1,7 @@
 //! `cauldron locations`: a device's recorded history from the store, in the Recorder's formats,
 //! as its `ocat` prints it.
 
+use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -62,11 +63,15 @@ pub fn run(args: LocationsArgs) -> anyhow::Result<()> {
     anyhow::ensure!(path.exists(), "no recorder store at {}", path.display());
     let store = SqliteStore::open(&path)?;
     let (user, device) = (args.user.clone(), args.device.clone());
+    let mut stdout = std::io::stdout().lock();
     if raw {
         // The Recorder's RECFORMAT: ISO time, the relative topic padded to 18, the payload.
         for record in store.records(&user, &device, from, to)? {
             let payload = String::from_utf8_lossy(&record.payload);
-            println!("{}\t{:<18}\t{}", timefmt::iso(record.tst), record.reltopic, payload);
+            let line = format!("{}\t{:<18}\t{}\n", timefmt::iso(record.tst), record.reltopic, payload);
+            if !written(stdout.write_all(line.as_bytes()))? {
+                return Ok(());
+            }
         }
         return Ok(());
     }
@@ -80,6 +85,16 @@ pub fn run(args: LocationsArgs) -> anyhow::Result<()> {
         }
         other => other.render(objects, &args.fields, ""),
     };
-    print!("{out}");
+    written(stdout.write_all(out.as_bytes()).and_then(|()| stdout.flush()))?;
     Ok(())
+}
+
+/// Whether the reader still reads: one that went away (`| head -1`) ends the output quietly,
+/// as for any filter; other write errors are errors.
+fn written(result: std::io::Result<()>) -> anyhow::Result<bool> {
+    match result {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
+        Err(e) => Err(e).context("writing to standard output"),
+    }
 }

@@ -214,6 +214,23 @@ async fn api_parameters_status_codes_and_formats() {
     .json();
     assert_eq!(narrow["count"], 1, "{narrow}");
     assert_eq!(narrow["data"][0]["tst"], 1706856060);
+    // Header values as sent: a range with a time, and a field name with capitals.
+    let headed = http(
+        &broker.http,
+        "GET",
+        "/api/0/locations",
+        &[
+            ("X-Limit-User", "jane"),
+            ("X-Limit-Device", "phone"),
+            ("X-Limit-From", "2024-02-02T06:40:00"),
+            ("X-Limit-To", "2024-02-02T06:42"),
+            ("X-Limit-Fields", "tst,SSID"),
+        ],
+        b"",
+    )
+    .await;
+    assert_eq!(headed.status, 200, "{}", headed.body);
+    assert_eq!(headed.json()["data"], json!([{"tst": 1706856060}]));
     let form = http(
         &broker.http,
         "POST",
@@ -234,8 +251,22 @@ async fn api_parameters_status_codes_and_formats() {
     assert_eq!(poi["features"][0]["properties"]["name"], "Cafe");
     let line = http(&broker.http, "GET", &format!("{path}&format=linestring"), &[], b"").await.json();
     assert_eq!(line["geometry"]["coordinates"].as_array().unwrap().len(), 4);
+    // XML as the Recorder writes it: its stylesheet line, an element per field, `fields` obeyed.
     let xml = http(&broker.http, "GET", &format!("{path}&format=xml"), &[], b"").await;
-    assert!(xml.body.contains("<owntracks>") && xml.body.contains("poi=\"Cafe\""), "{}", xml.body);
+    assert!(xml.body.contains("<?xml-stylesheet type=\"text/xsl\" href=\"owntracks.xsl\"?>"), "{}", xml.body);
+    assert!(xml.body.contains("<owntracks>") && xml.body.contains("  <poi>Cafe</poi>"), "{}", xml.body);
+    let picked = http(&broker.http, "GET", &format!("{path}&format=xml&fields=tst,poi"), &[], b"").await;
+    assert!(
+        picked.body.contains(" <point>\n  <tst>1706856000</tst>\n  <poi/>\n </point>"),
+        "{}",
+        picked.body
+    );
+    assert!(!picked.body.contains("<lat>"), "{}", picked.body);
+    // CSV without fields: the keys of the first record.
+    let csv = http(&broker.http, "GET", &format!("{path}&format=csv"), &[], b"").await.body;
+    let header = csv.lines().next().unwrap_or_default();
+    assert!(header.contains("lat") && header.contains("tid"), "{csv}");
+    assert!(!header.contains("_type"), "{csv}");
     // Errors as the Recorder answers them.
     assert_eq!(http(&broker.http, "GET", &format!("{path}&format=kml"), &[], b"").await.status, 400);
     assert_eq!(http(&broker.http, "GET", "/api/0/locations?user=jane", &[], b"").await.status, 416);
@@ -263,6 +294,8 @@ async fn api_parameters_status_codes_and_formats() {
     assert!(monitor.body.trim_end().ends_with(" owntracks/jane/phone"), "{}", monitor.body);
     let photo = http(&broker.http, "GET", "/api/0/photo?user=jane", &[], b"").await;
     assert_eq!((photo.status, photo.header("content-type")), (200, Some("image/png")));
+    // Without a user, as the Recorder: 416.
+    assert_eq!(http(&broker.http, "GET", "/api/0/photo", &[], b"").await.status, 416);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -317,6 +350,29 @@ async fn payloads_encrypted_by_pynacl_are_decrypted_with_the_device_key() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let raw = locations(&data, "eve", "tablet", &["-F", "2000-01-01", "-T", "2100-01-01", "-f", "raw"]).await;
     assert!(raw.contains("\"_type\":\"encrypted\""), "{raw}");
+    // `| head -1`: a reader that goes away ends the output quietly, not with a panic.
+    let mut piped = std::process::Command::new(env!("CARGO_BIN_EXE_cauldron"))
+        .args([
+            "locations",
+            "-u",
+            "eve",
+            "-d",
+            "tablet",
+            "--data-dir",
+            &data,
+            "-F",
+            "2000-01-01",
+            "-f",
+            "raw",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(piped.stdout.take());
+    let closed = piped.wait_with_output().unwrap();
+    assert!(closed.status.success(), "{}", String::from_utf8_lossy(&closed.stderr));
+    assert!(!String::from_utf8_lossy(&closed.stderr).contains("panicked"));
     // HTTP mode answers an encrypted device encrypted; PyNaCl opens it.
     let sealed = python(&["seal", "s3cr1t-of-eve", &location]).await;
     let answer = http(

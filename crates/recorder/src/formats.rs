@@ -17,9 +17,6 @@ pub enum Format {
     Gpx,
 }
 
-/// The CSV columns when no `fields` are asked for.
-const CSV_FIELDS: &[&str] = &["tst", "isotst", "tid", "lat", "lon", "cog", "vel", "alt", "acc", "vac"];
-
 impl Format {
     pub fn parse(name: &str) -> Option<Format> {
         Some(match name.to_ascii_lowercase().as_str() {
@@ -87,7 +84,7 @@ impl Format {
                 .to_string()
             }
             Format::Csv => csv(&points, fields),
-            Format::Xml => xml(&points),
+            Format::Xml => xml(&points, fields),
             Format::Gpx => gpx(&points),
         }
     }
@@ -132,11 +129,25 @@ fn plain(value: Option<&Value>) -> String {
     }
 }
 
+/// The keys a CSV or XML point has when no `fields` are asked for: the first point's plain
+/// values, as the Recorder takes them (`_type` says nothing here).
+fn columns<'a>(points: &'a [Map<String, Value>], fields: &'a [String]) -> Vec<&'a str> {
+    if !fields.is_empty() {
+        return fields.iter().map(String::as_str).collect();
+    }
+    let Some(first) = points.first() else { return Vec::new() };
+    first
+        .iter()
+        .filter(|(key, value)| *key != "_type" && !matches!(value, Value::Object(_) | Value::Array(_)))
+        .map(|(key, _)| key.as_str())
+        .collect()
+}
+
 fn csv(points: &[Map<String, Value>], fields: &[String]) -> String {
-    let columns: Vec<&str> = match fields.is_empty() {
-        true => CSV_FIELDS.to_vec(),
-        false => fields.iter().map(String::as_str).collect(),
-    };
+    let columns = columns(points, fields);
+    if columns.is_empty() {
+        return String::new();
+    }
     let mut out = columns.join(",");
     out.push('\n');
     for point in points {
@@ -159,16 +170,25 @@ fn escape(text: &str) -> String {
     text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
-fn xml(points: &[Map<String, Value>]) -> String {
-    let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<owntracks>\n");
+/// The Recorder's XML: a stylesheet line, then one `<point>` per location with an element per
+/// field (empty for an asked-for field the point lacks); the point's own keys without `fields`.
+fn xml(points: &[Map<String, Value>], fields: &[String]) -> String {
+    let mut out = String::from(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<?xml-stylesheet type=\"text/xsl\" href=\"owntracks.xsl\"?>\n<owntracks>\n",
+    );
     for point in points {
-        out.push_str("  <point");
-        for (key, value) in point {
-            if !matches!(value, Value::Object(_) | Value::Array(_)) && is_xml_name(key) {
-                out.push_str(&format!(" {key}=\"{}\"", escape(&plain(Some(value)))));
+        out.push_str(" <point>\n");
+        let keys: Vec<&str> = match fields.is_empty() {
+            true => columns(std::slice::from_ref(point), fields),
+            false => fields.iter().map(String::as_str).collect(),
+        };
+        for key in keys.into_iter().filter(|k| is_xml_name(k)) {
+            match point.get(key).filter(|v| !matches!(v, Value::Object(_) | Value::Array(_))) {
+                Some(value) => out.push_str(&format!("  <{key}>{}</{key}>\n", escape(&plain(Some(value))))),
+                None => out.push_str(&format!("  <{key}/>\n")),
             }
         }
-        out.push_str("/>\n");
+        out.push_str(" </point>\n");
     }
     out.push_str("</owntracks>\n");
     out
@@ -233,7 +253,16 @@ mod tests {
         assert!(gpx.contains(
             "<trkpt lat=\"48.85\" lon=\"2.29\"><ele>154</ele><time>2024-02-02T06:44:58Z</time></trkpt>"
         ));
-        assert!(Format::Xml.render(p.clone(), &[], "v").contains("poi=\"Caf\u{e9}, &quot;Chez&quot;\""));
+        let xml = Format::Xml.render(p.clone(), &[], "v");
+        assert!(xml.contains("<?xml-stylesheet type=\"text/xsl\" href=\"owntracks.xsl\"?>"), "{xml}");
+        assert!(xml.contains("  <poi>Caf\u{e9}, &quot;Chez&quot;</poi>\n"), "{xml}");
+        let picked = Format::Xml.render(p.clone(), &["lat".into(), "poi".into()], "v");
+        assert!(picked.contains(" <point>\n  <lat>48.85</lat>\n  <poi/>\n </point>\n"), "{picked}");
+        // CSV without fields: the first point's keys.
+        let csv = Format::Csv.render(p.clone(), &[], "v");
+        assert_eq!(csv.lines().next(), Some("alt,isotst,lat,lon,tid,tst"));
+        assert!(csv.ends_with("\n,2024-02-02T06:56:40Z,48.87,2.34,j1,1706857000\n"), "{csv}");
+        assert_eq!(Format::Csv.render(Vec::new(), &[], "v"), "");
         assert_eq!(Format::parse("kml"), None);
     }
 }

@@ -208,7 +208,9 @@ pub async fn kill(State(api): State<Api>, viewer: Viewer, params: Params) -> Res
 /// The user's card face as PNG, or a transparent 40×40 PNG.
 pub async fn photo(State(api): State<Api>, viewer: Viewer, params: Params) -> Result<Response, Response> {
     let png = |bytes: Vec<u8>| ([(header::CONTENT_TYPE, "image/png")], bytes).into_response();
-    let Some(user) = params.name("user") else { return Ok(png(BLANK_PNG.to_vec())) };
+    let Some(user) = params.name("user") else {
+        return Err(error(StatusCode::RANGE_NOT_SATISFIABLE, "user is required"));
+    };
     let store = api.recorder.store().clone();
     let access = api.access.clone();
     let face = blocking(move || {
