@@ -44,6 +44,14 @@ pub struct RecorderFlags {
     /// instead of Basic auth. Only when the proxy always sets it.
     #[arg(long, value_name = "HEADER")]
     recorder_user_header: Option<String>,
+    /// Serve this folder at `/` behind the recorder's login (a built owntracks/frontend with its
+    /// `config/config.js`); the built-in map moves to `/map`.
+    #[arg(long, value_name = "DIR")]
+    recorder_docroot: Option<PathBuf>,
+    /// An origin (`https://frontend.example`) whose pages may call the recorder's API and
+    /// `/ws/last` with the user's login; repeatable.
+    #[arg(long = "recorder-cors-origin", value_name = "URL")]
+    cors_origins: Vec<String>,
 }
 
 impl RecorderFlags {
@@ -56,8 +64,22 @@ impl RecorderFlags {
         file.retention_days = self.recorder_retention_days.or(file.retention_days);
         file.tile_url = self.tile_url.clone().or(file.tile_url);
         file.user_header = self.recorder_user_header.clone().or(file.user_header);
+        file.docroot = self.recorder_docroot.clone().or(file.docroot);
+        file.cors_origins.extend(self.cors_origins.iter().cloned());
         file
     }
+}
+
+/// The recorder's settings that can be wrong before anything starts.
+pub fn check(settings: &RecorderToml) -> anyhow::Result<()> {
+    for origin in &settings.cors_origins {
+        cauldron_recorder::http::check_origin(origin)
+            .map_err(|e| anyhow::anyhow!("recorder CORS origin {origin:?}: {e}"))?;
+    }
+    if let Some(dir) = &settings.docroot {
+        anyhow::ensure!(dir.is_dir(), "recorder docroot {}: not a folder", dir.display());
+    }
+    Ok(())
 }
 
 fn open_store(data_dir: &Path) -> anyhow::Result<Arc<dyn Store>> {
@@ -72,7 +94,8 @@ fn api(
     settings: &RecorderToml,
     passwords: Arc<Passwords>,
     authorizer: Arc<dyn Authorizer>,
-) -> Api {
+) -> anyhow::Result<Api> {
+    check(settings)?;
     if let Some(days) = settings.retention_days {
         tokio::spawn(cauldron_recorder::retain(Arc::clone(&recorder), days));
     }
@@ -83,7 +106,14 @@ fn api(
         user_header: settings.user_header.as_ref().map(|h| h.to_ascii_lowercase()),
     };
     let tile_url = settings.tile_url.clone().unwrap_or_else(|| DEFAULT_TILES.to_string());
-    Api { recorder, access: Arc::new(access), tile_url: tile_url.into(), forward: None }
+    Ok(Api {
+        recorder,
+        access: Arc::new(access),
+        tile_url: tile_url.into(),
+        cors_origins: settings.cors_origins.clone().into(),
+        docroot: settings.docroot.clone(),
+        forward: None,
+    })
 }
 
 /// The recorder inside `serve`: fed by a tap on `owntracks/#`, no socket in between; the API
@@ -99,7 +129,7 @@ pub fn in_process(
     let messages = broker.tap("owntracks/#", FEED_CAPACITY);
     tokio::spawn(cauldron_recorder::feed(Arc::clone(&recorder), messages));
     info!("OwnTracks recorder on (store {})", data_dir.join(STORE_FILE).display());
-    let mut api = api(recorder, settings, Arc::clone(passwords), Arc::clone(authorizer));
+    let mut api = api(recorder, settings, Arc::clone(passwords), Arc::clone(authorizer))?;
     // HTTP-mode apps' positions reach MQTT-mode friends through the broker.
     let broker = Arc::clone(broker);
     api.forward = Some(Arc::new(move |topic: &str, payload: &[u8], retain: bool| {
@@ -227,7 +257,7 @@ pub async fn run(args: RecorderArgs) -> anyhow::Result<()> {
     };
     let recorder = Recorder::new(open_store(&args.data_dir)?);
     let settings = args.flags.over(RecorderToml::default());
-    let api = api(Arc::clone(&recorder), &settings, passwords, authorizer);
+    let api = api(Arc::clone(&recorder), &settings, passwords, authorizer)?;
     let listener =
         TcpListener::bind(args.http).await.with_context(|| format!("binding HTTP {}", args.http))?;
     info!("recorder HTTP listening on {}", listener.local_addr()?);

@@ -269,6 +269,7 @@ pub fn load_setup(args: &ServeArgs) -> anyhow::Result<(Setup, SocketAddr, Record
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let signals = StopSignals::install().context("installing signal handlers")?;
     let (setup, http_addr, recorder_settings) = load_setup(&args)?;
+    crate::recorder::check(&recorder_settings)?;
     for warning in &setup.warnings {
         warn!("{warning}");
     }

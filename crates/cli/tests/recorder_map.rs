@@ -164,17 +164,29 @@ impl Page {
 
     /// Evaluates a JavaScript expression in the page and returns its value.
     async fn eval(&mut self, expression: &str) -> serde_json::Value {
+        let reply =
+            self.call("Runtime.evaluate", json!({"expression": expression, "returnByValue": true})).await;
+        reply["result"]["value"].clone()
+    }
+
+    /// Loads `url` in the tab, as typing it into the address bar would.
+    async fn navigate(&mut self, url: &str) {
+        self.call("Page.navigate", json!({ "url": url })).await;
+    }
+
+    /// One DevTools method call, and its result.
+    async fn call(&mut self, method: &str, params: serde_json::Value) -> serde_json::Value {
         use futures_util::{SinkExt, StreamExt};
         let id = self.next_id;
         self.next_id += 1;
-        let call = json!({"id": id, "method": "Runtime.evaluate", "params": {"expression": expression, "returnByValue": true}});
+        let call = json!({"id": id, "method": method, "params": params});
         self.socket.send(tokio_tungstenite::tungstenite::Message::text(call.to_string())).await.unwrap();
         loop {
             let message = tokio::time::timeout(WAIT, self.socket.next()).await.unwrap().unwrap().unwrap();
             let reply: serde_json::Value =
                 serde_json::from_str(message.to_text().unwrap_or("{}")).unwrap_or_default();
             if reply["id"] == id {
-                return reply["result"]["result"]["value"].clone();
+                return reply["result"].clone();
             }
         }
     }
@@ -229,4 +241,138 @@ async fn the_map_follows_new_positions_live() {
     );
     page.until(&moved, json!(true)).await;
     page.until("document.querySelector('#devices').textContent.includes('john/tablet')", json!(true)).await;
+}
+
+/// What the served test pages do, as owntracks/frontend does: list the users, then open
+/// `/ws/last`, send `LAST` and show what comes. `API` is the API's origin.
+const CLIENT_PAGE: &str = r#"<!doctype html><html><body><pre id="out"></pre><script>
+const API = "__API__";
+const out = document.getElementById("out");
+const show = (line) => { out.textContent += line + "\n"; };
+fetch(API + "/api/0/list", { credentials: "include" })
+  .then((r) => r.json()).then((j) => show("list " + j.results.join(",")))
+  .catch((e) => show("list failed"));
+const ws = new WebSocket(API.replace("http", "ws") + "/ws/last");
+ws.onopen = () => { ws.send("LAST"); show("ws open"); };
+ws.onmessage = (m) => show("ws " + JSON.parse(m.data).topic);
+ws.onerror = () => show("ws failed");
+</script></body></html>"#;
+
+/// True once the page has listed jane and received her phone over an open `/ws/last`.
+const SHOWS_ALL: &str = "['list jane', 'ws open', 'ws owntracks/jane/phone'].every((l) => \
+                         (document.getElementById('out')?.textContent ?? '').split('\\n').includes(l))";
+
+fn client_page(dir: &Path, api: &str) -> std::path::PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("index.html"), CLIENT_PAGE.replace("__API__", api)).unwrap();
+    dir.to_path_buf()
+}
+
+/// A broker with users, jane's phone recorded, and the recorder options `extra`.
+async fn broker_with_users(dir: &Path, extra: &[&str]) -> Cauldron {
+    std::fs::create_dir_all(dir).unwrap();
+    let passwords = dir.join("passwd");
+    write_passwords(&passwords, "sha512", &[("jane", "s3cret")]);
+    let mut args = vec!["--password-file", passwords.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let broker = Cauldron::start(&dir.join("data"), &args).await;
+    let p = port(&broker.addr);
+    mosquitto_pub(
+        p,
+        &[
+            "-u",
+            "jane",
+            "-P",
+            "s3cret",
+            "-t",
+            "owntracks/jane/phone",
+            "-m",
+            r#"{"_type":"location","lat":48.85,"lon":2.29,"tst":1706856000,"tid":"jp"}"#,
+        ],
+    )
+    .await;
+    let auth = basic("jane", "s3cret");
+    wait_json(&broker.http, "/api/0/last", Some(auth.as_str()), |v| {
+        v.as_array().is_some_and(|a| a.len() == 1)
+    })
+    .await;
+    broker
+}
+
+/// Issue 17, item 1: the frontend served by cauldron itself (`--recorder-docroot`), on the same
+/// origin: the browser's login for the page is sent with its API calls and `/ws/last`; without
+/// a login the files are not served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_served_frontend_uses_the_browsers_login_for_the_api_and_the_feed() {
+    let dir = data_dir("recorder-docroot");
+    let root = dir.join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    let broker = broker_with_users(&dir, &["--recorder-docroot", root.to_str().unwrap()]).await;
+    client_page(&root, &format!("http://{}", broker.http));
+    assert_eq!(http(&broker.http, "GET", "/index.html", &[], b"").await.status, 401);
+    assert_eq!(
+        http(&broker.http, "GET", "/map", &[("Authorization", &basic("jane", "s3cret"))], b"").await.status,
+        200
+    );
+    // The login the browser caches from a first navigation, as after its login dialog.
+    let mut page =
+        Page::open(&dir.join("profile"), &format!("http://jane:s3cret@{}/index.html", broker.http)).await;
+    page.until(SHOWS_ALL, json!(true)).await;
+}
+
+/// Issue 17, item 1: a frontend on another origin that the operator allows
+/// (`--recorder-cors-origin`): preflights answered, credentials allowed, `/ws/last` open to it;
+/// a page from any other origin reads nothing and gets no feed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_allowed_origin_reads_with_the_users_login_and_others_do_not() {
+    let dir = data_dir("recorder-cors");
+    let front_port = free_port();
+    let allowed = format!("http://127.0.0.1:{front_port}");
+    let broker = broker_with_users(&dir, &["--recorder-cors-origin", &allowed]).await;
+    let api = format!("http://{}", broker.http);
+    let front = client_page(&dir.join("front"), &api);
+    let _server = Command::new("python3")
+        .args(["-m", "http.server", &front_port.to_string(), "--bind", "127.0.0.1", "--directory"])
+        .arg(&front)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while tokio::net::TcpStream::connect(("127.0.0.1", front_port)).await.is_err() {
+        assert!(tokio::time::Instant::now() < deadline, "the frontend's file server did not start");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let preflight = http(
+        &broker.http,
+        "OPTIONS",
+        "/api/0/locations",
+        &[
+            ("Origin", &allowed),
+            ("Access-Control-Request-Method", "GET"),
+            ("Access-Control-Request-Headers", "authorization"),
+        ],
+        b"",
+    )
+    .await;
+    assert_eq!(preflight.status, 204);
+    assert_eq!(preflight.header("access-control-allow-origin"), Some(allowed.as_str()));
+    assert_eq!(preflight.header("access-control-allow-credentials"), Some("true"));
+    let other = [("Origin", "http://evil.example"), ("Access-Control-Request-Method", "GET")];
+    assert_eq!(http(&broker.http, "OPTIONS", "/api/0/list", &other, b"").await.status, 403);
+
+    // The user logged in to the API's origin once (cached, as after its login dialog), then
+    // opens the frontend.
+    let mut page =
+        Page::open(&dir.join("profile"), &format!("http://jane:s3cret@{}/api/0/version", broker.http)).await;
+    page.navigate(&format!("{allowed}/index.html")).await;
+    page.until(SHOWS_ALL, json!(true)).await;
+    // The same page from an origin nobody allowed (another host name for the same server).
+    page.navigate(&format!("http://localhost:{front_port}/index.html")).await;
+    page.until(
+        "['list failed', 'ws failed'].every((l) => (document.getElementById('out')?.textContent ?? '').includes(l))",
+        json!(true),
+    )
+    .await;
 }

@@ -65,6 +65,11 @@ pub struct RecorderToml {
     pub tile_url: Option<String>,
     /// Take the HTTP user from this header (set by an authenticating reverse proxy).
     pub user_header: Option<String>,
+    /// A folder served at `/` behind the recorder's login (a built owntracks/frontend).
+    pub docroot: Option<PathBuf>,
+    /// Origins whose pages may call the API with the user's login.
+    #[serde(default)]
+    pub cors_origins: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -243,7 +248,7 @@ pub fn read(path: &Path) -> Result<TomlSetup, TomlError> {
         setup,
         http: parsed.http,
         relaxed_commit_ms: parsed.relaxed_commit_ms,
-        recorder: parsed.recorder,
+        recorder: RecorderToml { docroot: parsed.recorder.docroot.clone().map(&resolve), ..parsed.recorder },
     })
 }
 

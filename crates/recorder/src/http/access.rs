@@ -133,6 +133,19 @@ impl FromRequestParts<Api> for Viewer {
     }
 }
 
+/// Lets a request through only for a viewer (the docroot's files).
+pub async fn require_login(
+    axum::extract::State(api): axum::extract::State<Api>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let (mut parts, body) = request.into_parts();
+    if let Err(refused) = Viewer::from_request_parts(&mut parts, &api).await {
+        return refused;
+    }
+    next.run(axum::extract::Request::from_parts(parts, body)).await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

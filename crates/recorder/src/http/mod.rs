@@ -6,6 +6,7 @@
 
 mod access;
 mod api;
+mod cors;
 mod map;
 mod osmand;
 mod params;
@@ -20,6 +21,7 @@ use axum::routing::{delete, get, on, post, MethodFilter};
 use axum::Router;
 
 pub use access::{basic_credentials, Access};
+pub use cors::check_origin;
 
 use crate::ingest::Recorder;
 use crate::store::StoreError;
@@ -31,6 +33,11 @@ pub struct Api {
     pub access: Arc<Access>,
     /// Tile URL template of the map page (`{z}/{x}/{y}`).
     pub tile_url: Arc<str>,
+    /// Origins whose pages may call the API with the user's login (`--recorder-cors-origin`).
+    pub cors_origins: Arc<[String]>,
+    /// A folder served at `/` behind the same login (a built owntracks/frontend, say); the
+    /// built-in map then moves to `/map`.
+    pub docroot: Option<std::path::PathBuf>,
     /// Publishes what HTTP-mode apps post (topic, payload, retain) to the broker, so that
     /// MQTT-mode friends see them too; `None` when there is no broker at hand.
     pub forward: Option<Forward>,
@@ -45,7 +52,8 @@ pub type Forward = Arc<dyn Fn(&str, &[u8], bool) + Send + Sync>;
 pub fn router(api: Api) -> Router {
     // The Recorder answers GET and POST alike.
     let either = || MethodFilter::GET.or(MethodFilter::POST);
-    Router::new()
+    let map_at = if api.docroot.is_some() { "/map" } else { "/" };
+    let routes = Router::new()
         .route("/api/0/version", on(either(), api::version))
         .route("/api/0/list", on(either(), api::list))
         .route("/api/0/last", on(either(), api::last))
@@ -59,10 +67,21 @@ pub fn router(api: Api) -> Router {
         .route("/api/0/q", on(either(), api::q))
         .route("/ws/last", get(ws::last))
         .route("/pub", post(publish::publish))
-        .route("/", get(map::page))
+        .route(map_at, get(map::page))
         .route("/map.js", get(map::script))
-        .route("/map.css", get(map::style))
-        .with_state(api)
+        .route("/map.css", get(map::style));
+    let routes = match &api.docroot {
+        // Files behind the same login as the API: a browser that logged in for the page sends
+        // the login with the page's own API calls and WebSocket.
+        Some(dir) => routes.fallback_service(
+            Router::new()
+                .fallback_service(tower_http::services::ServeDir::new(dir))
+                .layer(axum::middleware::from_fn_with_state(api.clone(), access::require_login))
+                .with_state(api.clone()),
+        ),
+        None => routes,
+    };
+    routes.layer(axum::middleware::from_fn_with_state(api.clone(), cors::layer)).with_state(api)
 }
 
 /// A JSON response as the Recorder sends it (see [`typed`]).
