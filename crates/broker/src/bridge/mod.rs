@@ -240,9 +240,15 @@ impl Bridge {
         if let Some(tls) = &self.tls {
             options = options.tls(tls.clone());
         }
-        let (client, messages) = Client::connect(options).await?;
-        // Online here from the CONNACK on: what is published meanwhile waits for the remote.
-        let link = LocalLink::attach(&self.broker, session, spec, &client);
+        let mut link = LocalLink::attach(session, spec);
+        let (client, messages) = match Client::connect(options).await {
+            Ok(connected) => connected,
+            Err(e) => {
+                link.detach(&self.broker);
+                return Err(e);
+            }
+        };
+        link.connected(&self.broker, &client);
         match self.subscribe_remote(&client, session).await {
             Ok(()) => Ok((client, messages, link)),
             Err(e) => {
@@ -455,34 +461,36 @@ struct LocalLink {
 }
 
 impl LocalLink {
-    fn attach(
-        broker: &Arc<Broker>,
-        session: &Arc<SessionHandle>,
-        spec: &Arc<BridgeSpec>,
-        client: &Client,
-    ) -> LocalLink {
+    /// Attaches the bridge to its session while it connects: from here on, what is published
+    /// (QoS 0 too) waits in the queue for the remote instead of being dropped as for an
+    /// offline client.
+    fn attach(session: &Arc<SessionHandle>, spec: &Arc<BridgeSpec>) -> LocalLink {
         let id = next_connection_id();
         let doorbell = Arc::new(Doorbell::default());
         session.set_connection(id, Arc::clone(&doorbell));
-        // As many in flight as the remote takes (its Receive Maximum) and this broker allows.
+        {
+            let mut state = session.lock();
+            state.attach(id, Protocol::V5, usize::MAX);
+            state.journal_record();
+        }
+        session.set_online(true);
+        session.set_username(spec.local_username.as_deref().map(Into::into));
+        LocalLink { session: Arc::clone(session), id, doorbell, spec: Arc::clone(spec), resend: Vec::new() }
+    }
+
+    /// The remote answered: the window is what it takes (its Receive Maximum) and this broker
+    /// allows, and what the last connection left unacknowledged goes first.
+    fn connected(&mut self, broker: &Broker, client: &Client) {
         let window = client
             .connected()
             .properties
             .receive_maximum
             .map_or(usize::from(u16::MAX), usize::from)
             .min(broker.config.max_inflight_messages.max(1));
-        let resend = {
-            let mut state = session.lock();
-            let resend = state.attach(id, Protocol::V5, window);
-            state.journal_record();
-            resend
-        };
-        session.set_online(true);
-        session.set_username(spec.local_username.as_deref().map(Into::into));
+        self.resend = self.session.lock().attach(self.id, Protocol::V5, window);
         // Subscribing again each time queues the retained messages for the remote, as
         // Mosquitto does when a bridge connects.
-        subscribe_local(broker, session, spec, true);
-        LocalLink { session: Arc::clone(session), id, doorbell, spec: Arc::clone(spec), resend }
+        subscribe_local(broker, &self.session, &self.spec, true);
     }
 
     /// Resolves with what the doorbell was rung for.
