@@ -12,10 +12,19 @@ use serde_json::{json, Value};
 
 #[derive(clap::Args)]
 pub struct LocationsArgs {
+    /// The user; required for a history.
     #[arg(short, long)]
-    user: String,
+    user: Option<String>,
+    /// The device; required for a history.
     #[arg(short, long)]
-    device: String,
+    device: Option<String>,
+    /// List the users with data, or with --user that user's devices (ocat's --list).
+    #[arg(long, conflicts_with = "last")]
+    list: bool,
+    /// Every device's last position, or only --user's (and --device's), as /api/0/last
+    /// answers (ocat's --last).
+    #[arg(long)]
+    last: bool,
     /// Start (exclusive): YYYY-MM-DD[THH[:MM[:SS]]], YYYY-MM or epoch seconds. Default: 6 hours
     /// ago, or with --limit the start of this month.
     #[arg(short = 'F', long)]
@@ -62,8 +71,18 @@ pub fn run(args: LocationsArgs) -> anyhow::Result<()> {
     let path = args.data_dir.join(STORE_FILE);
     anyhow::ensure!(path.exists(), "no recorder store at {}", path.display());
     let store = SqliteStore::open(&path)?;
-    let (user, device) = (args.user.clone(), args.device.clone());
     let mut stdout = std::io::stdout().lock();
+    if args.list || args.last {
+        let out = match args.list {
+            true => list(&store, args.user.as_deref())?,
+            false => last(&store, args.user.as_deref(), args.device.as_deref())?,
+        };
+        written(writeln!(stdout, "{out}"))?;
+        return Ok(());
+    }
+    let (Some(user), Some(device)) = (args.user.clone(), args.device.clone()) else {
+        anyhow::bail!("a history needs --user and --device (or --list, --last)");
+    };
     if raw {
         // The Recorder's RECFORMAT: ISO time, the relative topic padded to 18, the payload.
         for record in store.records(&user, &device, from, to)? {
@@ -87,6 +106,28 @@ pub fn run(args: LocationsArgs) -> anyhow::Result<()> {
     };
     written(stdout.write_all(out.as_bytes()).and_then(|()| stdout.flush()))?;
     Ok(())
+}
+
+/// `{"results": [...]}`: the users, or one user's devices.
+fn list(store: &dyn Store, user: Option<&str>) -> anyhow::Result<Value> {
+    let results = match user {
+        Some(user) => store.devices(user)?,
+        None => store.users()?,
+    };
+    Ok(json!({ "results": results }))
+}
+
+/// The last positions, with each device's card, as `/api/0/last`.
+fn last(store: &dyn Store, user: Option<&str>, device: Option<&str>) -> anyhow::Result<Value> {
+    let mut out = Vec::new();
+    for last in store.last()? {
+        if user.is_some_and(|u| u != last.user) || device.is_some_and(|d| d != last.device) {
+            continue;
+        }
+        let card = store.card(&last.user, &last.device)?;
+        out.push(Value::Object(view::last(&last, card.as_deref())));
+    }
+    Ok(Value::Array(out))
 }
 
 /// Whether the reader still reads: one that went away (`| head -1`) ends the output quietly,

@@ -350,6 +350,22 @@ async fn payloads_encrypted_by_pynacl_are_decrypted_with_the_device_key() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let raw = locations(&data, "eve", "tablet", &["-F", "2000-01-01", "-T", "2100-01-01", "-f", "raw"]).await;
     assert!(raw.contains("\"_type\":\"encrypted\""), "{raw}");
+    // ocat's --list and --last.
+    let users: Value =
+        serde_json::from_str(&cauldron_cli(&["locations", "--list", "--data-dir", &data]).await).unwrap();
+    assert!(users["results"].as_array().unwrap().contains(&json!("eve")), "{users}");
+    let devices: Value =
+        serde_json::from_str(&cauldron_cli(&["locations", "--list", "-u", "eve", "--data-dir", &data]).await)
+            .unwrap();
+    assert!(devices["results"].as_array().unwrap().contains(&json!("tablet")), "{devices}");
+    let lasts: Value =
+        serde_json::from_str(&cauldron_cli(&["locations", "--last", "-u", "eve", "--data-dir", &data]).await)
+            .unwrap();
+    assert_eq!(
+        (lasts[0]["username"].clone(), lasts[0]["lat"].clone()),
+        (json!("eve"), json!(48.856826)),
+        "{lasts}"
+    );
     // `| head -1`: a reader that goes away ends the output quietly, not with a panic.
     let mut piped = std::process::Command::new(env!("CARGO_BIN_EXE_cauldron"))
         .args([
