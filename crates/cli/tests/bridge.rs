@@ -76,6 +76,9 @@ async fn to_mosquitto_each_way_with_prefixes_qos_and_retained() {
     at_home.publish("home/sensors/t", "21.5", QoS::ExactlyOnce, false).await.unwrap();
     let m = until(&mut remote_messages, "site1/sensors/t", "21.5").await;
     assert_eq!(m.qos, QoS::AtLeastOnce);
+    at_home.publish("home/sensors/t", "21.6", QoS::AtMostOnce, false).await.unwrap();
+    let m = until(&mut remote_messages, "site1/sensors/t", "21.6").await;
+    assert_eq!(m.qos, QoS::AtMostOnce);
     // In, remapped, QoS 2.
     at_remote.publish("site1/cmd/heat", "on", QoS::ExactlyOnce, false).await.unwrap();
     let m = until(&mut home_messages, "home/cmd/heat", "on").await;
