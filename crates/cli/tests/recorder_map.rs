@@ -155,11 +155,14 @@ impl Page {
         .expect("DevTools in time");
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         let host = devtools.trim_start_matches("ws://").split('/').next().unwrap().to_string();
-        let target = devtools_new_tab(&host, url).await;
+        // A blank tab first, then the page: the DevTools endpoint would cut a URL at its `&`.
+        let target = devtools_new_tab(&host, "about:blank").await;
         let page_url = target["webSocketDebuggerUrl"].as_str().expect("a page target").to_string();
         let stream = tokio::net::TcpStream::connect(&host).await.unwrap();
         let (socket, _) = tokio_tungstenite::client_async(page_url, stream).await.unwrap();
-        Page { socket, next_id: 1, _browser: browser }
+        let mut page = Page { socket, next_id: 1, _browser: browser };
+        page.navigate(url).await;
+        page
     }
 
     /// Evaluates a JavaScript expression in the page and returns its value.
@@ -199,7 +202,10 @@ impl Page {
             if value == expected {
                 return;
             }
-            assert!(tokio::time::Instant::now() < deadline, "{expression}: {value}, not {expected}");
+            if tokio::time::Instant::now() >= deadline {
+                let text = self.eval("document.body ? document.body.innerText : location.href").await;
+                panic!("{expression}: {value}, not {expected}; the page says {text}");
+            }
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
     }
@@ -366,6 +372,8 @@ async fn an_allowed_origin_reads_with_the_users_login_and_others_do_not() {
     // opens the frontend.
     let mut page =
         Page::open(&dir.join("profile"), &format!("http://jane:s3cret@{}/api/0/version", broker.http)).await;
+    // Logged in once the answer is there (navigating away before would cancel the login).
+    page.until("(document.body?.innerText ?? '').includes('\"version\"')", json!(true)).await;
     page.navigate(&format!("{allowed}/index.html")).await;
     page.until(SHOWS_ALL, json!(true)).await;
     // The same page from an origin nobody allowed (another host name for the same server).
@@ -375,4 +383,66 @@ async fn an_allowed_origin_reads_with_the_users_login_and_others_do_not() {
         json!(true),
     )
     .await;
+}
+
+/// Issue 17, item 4 (in part), on a 390 px phone screen: the map and the panel both visible, a
+/// colour per device, a popup with what the point reported, and the open track growing live.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_phone_the_map_shows_colours_popups_and_a_growing_track() {
+    let dir = data_dir("recorder-map-phone");
+    let broker = Cauldron::start(&dir, &["--tile-url", ""]).await;
+    let p = port(&broker.addr);
+    for i in 0..3 {
+        let point = json!({"_type": "location", "lat": 48.85 + i as f64 * 0.01, "lon": 2.29, "tst": 1706856000 + i * 600,
+            "acc": 12, "batt": 80, "vel": 4, "tid": "jp"});
+        publish(p, "owntracks/jane/phone", &point.to_string()).await;
+    }
+    publish(
+        p,
+        "owntracks/john/tablet",
+        r#"{"_type":"location","lat":48.80,"lon":2.35,"tst":1706856000,"tid":"jt"}"#,
+    )
+    .await;
+    wait_json(&broker.http, "/api/0/last", None, |v| v.as_array().is_some_and(|a| a.len() == 2)).await;
+    let url = format!("http://{}/?user=jane&device=phone&from=2024-02-01&to=2024-02-03", broker.http);
+    // A phone's screen: 390 by 844 CSS pixels (headless windows are at least 500 wide).
+    let mut page = Page::open(&dir.join("profile"), "about:blank").await;
+    let phone = json!({"width": 390, "height": 844, "deviceScaleFactor": 2, "mobile": true});
+    page.call("Emulation.setDeviceMetricsOverride", phone).await;
+    page.navigate(&url).await;
+    page.until("document.querySelectorAll('.point').length", json!(3)).await;
+    page.until("document.querySelectorAll('.marker').length", json!(2)).await;
+    // Map on top, at least half the screen; the panel below it.
+    let layout = page
+        .eval(
+            "(() => { const m = document.getElementById('map').getBoundingClientRect(), \
+               p = document.getElementById('panel').getBoundingClientRect(); \
+               return [m.width, m.height >= 844 * 0.5, p.top >= m.bottom - 1]; })()",
+        )
+        .await;
+    assert_eq!(layout, json!([390, true, true]), "map width, map height, panel below");
+    let fills = page.eval("[...document.querySelectorAll('.marker')].map((m) => m.style.fill)").await;
+    let fills = fills.as_array().unwrap();
+    assert!(fills.len() == 2 && fills[0] != fills[1], "a colour per device: {fills:?}");
+    // A tap on jane's marker: a popup with her battery, speed and accuracy.
+    page.eval("document.querySelector('circle.marker[data-device=\"jane/phone\"]').dispatchEvent(new MouseEvent('click', {bubbles: true}))")
+        .await;
+    let popup = page
+        .eval("document.getElementById('popup').hidden ? null : document.getElementById('popup').innerText")
+        .await;
+    let text = popup.as_str().unwrap_or_default();
+    assert!(text.contains("80%") && text.contains("4 km/h") && text.contains("12 m"), "{popup}");
+    // A new position of the open device extends its track without a reload.
+    let point = json!({"_type": "location", "lat": 48.89, "lon": 2.30, "tst": 1706858000, "tid": "jp"});
+    publish(p, "owntracks/jane/phone", &point.to_string()).await;
+    page.until("document.querySelectorAll('.point').length", json!(4)).await;
+
+    // The phone-sized screenshot, kept as an artifact of the test run.
+    let shot = page.call("Page.captureScreenshot", json!({"format": "png"})).await;
+    use base64::Engine;
+    let png = base64::engine::general_purpose::STANDARD.decode(shot["data"].as_str().unwrap()).unwrap();
+    assert!(png.starts_with(b"\x89PNG"));
+    let artifacts = Path::new(env!("CARGO_TARGET_TMPDIR")).join("test-artifacts");
+    std::fs::create_dir_all(&artifacts).unwrap();
+    std::fs::write(artifacts.join("map-phone.png"), png).unwrap();
 }

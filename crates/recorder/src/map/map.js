@@ -6,7 +6,7 @@
 const TILE = 256;
 const SVG = "http://www.w3.org/2000/svg";
 const view = { lat: 20, lon: 0, zoom: 2 };
-const state = { last: [], track: [] };
+const state = { last: [], track: [], selected: null, popup: null };
 const el = (id) => document.getElementById(id);
 
 // --- projection -------------------------------------------------------------------------------
@@ -75,10 +75,12 @@ function drawOverlay() {
   overlay.replaceChildren();
   if (state.track.length > 0) {
     const points = state.track.map((p) => toScreen(p.lat, p.lon));
-    svg("polyline", { class: "track", points: points.map((p) => `${p.x},${p.y}`).join(" ") }, overlay);
+    const stroke = state.selected ? colour(state.selected) : "#d2322d";
+    svg("polyline", { class: "track", points: points.map((p) => `${p.x},${p.y}`).join(" "), style: `stroke: ${stroke}` }, overlay);
     state.track.forEach((p, i) => {
-      const dot = svg("circle", { class: "point", cx: points[i].x, cy: points[i].y, r: 3 }, overlay);
+      const dot = svg("circle", { class: "point", cx: points[i].x, cy: points[i].y, r: 3, style: `fill: ${stroke}` }, overlay);
       svg("title", {}, dot).textContent = `${p.isotst || ""} ${p.lat.toFixed(5)}, ${p.lon.toFixed(5)}`;
+      dot.addEventListener("click", (e) => showPopup(p, e));
     });
   }
   for (const last of state.last) {
@@ -86,9 +88,12 @@ function drawOverlay() {
     if (last.acc > 0) {
       svg("circle", { class: "accuracy", cx: at.x, cy: at.y, r: last.acc / metresPerPixel(last.lat) }, overlay);
     }
-    const marker = svg("circle", { class: "marker", cx: at.x, cy: at.y, r: 8, "data-device": key(last) }, overlay);
+    const marker = svg("circle", { class: "marker", cx: at.x, cy: at.y, r: 8, "data-device": key(last), style: `fill: ${colour(key(last))}` }, overlay);
     svg("title", {}, marker).textContent = describe(last);
-    marker.addEventListener("click", () => select(last.username, last.device));
+    marker.addEventListener("click", (e) => {
+      showPopup(last, e);
+      select(last.username, last.device);
+    });
     if (isFace(last.face)) {
       svg("image", { href: `data:image/png;base64,${last.face}`, x: at.x - 12, y: at.y - 36, width: 24, height: 24 }, overlay);
     }
@@ -99,10 +104,66 @@ function drawOverlay() {
 function draw() {
   drawTiles();
   drawOverlay();
+  placePopup();
+}
+
+// --- popups -----------------------------------------------------------------------------------
+// What a point says, as rows of a popup: the device's name, its local time, and whatever of
+// battery, speed, accuracy, altitude and address it reported. Text only, never markup.
+function details(o) {
+  const rows = [["time", new Date(o.tst * 1000).toLocaleString()]];
+  if (o.tzname) rows.push(["zone", o.tzname]);
+  if (o.batt !== undefined) rows.push(["battery", `${o.batt}%`]);
+  if (o.vel !== undefined) rows.push(["speed", `${o.vel} km/h`]);
+  if (o.acc !== undefined) rows.push(["accuracy", `${o.acc} m`]);
+  if (o.alt !== undefined) rows.push(["altitude", `${o.alt} m`]);
+  if (o.addr) rows.push(["address", o.addr]);
+  rows.push(["position", `${o.lat.toFixed(5)}, ${o.lon.toFixed(5)}`]);
+  return rows;
+}
+
+function showPopup(o, event) {
+  if (event) event.stopPropagation();
+  const popup = el("popup");
+  popup.replaceChildren();
+  const title = document.createElement("h3");
+  title.textContent = o.name || (o.username ? key(o) : state.selected) || "";
+  popup.appendChild(title);
+  const list = document.createElement("dl");
+  for (const [label, value] of details(o)) {
+    const dt = document.createElement("dt");
+    dt.textContent = label;
+    const dd = document.createElement("dd");
+    dd.textContent = value;
+    list.append(dt, dd);
+  }
+  popup.appendChild(list);
+  popup.hidden = false;
+  state.popup = o;
+  placePopup();
+}
+
+function placePopup() {
+  const popup = el("popup");
+  if (!state.popup || popup.hidden) return;
+  const at = toScreen(state.popup.lat, state.popup.lon);
+  popup.style.left = `${Math.max(4, at.x + 12)}px`;
+  popup.style.top = `${Math.max(4, at.y - 12)}px`;
+}
+
+function closePopup() {
+  el("popup").hidden = true;
+  state.popup = null;
 }
 
 // --- data -------------------------------------------------------------------------------------
 const key = (o) => `${o.username}/${o.device}`;
+// A colour of its own per device, the same on every visit: a hue from a hash of its name.
+function colour(name) {
+  let hash = 0;
+  for (const c of name) hash = (hash * 31 + c.codePointAt(0)) >>> 0;
+  return `hsl(${hash % 360}, 70%, 42%)`;
+}
 const isFace = (face) => typeof face === "string" && /^[A-Za-z0-9+/=\s]+$/.test(face);
 function describe(o) {
   const parts = [o.name || key(o), o.isotst, `${o.lat}, ${o.lon}`];
@@ -136,6 +197,10 @@ async function loadLast() {
   for (const last of state.last) {
     const item = document.createElement("li");
     item.dataset.device = key(last);
+    const swatch = document.createElement("span");
+    swatch.className = "swatch";
+    swatch.style.background = colour(key(last));
+    item.appendChild(swatch);
     if (isFace(last.face)) {
       const img = document.createElement("img");
       img.src = `data:image/png;base64,${last.face}`;
@@ -167,14 +232,34 @@ async function loadLast() {
 async function loadHistory() {
   const [user, device] = (el("device").value || "/").split("/");
   if (!user || !device) return;
-  const from = el("from").value, to = el("to").value;
   const query = new URLSearchParams({ user, device, format: "json" });
-  if (from) query.set("from", `${from}T00:00:00`);
-  if (to) query.set("to", `${to}T23:59:59`);
+  const from = utc(el("from").value), to = utc(el("to").value);
+  if (from) query.set("from", from);
+  if (to) query.set("to", to);
   const result = await api(`api/0/locations?${query}`);
+  state.selected = `${user}/${device}`;
   state.track = result.data.filter((p) => typeof p.lat === "number").sort((a, b) => a.tst - b.tst);
   el("status").textContent = `${state.track.length} points of ${user}/${device}`;
   fit(state.track);
+}
+
+// A datetime-local value (the viewer's own time) as the API's UTC time.
+function utc(local) {
+  if (!local) return "";
+  const date = new Date(local);
+  return Number.isNaN(date.getTime()) ? "" : date.toISOString().slice(0, 19);
+}
+
+// A Date as a datetime-local value, in the viewer's own time.
+function localValue(date) {
+  const pad = (n) => String(n).padStart(2, "0");
+  return `${date.getFullYear()}-${pad(date.getMonth() + 1)}-${pad(date.getDate())}T${pad(date.getHours())}:${pad(date.getMinutes())}`;
+}
+
+// The end of the range, in API seconds, or none when it is open (now).
+function rangeEnd() {
+  const to = el("to").value;
+  return to ? new Date(to).getTime() / 1000 : Infinity;
 }
 
 function select(user, device) {
@@ -219,7 +304,16 @@ function live() {
   socket.onopen = () => socket.send("LAST");
   socket.onmessage = (event) => {
     const message = JSON.parse(event.data);
-    if (message._type === "location") loadLast().catch(report);
+    if (message._type !== "location") return;
+    // The open track grows with the device's new positions while the range reaches them.
+    if (key(message) === state.selected && typeof message.lat === "number" && message.tst <= rangeEnd()) {
+      const last = state.track[state.track.length - 1];
+      if (!last || message.tst > last.tst) {
+        state.track.push(message);
+        el("status").textContent = `${state.track.length} points of ${state.selected}`;
+      }
+    }
+    loadLast().catch(report);
   };
   socket.onclose = () => setTimeout(live, 1000);
 }
@@ -269,12 +363,27 @@ function setUp() {
     loadHistory().catch(report);
   });
   window.addEventListener("resize", draw);
+  map.addEventListener("click", closePopup);
+  el("popup").addEventListener("click", (e) => e.stopPropagation());
+  for (const preset of el("presets").querySelectorAll("button")) {
+    preset.addEventListener("click", () => {
+      const now = new Date();
+      const start = preset.dataset.today !== undefined
+        ? new Date(now.getFullYear(), now.getMonth(), now.getDate())
+        : new Date(now.getTime() - Number(preset.dataset.hours) * 3600 * 1000);
+      el("from").value = localValue(start);
+      el("to").value = "";
+      loadHistory().catch(report);
+    });
+  }
 
-  // ?user=&device=&from=&to= open a history directly (dates as YYYY-MM-DD).
+  // ?user=&device=&from=&to= open a history directly (YYYY-MM-DD, or with a time); the
+  // default is today until now.
   const params = new URLSearchParams(location.search);
-  const today = new Date().toISOString().slice(0, 10);
-  el("from").value = params.get("from") || today;
-  el("to").value = params.get("to") || today;
+  const asLocal = (text, end) => (text.includes("T") ? text.slice(0, 16) : `${text}T${end ? "23:59" : "00:00"}`);
+  const now = new Date();
+  el("from").value = params.get("from") ? asLocal(params.get("from"), false) : localValue(new Date(now.getFullYear(), now.getMonth(), now.getDate()));
+  el("to").value = params.get("to") ? asLocal(params.get("to"), true) : "";
   loadLast()
     .then(() => {
       if (params.get("user") && params.get("device")) return select(params.get("user"), params.get("device"));
