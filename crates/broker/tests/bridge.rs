@@ -44,6 +44,12 @@ async fn accept(listener: &TcpListener, protocol: Protocol, spec: &BridgeSpec) -
     remote
 }
 
+/// SUBACK granting QoS 1.
+async fn granted(remote: &mut Raw, packet_id: u16) {
+    let codes = vec![ReasonCode::GrantedQoS1];
+    remote.send(Packet::SubAck(SubAck { packet_id, codes, properties: Properties::default() })).await;
+}
+
 /// Expects SUBSCRIBE (the inbound topic) then UNSUBSCRIBE (the outbound-only one), answers both,
 /// and returns their packet ids.
 async fn subscriptions(remote: &mut Raw, protocol: Protocol) -> (u16, u16) {
@@ -54,14 +60,7 @@ async fn subscriptions(remote: &mut Raw, protocol: Protocol) -> (u16, u16) {
     assert_eq!((options.no_local, options.retain_as_published), (protocol.is_v5(), protocol.is_v5()));
     let Some(Packet::Unsubscribe(unsubscribe)) = remote.recv().await else { panic!("expected UNSUBSCRIBE") };
     assert_eq!(unsubscribe.filters, ["outward/#"], "bridge_attempt_unsubscribe");
-    let codes = vec![ReasonCode::GrantedQoS1];
-    remote
-        .send(Packet::SubAck(SubAck {
-            packet_id: subscribe.packet_id,
-            codes,
-            properties: Properties::default(),
-        }))
-        .await;
+    granted(remote, subscribe.packet_id).await;
     (subscribe.packet_id, unsubscribe.packet_id)
 }
 
@@ -137,14 +136,7 @@ async fn the_local_acl_applies_to_the_bridge_as_its_local_user() {
     bridge::start(&local.broker, spec.clone(), None, CancellationToken::new());
     let mut remote = accept(&listener, Protocol::V3_1_1, &spec).await;
     let Some(Packet::Subscribe(subscribe)) = remote.recv().await else { panic!("expected SUBSCRIBE") };
-    let codes = vec![ReasonCode::GrantedQoS1];
-    remote
-        .send(Packet::SubAck(SubAck {
-            packet_id: subscribe.packet_id,
-            codes,
-            properties: Properties::default(),
-        }))
-        .await;
+    granted(&mut remote, subscribe.packet_id).await;
 
     // An anonymous watcher here: the ACL file gives anonymous clients nothing to read, so it
     // watches through a tap instead.

@@ -19,17 +19,8 @@ pub enum Applied {
     NotBridge,
 }
 
-fn boolean(value: &str) -> Result<bool, String> {
-    match value {
-        "true" => Ok(true),
-        "false" => Ok(false),
-        _ => Err(format!("expected true or false, got {value:?}")),
-    }
-}
-
-fn number<T: std::str::FromStr>(value: &str) -> Result<T, String> {
-    value.parse().map_err(|_| format!("expected a number, got {value:?}"))
-}
+// Values read as the rest of mosquitto.conf reads them.
+use crate::config::mosquitto::{parse_bool as boolean, parse_num as number};
 
 fn seconds(value: &str) -> Result<Duration, String> {
     number(value).map(Duration::from_secs)

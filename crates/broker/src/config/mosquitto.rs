@@ -58,7 +58,7 @@ struct Reader {
     bridge: Option<BridgeSpec>,
 }
 
-fn parse_bool(value: &str) -> Result<bool, String> {
+pub(crate) fn parse_bool(value: &str) -> Result<bool, String> {
     match value {
         "true" => Ok(true),
         "false" => Ok(false),
@@ -66,7 +66,7 @@ fn parse_bool(value: &str) -> Result<bool, String> {
     }
 }
 
-fn parse_num<T: std::str::FromStr>(value: &str) -> Result<T, String> {
+pub(crate) fn parse_num<T: std::str::FromStr>(value: &str) -> Result<T, String> {
     value.parse().map_err(|_| format!("expected a number, got {value:?}"))
 }
 
