@@ -397,10 +397,11 @@ async fn on_a_phone_the_map_shows_colours_popups_and_a_growing_track() {
             "acc": 12, "batt": 80, "vel": 4, "tid": "jp"});
         publish(p, "owntracks/jane/phone", &point.to_string()).await;
     }
+    // john a few metres from where jane was last: their labels would meet.
     publish(
         p,
         "owntracks/john/tablet",
-        r#"{"_type":"location","lat":48.80,"lon":2.35,"tst":1706856000,"tid":"jt"}"#,
+        r#"{"_type":"location","lat":48.8701,"lon":2.2901,"tst":1706856000,"tid":"jt"}"#,
     )
     .await;
     wait_json(&broker.http, "/api/0/last", None, |v| v.as_array().is_some_and(|a| a.len() == 2)).await;
@@ -421,6 +422,12 @@ async fn on_a_phone_the_map_shows_colours_popups_and_a_growing_track() {
         )
         .await;
     assert_eq!(layout, json!([390, true, true]), "map width, map height, panel below");
+    // Two devices close together: their names one under the other, not on top of each other.
+    let lines = page
+        .eval("[...document.querySelectorAll('text.label')].map((t) => Number(t.getAttribute('y')))")
+        .await;
+    let lines: Vec<f64> = lines.as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    assert!(lines.len() == 2 && (lines[0] - lines[1]).abs() >= 14.0, "labels at {lines:?}");
     let fills = page.eval("[...document.querySelectorAll('.marker')].map((m) => m.style.fill)").await;
     let fills = fills.as_array().unwrap();
     assert!(fills.len() == 2 && fills[0] != fills[1], "a colour per device: {fills:?}");

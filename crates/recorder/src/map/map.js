@@ -83,6 +83,7 @@ function drawOverlay() {
       dot.addEventListener("click", (e) => showPopup(p, e));
     });
   }
+  const labels = [];
   for (const last of state.last) {
     const at = toScreen(last.lat, last.lon);
     if (last.acc > 0) {
@@ -97,8 +98,21 @@ function drawOverlay() {
     if (isFace(last.face)) {
       svg("image", { href: `data:image/png;base64,${last.face}`, x: at.x - 12, y: at.y - 36, width: 24, height: 24 }, overlay);
     }
-    svg("text", { class: "label", x: at.x + 11, y: at.y + 4 }, overlay).textContent = last.name || last.tid || key(last);
+    const name = last.name || last.tid || key(last);
+    const y = freeLine(labels, at.x + 11, at.y + 4, name.length * 7);
+    svg("text", { class: "label", x: at.x + 11, y, "data-device": key(last) }, overlay).textContent = name;
   }
+}
+
+// The baseline for a label of about `width` pixels at (x, y) that clears the labels already
+// placed: devices near each other get their names one under the other, not on top.
+const LINE = 15;
+function freeLine(placed, x, y, width) {
+  const clashes = (top) => placed.some((b) => x < b.x + b.width && b.x < x + width && Math.abs(b.y - top) < LINE);
+  let line = y;
+  for (let tries = 0; tries < 12 && clashes(line); tries++) line += LINE;
+  placed.push({ x, y: line, width });
+  return line;
 }
 
 function draw() {
