@@ -195,6 +195,9 @@ async fn api_parameters_status_codes_and_formats() {
     let all = wait_json(&broker.http, &path, None, |v| v["count"] == 4).await;
     let tsts: Vec<_> = all["data"].as_array().unwrap().iter().map(|p| p["tst"].as_i64().unwrap()).collect();
     assert_eq!(tsts, [1706856000, 1706856060, 1706856120, 1706856500]);
+    // The zone of the position and the local time there, found offline, stored with the point.
+    assert_eq!(all["data"][0]["tzname"], "Europe/Paris");
+    assert_eq!(all["data"][0]["isolocal"], "2024-02-02T07:40:00+0100");
     // limit: the newest N in range; fields: only those keys.
     let limited = wait_json(&broker.http, &format!("{path}&limit=2&fields=tst,lat"), None, |_| true).await;
     assert_eq!(

@@ -138,6 +138,12 @@ impl Recorder {
                     warn!(user, device, kind, "without numeric tst/lat/lon: kept as an unknown record");
                     return out.ops.push(Op::Record(other(&origin, Some(kind), now, to_vec(&object))));
                 };
+                // The zone goes into the record, so history keeps the zone it was in.
+                if !object.contains_key("tzname") {
+                    if let Some(zone) = crate::zone::name(lat, lon) {
+                        object.insert("tzname".into(), zone.into());
+                    }
+                }
                 let strings = |k| object.get(k).is_some_and(Value::is_string);
                 if kind == "transition" && !(strings("event") && strings("desc")) {
                     warn!(user, device, "transition without string event/desc: dropped");

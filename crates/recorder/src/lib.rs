@@ -25,6 +25,7 @@ pub mod store;
 pub mod timefmt;
 pub mod topic;
 pub mod view;
+mod zone;
 
 use std::sync::Arc;
 use std::time::Duration;

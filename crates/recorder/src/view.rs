@@ -25,6 +25,11 @@ pub fn decorate(object: &mut Map<String, Value>, user: &str, device: &str) {
     if let Some(tst) = object.get("tst").and_then(Value::as_i64) {
         object.insert("isotst".into(), timefmt::iso(tst).into());
         object.insert("disptst".into(), timefmt::display(tst).into());
+        let local =
+            object.get("tzname").and_then(Value::as_str).and_then(|zone| crate::zone::isolocal(tst, zone));
+        if let Some(local) = local {
+            object.insert("isolocal".into(), local.into());
+        }
     }
 }
 
@@ -70,7 +75,7 @@ pub fn point_json(point: &Point, user: &str, device: &str) -> String {
     let spliceable = text.starts_with('{')
         && text.ends_with('}')
         && text.len() > 2
-        && !["username", "device", "isotst", "disptst", "isorcv"].iter().any(|k| has(k));
+        && !["username", "device", "isotst", "disptst", "isorcv", "isolocal"].iter().any(|k| has(k));
     if !spliceable {
         return Value::Object(self::point(point, user, device)).to_string();
     }
@@ -95,6 +100,12 @@ pub fn point_json(point: &Point, user: &str, device: &str) -> String {
         ("isorcv", timefmt::iso(point.rcv)),
     ] {
         out.push_str(&format!(",\"{key}\":\"{value}\""));
+    }
+    // A zone name is letters, digits, `/`, `_`, `-` and `+`: read straight from the text.
+    let zone =
+        text.split_once("\"tzname\":\"").and_then(|(_, rest)| rest.split_once('"')).map(|(zone, _)| zone);
+    if let Some(local) = zone.and_then(|zone| crate::zone::isolocal(point.tst, zone)) {
+        out.push_str(&format!(",\"isolocal\":\"{local}\""));
     }
     out.push('}');
     out
@@ -126,11 +137,15 @@ mod tests {
             r#"{"_type":"location","lat":1.5,"lon":2.5,"tid":"jp","tst":1706856298}"#,
             r#"{"_type":"location","lat":1.5,"lon":2.5,"tst":1706856298,"topic":"owntracks/jane/phone","_http":true}"#,
             r#"{"_type":"location","lat":1.5,"lon":2.5,"tst":1706856298,"username":"someone else"}"#,
+            r#"{"_type":"location","lat":48.85,"lon":2.35,"tst":1706856298,"tzname":"Europe/Paris"}"#,
         ];
         for json in stored {
             let point = Point { tst: 1706856298, rcv: 1706856300, json: json.to_string() };
             let fast: Value = serde_json::from_str(&point_json(&point, "jane", "phone")).unwrap();
             assert_eq!(fast, Value::Object(self::point(&point, "jane", "phone")), "{json}");
         }
+        let paris = Point { tst: 1706856298, rcv: 1706856300, json: stored[3].to_string() };
+        let fast: Value = serde_json::from_str(&point_json(&paris, "jane", "phone")).unwrap();
+        assert_eq!(fast["isolocal"], "2024-02-02T07:44:58+0100");
     }
 }
