@@ -181,3 +181,29 @@ async fn a_lazy_bridge_connects_at_its_threshold() {
         assert_eq!(publish.topic, format!("bridge/{i}"));
     }
 }
+
+/// The bridge's stored session keeps what an earlier configuration subscribed to; a topic rule
+/// that is gone takes its subscription with it, so nothing is queued for a remote that would
+/// never get it.
+#[tokio::test]
+async fn topics_no_longer_configured_are_unsubscribed() {
+    let local = TestBroker::start().await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let spec = spec(vec![listener.local_addr().unwrap().to_string()], Protocol::V3_1_1);
+    // An earlier life of the bridge's session, subscribed to a topic the rules no longer have.
+    let (earlier, _) = Raw::session(local.addr, &spec.local_clientid, false).await;
+    let mut earlier = earlier;
+    earlier.subscribe("stale/#", QoS::AtLeastOnce).await;
+    drop(earlier);
+    eventually(|| local.broker.stats().sessions_online == 0).await;
+    bridge::start(&local.broker, spec.clone(), None, CancellationToken::new());
+    let mut remote = accept(&listener, Protocol::V3_1_1, &spec).await;
+    subscriptions(&mut remote, Protocol::V3_1_1).await;
+    assert_eq!(local.broker.subscription_count(), 2, "bridge/# and outward/#, not stale/#");
+    let (publisher, _) = local.client("publisher").await;
+    publisher.publish("stale/x", "old", QoS::AtLeastOnce, false).await.unwrap();
+    publisher.publish("bridge/y", "new", QoS::AtLeastOnce, false).await.unwrap();
+    let Some(Packet::Publish(only)) = remote.recv().await else { panic!("expected PUBLISH") };
+    assert_eq!(&only.topic[..], "bridge/y");
+    assert_eq!(local.broker.stats().queued_messages, 0, "nothing waits under the stale topic");
+}

@@ -101,9 +101,8 @@ impl Hash {
         }
         let parts: Vec<&str> = text.split('$').collect();
         match parts.as_slice() {
-            ["", "6", salt, hash] if !salt.is_empty() => {
-                Ok(Hash::Sha512 { salt: b64(salt)?, hash: digest(hash)? })
-            }
+            ["", "6", "", _] => Err("an empty salt".into()),
+            ["", "6", salt, hash] => Ok(Hash::Sha512 { salt: b64(salt)?, hash: digest(hash)? }),
             ["", "7", iterations, salt, hash] => {
                 let iterations =
                     iterations.parse().map_err(|_| format!("bad iteration count {iterations:?}"))?;

@@ -89,12 +89,17 @@ pub fn client_tls(tls: &BridgeTls) -> Result<Tls, String> {
 /// is the client TLS made by `client_tls`.
 pub fn start(broker: &Arc<Broker>, spec: BridgeSpec, tls: Option<Tls>, shutdown: CancellationToken) {
     let status = Arc::new(BridgeStatus { name: spec.name.clone(), ..BridgeStatus::default() });
+    let local = ClientInfo {
+        client_id: spec.local_clientid.as_str().into(),
+        username: spec.local_username.as_deref().map(Into::into),
+    };
     let bridge = Bridge {
         broker: Arc::clone(broker),
         spec: Arc::new(spec),
         tls,
         status: Arc::clone(&status),
         shutdown,
+        local,
     };
     broker.add_bridge(status, tokio::spawn(bridge.run()));
 }
@@ -105,6 +110,9 @@ struct Bridge {
     tls: Option<Tls>,
     status: Arc<BridgeStatus>,
     shutdown: CancellationToken,
+    /// Who the bridge is here (`local_clientid`, `local_username`): the ACL's client and the
+    /// publisher of what it brings in, made once rather than per message.
+    local: ClientInfo,
 }
 
 /// Why a connection to the remote ended.
@@ -182,13 +190,6 @@ impl Bridge {
         session
     }
 
-    fn local_client(&self) -> ClientInfo {
-        ClientInfo {
-            client_id: self.spec.local_clientid.as_str().into(),
-            username: self.spec.local_username.as_deref().map(Into::into),
-        }
-    }
-
     /// `lazy`: waits until `threshold` messages are queued. False on shutdown.
     async fn wait_for_threshold(&self, session: &SessionHandle) -> bool {
         loop {
@@ -240,22 +241,12 @@ impl Bridge {
         if let Some(tls) = &self.tls {
             options = options.tls(tls.clone());
         }
-        let mut link = LocalLink::attach(session, spec);
-        let (client, messages) = match Client::connect(options).await {
-            Ok(connected) => connected,
-            Err(e) => {
-                link.detach(&self.broker);
-                return Err(e);
-            }
-        };
-        link.connected(&self.broker, &client);
-        match self.subscribe_remote(&client, session).await {
-            Ok(()) => Ok((client, messages, link)),
-            Err(e) => {
-                link.detach(&self.broker);
-                Err(e)
-            }
-        }
+        // Detached again when dropped: on a failure here, or when shutdown cancels the attempt.
+        let mut link = LocalLink::attach(&self.broker, session, spec);
+        let (client, messages) = Client::connect(options).await?;
+        link.connected(&client);
+        self.subscribe_remote(&client, session).await?;
+        Ok((client, messages, link))
     }
 
     /// Announces the bridge at the remote and subscribes there.
@@ -355,12 +346,12 @@ impl Bridge {
                     Ok(reason) if reason.is_none_or(|r| !r.is_error()) => {
                         last_traffic = Instant::now();
                         self.status.messages_out.fetch_add(1, Ordering::Relaxed);
-                        link.acknowledge(&self.broker, local_id, qos);
+                        link.acknowledge(local_id, qos);
                     }
                     Ok(reason) => {
                         // Refused by the remote (not authorised, say): retrying would not help.
                         warn!(bridge = %spec.name, ?reason, "the remote refused a bridged message");
-                        link.acknowledge(&self.broker, local_id, qos);
+                        link.acknowledge(local_id, qos);
                     }
                     // Connection lost: what is unacknowledged is sent again on the next one.
                     Err(_) => break Ended::Lost,
@@ -369,7 +360,7 @@ impl Bridge {
             }
         };
         self.status.connected.store(false, Ordering::Relaxed);
-        link.detach(&self.broker);
+        drop(link);
         if spec.notifications {
             self.notify_local(false);
         }
@@ -396,7 +387,7 @@ impl Bridge {
             return;
         };
         let authorizer = self.broker.authorizer();
-        if !authorizer.allows_everything() && !authorizer.can_publish(&self.local_client(), &topic) {
+        if !authorizer.allows_everything() && !authorizer.can_publish(&self.local, &topic) {
             debug!(bridge = %self.spec.name, %topic, "bridged message not authorised here, dropped");
             return;
         }
@@ -406,7 +397,7 @@ impl Bridge {
         self.status.messages_in.fetch_add(1, Ordering::Relaxed);
         // The bridge's own client id as publisher: its No Local subscriptions do not send the
         // message straight back.
-        let message = Message::from_publish(publish, Some(self.spec.local_clientid.as_str().into()));
+        let message = Message::from_publish(publish, Some(self.local.client_id.clone()));
         drop(self.broker.publish(message).durable);
     }
 
@@ -424,6 +415,14 @@ impl Bridge {
 /// Subscribes the bridge's session to the outbound topics; with `retained`, the retained
 /// messages there are queued for the remote too.
 fn subscribe_local(broker: &Broker, session: &Arc<SessionHandle>, spec: &BridgeSpec, retained: bool) {
+    // A stored session keeps the topics of an earlier configuration: those go.
+    let current: Vec<&str> =
+        spec.topics.iter().filter(|rule| rule.direction.outbound()).map(|rule| rule.local_filter()).collect();
+    let stale: Vec<ByteString> =
+        session.lock().subscriptions.keys().filter(|f| !current.contains(&f.as_ref())).cloned().collect();
+    for filter in stale {
+        broker.unsubscribe(session, &filter);
+    }
     let mut ops = Vec::new();
     for rule in spec.topics.iter().filter(|rule| rule.direction.outbound()) {
         let options = SubOptions {
@@ -450,8 +449,10 @@ fn state_message(spec: &BridgeSpec, session: &SessionHandle, connected: bool) ->
     publish
 }
 
-/// The bridge's session while the remote is connected: attached as a connection would be.
+/// The bridge's session while the remote is connected: attached as a connection would be, and
+/// detached when dropped.
 struct LocalLink {
+    broker: Arc<Broker>,
     session: Arc<SessionHandle>,
     id: u64,
     doorbell: Arc<Doorbell>,
@@ -464,7 +465,7 @@ impl LocalLink {
     /// Attaches the bridge to its session while it connects: from here on, what is published
     /// (QoS 0 too) waits in the queue for the remote instead of being dropped as for an
     /// offline client.
-    fn attach(session: &Arc<SessionHandle>, spec: &Arc<BridgeSpec>) -> LocalLink {
+    fn attach(broker: &Arc<Broker>, session: &Arc<SessionHandle>, spec: &Arc<BridgeSpec>) -> LocalLink {
         let id = next_connection_id();
         let doorbell = Arc::new(Doorbell::default());
         session.set_connection(id, Arc::clone(&doorbell));
@@ -475,22 +476,29 @@ impl LocalLink {
         }
         session.set_online(true);
         session.set_username(spec.local_username.as_deref().map(Into::into));
-        LocalLink { session: Arc::clone(session), id, doorbell, spec: Arc::clone(spec), resend: Vec::new() }
+        LocalLink {
+            broker: Arc::clone(broker),
+            session: Arc::clone(session),
+            id,
+            doorbell,
+            spec: Arc::clone(spec),
+            resend: Vec::new(),
+        }
     }
 
     /// The remote answered: the window is what it takes (its Receive Maximum) and this broker
     /// allows, and what the last connection left unacknowledged goes first.
-    fn connected(&mut self, broker: &Broker, client: &Client) {
+    fn connected(&mut self, client: &Client) {
         let window = client
             .connected()
             .properties
             .receive_maximum
             .map_or(usize::from(u16::MAX), usize::from)
-            .min(broker.config.max_inflight_messages.max(1));
+            .min(self.broker.config.max_inflight_messages.max(1));
         self.resend = self.session.lock().attach(self.id, Protocol::V5, window);
         // Subscribing again each time queues the retained messages for the remote, as
         // Mosquitto does when a bridge connects.
-        subscribe_local(broker, &self.session, &self.spec, true);
+        subscribe_local(&self.broker, &self.session, &self.spec, true);
     }
 
     /// Resolves with what the doorbell was rung for.
@@ -541,6 +549,9 @@ impl LocalLink {
                 .filter(|r| r.direction.outbound())
                 .find_map(|r| r.to_remote(&publish.topic))
             else {
+                // Queued under a topic rule no longer configured: done here, so it does not
+                // hold a place in the window for ever.
+                self.acknowledge(publish.packet_id, publish.qos);
                 continue;
             };
             publish.topic = topic.into();
@@ -553,7 +564,7 @@ impl LocalLink {
 
     /// The remote has the message: it is done here too (QoS 2 both steps at once, as the
     /// remote's PUBCOMP already came).
-    fn acknowledge(&mut self, broker: &Broker, local_id: Option<u16>, qos: QoS) {
+    fn acknowledge(&mut self, local_id: Option<u16>, qos: QoS) {
         let Some(packet_id) = local_id else { return };
         let ops = {
             let mut state = self.session.lock();
@@ -568,10 +579,12 @@ impl LocalLink {
             }
             state.take_ops()
         };
-        drop(broker.submit(ops));
+        drop(self.broker.submit(ops));
     }
+}
 
-    fn detach(self, broker: &Broker) {
-        broker.close_session(&self.session, self.id);
+impl Drop for LocalLink {
+    fn drop(&mut self) {
+        self.broker.close_session(&self.session, self.id);
     }
 }

@@ -179,7 +179,7 @@ fn bridges(out: &mut Out, broker: &Broker) {
         for bridge in &bridges {
             out.value(
                 name,
-                &format!("{{bridge=\"{}\"}}", bridge.name.replace(['"', '\\'], "_")),
+                &format!("{{bridge=\"{}\"}}", bridge.name.replace(['"', '\\', '\n'], "_")),
                 value(bridge),
             );
         }
