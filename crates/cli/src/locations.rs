@@ -2,12 +2,11 @@
 //! as its `ocat` prints it.
 
 use std::io::Write;
-use std::path::PathBuf;
 
 use anyhow::Context;
 use cauldron_recorder::formats::Format;
-use cauldron_recorder::store::{Range, SqliteStore, Store};
-use cauldron_recorder::{timefmt, view, STORE_FILE};
+use cauldron_recorder::store::{Range, Store};
+use cauldron_recorder::{timefmt, view};
 use serde_json::{json, Value};
 
 #[derive(clap::Args)]
@@ -42,9 +41,8 @@ pub struct LocationsArgs {
     /// Only these fields (comma-separated), for json and csv.
     #[arg(long, value_delimiter = ',')]
     fields: Vec<String>,
-    /// The data directory holding the store.
-    #[arg(long, default_value = "cauldron-data")]
-    data_dir: PathBuf,
+    #[command(flatten)]
+    store: crate::recorder::StoreArgs,
 }
 
 pub fn run(args: LocationsArgs) -> anyhow::Result<()> {
@@ -68,14 +66,13 @@ pub fn run(args: LocationsArgs) -> anyhow::Result<()> {
         Some(text) => time("--to", text)?,
         None => now + 1,
     };
-    let path = args.data_dir.join(STORE_FILE);
-    anyhow::ensure!(path.exists(), "no recorder store at {}", path.display());
-    let store = SqliteStore::open(&path)?;
+    let store = args.store.open_existing()?;
+    let store = store.as_ref();
     let mut stdout = std::io::stdout().lock();
     if args.list || args.last {
         let out = match args.list {
-            true => list(&store, args.user.as_deref())?,
-            false => last(&store, args.user.as_deref(), args.device.as_deref())?,
+            true => list(store, args.user.as_deref())?,
+            false => last(store, args.user.as_deref(), args.device.as_deref())?,
         };
         written(writeln!(stdout, "{out}"))?;
         return Ok(());

@@ -14,7 +14,7 @@ use cauldron_broker::config::toml::RecorderToml;
 use cauldron_broker::{AllowAll, Authorizer, Broker, CancellationToken};
 use cauldron_client::{Client, Options, QoS, Reconnect, Tls};
 use cauldron_recorder::http::{Access, Api};
-use cauldron_recorder::store::{SqliteStore, Store};
+use cauldron_recorder::store::Store;
 use cauldron_recorder::{Recorder, STORE_FILE};
 use tokio::net::TcpListener;
 use tracing::{info, warn};
@@ -52,6 +52,10 @@ pub struct RecorderFlags {
     /// `/ws/last` with the user's login; repeatable.
     #[arg(long = "recorder-cors-origin", value_name = "URL")]
     cors_origins: Vec<String>,
+    /// Keep the recorder's history in PostgreSQL (postgres://user[:password]@host[:port]/db)
+    /// instead of the SQLite file in the data directory. Several cauldrons may share one.
+    #[arg(long, value_name = "URL")]
+    recorder_store: Option<String>,
 }
 
 impl RecorderFlags {
@@ -66,6 +70,7 @@ impl RecorderFlags {
         file.user_header = self.recorder_user_header.clone().or(file.user_header);
         file.docroot = self.recorder_docroot.clone().or(file.docroot);
         file.cors_origins.extend(self.cors_origins.iter().cloned());
+        file.store = self.recorder_store.clone().or(file.store);
         file
     }
 }
@@ -82,10 +87,38 @@ pub fn check(settings: &RecorderToml) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn open_store(data_dir: &Path) -> anyhow::Result<Arc<dyn Store>> {
-    std::fs::create_dir_all(data_dir)
-        .with_context(|| format!("creating data directory {}", data_dir.display()))?;
-    Ok(Arc::new(SqliteStore::open(&data_dir.join(STORE_FILE))?))
+/// Where a command finds the recorder's store: the SQLite file in the data directory, or a
+/// PostgreSQL database.
+#[derive(clap::Args, Debug)]
+pub struct StoreArgs {
+    /// The data directory holding the SQLite store.
+    #[arg(long, default_value = "cauldron-data")]
+    data_dir: PathBuf,
+    /// The store in PostgreSQL instead: postgres://user[:password]@host[:port]/database.
+    #[arg(long, value_name = "URL")]
+    recorder_store: Option<String>,
+}
+
+impl StoreArgs {
+    /// The store, which must exist already (a command that reads it should not make an
+    /// empty one in a mistyped folder).
+    pub fn open_existing(&self) -> anyhow::Result<Arc<dyn Store>> {
+        if self.recorder_store.is_none() {
+            let path = self.data_dir.join(STORE_FILE);
+            anyhow::ensure!(path.exists(), "no recorder store at {}", path.display());
+        }
+        self.open()
+    }
+
+    /// The store, made if there is none yet.
+    pub fn open(&self) -> anyhow::Result<Arc<dyn Store>> {
+        Ok(open_store(self.recorder_store.as_deref(), &self.data_dir)?.0)
+    }
+}
+
+/// The store and its name for logs.
+fn open_store(url: Option<&str>, data_dir: &Path) -> anyhow::Result<(Arc<dyn Store>, String)> {
+    Ok(cauldron_recorder::store::open(url, data_dir)?)
 }
 
 /// The recorder's HTTP state, with retention running if asked for.
@@ -125,10 +158,11 @@ pub fn in_process(
     passwords: &Arc<Passwords>,
     authorizer: &Arc<dyn Authorizer>,
 ) -> anyhow::Result<Api> {
-    let recorder = Recorder::new(open_store(data_dir)?);
+    let (store, name) = open_store(settings.store.as_deref(), data_dir)?;
+    let recorder = Recorder::new(store);
     let messages = broker.tap("owntracks/#", FEED_CAPACITY);
     tokio::spawn(cauldron_recorder::feed(Arc::clone(&recorder), messages));
-    info!("OwnTracks recorder on (store {})", data_dir.join(STORE_FILE).display());
+    info!("OwnTracks recorder on (store {name})");
     let mut api = api(recorder, settings, Arc::clone(passwords), Arc::clone(authorizer))?;
     // HTTP-mode apps' positions reach MQTT-mode friends through the broker.
     let broker = Arc::clone(broker);
@@ -196,19 +230,19 @@ enum RecorderCommand {
     Friends(FriendsCommand),
 }
 
-/// A device and the data directory whose store holds it.
+/// A device and the store that holds it.
 #[derive(clap::Args)]
 struct DeviceArgs {
     user: String,
     device: String,
-    #[arg(long, default_value = "cauldron-data")]
-    data_dir: PathBuf,
+    #[command(flatten)]
+    store: StoreArgs,
 }
 
 impl DeviceArgs {
     /// The store, and the names (exactly as given: names are case-sensitive).
     fn open(&self) -> anyhow::Result<(Arc<dyn Store>, String, String)> {
-        Ok((open_store(&self.data_dir)?, self.user.clone(), self.device.clone()))
+        Ok((self.store.open()?, self.user.clone(), self.device.clone()))
     }
 }
 
@@ -255,8 +289,10 @@ pub async fn run(args: RecorderArgs) -> anyhow::Result<()> {
         Some(path) => Arc::new(cauldron_broker::auth::acl::ReloadableAcl::new(AclFile::load(path)?)),
         None => Arc::new(AllowAll),
     };
-    let recorder = Recorder::new(open_store(&args.data_dir)?);
     let settings = args.flags.over(RecorderToml::default());
+    let (store, name) = open_store(settings.store.as_deref(), &args.data_dir)?;
+    info!("recorder store {name}");
+    let recorder = Recorder::new(store);
     let api = api(Arc::clone(&recorder), &settings, passwords, authorizer)?;
     let listener =
         TcpListener::bind(args.http).await.with_context(|| format!("binding HTTP {}", args.http))?;

@@ -32,8 +32,7 @@ use std::time::Duration;
 
 pub use ingest::{LiveEvent, Recorder, Via};
 
-/// The store file inside the data directory.
-pub const STORE_FILE: &str = "recorder.sqlite";
+pub use store::STORE_FILE;
 
 /// Messages written per transaction at most: big batches make bulk ingest fast, and a busy
 /// feed still commits often.

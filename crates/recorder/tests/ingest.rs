@@ -1,23 +1,87 @@
 //! The recorder on its own store: what each message type becomes, normalisation, duplicates,
-//! retention, deletes and schema migrations.
+//! retention, deletes and schema migrations. Every test runs on both stores, SQLite and
+//! PostgreSQL, and must see the same.
+
+#[path = "support/postgres.rs"]
+mod postgres_server;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use cauldron_recorder::store::{Range, SqliteStore, Store};
+use cauldron_recorder::store::{PostgresStore, Range, SqliteStore, Store};
 use cauldron_recorder::{crypto, Recorder, Via};
 use serde_json::{json, Value};
 
-fn fresh(name: &str) -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join("recorder.sqlite")
+/// Where a test's store lives, so that it can be opened again.
+enum Place {
+    Sqlite(PathBuf),
+    Postgres(String),
 }
 
-fn recorder(name: &str) -> (Arc<Recorder>, PathBuf) {
-    let path = fresh(name);
-    (Recorder::new(Arc::new(SqliteStore::open(&path).unwrap())), path)
+impl Place {
+    fn sqlite(name: &str) -> Place {
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Place::Sqlite(dir.join("recorder.sqlite"))
+    }
+
+    fn postgres(name: &str) -> Place {
+        Place::Postgres(postgres_server::fresh_database(&format!("ingest_{name}")))
+    }
+
+    fn open(&self) -> Arc<dyn Store> {
+        match self {
+            Place::Sqlite(path) => Arc::new(SqliteStore::open(path).unwrap()),
+            Place::Postgres(url) => Arc::new(PostgresStore::open(url).unwrap()),
+        }
+    }
+
+    /// How many schema changes the store says have run.
+    fn schema_version(&self) -> i64 {
+        match self {
+            Place::Sqlite(path) => {
+                let conn = rusqlite::Connection::open(path).unwrap();
+                conn.pragma_query_value(None, "user_version", |row| row.get(0)).unwrap()
+            }
+            Place::Postgres(url) => {
+                let url = url.clone();
+                std::thread::spawn(move || {
+                    let mut client = ::postgres::Client::connect(&url, ::postgres::NoTls).unwrap();
+                    let rows = client.query("SELECT version FROM recorder_schema", &[]).unwrap();
+                    assert_eq!(rows.len(), 1, "one row per migration");
+                    i64::from(rows[0].get::<_, i32>(0))
+                })
+                .join()
+                .unwrap()
+            }
+        }
+    }
+}
+
+/// Each named test, once per store: `sqlite::name` and `postgres::name`.
+macro_rules! on_both_stores {
+    ($($test:ident),* $(,)?) => {
+        mod sqlite { $(#[test] fn $test() { super::$test(super::Place::sqlite(stringify!($test))) })* }
+        mod postgres { $(#[test] fn $test() { super::$test(super::Place::postgres(stringify!($test))) })* }
+    };
+}
+
+on_both_stores!(
+    strings_are_normalised_and_bad_messages_are_not_locations,
+    cards_waypoints_and_dumps_have_their_own_places,
+    http_and_decrypted_messages_are_marked,
+    a_batch_is_one_transaction_and_duplicates_are_counted_out,
+    retention_deletes_old_history_and_keeps_last_positions,
+    deleting_the_newest_point_moves_last_back,
+    reopening_keeps_everything_and_migrations_run_once,
+    users_and_devices_come_from_history_last_positions_and_cards,
+    names_sort_byte_by_byte_whatever_the_locale,
+    several_recorders_on_one_store_keep_each_point_once,
+);
+
+fn recorder(place: &Place) -> Arc<Recorder> {
+    Recorder::new(place.open())
 }
 
 fn ingest(recorder: &Recorder, topic: &str, payload: Value) -> usize {
@@ -26,9 +90,8 @@ fn ingest(recorder: &Recorder, topic: &str, payload: Value) -> usize {
 
 const ALL: Range = Range { from: 0, to: i64::MAX, limit: None };
 
-#[test]
-fn strings_are_normalised_and_bad_messages_are_not_locations() {
-    let (r, _) = recorder("normalise");
+fn strings_are_normalised_and_bad_messages_are_not_locations(place: Place) {
+    let r = recorder(&place);
     ingest(
         &r,
         "owntracks/a/b",
@@ -64,9 +127,8 @@ fn strings_are_normalised_and_bad_messages_are_not_locations() {
     assert_eq!(r.ingest([("owntracks/a/b", &b""[..])], Via::Mqtt).unwrap(), 0);
 }
 
-#[test]
-fn cards_waypoints_and_dumps_have_their_own_places() {
-    let (r, _) = recorder("documents");
+fn cards_waypoints_and_dumps_have_their_own_places(place: Place) {
+    let r = recorder(&place);
     ingest(&r, "owntracks/a/b/info", json!({"_type": "card", "tid": "ab", "name": "A"}));
     ingest(&r, "owntracks/a/b/waypoints", json!({"_type": "waypoints", "waypoints": []}));
     ingest(
@@ -83,9 +145,8 @@ fn cards_waypoints_and_dumps_have_their_own_places() {
     assert_eq!(s.records("a", "b", 0, i64::MAX).unwrap().len(), 1);
 }
 
-#[test]
-fn http_and_decrypted_messages_are_marked() {
-    let (r, _) = recorder("marks");
+fn http_and_decrypted_messages_are_marked(place: Place) {
+    let r = recorder(&place);
     r.store().set_key("a", "b", Some("secret")).unwrap();
     let plain = json!({"_type": "location", "lat": 1.0, "lon": 2.0, "tst": 10}).to_string();
     let sealed =
@@ -95,9 +156,8 @@ fn http_and_decrypted_messages_are_marked() {
     assert_eq!((stored["_http"].clone(), stored["_decrypted"].clone()), (json!(true), json!(true)));
 }
 
-#[test]
-fn a_batch_is_one_transaction_and_duplicates_are_counted_out() {
-    let (r, _) = recorder("batch");
+fn a_batch_is_one_transaction_and_duplicates_are_counted_out(place: Place) {
+    let r = recorder(&place);
     let payloads: Vec<String> = (0..1000)
         .map(|i| {
             json!({"_type": "location", "lat": 1.0, "lon": 1.0, "tst": 1_700_000_000 + i % 500}).to_string()
@@ -109,9 +169,8 @@ fn a_batch_is_one_transaction_and_duplicates_are_counted_out() {
     assert_eq!(newest.iter().map(|p| p.tst).collect::<Vec<_>>(), [1_700_000_498, 1_700_000_499]);
 }
 
-#[test]
-fn retention_deletes_old_history_and_keeps_last_positions() {
-    let (r, _) = recorder("retention");
+fn retention_deletes_old_history_and_keeps_last_positions(place: Place) {
+    let r = recorder(&place);
     for tst in [100, 200, 300] {
         ingest(&r, "owntracks/a/b", json!({"_type": "location", "lat": 1, "lon": 1, "tst": tst}));
     }
@@ -120,9 +179,8 @@ fn retention_deletes_old_history_and_keeps_last_positions() {
     assert_eq!(r.store().last().unwrap().len(), 1);
 }
 
-#[test]
-fn deleting_the_newest_point_moves_last_back() {
-    let (r, _) = recorder("delete");
+fn deleting_the_newest_point_moves_last_back(place: Place) {
+    let r = recorder(&place);
     for tst in [100, 200] {
         ingest(&r, "owntracks/a/b", json!({"_type": "location", "lat": 1, "lon": 1, "tst": tst}));
     }
@@ -132,23 +190,20 @@ fn deleting_the_newest_point_moves_last_back() {
     assert!(r.store().last().unwrap().is_empty(), "no location left, no last position");
 }
 
-#[test]
-fn reopening_keeps_everything_and_migrations_run_once() {
-    let (r, path) = recorder("reopen");
+fn reopening_keeps_everything_and_migrations_run_once(place: Place) {
+    let r = recorder(&place);
     ingest(&r, "owntracks/a/b", json!({"_type": "location", "lat": 1, "lon": 1, "tst": 100}));
     r.store().set_friends("a", "b", Some(&["c/d".to_string()])).unwrap();
     drop(r);
-    let store = SqliteStore::open(&path).unwrap();
+    let store = place.open();
     assert_eq!(store.locations("a", "b", ALL).unwrap().len(), 1);
     assert_eq!(store.friends("a", "b").unwrap(), Some(vec!["c/d".to_string()]));
-    let conn = rusqlite::Connection::open(&path).unwrap();
-    let version: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0)).unwrap();
-    assert_eq!(version, 1, "schema version after the first migration");
+    drop(place.open());
+    assert_eq!(place.schema_version(), 1, "schema version after the first migration, opened three times");
 }
 
-#[test]
-fn users_and_devices_come_from_history_last_positions_and_cards() {
-    let (r, _) = recorder("listing");
+fn users_and_devices_come_from_history_last_positions_and_cards(place: Place) {
+    let r = recorder(&place);
     for (topic, kind) in [
         ("owntracks/b/x", "location"),
         ("owntracks/a/y", "status"),
@@ -161,4 +216,43 @@ fn users_and_devices_come_from_history_last_positions_and_cards() {
     assert_eq!(r.store().devices("a").unwrap(), ["w", "y"]);
     assert_eq!(r.store().devices("c").unwrap(), ["z"]);
     assert!(r.store().devices("nobody").unwrap().is_empty());
+}
+
+fn names_sort_byte_by_byte_whatever_the_locale(place: Place) {
+    let r = recorder(&place);
+    for user in ["émile", "bob", "Zoe", "alice", "Bob"] {
+        ingest(
+            &r,
+            &format!("owntracks/{user}/phone"),
+            json!({"_type": "location", "lat": 1, "lon": 1, "tst": 100}),
+        );
+    }
+    assert_eq!(r.store().users().unwrap(), ["Bob", "Zoe", "alice", "bob", "émile"]);
+}
+
+fn several_recorders_on_one_store_keep_each_point_once(place: Place) {
+    // Two recorders (two nodes of a cluster, say) receive the same 2,000 points at once.
+    let recorders = [recorder(&place), recorder(&place)];
+    let payloads: Vec<String> = (0..2000)
+        .map(|i| json!({"_type": "location", "lat": 1.0, "lon": 1.0, "tst": 1_700_000_000 + i}).to_string())
+        .collect();
+    let stored: usize = std::thread::scope(|s| {
+        let writers: Vec<_> = recorders
+            .iter()
+            .map(|r| {
+                s.spawn(|| {
+                    payloads
+                        .chunks(100)
+                        .map(|chunk| {
+                            r.ingest(chunk.iter().map(|p| ("owntracks/a/b", p.as_bytes())), Via::Mqtt)
+                                .unwrap()
+                        })
+                        .sum::<usize>()
+                })
+            })
+            .collect();
+        writers.into_iter().map(|w| w.join().unwrap()).sum()
+    });
+    assert_eq!(stored, 2000, "between them the two stored each point once");
+    assert_eq!(recorders[0].store().locations("a", "b", ALL).unwrap().len(), 2000);
 }

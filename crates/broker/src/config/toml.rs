@@ -70,6 +70,9 @@ pub struct RecorderToml {
     /// Origins whose pages may call the API with the user's login.
     #[serde(default)]
     pub cors_origins: Vec<String>,
+    /// The store in PostgreSQL (`postgres://user:password@host/database`) instead of the
+    /// SQLite file in the data directory.
+    pub store: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

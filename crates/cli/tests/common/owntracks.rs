@@ -66,6 +66,13 @@ pub async fn cauldron_cli(args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// A `cauldron` command that must fail; returns what it said on stderr.
+pub async fn cauldron_cli_fails(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_cauldron")).args(args).output().await.unwrap();
+    assert!(!out.status.success(), "cauldron {args:?} succeeded");
+    String::from_utf8(out.stderr).unwrap()
+}
+
 /// `cauldron locations -u USER -d DEVICE ARGS --data-dir DATA`.
 pub async fn locations(data: &str, user: &str, device: &str, args: &[&str]) -> String {
     let mut all = vec!["locations", "-u", user, "-d", device, "--data-dir", data];

@@ -1,9 +1,39 @@
 //! Where the recorder keeps what it receives. [`Store`] is the seam: SQLite ([`sqlite`]) is the
-//! embedded default; another database (PostgreSQL) can implement the same trait.
+//! embedded default; PostgreSQL ([`postgres`]) is the store several machines share.
 
+pub mod postgres;
 pub mod sqlite;
 
+use std::path::Path;
+use std::sync::Arc;
+
+pub use self::postgres::PostgresStore;
 pub use sqlite::SqliteStore;
+
+/// The store file inside the data directory.
+pub const STORE_FILE: &str = "recorder.sqlite";
+
+/// Opens the store `url` names (`postgres://…` or `postgresql://…`), or without one the SQLite
+/// file in `data_dir`; returns it with a name for logs (no password in it).
+pub fn open(url: Option<&str>, data_dir: &Path) -> Result<(Arc<dyn Store>, String)> {
+    match url {
+        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            Ok((Arc::new(PostgresStore::open(url)?), postgres::redacted(url)))
+        }
+        Some(url) => Err(StoreError::Open {
+            what: postgres::redacted(url),
+            source: "not a store URL: expected postgres://user@host/database".into(),
+        }),
+        None => {
+            std::fs::create_dir_all(data_dir).map_err(|e| StoreError::Open {
+                what: format!("data directory {}", data_dir.display()),
+                source: Box::new(e),
+            })?;
+            let path = data_dir.join(STORE_FILE);
+            Ok((Arc::new(SqliteStore::open(&path)?), path.display().to_string()))
+        }
+    }
+}
 
 /// One message worth keeping in the history (the Recorder's `.rec` line).
 #[derive(Debug, Clone, PartialEq)]
@@ -94,8 +124,15 @@ pub struct Range {
 pub enum StoreError {
     #[error("store: {0}")]
     Sqlite(#[from] rusqlite::Error),
-    #[error("store {path}: {source}")]
-    Open { path: String, source: rusqlite::Error },
+    #[error("store: {0}")]
+    Postgres(#[from] ::postgres::Error),
+    #[error("store {what}: {source}")]
+    Open { what: String, source: Box<dyn std::error::Error + Send + Sync> },
+    /// The database could not be reached for this call (it is retried on the next).
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    #[error("store closed")]
+    Closed,
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;

@@ -57,7 +57,8 @@ impl SqliteStore {
     /// Opens (creating if needed) the database at `path` and brings its schema up to date.
     pub fn open(path: &Path) -> Result<SqliteStore> {
         let open = |path: &Path| -> Result<Connection> {
-            let named = |source| StoreError::Open { path: path.display().to_string(), source };
+            let named =
+                |source| StoreError::Open { what: path.display().to_string(), source: Box::new(source) };
             let conn = Connection::open(path).map_err(named)?;
             conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(named)?;
             // WAL: readers never block the writer. NORMAL: a power cut can lose the last
@@ -133,7 +134,7 @@ fn refresh_last(tx: &rusqlite::Transaction, user: &str, device: &str) -> rusqlit
     let newest: Option<(i64, Vec<u8>)> = tx
         .query_row(
             "SELECT tst, payload FROM records WHERE user = ?1 AND device = ?2 AND type = 'location'
-             AND lat IS NOT NULL ORDER BY tst DESC LIMIT 1",
+             AND lat IS NOT NULL ORDER BY tst DESC, id DESC LIMIT 1",
             params![user, device],
             |row| Ok((row.get(0)?, row.get(1)?)),
         )
@@ -233,7 +234,7 @@ impl Store for SqliteStore {
             None => c
                 .prepare_cached(
                     "SELECT tst, rcv, payload FROM records WHERE user = ?1 AND device = ?2
-                     AND type = 'location' AND lat IS NOT NULL AND tst > ?3 AND tst < ?4 ORDER BY tst",
+                     AND type = 'location' AND lat IS NOT NULL AND tst > ?3 AND tst < ?4 ORDER BY tst, id",
                 )?
                 .query_map(params![user, device, range.from, range.to], point)?
                 .collect(),
@@ -241,7 +242,7 @@ impl Store for SqliteStore {
                 let mut newest: Vec<Point> = c
                     .prepare_cached(
                         "SELECT tst, rcv, payload FROM records WHERE user = ?1 AND device = ?2
-                         AND type = 'location' AND lat IS NOT NULL AND tst > ?3 AND tst < ?4 ORDER BY tst DESC LIMIT ?5",
+                         AND type = 'location' AND lat IS NOT NULL AND tst > ?3 AND tst < ?4 ORDER BY tst DESC, id DESC LIMIT ?5",
                     )?
                     .query_map(params![user, device, range.from, range.to, limit as i64], point)?
                     .collect::<rusqlite::Result<_>>()?;
