@@ -7,6 +7,7 @@
 mod bench;
 mod config_check;
 mod http;
+mod import;
 mod locations;
 mod passwd;
 mod recorder;

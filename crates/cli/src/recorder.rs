@@ -22,6 +22,8 @@ use tracing::{info, warn};
 /// Messages waiting for the store before the feed counts drops (in-process) or stops reading
 /// the socket (standalone).
 const FEED_CAPACITY: usize = 65_536;
+/// `POST /api/0/import` takes files up to this size by default: years of a phone's history.
+const DEFAULT_IMPORT_LIMIT_MB: usize = 64;
 /// The Recorder's map tiles default: OpenStreetMap.
 const DEFAULT_TILES: &str = "https://tile.openstreetmap.org/{z}/{x}/{y}.png";
 
@@ -56,6 +58,9 @@ pub struct RecorderFlags {
     /// instead of the SQLite file in the data directory. Several cauldrons may share one.
     #[arg(long, value_name = "URL")]
     recorder_store: Option<String>,
+    /// The largest file POST /api/0/import takes, in MiB.
+    #[arg(long, value_name = "MIB")]
+    recorder_import_limit_mb: Option<usize>,
 }
 
 impl RecorderFlags {
@@ -71,6 +76,7 @@ impl RecorderFlags {
         file.docroot = self.recorder_docroot.clone().or(file.docroot);
         file.cors_origins.extend(self.cors_origins.iter().cloned());
         file.store = self.recorder_store.clone().or(file.store);
+        file.import_limit_mb = self.recorder_import_limit_mb.or(file.import_limit_mb);
         file
     }
 }
@@ -146,6 +152,7 @@ fn api(
         cors_origins: settings.cors_origins.clone().into(),
         docroot: settings.docroot.clone(),
         forward: None,
+        import_limit: settings.import_limit_mb.unwrap_or(DEFAULT_IMPORT_LIMIT_MB).saturating_mul(1 << 20),
     })
 }
 
@@ -228,6 +235,10 @@ enum RecorderCommand {
     /// user read).
     #[command(subcommand)]
     Friends(FriendsCommand),
+    /// Bring history from elsewhere into a device: GPX (tracks and waypoints), GeoJSON, the
+    /// Recorder's .rec files, Google Takeout location history (Records.json, Semantic Location
+    /// History, Timeline.json). Points already stored are not stored again.
+    Import(crate::import::ImportArgs),
 }
 
 /// A device and the store that holds it.
@@ -275,6 +286,9 @@ pub async fn run(args: RecorderArgs) -> anyhow::Result<()> {
     match args.command {
         Some(RecorderCommand::Keys(keys)) => return run_keys(keys),
         Some(RecorderCommand::Friends(friends)) => return run_friends(friends),
+        Some(RecorderCommand::Import(import)) => {
+            return tokio::task::spawn_blocking(move || crate::import::run(import)).await?;
+        }
         None => {}
     }
     use tokio::signal::unix::{signal, SignalKind};

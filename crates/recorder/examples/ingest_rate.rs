@@ -1,23 +1,29 @@
 //! How fast the recorder stores locations, without a broker in front: N OwnTracks locations
 //! (default 1,000,000) over 10 devices in batches as the in-process feed takes them, then a
-//! one-device, one-month query.
+//! one-device, one-month query. DIR is a folder for SQLite, or a `postgres://` URL of an empty
+//! database.
 //!
-//!     cargo run --release -p cauldron-recorder --example ingest_rate -- [N] [DIR]
+//!     cargo run --release -p cauldron-recorder --example ingest_rate -- [N] [DIR|URL]
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use cauldron_recorder::formats::Format;
-use cauldron_recorder::store::{Range, SqliteStore};
+use cauldron_recorder::store::{self, Range};
 use cauldron_recorder::{timefmt, Recorder, Via};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let n: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(1_000_000);
-    let dir = std::path::PathBuf::from(args.next().unwrap_or_else(|| "target/ingest-rate".into()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir)?;
-    let recorder = Recorder::new(Arc::new(SqliteStore::open(&dir.join("recorder.sqlite"))?));
+    let place = args.next().unwrap_or_else(|| "target/ingest-rate".into());
+    let store = match place.starts_with("postgres") {
+        true => store::open(Some(&place), std::path::Path::new(""))?.0,
+        false => {
+            let dir = std::path::PathBuf::from(&place);
+            let _ = std::fs::remove_dir_all(&dir);
+            store::open(None, &dir)?.0
+        }
+    };
+    let recorder = Recorder::new(store);
     let devices = 10;
     let start_tst = 1_704_067_200; // 2024-01-01, one point every 5 minutes per device
     let messages: Vec<(String, String)> = (0..n)

@@ -89,6 +89,7 @@ impl Recorder {
         if let Some(topic) = last_topic {
             *self.monitor.lock().unwrap_or_else(|p| p.into_inner()) = Some((now, topic.to_string()));
         }
+        keep_newest_last(&mut prepared.ops);
         let new = match prepared.ops.is_empty() {
             true => 0,
             false => self.store.apply(&prepared.ops)?,
@@ -192,6 +193,23 @@ impl Recorder {
         }
     }
 
+    /// The store operations for one imported message received at `time`: as if it had
+    /// arrived then over MQTT, but nothing pushed live and nothing decrypted (an import holds
+    /// what its owner had already).
+    pub(crate) fn prepare_imported(
+        &self,
+        origin: Origin,
+        payload: Result<Map<String, Value>, Vec<u8>>,
+        time: i64,
+    ) -> Vec<Op> {
+        let mut prepared = Prepared::default();
+        match payload {
+            Ok(object) => self.prepare(origin, object, Via::Mqtt, time, true, &mut prepared),
+            Err(raw) => prepared.ops.push(Op::Record(other(&origin, None, time, raw))),
+        }
+        prepared.ops
+    }
+
     /// Opens an `encrypted` message with the device's key.
     fn decrypt(&self, origin: &Origin, object: &Map<String, Value>) -> Option<Map<String, Value>> {
         let secret = self.store.key(&origin.user, &origin.device).ok().flatten()?;
@@ -201,6 +219,27 @@ impl Recorder {
             _ => None,
         }
     }
+}
+
+/// Leaves one last position per device in a batch, the one the store would end with (the
+/// first of the newest: a later one of the same time does not replace it), so a busy
+/// device's batch writes it once, not once per point.
+fn keep_newest_last(ops: &mut Vec<Op>) {
+    let mut newest: std::collections::HashMap<(&str, &str), (i64, usize)> = std::collections::HashMap::new();
+    for (i, op) in ops.iter().enumerate() {
+        if let Op::Last { user, device, tst, .. } = op {
+            let entry = newest.entry((user.as_str(), device.as_str())).or_insert((*tst, i));
+            if *tst > entry.0 {
+                *entry = (*tst, i);
+            }
+        }
+    }
+    let keep: std::collections::HashSet<usize> = newest.into_values().map(|(_, i)| i).collect();
+    let mut i = 0;
+    ops.retain(|op| {
+        i += 1;
+        !matches!(op, Op::Last { .. }) || keep.contains(&(i - 1))
+    });
 }
 
 /// A record kept as it came, stamped with the time of receipt.

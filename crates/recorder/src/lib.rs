@@ -20,6 +20,7 @@
 pub mod crypto;
 pub mod formats;
 pub mod http;
+pub mod import;
 mod ingest;
 pub mod store;
 pub mod timefmt;

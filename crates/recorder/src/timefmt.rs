@@ -57,9 +57,23 @@ pub fn parse(text: &str) -> Option<i64> {
     Some(PrimitiveDateTime::new(date, time).assume_utc().unix_timestamp())
 }
 
+/// Reads an RFC 3339 time as files from elsewhere write it (`2019-04-06T10:12:13.123Z`,
+/// `2024-01-05T09:00:00.000+01:00`): fractions dropped, any offset.
+pub fn parse_iso(text: &str) -> Option<i64> {
+    OffsetDateTime::parse(text.trim(), &Rfc3339).ok().map(OffsetDateTime::unix_timestamp)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn times_of_other_programs() {
+        assert_eq!(parse_iso("2024-02-02T06:38:18Z"), Some(1706855898));
+        assert_eq!(parse_iso("2024-02-02T06:38:18.999Z"), Some(1706855898));
+        assert_eq!(parse_iso("2024-02-02T07:38:18.000+01:00"), Some(1706855898));
+        assert_eq!(parse_iso("2024-02-02 06:38:18"), None);
+    }
 
     #[test]
     fn formats_of_the_api() {

@@ -78,6 +78,7 @@ on_both_stores!(
     users_and_devices_come_from_history_last_positions_and_cards,
     names_sort_byte_by_byte_whatever_the_locale,
     several_recorders_on_one_store_keep_each_point_once,
+    a_batch_out_of_order_leaves_its_newest_point_as_last,
 );
 
 fn recorder(place: &Place) -> Arc<Recorder> {
@@ -255,4 +256,26 @@ fn several_recorders_on_one_store_keep_each_point_once(place: Place) {
     });
     assert_eq!(stored, 2000, "between them the two stored each point once");
     assert_eq!(recorders[0].store().locations("a", "b", ALL).unwrap().len(), 2000);
+}
+
+fn a_batch_out_of_order_leaves_its_newest_point_as_last(place: Place) {
+    let r = recorder(&place);
+    let point = |tst: i64, tid: &str| {
+        json!({"_type": "location", "lat": 1, "lon": 1, "tst": tst, "tid": tid}).to_string()
+    };
+    let batch =
+        [point(300, "a"), point(500, "first"), point(100, "b"), point(500, "second"), point(400, "c")];
+    r.ingest(batch.iter().map(|p| ("owntracks/a/b", p.as_bytes())), Via::Mqtt).unwrap();
+    let last = r.store().last().unwrap();
+    assert_eq!(last.len(), 1);
+    assert!(
+        last[0].json.contains("\"tid\":\"first\""),
+        "the first of the newest, as one by one: {}",
+        last[0].json
+    );
+    r.ingest([("owntracks/a/b", point(200, "late").as_bytes())], Via::Mqtt).unwrap();
+    assert!(
+        r.store().last().unwrap()[0].json.contains("\"tst\":500"),
+        "a later batch with an older point does not move it back"
+    );
 }

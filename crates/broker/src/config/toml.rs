@@ -73,6 +73,8 @@ pub struct RecorderToml {
     /// The store in PostgreSQL (`postgres://user:password@host/database`) instead of the
     /// SQLite file in the data directory.
     pub store: Option<String>,
+    /// The largest file `POST /api/0/import` takes, in MiB (default 64).
+    pub import_limit_mb: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -113,7 +113,7 @@ fn range(params: &Params) -> Result<(i64, i64), Response> {
 
 /// The user and device a request names; 416 (the Recorder's answer) without both, 403 when the
 /// viewer may not see them.
-fn device_of(api: &Api, viewer: &Viewer, params: &Params) -> Result<(String, String), Response> {
+pub(super) fn device_of(api: &Api, viewer: &Viewer, params: &Params) -> Result<(String, String), Response> {
     let (Some(user), Some(device)) = (params.name("user"), params.name("device")) else {
         return Err(error(StatusCode::RANGE_NOT_SATISFIABLE, "user and device are required"));
     };

@@ -7,6 +7,7 @@
 mod access;
 mod api;
 mod cors;
+mod import;
 mod map;
 mod osmand;
 mod params;
@@ -15,6 +16,7 @@ mod ws;
 
 use std::sync::Arc;
 
+use axum::extract::DefaultBodyLimit;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, on, post, MethodFilter};
@@ -41,6 +43,8 @@ pub struct Api {
     /// Publishes what HTTP-mode apps post (topic, payload, retain) to the broker, so that
     /// MQTT-mode friends see them too; `None` when there is no broker at hand.
     pub forward: Option<Forward>,
+    /// The largest file `POST /api/0/import` takes, in bytes.
+    pub import_limit: usize,
 }
 
 /// See [`Api::forward`].
@@ -65,6 +69,8 @@ pub fn router(api: Api) -> Router {
         .route("/api/0/photo/", on(either(), api::photo))
         .route("/api/0/monitor", on(either(), api::monitor))
         .route("/api/0/q", on(either(), api::q))
+        // The one route with a large body: a whole file of history.
+        .route("/api/0/import", post(import::import).layer(DefaultBodyLimit::max(api.import_limit)))
         .route("/ws/last", get(ws::last))
         .route("/pub", post(publish::publish))
         .route(map_at, get(map::page))

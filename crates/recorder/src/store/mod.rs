@@ -22,12 +22,12 @@ pub fn open(url: Option<&str>, data_dir: &Path) -> Result<(Arc<dyn Store>, Strin
         }
         Some(url) => Err(StoreError::Open {
             what: postgres::redacted(url),
-            source: "not a store URL: expected postgres://user@host/database".into(),
+            cause: "not a store URL: expected postgres://user@host/database".into(),
         }),
         None => {
             std::fs::create_dir_all(data_dir).map_err(|e| StoreError::Open {
                 what: format!("data directory {}", data_dir.display()),
-                source: Box::new(e),
+                cause: Box::new(e),
             })?;
             let path = data_dir.join(STORE_FILE);
             Ok((Arc::new(SqliteStore::open(&path)?), path.display().to_string()))
@@ -53,7 +53,9 @@ pub struct Record {
     /// The JSON as received (plus `_http` / `_decrypted`), or the raw bytes.
     pub payload: Vec<u8>,
     /// A second copy (same user, device, type, time and place) is dropped: redeliveries and
-    /// HTTP retries are stored once.
+    /// HTTP retries are stored once. A record without a place is a copy only when its topic and
+    /// payload are the same too (imports set it there; live messages without a place are all
+    /// kept).
     pub dedup: bool,
 }
 
@@ -126,8 +128,9 @@ pub enum StoreError {
     Sqlite(#[from] rusqlite::Error),
     #[error("store: {0}")]
     Postgres(#[from] ::postgres::Error),
-    #[error("store {what}: {source}")]
-    Open { what: String, source: Box<dyn std::error::Error + Send + Sync> },
+    /// (`cause`, not `source`: the message already says it, and error chains would repeat it.)
+    #[error("store {what}: {cause}")]
+    Open { what: String, cause: Box<dyn std::error::Error + Send + Sync> },
     /// The database could not be reached for this call (it is retried on the next).
     #[error("store unavailable: {0}")]
     Unavailable(String),
@@ -137,11 +140,17 @@ pub enum StoreError {
 
 pub type Result<T> = std::result::Result<T, StoreError>;
 
+/// Batches of operations for one transaction (an import: all of it or nothing), made as the
+/// store asks for them.
+pub type Batches = Box<dyn Iterator<Item = Vec<Op>> + Send>;
+
 /// The recorder's storage. Implementations must be safe to call from many threads; calls
 /// block, so async callers run them on the blocking pool.
 pub trait Store: Send + Sync + 'static {
     /// Applies a batch atomically; returns how many records were new (not duplicates).
     fn apply(&self, ops: &[Op]) -> Result<usize>;
+    /// Applies every batch in one transaction; returns how many records were new.
+    fn apply_all(&self, batches: Batches) -> Result<usize>;
     /// Users with any data, sorted.
     fn users(&self) -> Result<Vec<String>>;
     /// A user's devices, sorted.

@@ -15,7 +15,7 @@ use std::sync::mpsc;
 
 use postgres::{Client, GenericClient, NoTls, Row, Statement};
 
-use super::{Last, Op, Point, Range, RawRecord, Record, Result, Store, StoreError};
+use super::{Batches, Last, Op, Point, Range, RawRecord, Record, Result, Store, StoreError};
 
 /// Schema changes, applied in order; `recorder_schema.version` is how many have run. Append
 /// only. Names are compared byte by byte (`COLLATE "C"`), as SQLite does: lists sort the
@@ -65,7 +65,7 @@ impl PostgresStore {
     /// settings) and brings the schema up to date.
     pub fn open(url: &str) -> Result<PostgresStore> {
         let mut config = postgres::Config::from_str(url)
-            .map_err(|e| StoreError::Open { what: redacted(url), source: Box::new(e) })?;
+            .map_err(|e| StoreError::Open { what: redacted(url), cause: Box::new(e) })?;
         // An unreachable host fails the start in bounded time, not after the kernel's minutes.
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(std::time::Duration::from_secs(10));
@@ -92,6 +92,8 @@ pub fn redacted(url: &str) -> String {
 fn migrate(client: &mut Client) -> std::result::Result<(), postgres::Error> {
     let mut tx = client.transaction()?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
+    // "already exists, skipping" is the normal case: not a notice for the log at every start.
+    tx.batch_execute("SET LOCAL client_min_messages = warning")?;
     tx.batch_execute("CREATE TABLE IF NOT EXISTS recorder_schema (version INTEGER NOT NULL)")?;
     let done: i32 = tx.query_one("SELECT COALESCE(MAX(version), 0) FROM recorder_schema", &[])?.get(0);
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(done as usize) {
@@ -203,10 +205,10 @@ impl Connection {
                     job(db.as_mut().map_err(|e| &*e));
                 }
             })
-            .map_err(|e| StoreError::Open { what: "a thread for the store".into(), source: Box::new(e) })?;
+            .map_err(|e| StoreError::Open { what: "a thread for the store".into(), cause: Box::new(e) })?;
         match first.recv() {
             Ok(Ok(())) => Ok(Connection { jobs }),
-            Ok(Err(e)) => Err(StoreError::Open { what: name.clone(), source: Box::new(e) }),
+            Ok(Err(e)) => Err(StoreError::Open { what: name.clone(), cause: Box::new(e) }),
             Err(_) => Err(StoreError::Closed),
         }
     }
@@ -265,9 +267,15 @@ impl JsonTable {
 
 /// Every record of a batch in one statement (arrays unnested in order): one round trip per
 /// batch instead of one per point.
+/// A record without a place, to be stored once, is a copy when the same message at the same
+/// time is stored: the unique index has no place to compare.
 const INSERT_RECORDS: &str = r#"INSERT INTO records ("user", device, reltopic, type, tst, rcv, lat, lon, payload, dedup)
     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::int8[],
                          $7::float8[], $8::float8[], $9::bytea[], $10::bool[])
+        AS n(u, d, reltopic, type, tst, rcv, lat, lon, payload, dedup)
+    WHERE NOT (n.dedup AND n.lat IS NULL AND EXISTS (
+        SELECT 1 FROM records r WHERE r."user" = n.u AND r.device = n.d AND r.type IS NOT DISTINCT FROM n.type
+        AND r.tst = n.tst AND r.reltopic = n.reltopic AND r.payload = n.payload))
     ON CONFLICT DO NOTHING"#;
 
 fn insert_records(tx: &mut Tx, records: &[&Record]) -> std::result::Result<u64, postgres::Error> {
@@ -287,6 +295,37 @@ fn insert_records(tx: &mut Tx, records: &[&Record]) -> std::result::Result<u64, 
         INSERT_RECORDS,
         &[&users, &devices, &reltopics, &kinds, &tsts, &rcvs, &lats, &lons, &payloads, &dedups],
     )
+}
+
+/// One batch's operations inside the transaction `tx`; returns how many records were new.
+fn apply_batch(tx: &mut Tx, ops: &[Op]) -> std::result::Result<usize, postgres::Error> {
+    let records: Vec<&Record> =
+        ops.iter().filter_map(|op| if let Op::Record(r) = op { Some(r) } else { None }).collect();
+    let new = insert_records(tx, &records)?;
+    for op in ops {
+        match op {
+            Op::Record(_) => {}
+            Op::Last { user, device, tst, json } => {
+                // Only forward in time: a late redelivery does not move the device back.
+                tx.execute(
+                    r#"INSERT INTO last ("user", device, tst, json) VALUES ($1, $2, $3, $4)
+                       ON CONFLICT ("user", device) DO UPDATE SET tst = excluded.tst, json = excluded.json
+                       WHERE excluded.tst > last.tst"#,
+                    &[user, device, tst, json],
+                )?;
+            }
+            Op::Card { user, device, json } => {
+                tx.execute(JsonTable::Cards.upsert(), &[user, device, json])?;
+            }
+            Op::Waypoints { user, device, json } => {
+                tx.execute(JsonTable::Waypoints.upsert(), &[user, device, json])?;
+            }
+            Op::Config { user, device, json } => {
+                tx.execute(JsonTable::Configs.upsert(), &[user, device, json])?;
+            }
+        }
+    }
+    Ok(new as usize)
 }
 
 /// Sets the last position to the newest stored location, or removes it if none is left.
@@ -334,37 +373,11 @@ impl PostgresStore {
 impl Store for PostgresStore {
     fn apply(&self, ops: &[Op]) -> Result<usize> {
         let ops = ops.to_vec();
-        self.writer.call(move |db| {
-            db.transaction(|tx| {
-                let records: Vec<&Record> =
-                    ops.iter().filter_map(|op| if let Op::Record(r) = op { Some(r) } else { None }).collect();
-                let new = insert_records(tx, &records)?;
-                for op in &ops {
-                    match op {
-                        Op::Record(_) => {}
-                        Op::Last { user, device, tst, json } => {
-                            // Only forward in time: a late redelivery does not move the device back.
-                            tx.execute(
-                                r#"INSERT INTO last ("user", device, tst, json) VALUES ($1, $2, $3, $4)
-                                   ON CONFLICT ("user", device) DO UPDATE SET tst = excluded.tst, json = excluded.json
-                                   WHERE excluded.tst > last.tst"#,
-                                &[user, device, tst, json],
-                            )?;
-                        }
-                        Op::Card { user, device, json } => {
-                            tx.execute(JsonTable::Cards.upsert(), &[user, device, json])?;
-                        }
-                        Op::Waypoints { user, device, json } => {
-                            tx.execute(JsonTable::Waypoints.upsert(), &[user, device, json])?;
-                        }
-                        Op::Config { user, device, json } => {
-                            tx.execute(JsonTable::Configs.upsert(), &[user, device, json])?;
-                        }
-                    }
-                }
-                Ok(new as usize)
-            })
-        })
+        self.writer.call(move |db| db.transaction(|tx| apply_batch(tx, &ops)))
+    }
+
+    fn apply_all(&self, batches: Batches) -> Result<usize> {
+        self.writer.call(move |db| db.transaction(|tx| batches.map(|ops| apply_batch(tx, &ops)).sum()))
     }
 
     fn users(&self) -> Result<Vec<String>> {

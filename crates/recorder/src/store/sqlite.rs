@@ -6,7 +6,7 @@ use std::sync::Mutex;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::{Last, Op, Point, Range, RawRecord, Record, Result, Store, StoreError};
+use super::{Batches, Last, Op, Point, Range, RawRecord, Record, Result, Store, StoreError};
 
 /// Schema changes, applied in order; `PRAGMA user_version` is how many have run. Append only.
 const MIGRATIONS: &[&str] = &[
@@ -58,7 +58,7 @@ impl SqliteStore {
     pub fn open(path: &Path) -> Result<SqliteStore> {
         let open = |path: &Path| -> Result<Connection> {
             let named =
-                |source| StoreError::Open { what: path.display().to_string(), source: Box::new(source) };
+                |source| StoreError::Open { what: path.display().to_string(), cause: Box::new(source) };
             let conn = Connection::open(path).map_err(named)?;
             conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(named)?;
             // WAL: readers never block the writer. NORMAL: a power cut can lose the last
@@ -107,6 +107,17 @@ fn migrate(conn: &mut Connection) -> Result<()> {
 }
 
 fn insert_record(tx: &rusqlite::Transaction, r: &Record) -> rusqlite::Result<usize> {
+    if r.dedup && r.lat.is_none() {
+        // No place for the unique index to compare: the same message at the same time is the copy.
+        let copy = "SELECT 1 FROM records WHERE user = ?1 AND device = ?2 AND type IS ?3 AND tst = ?4
+                    AND reltopic = ?5 AND payload = ?6";
+        let seen = tx
+            .prepare_cached(copy)?
+            .exists(params![r.user, r.device, r.kind, r.tst, r.reltopic, r.payload])?;
+        if seen {
+            return Ok(0);
+        }
+    }
     let mut stmt = tx.prepare_cached(
         "INSERT OR IGNORE INTO records (user, device, reltopic, type, tst, rcv, lat, lon, payload, dedup)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
@@ -149,29 +160,36 @@ fn refresh_last(tx: &rusqlite::Transaction, user: &str, device: &str) -> rusqlit
     Ok(())
 }
 
+/// One batch's operations inside the transaction `tx`; returns how many records were new.
+fn apply_batch(tx: &rusqlite::Transaction, ops: &[Op]) -> rusqlite::Result<usize> {
+    let mut new = 0;
+    for op in ops {
+        match op {
+            Op::Record(record) => new += insert_record(tx, record)?,
+            Op::Last { user, device, tst, json } => {
+                // Only forward in time: a late redelivery does not move the device back.
+                tx.prepare_cached(
+                    "INSERT INTO last (user, device, tst, json) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (user, device) DO UPDATE SET tst = excluded.tst, json = excluded.json
+                     WHERE excluded.tst > last.tst",
+                )?
+                .execute(params![user, device, tst, json])?;
+            }
+            Op::Card { user, device, json } => put_json(tx, "cards", user, device, json)?,
+            Op::Waypoints { user, device, json } => put_json(tx, "waypoints", user, device, json)?,
+            Op::Config { user, device, json } => put_json(tx, "configs", user, device, json)?,
+        }
+    }
+    Ok(new)
+}
+
 impl Store for SqliteStore {
     fn apply(&self, ops: &[Op]) -> Result<usize> {
-        self.write(|tx| {
-            let mut new = 0;
-            for op in ops {
-                match op {
-                    Op::Record(record) => new += insert_record(tx, record)?,
-                    Op::Last { user, device, tst, json } => {
-                        // Only forward in time: a late redelivery does not move the device back.
-                        tx.prepare_cached(
-                            "INSERT INTO last (user, device, tst, json) VALUES (?1, ?2, ?3, ?4)
-                             ON CONFLICT (user, device) DO UPDATE SET tst = excluded.tst, json = excluded.json
-                             WHERE excluded.tst > last.tst",
-                        )?
-                        .execute(params![user, device, tst, json])?;
-                    }
-                    Op::Card { user, device, json } => put_json(tx, "cards", user, device, json)?,
-                    Op::Waypoints { user, device, json } => put_json(tx, "waypoints", user, device, json)?,
-                    Op::Config { user, device, json } => put_json(tx, "configs", user, device, json)?,
-                }
-            }
-            Ok(new)
-        })
+        self.write(|tx| apply_batch(tx, ops))
+    }
+
+    fn apply_all(&self, batches: Batches) -> Result<usize> {
+        self.write(|tx| batches.map(|ops| apply_batch(tx, &ops)).sum())
     }
 
     fn users(&self) -> Result<Vec<String>> {
