@@ -224,3 +224,58 @@ async fn a_store_url_that_cannot_be_used_is_named_and_the_broker_serves_on() {
     let wrong = cauldron_cli_fails(&["locations", "--list", "--recorder-store", "mysql://x@y/z"]).await;
     assert!(wrong.contains("not a store URL"), "{wrong}");
 }
+
+/// A TCP relay to the test server that can cut every connection through it at once, as a
+/// database restart or a failover does.
+struct Relay {
+    port: u16,
+    cut: tokio::sync::watch::Sender<u64>,
+}
+
+impl Relay {
+    async fn to(server: &str) -> Relay {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (cut, cuts) = tokio::sync::watch::channel(0);
+        let server = server.to_string();
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let Ok(mut outbound) = tokio::net::TcpStream::connect(&server).await else { continue };
+                let mut cuts = cuts.clone();
+                cuts.mark_unchanged();
+                tokio::spawn(async move {
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = cuts.changed() => {}
+                    }
+                });
+            }
+        });
+        Relay { port, cut }
+    }
+
+    /// Closes every connection made so far; new ones go through.
+    fn cut(&self) {
+        self.cut.send_modify(|n| *n += 1);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_reconnects_after_the_database_went_away() {
+    let url = postgres_server::fresh_database("cli_reconnect");
+    // postgres://user@host:port/database
+    let (server, database) = url.split_once("@").unwrap().1.split_once('/').unwrap();
+    let relay = Relay::to(server).await;
+    let via = format!("postgres://postgres@127.0.0.1:{}/{database}", relay.port);
+    let mut broker = Cauldron::start(&data_dir("recorder-pg-reconnect"), &["--recorder-store", &via]).await;
+    let p = port(&broker.addr).to_string();
+    let at = |tst: i64| json!({"_type": "location", "lat": 50.0, "lon": 8.0, "tst": tst}).to_string();
+    let path = "/api/0/locations?user=rita&device=phone&from=2024-01-01&to=2024-04-01";
+    publish(&p, "owntracks/rita/phone", &at(1706856000)).await;
+    wait_json(&broker.http, path, None, |v| v["count"] == 1).await;
+    relay.cut();
+    // Acknowledged (mosquitto_pub -q 1 fails without its PUBACK), so stored: on a new connection.
+    publish(&p, "owntracks/rita/phone", &at(1706856060)).await;
+    broker.logged("connection lost, connecting again").await;
+    assert_eq!(wait_json(&broker.http, path, None, |v| v["count"] == 2).await["count"], 2);
+}

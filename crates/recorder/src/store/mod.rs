@@ -131,9 +131,6 @@ pub enum StoreError {
     /// (`cause`, not `source`: the message already says it, and error chains would repeat it.)
     #[error("store {what}: {cause}")]
     Open { what: String, cause: Box<dyn std::error::Error + Send + Sync> },
-    /// The database could not be reached for this call (it is retried on the next).
-    #[error("store unavailable: {0}")]
-    Unavailable(String),
     #[error("store closed")]
     Closed,
 }

@@ -71,7 +71,7 @@ impl PostgresStore {
             config.connect_timeout(std::time::Duration::from_secs(10));
         }
         let writer = Connection::open(config.clone(), &redacted(url))?;
-        writer.call(|db| migrate(&mut db.client))?;
+        writer.call_once(|worker| migrate(&mut worker.db()?.client))?;
         let reader = Connection::open(config, &redacted(url))?;
         Ok(PostgresStore { writer, reader })
     }
@@ -170,10 +170,42 @@ impl Tx<'_> {
     }
 }
 
-type Job = Box<dyn FnOnce(std::result::Result<&mut Db, &postgres::Error>) + Send>;
+type Job = Box<dyn FnOnce(&mut Worker) + Send>;
 
-/// One connection on its own thread; it reconnects when the server went away, so a database
-/// restart costs the calls made while it was down, not the recorder.
+/// A connection as its thread holds it: connected, or to be connected again on the next call.
+struct Worker {
+    config: postgres::Config,
+    name: String,
+    db: Option<Db>,
+}
+
+impl Worker {
+    fn connect(&self) -> std::result::Result<Db, postgres::Error> {
+        let client = self.config.connect(NoTls)?;
+        Ok(Db { client, statements: HashMap::new() })
+    }
+
+    /// The connection, made again if the server closed it.
+    fn db(&mut self) -> std::result::Result<&mut Db, postgres::Error> {
+        let db = match self.db.take() {
+            Some(db) if !db.client.is_closed() => db,
+            gone => {
+                if gone.is_some() {
+                    tracing::warn!("recorder store {}: connection lost, connecting again", self.name);
+                }
+                self.connect()?
+            }
+        };
+        Ok(self.db.insert(db))
+    }
+
+    fn lost(&self) -> bool {
+        self.db.as_ref().is_some_and(|db| db.client.is_closed())
+    }
+}
+
+/// One connection on its own thread; it reconnects when the server went away (a restart, a
+/// failover), and a call that met the closed connection runs once more on the new one.
 struct Connection {
     jobs: mpsc::Sender<Job>,
 }
@@ -182,48 +214,50 @@ impl Connection {
     fn open(config: postgres::Config, name: &str) -> Result<Connection> {
         let (jobs, queue) = mpsc::channel::<Job>();
         let (opened, first) = mpsc::sync_channel(1);
-        let (name, thread_name) = (name.to_string(), name.to_string());
+        let mut worker = Worker { config, name: name.to_string(), db: None };
         std::thread::Builder::new()
             .name("recorder-postgres".into())
             .spawn(move || {
-                let connect =
-                    || config.connect(NoTls).map(|client| Db { client, statements: HashMap::new() });
-                let mut db = match connect() {
+                match worker.connect() {
                     Ok(db) => {
+                        worker.db = Some(db);
                         let _ = opened.send(Ok(()));
-                        Ok(db)
                     }
                     Err(e) => return drop(opened.send(Err(e))),
-                };
+                }
                 for job in queue {
-                    if matches!(&db, Ok(db) if db.client.is_closed()) || db.is_err() {
-                        db = connect();
-                        if let Err(e) = &db {
-                            tracing::warn!("recorder store {thread_name}: reconnecting: {e}");
-                        }
-                    }
-                    job(db.as_mut().map_err(|e| &*e));
+                    job(&mut worker);
                 }
             })
             .map_err(|e| StoreError::Open { what: "a thread for the store".into(), cause: Box::new(e) })?;
         match first.recv() {
             Ok(Ok(())) => Ok(Connection { jobs }),
-            Ok(Err(e)) => Err(StoreError::Open { what: name.clone(), cause: Box::new(e) }),
+            Ok(Err(e)) => Err(StoreError::Open { what: name.to_string(), cause: Box::new(e) }),
             Err(_) => Err(StoreError::Closed),
         }
     }
 
-    /// Runs `f` on the connection's thread and waits for its answer.
+    /// Runs `f` on the connection's thread and waits for its answer; if the connection was
+    /// found closed, once more on a new one. A write retried after its commit got through but
+    /// its answer did not is no second copy of a point: the unique index drops it.
     fn call<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&mut Db) -> std::result::Result<T, postgres::Error> + Send + 'static,
+        f: impl Fn(&mut Db) -> std::result::Result<T, postgres::Error> + Send + 'static,
+    ) -> Result<T> {
+        self.call_once(move |worker| match f(worker.db()?) {
+            Err(_) if worker.lost() => f(worker.db()?),
+            done => done,
+        })
+    }
+
+    /// Runs `f` once on the connection's thread and waits for its answer.
+    fn call_once<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Worker) -> std::result::Result<T, postgres::Error> + Send + 'static,
     ) -> Result<T> {
         let (answer, answered) = mpsc::sync_channel(1);
-        let job: Job = Box::new(move |db| {
-            let _ = answer.send(match db {
-                Ok(db) => f(db).map_err(StoreError::from),
-                Err(e) => Err(StoreError::Unavailable(e.to_string())),
-            });
+        let job: Job = Box::new(move |worker| {
+            let _ = answer.send(f(worker).map_err(StoreError::from));
         });
         self.jobs.send(job).map_err(|_| StoreError::Closed)?;
         answered.recv().map_err(|_| StoreError::Closed)?
@@ -377,7 +411,10 @@ impl Store for PostgresStore {
     }
 
     fn apply_all(&self, batches: Batches) -> Result<usize> {
-        self.writer.call(move |db| db.transaction(|tx| batches.map(|ops| apply_batch(tx, &ops)).sum()))
+        // Once: the batches are made as they are written and cannot be made again.
+        self.writer.call_once(move |worker| {
+            worker.db()?.transaction(|tx| batches.map(|ops| apply_batch(tx, &ops)).sum())
+        })
     }
 
     fn users(&self) -> Result<Vec<String>> {
