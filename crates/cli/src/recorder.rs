@@ -58,6 +58,10 @@ pub struct RecorderFlags {
     /// instead of the SQLite file in the data directory. Several cauldrons may share one.
     #[arg(long, value_name = "URL")]
     recorder_store: Option<String>,
+    /// Do not add addresses (the nearest place, found offline) and geohashes to positions;
+    /// saves the place list's memory (about 30 MB).
+    #[arg(long)]
+    no_recorder_addresses: bool,
     /// The largest file POST /api/0/import takes, in MiB.
     #[arg(long, value_name = "MIB")]
     recorder_import_limit_mb: Option<usize>,
@@ -77,6 +81,9 @@ impl RecorderFlags {
         file.cors_origins.extend(self.cors_origins.iter().cloned());
         file.store = self.recorder_store.clone().or(file.store);
         file.import_limit_mb = self.recorder_import_limit_mb.or(file.import_limit_mb);
+        if self.no_recorder_addresses {
+            file.addresses = Some(false);
+        }
         file
     }
 }
@@ -127,6 +134,10 @@ fn open_store(url: Option<&str>, data_dir: &Path) -> anyhow::Result<(Arc<dyn Sto
     Ok(cauldron_recorder::store::open(url, data_dir)?)
 }
 
+fn recorder_settings(settings: &RecorderToml) -> cauldron_recorder::Settings {
+    cauldron_recorder::Settings { addresses: settings.addresses.unwrap_or(true) }
+}
+
 /// The recorder's HTTP state, with retention running if asked for.
 fn api(
     recorder: Arc<Recorder>,
@@ -166,7 +177,7 @@ pub fn in_process(
     authorizer: &Arc<dyn Authorizer>,
 ) -> anyhow::Result<Api> {
     let (store, name) = open_store(settings.store.as_deref(), data_dir)?;
-    let recorder = Recorder::new(store);
+    let recorder = Recorder::with_settings(store, recorder_settings(settings));
     let messages = broker.tap("owntracks/#", FEED_CAPACITY);
     tokio::spawn(cauldron_recorder::feed(Arc::clone(&recorder), messages));
     info!("OwnTracks recorder on (store {name})");
@@ -306,7 +317,7 @@ pub async fn run(args: RecorderArgs) -> anyhow::Result<()> {
     let settings = args.flags.over(RecorderToml::default());
     let (store, name) = open_store(settings.store.as_deref(), &args.data_dir)?;
     info!("recorder store {name}");
-    let recorder = Recorder::new(store);
+    let recorder = Recorder::with_settings(store, recorder_settings(&settings));
     let api = api(Arc::clone(&recorder), &settings, passwords, authorizer)?;
     let listener =
         TcpListener::bind(args.http).await.with_context(|| format!("binding HTTP {}", args.http))?;

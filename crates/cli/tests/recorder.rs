@@ -292,7 +292,17 @@ async fn api_parameters_status_codes_and_formats() {
     );
     let version = http(&broker.http, "GET", "/api/0/version", &[], b"").await.json();
     assert!(version["version"].is_string());
-    assert_eq!(http(&broker.http, "GET", "/api/0/q?lat=1&lon=2", &[], b"").await.json(), json!({}));
+    // The address of a position, offline: the nearest place, its region and country.
+    assert_eq!(
+        http(&broker.http, "GET", "/api/0/q?lat=48.8566&lon=2.3522", &[], b"").await.json(),
+        json!({"ghash": "u09tvw0", "addr": "Paris, Ile-de-France, FR", "locality": "Paris", "cc": "FR", "tzname": "Europe/Paris"})
+    );
+    assert_eq!(http(&broker.http, "GET", "/api/0/q?lat=abc", &[], b"").await.json(), json!({}));
+    // Stored with the point: the history has them too (the nearest town centre: 48.85, 2.29 is
+    // nearer Vanves' than the one point that stands for all of Paris).
+    assert_eq!(all["data"][0]["locality"], "Vanves", "{all}");
+    assert_eq!(all["data"][0]["cc"], "FR");
+    assert!(all["data"][0]["ghash"].as_str().is_some_and(|g| g.len() == 7 && g.starts_with("u09")));
     let monitor = http(&broker.http, "GET", "/api/0/monitor", &[], b"").await;
     assert!(monitor.body.trim_end().ends_with(" owntracks/jane/phone"), "{}", monitor.body);
     let photo = http(&broker.http, "GET", "/api/0/photo?user=jane", &[], b"").await;

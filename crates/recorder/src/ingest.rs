@@ -26,9 +26,23 @@ pub struct LiveEvent {
     pub json: String,
 }
 
+/// How the recorder treats what it stores.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    /// Add `addr`, `locality`, `cc` (offline, from a place list) and `ghash` to positions.
+    pub addresses: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings { addresses: true }
+    }
+}
+
 /// The recorder: turns messages into store operations and keeps live clients informed.
 pub struct Recorder {
     store: Arc<dyn Store>,
+    settings: Settings,
     live: broadcast::Sender<Arc<LiveEvent>>,
     /// Epoch and topic of the last message handled (`/api/0/monitor`).
     monitor: Mutex<Option<(i64, String)>>,
@@ -43,8 +57,12 @@ struct Prepared {
 
 impl Recorder {
     pub fn new(store: Arc<dyn Store>) -> Arc<Recorder> {
+        Recorder::with_settings(store, Settings::default())
+    }
+
+    pub fn with_settings(store: Arc<dyn Store>, settings: Settings) -> Arc<Recorder> {
         let (live, _) = broadcast::channel(1024);
-        Arc::new(Recorder { store, live, monitor: Mutex::new(None) })
+        Arc::new(Recorder { store, settings, live, monitor: Mutex::new(None) })
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -139,11 +157,14 @@ impl Recorder {
                     warn!(user, device, kind, "without numeric tst/lat/lon: kept as an unknown record");
                     return out.ops.push(Op::Record(other(&origin, Some(kind), now, to_vec(&object))));
                 };
-                // The zone goes into the record, so history keeps the zone it was in.
+                // Zone and address go into the record, so history keeps where it was.
                 if !object.contains_key("tzname") {
                     if let Some(zone) = crate::zone::name(lat, lon) {
                         object.insert("tzname".into(), zone.into());
                     }
+                }
+                if self.settings.addresses {
+                    add_address(&mut object, lat, lon);
                 }
                 let strings = |k| object.get(k).is_some_and(Value::is_string);
                 if kind == "transition" && !(strings("event") && strings("desc")) {
@@ -217,6 +238,22 @@ impl Recorder {
         match serde_json::from_slice(&plain).ok()? {
             Value::Object(inner) => Some(inner),
             _ => None,
+        }
+    }
+}
+
+/// `ghash`, and `addr`, `locality`, `cc` when a place is near, unless the message has them.
+fn add_address(object: &mut Map<String, Value>, lat: f64, lon: f64) {
+    let Some(address) = crate::geo::address(lat, lon) else { return };
+    let fields = [
+        ("ghash", Some(address.ghash)),
+        ("addr", address.addr),
+        ("locality", address.locality),
+        ("cc", address.cc),
+    ];
+    for (key, value) in fields {
+        if let Some(value) = value {
+            object.entry(key).or_insert(value.into());
         }
     }
 }

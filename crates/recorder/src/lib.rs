@@ -19,6 +19,7 @@
 
 pub mod crypto;
 pub mod formats;
+pub mod geo;
 pub mod http;
 pub mod import;
 mod ingest;
@@ -31,7 +32,7 @@ mod zone;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use ingest::{LiveEvent, Recorder, Via};
+pub use ingest::{LiveEvent, Recorder, Settings, Via};
 
 pub use store::STORE_FILE;
 

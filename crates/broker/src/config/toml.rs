@@ -75,6 +75,8 @@ pub struct RecorderToml {
     pub store: Option<String>,
     /// The largest file `POST /api/0/import` takes, in MiB (default 64).
     pub import_limit_mb: Option<usize>,
+    /// Add an address (nearest place, offline) and geohash to each position (default true).
+    pub addresses: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

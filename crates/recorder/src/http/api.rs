@@ -235,6 +235,26 @@ pub async fn monitor(State(api): State<Api>, viewer: Viewer) -> Response {
 }
 
 /// Reverse-geocoding cache lookup: cauldron does no reverse geocoding, so always `{}`.
-pub async fn q(_viewer: Viewer) -> Response {
-    json(StatusCode::OK, "{}".into())
+pub async fn q(_viewer: Viewer, params: Params) -> Response {
+    let number = |key| params.get(key).and_then(|v| v.trim().parse::<f64>().ok());
+    let (Some(lat), Some(lon)) = (number("lat"), number("lon")) else {
+        return json(StatusCode::OK, "{}".into());
+    };
+    // The place list loads at the first lookup: not on the runtime's threads.
+    let found =
+        tokio::task::spawn_blocking(move || (crate::geo::address(lat, lon), crate::zone::name(lat, lon)))
+            .await;
+    let Ok((Some(address), zone)) = found else {
+        return json(StatusCode::OK, "{}".into());
+    };
+    let mut answer = serde_json::Map::new();
+    answer.insert("ghash".into(), address.ghash.into());
+    let named =
+        [("addr", address.addr), ("locality", address.locality), ("cc", address.cc), ("tzname", zone)];
+    for (key, value) in named {
+        if let Some(value) = value {
+            answer.insert(key.into(), value.into());
+        }
+    }
+    json(StatusCode::OK, Value::Object(answer).to_string())
 }
