@@ -453,3 +453,93 @@ async fn on_a_phone_the_map_shows_colours_popups_and_a_growing_track() {
     std::fs::create_dir_all(&artifacts).unwrap();
     std::fs::write(artifacts.join("map-phone.png"), png).unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_day_shows_regions_events_and_a_timeline_on_desktop_and_phone() {
+    let dir = data_dir("recorder-map-day");
+    let broker = Cauldron::start(&dir, &["--tile-url", ""]).await;
+    let p = port(&broker.addr);
+    let t0 = 1706853600; // 2024-02-02T06:00:00Z
+    let regions = json!({"_type": "waypoints", "waypoints": [
+        {"_type": "waypoint", "desc": "Home", "lat": 48.85, "lon": 2.29, "rad": 100, "tst": 1},
+        {"_type": "waypoint", "desc": "Work", "lat": 48.88, "lon": 2.29, "rad": 100, "tst": 2},
+        {"_type": "waypoint", "desc": "Bakery", "lat": 48.86, "lon": 2.295, "tst": 3}]});
+    publish(p, "owntracks/jane/phone/waypoints", &regions.to_string()).await;
+    // An hour at home, a trip of about 3.3 km, two hours at work.
+    let day = [
+        (0, 48.8500),
+        (1800, 48.8501),
+        (3600, 48.8500),
+        (3900, 48.8600),
+        (4200, 48.8700),
+        (4500, 48.8800),
+        (6000, 48.8801),
+        (11700, 48.8800),
+    ];
+    for (offset, lat) in day {
+        let point = json!({"_type": "location", "lat": lat, "lon": 2.29, "tst": t0 + offset, "tid": "jp"});
+        publish(p, "owntracks/jane/phone", &point.to_string()).await;
+    }
+    for (offset, event, desc, lat) in [(3650, "leave", "Home", 48.8505), (4500, "enter", "Work", 48.8800)] {
+        let transition = json!({"_type": "transition", "event": event, "desc": desc, "lat": lat, "lon": 2.29,
+            "tst": t0 + offset, "wtst": 1, "acc": 10, "t": "c", "tid": "jp"});
+        publish(p, "owntracks/jane/phone/event", &transition.to_string()).await;
+    }
+    let range = "from=2024-02-02&to=2024-02-03";
+    wait_json(&broker.http, &format!("/api/0/locations?user=jane&device=phone&{range}"), None, |v| {
+        v["count"] == 8
+    })
+    .await;
+    let timeline =
+        wait_json(&broker.http, &format!("/api/0/timeline?user=jane&device=phone&{range}"), None, |_| true)
+            .await;
+    let kinds: Vec<_> = timeline["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["type"].clone(), s["place"].clone()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [(json!("stay"), json!("Home")), (json!("trip"), json!(null)), (json!("stay"), json!("Work"))]
+    );
+
+    let url = format!("http://{}/?user=jane&device=phone&from=2024-02-02&to=2024-02-02T23:59", broker.http);
+    let artifacts = Path::new(env!("CARGO_TARGET_TMPDIR")).join("test-artifacts");
+    std::fs::create_dir_all(&artifacts).unwrap();
+    for (name, metrics) in [
+        (
+            "map-day-desktop.png",
+            json!({"width": 1280, "height": 800, "deviceScaleFactor": 1, "mobile": false}),
+        ),
+        ("map-day-phone.png", json!({"width": 390, "height": 844, "deviceScaleFactor": 2, "mobile": true})),
+    ] {
+        let mut page = Page::open(&dir.join(format!("profile-{name}")), "about:blank").await;
+        page.call("Emulation.setDeviceMetricsOverride", metrics).await;
+        page.navigate(&url).await;
+        page.until("document.querySelectorAll('#timeline li').length", json!(3)).await;
+        let entries =
+            page.eval("[...document.querySelectorAll('#timeline li')].map((li) => li.textContent)").await;
+        let entries: Vec<&str> = entries.as_array().unwrap().iter().map(|e| e.as_str().unwrap()).collect();
+        assert!(entries[0].contains("Home") && entries[0].contains("1 h 00 min"), "{entries:?}");
+        assert!(entries[1].contains("3.3 km") && entries[1].contains("15 min"), "{entries:?}");
+        assert!(entries[2].contains("Work") && entries[2].contains("2 h 00 min"), "{entries:?}");
+        // Two regions drawn to scale and a pin; the leave and the enter as squares.
+        assert_eq!(page.eval("document.querySelectorAll('circle.region').length").await, json!(2));
+        assert_eq!(page.eval("document.querySelectorAll('path.pin').length").await, json!(1));
+        let events = page
+            .eval("[...document.querySelectorAll('rect.event')].map((r) => r.getAttribute('class'))")
+            .await;
+        assert_eq!(events, json!(["event leave", "event enter"]));
+        let labels =
+            page.eval("[...document.querySelectorAll('text.region-label')].map((t) => t.textContent)").await;
+        assert_eq!(labels, json!(["Home", "Work", "Bakery"]));
+        // A tap on the trip shows that part of the track.
+        page.eval("document.querySelectorAll('#timeline li')[1].click()").await;
+        let shot = page.call("Page.captureScreenshot", json!({"format": "png"})).await;
+        use base64::Engine;
+        let png = base64::engine::general_purpose::STANDARD.decode(shot["data"].as_str().unwrap()).unwrap();
+        assert!(png.starts_with(b"\x89PNG"));
+        std::fs::write(artifacts.join(name), png).unwrap();
+    }
+}

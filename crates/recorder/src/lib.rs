@@ -25,6 +25,7 @@ pub mod import;
 mod ingest;
 pub mod store;
 pub mod timefmt;
+pub mod timeline;
 pub mod topic;
 pub mod view;
 mod zone;

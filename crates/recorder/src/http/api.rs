@@ -94,7 +94,7 @@ pub async fn last_objects(
 }
 
 /// `from`/`to` of a request: 416 when unreadable or impossible, as the Recorder answers.
-fn range(params: &Params) -> Result<(i64, i64), Response> {
+pub(super) fn range(params: &Params) -> Result<(i64, i64), Response> {
     let now = timefmt::now();
     let bad = || error(StatusCode::RANGE_NOT_SATISFIABLE, "impossible date/time ranges");
     let from = match params.get("from") {

@@ -7,6 +7,7 @@
 mod access;
 mod api;
 mod cors;
+mod day;
 mod import;
 mod map;
 mod osmand;
@@ -69,6 +70,9 @@ pub fn router(api: Api) -> Router {
         .route("/api/0/photo/", on(either(), api::photo))
         .route("/api/0/monitor", on(either(), api::monitor))
         .route("/api/0/q", on(either(), api::q))
+        .route("/api/0/waypoints", on(either(), day::waypoints))
+        .route("/api/0/events", on(either(), day::events))
+        .route("/api/0/timeline", on(either(), day::timeline))
         // The one route with a large body: a whole file of history.
         .route("/api/0/import", post(import::import).layer(DefaultBodyLimit::max(api.import_limit)))
         .route("/ws/last", get(ws::last))

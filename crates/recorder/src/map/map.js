@@ -6,7 +6,7 @@
 const TILE = 256;
 const SVG = "http://www.w3.org/2000/svg";
 const view = { lat: 20, lon: 0, zoom: 2 };
-const state = { last: [], track: [], selected: null, popup: null };
+const state = { last: [], track: [], selected: null, popup: null, waypoints: [], events: [], spans: [] };
 const el = (id) => document.getElementById(id);
 
 // --- projection -------------------------------------------------------------------------------
@@ -73,6 +73,7 @@ function svg(name, attributes, parent) {
 function drawOverlay() {
   const overlay = el("overlay");
   overlay.replaceChildren();
+  drawPlaces(overlay);
   if (state.track.length > 0) {
     const points = state.track.map((p) => toScreen(p.lat, p.lon));
     const stroke = state.selected ? colour(state.selected) : "#d2322d";
@@ -101,6 +102,29 @@ function drawOverlay() {
     const name = last.name || last.tid || key(last);
     const y = freeLine(labels, at.x + 11, at.y + 4, name.length * 7);
     svg("text", { class: "label", x: at.x + 11, y, "data-device": key(last) }, overlay).textContent = name;
+  }
+}
+
+// The open device's regions (waypoints with a radius, drawn to scale), its other waypoints
+// (pins), and its region transitions (squares: filled on enter, hollow on leave).
+function drawPlaces(overlay) {
+  for (const w of state.waypoints) {
+    if (typeof w.lat !== "number" || typeof w.lon !== "number") continue;
+    const at = toScreen(w.lat, w.lon);
+    const r = w.rad > 0 ? Math.max(4, w.rad / metresPerPixel(w.lat)) : 7;
+    if (w.rad > 0) {
+      svg("circle", { class: "region", cx: at.x, cy: at.y, r }, overlay);
+    } else {
+      svg("path", { class: "pin", d: `M${at.x},${at.y - 7} l5,7 l-5,7 l-5,-7 z` }, overlay);
+    }
+    // Above the region, clear of the device's own marker and label inside it.
+    svg("text", { class: "region-label", x: at.x, y: at.y - r - 4, "text-anchor": "middle" }, overlay).textContent = w.desc || "";
+  }
+  for (const e of state.events) {
+    if (typeof e.lat !== "number" || typeof e.lon !== "number") continue;
+    const at = toScreen(e.lat, e.lon);
+    const square = svg("rect", { class: `event ${e.event === "enter" ? "enter" : "leave"}`, x: at.x - 5, y: at.y - 5, width: 10, height: 10 }, overlay);
+    square.addEventListener("click", (event) => showPopup({ ...e, name: `${e.event} ${e.desc}` }, event));
   }
 }
 
@@ -250,11 +274,46 @@ async function loadHistory() {
   const from = utc(el("from").value), to = utc(el("to").value);
   if (from) query.set("from", from);
   if (to) query.set("to", to);
-  const result = await api(`api/0/locations?${query}`);
+  const [result, waypoints, events, timeline] = await Promise.all([
+    api(`api/0/locations?${query}`),
+    api(`api/0/waypoints?${new URLSearchParams({ user, device })}`),
+    api(`api/0/events?${query}`),
+    api(`api/0/timeline?${query}`),
+  ]);
   state.selected = `${user}/${device}`;
   state.track = result.data.filter((p) => typeof p.lat === "number").sort((a, b) => a.tst - b.tst);
+  state.waypoints = waypoints.waypoints;
+  state.events = events.events;
+  state.spans = timeline.timeline;
   el("status").textContent = `${state.track.length} points of ${user}/${device}`;
+  showTimeline();
   fit(state.track);
+}
+
+// --- timeline ---------------------------------------------------------------------------------
+function duration(seconds) {
+  const minutes = Math.round(seconds / 60);
+  return minutes < 60 ? `${minutes} min` : `${Math.floor(minutes / 60)} h ${String(minutes % 60).padStart(2, "0")} min`;
+}
+
+// Stays with their place and duration, trips with their distance; a tap shows that part.
+function showTimeline() {
+  const list = el("timeline");
+  list.replaceChildren();
+  const clock = (tst) => new Date(tst * 1000).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  for (const span of state.spans) {
+    const item = document.createElement("li");
+    item.className = span.type;
+    const what = span.type === "stay"
+      ? (span.place || `${span.lat.toFixed(4)}, ${span.lon.toFixed(4)}`)
+      : `${(span.distance / 1000).toFixed(1)} km`;
+    item.textContent = `${clock(span.from)}–${clock(span.to)} · ${what} · ${duration(span.to - span.from)}`;
+    item.addEventListener("click", () => {
+      const part = state.track.filter((p) => p.tst >= span.from && p.tst <= span.to);
+      fit(part.length ? part : state.track);
+    });
+    list.appendChild(item);
+  }
 }
 
 // A datetime-local value (the viewer's own time) as the API's UTC time.
