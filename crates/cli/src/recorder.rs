@@ -58,6 +58,10 @@ pub struct RecorderFlags {
     /// instead of the SQLite file in the data directory. Several cauldrons may share one.
     #[arg(long, value_name = "URL")]
     recorder_store: Option<String>,
+    /// Where the recorder's HTTP side is reached from outside (https://owntracks.example):
+    /// the links of tours start with it.
+    #[arg(long, value_name = "URL")]
+    recorder_public_url: Option<String>,
     /// Do not add addresses (the nearest place, found offline) and geohashes to positions;
     /// saves the place list's memory (about 30 MB).
     #[arg(long)]
@@ -81,6 +85,7 @@ impl RecorderFlags {
         file.cors_origins.extend(self.cors_origins.iter().cloned());
         file.store = self.recorder_store.clone().or(file.store);
         file.import_limit_mb = self.recorder_import_limit_mb.or(file.import_limit_mb);
+        file.public_url = self.recorder_public_url.clone().or(file.public_url);
         if self.no_recorder_addresses {
             file.addresses = Some(false);
         }
@@ -135,7 +140,10 @@ fn open_store(url: Option<&str>, data_dir: &Path) -> anyhow::Result<(Arc<dyn Sto
 }
 
 fn recorder_settings(settings: &RecorderToml) -> cauldron_recorder::Settings {
-    cauldron_recorder::Settings { addresses: settings.addresses.unwrap_or(true) }
+    cauldron_recorder::Settings {
+        addresses: settings.addresses.unwrap_or(true),
+        public_url: settings.public_url.clone(),
+    }
 }
 
 /// The recorder's HTTP state, with retention running if asked for.
@@ -181,20 +189,26 @@ pub fn in_process(
     let messages = broker.tap("owntracks/#", FEED_CAPACITY);
     tokio::spawn(cauldron_recorder::feed(Arc::clone(&recorder), messages));
     info!("OwnTracks recorder on (store {name})");
-    let mut api = api(recorder, settings, Arc::clone(passwords), Arc::clone(authorizer))?;
-    // HTTP-mode apps' positions reach MQTT-mode friends through the broker.
-    let broker = Arc::clone(broker);
-    api.forward = Some(Arc::new(move |topic: &str, payload: &[u8], retain: bool| {
-        // The recorder checks its names; this check makes sure nothing that is not a topic
-        // name reaches the broker (and its store) from here, whatever the recorder does.
-        if let Err(e) = cauldron_client::proto::topic::validate_name(topic) {
-            tracing::warn!(topic, error = %e, "HTTP-mode message not published: not a topic name");
-            return;
-        }
-        let payload = cauldron_client::proto::Bytes::copy_from_slice(payload);
-        let message = cauldron_broker::Message::new(topic.into(), payload, QoS::AtLeastOnce, retain);
-        drop(broker.publish(message).durable);
-    }));
+    let mut api = api(Arc::clone(&recorder), settings, Arc::clone(passwords), Arc::clone(authorizer))?;
+    // HTTP-mode apps' positions reach MQTT-mode friends through the broker, and answers to
+    // the devices' requests reach the devices.
+    let forward: cauldron_recorder::http::Forward = {
+        let broker = Arc::clone(broker);
+        Arc::new(move |topic: &str, payload: &[u8], retain: bool| {
+            // The recorder checks its names; this check makes sure nothing that is not a topic
+            // name reaches the broker (and its store) from here, whatever the recorder does.
+            if let Err(e) = cauldron_client::proto::topic::validate_name(topic) {
+                tracing::warn!(topic, error = %e, "recorder message not published: not a topic name");
+                return;
+            }
+            let payload = cauldron_client::proto::Bytes::copy_from_slice(payload);
+            let message = cauldron_broker::Message::new(topic.into(), payload, QoS::AtLeastOnce, retain);
+            drop(broker.publish(message).durable);
+        })
+    };
+    let respond = Arc::clone(&forward);
+    recorder.set_responder(Arc::new(move |topic: &str, payload: &[u8]| respond(topic, payload, false)));
+    api.forward = Some(forward);
     Ok(api)
 }
 
@@ -332,6 +346,16 @@ pub async fn run(args: RecorderArgs) -> anyhow::Result<()> {
     let options = client_options(&args)?;
     info!(broker = %options.address, client_id = %options.client_id, "recorder connecting");
     let (client, mut messages) = Client::connect(options).await.context("connecting to the broker")?;
+    // Answers to the devices' requests (tours) go back over the same connection.
+    let (answering, runtime) = (client.clone(), tokio::runtime::Handle::current());
+    recorder.set_responder(Arc::new(move |topic: &str, payload: &[u8]| {
+        let (client, topic, payload) = (answering.clone(), topic.to_string(), payload.to_vec());
+        runtime.spawn(async move {
+            if let Err(e) = client.publish(topic.as_str(), payload, QoS::AtLeastOnce, false).await {
+                warn!(topic, "answer to a device not sent: {e}");
+            }
+        });
+    }));
     for topic in &args.topics {
         client.subscribe(topic.as_str(), qos).await.with_context(|| format!("subscribing to {topic}"))?;
     }

@@ -5,23 +5,11 @@ mod common;
 
 use std::path::Path;
 
+use common::browser::*;
 use common::owntracks::*;
 use common::*;
 use serde_json::json;
 use tokio::process::Command;
-
-/// Debian's Chromium, headless, as this machine allows it (no sandbox as root, no background
-/// connections to a closed network).
-fn chromium(profile: &Path) -> Command {
-    let mut command = Command::new("chromium");
-    command
-        .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run"])
-        .args(["--disable-background-networking", "--disable-component-update", "--disable-sync"])
-        .arg("--window-size=1200,800")
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .kill_on_drop(true);
-    command
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn map_page_shows_markers_and_a_track_in_headless_chromium() {
@@ -100,117 +88,6 @@ async fn map_page_shows_markers_and_a_track_in_headless_chromium() {
 
 /// `PUT /json/new?URL` on Chromium's DevTools HTTP endpoint, which speaks HTTP/1.1 only and keeps
 /// the connection open: the body is read by its Content-Length.
-async fn devtools_new_tab(host: &str, url: &str) -> serde_json::Value {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(host).await.unwrap();
-    let request = format!("PUT /json/new?{url} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut raw = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        let n = tokio::time::timeout(WAIT, stream.read(&mut chunk)).await.unwrap().unwrap();
-        assert!(n > 0, "DevTools closed the connection: {}", String::from_utf8_lossy(&raw));
-        raw.extend_from_slice(&chunk[..n]);
-        let text = String::from_utf8_lossy(&raw);
-        let Some((head, body)) = text.split_once("\r\n\r\n") else { continue };
-        let length = head
-            .lines()
-            .find_map(|l| {
-                l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>())
-            })
-            .expect("a Content-Length")
-            .unwrap();
-        if body.len() >= length {
-            return serde_json::from_str(&body[..length]).unwrap();
-        }
-    }
-}
-
-/// A page opened through the DevTools protocol, to ask it questions while it runs.
-struct Page {
-    socket: tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>,
-    next_id: u64,
-    _browser: tokio::process::Child,
-}
-
-impl Page {
-    /// Starts Chromium with a DevTools port and opens `url` in a new tab.
-    async fn open(profile: &Path, url: &str) -> Page {
-        use tokio::io::AsyncBufReadExt;
-        let mut browser = chromium(profile)
-            .args(["--remote-debugging-port=0", "about:blank"])
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("chromium is installed by the test command");
-        let mut lines = tokio::io::BufReader::new(browser.stderr.take().unwrap()).lines();
-        let devtools = tokio::time::timeout(WAIT, async {
-            while let Some(line) = lines.next_line().await.unwrap() {
-                if let Some(url) = line.strip_prefix("DevTools listening on ") {
-                    return url.to_string();
-                }
-            }
-            panic!("chromium exited without a DevTools port");
-        })
-        .await
-        .expect("DevTools in time");
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        let host = devtools.trim_start_matches("ws://").split('/').next().unwrap().to_string();
-        // A blank tab first, then the page: the DevTools endpoint would cut a URL at its `&`.
-        let target = devtools_new_tab(&host, "about:blank").await;
-        let page_url = target["webSocketDebuggerUrl"].as_str().expect("a page target").to_string();
-        let stream = tokio::net::TcpStream::connect(&host).await.unwrap();
-        let (socket, _) = tokio_tungstenite::client_async(page_url, stream).await.unwrap();
-        let mut page = Page { socket, next_id: 1, _browser: browser };
-        page.navigate(url).await;
-        page
-    }
-
-    /// Evaluates a JavaScript expression in the page and returns its value.
-    async fn eval(&mut self, expression: &str) -> serde_json::Value {
-        let reply =
-            self.call("Runtime.evaluate", json!({"expression": expression, "returnByValue": true})).await;
-        reply["result"]["value"].clone()
-    }
-
-    /// Loads `url` in the tab, as typing it into the address bar would.
-    async fn navigate(&mut self, url: &str) {
-        self.call("Page.navigate", json!({ "url": url })).await;
-    }
-
-    /// One DevTools method call, and its result.
-    async fn call(&mut self, method: &str, params: serde_json::Value) -> serde_json::Value {
-        use futures_util::{SinkExt, StreamExt};
-        let id = self.next_id;
-        self.next_id += 1;
-        let call = json!({"id": id, "method": method, "params": params});
-        self.socket.send(tokio_tungstenite::tungstenite::Message::text(call.to_string())).await.unwrap();
-        loop {
-            let message = tokio::time::timeout(WAIT, self.socket.next()).await.unwrap().unwrap().unwrap();
-            let reply: serde_json::Value =
-                serde_json::from_str(message.to_text().unwrap_or("{}")).unwrap_or_default();
-            if reply["id"] == id {
-                return reply["result"].clone();
-            }
-        }
-    }
-
-    /// Waits until `expression` evaluates to `expected`.
-    async fn until(&mut self, expression: &str, expected: serde_json::Value) {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            let value = self.eval(expression).await;
-            if value == expected {
-                return;
-            }
-            if tokio::time::Instant::now() >= deadline {
-                let text = self.eval("document.body ? document.body.innerText : location.href").await;
-                panic!("{expression}: {value}, not {expected}; the page says {text}");
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_map_follows_new_positions_live() {
     let dir = data_dir("recorder-map-live");
@@ -445,13 +322,7 @@ async fn on_a_phone_the_map_shows_colours_popups_and_a_growing_track() {
     page.until("document.querySelectorAll('.point').length", json!(4)).await;
 
     // The phone-sized screenshot, kept as an artifact of the test run.
-    let shot = page.call("Page.captureScreenshot", json!({"format": "png"})).await;
-    use base64::Engine;
-    let png = base64::engine::general_purpose::STANDARD.decode(shot["data"].as_str().unwrap()).unwrap();
-    assert!(png.starts_with(b"\x89PNG"));
-    let artifacts = Path::new(env!("CARGO_TARGET_TMPDIR")).join("test-artifacts");
-    std::fs::create_dir_all(&artifacts).unwrap();
-    std::fs::write(artifacts.join("map-phone.png"), png).unwrap();
+    page.screenshot("map-phone.png").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -505,8 +376,6 @@ async fn the_day_shows_regions_events_and_a_timeline_on_desktop_and_phone() {
     );
 
     let url = format!("http://{}/?user=jane&device=phone&from=2024-02-02&to=2024-02-02T23:59", broker.http);
-    let artifacts = Path::new(env!("CARGO_TARGET_TMPDIR")).join("test-artifacts");
-    std::fs::create_dir_all(&artifacts).unwrap();
     for (name, metrics) in [
         (
             "map-day-desktop.png",
@@ -536,10 +405,6 @@ async fn the_day_shows_regions_events_and_a_timeline_on_desktop_and_phone() {
         assert_eq!(labels, json!(["Home", "Work", "Bakery"]));
         // A tap on the trip shows that part of the track.
         page.eval("document.querySelectorAll('#timeline li')[1].click()").await;
-        let shot = page.call("Page.captureScreenshot", json!({"format": "png"})).await;
-        use base64::Engine;
-        let png = base64::engine::general_purpose::STANDARD.decode(shot["data"].as_str().unwrap()).unwrap();
-        assert!(png.starts_with(b"\x89PNG"));
-        std::fs::write(artifacts.join(name), png).unwrap();
+        page.screenshot(name).await;
     }
 }

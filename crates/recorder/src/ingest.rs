@@ -9,6 +9,7 @@ use tracing::{debug, warn};
 
 use crate::store::{Op, Record, Store, StoreError};
 use crate::topic::Origin;
+use crate::tours::Reply;
 use crate::{crypto, timefmt, view};
 
 /// How a message arrived: over MQTT or POSTed in HTTP mode (stored with `_http: true`).
@@ -27,17 +28,24 @@ pub struct LiveEvent {
 }
 
 /// How the recorder treats what it stores.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Settings {
     /// Add `addr`, `locality`, `cc` (offline, from a place list) and `ghash` to positions.
     pub addresses: bool,
+    /// Where the recorder's HTTP side is reached from outside (`https://owntracks.example`):
+    /// tours' links start with it.
+    pub public_url: Option<String>,
 }
 
 impl Default for Settings {
     fn default() -> Settings {
-        Settings { addresses: true }
+        Settings { addresses: true, public_url: None }
     }
 }
+
+/// Sends a message to a device (its `cmd` topic): the broker inside `serve`, the MQTT client
+/// of a standalone recorder.
+pub type Responder = Arc<dyn Fn(&str, &[u8]) + Send + Sync>;
 
 /// The recorder: turns messages into store operations and keeps live clients informed.
 pub struct Recorder {
@@ -46,6 +54,7 @@ pub struct Recorder {
     live: broadcast::Sender<Arc<LiveEvent>>,
     /// Epoch and topic of the last message handled (`/api/0/monitor`).
     monitor: Mutex<Option<(i64, String)>>,
+    responder: std::sync::OnceLock<Responder>,
 }
 
 /// Operations and pushes worked out for a batch, before anything is written.
@@ -53,6 +62,7 @@ pub struct Recorder {
 struct Prepared {
     ops: Vec<Op>,
     live: Vec<(Origin, Map<String, Value>)>,
+    replies: Vec<Reply>,
 }
 
 impl Recorder {
@@ -62,7 +72,12 @@ impl Recorder {
 
     pub fn with_settings(store: Arc<dyn Store>, settings: Settings) -> Arc<Recorder> {
         let (live, _) = broadcast::channel(1024);
-        Arc::new(Recorder { store, settings, live, monitor: Mutex::new(None) })
+        Arc::new(Recorder { store, settings, live, monitor: Mutex::new(None), responder: Default::default() })
+    }
+
+    /// How answers to the devices' requests (tours) are sent; set once.
+    pub fn set_responder(&self, responder: Responder) {
+        let _ = self.responder.set(responder);
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -80,12 +95,29 @@ impl Recorder {
     }
 
     /// Records a batch of `(topic, payload)` messages in one transaction. Returns how many new
-    /// records were stored (duplicates and ignored messages are not counted).
+    /// records were stored (duplicates and ignored messages are not counted). Answers to
+    /// requests go to the devices through the responder.
     pub fn ingest<'a>(
         &self,
         messages: impl IntoIterator<Item = (&'a str, &'a [u8])>,
         via: Via,
     ) -> Result<usize, StoreError> {
+        let (new, replies) = self.ingest_answering(messages, via)?;
+        if let Some(respond) = self.responder.get() {
+            for reply in replies {
+                respond(&reply.topic, reply.payload.as_bytes());
+            }
+        }
+        Ok(new)
+    }
+
+    /// [`Recorder::ingest`], returning the answers to requests instead of sending them (HTTP
+    /// mode answers in the response).
+    pub fn ingest_answering<'a>(
+        &self,
+        messages: impl IntoIterator<Item = (&'a str, &'a [u8])>,
+        via: Via,
+    ) -> Result<(usize, Vec<Reply>), StoreError> {
         let now = timefmt::now();
         let mut prepared = Prepared::default();
         let mut last_topic = None;
@@ -120,7 +152,7 @@ impl Recorder {
                     self.live.send(Arc::new(LiveEvent { user: origin.user, device: origin.device, json }));
             }
         }
-        Ok(new)
+        Ok((new, prepared.replies))
     }
 
     fn prepare(
@@ -198,6 +230,22 @@ impl Recorder {
                 }));
                 out.live.push((origin, object));
             }
+            // Answered, not kept (the Recorder keeps no requests either).
+            "request" => {
+                match crate::tours::request(
+                    self.store.as_ref(),
+                    &origin,
+                    &object,
+                    now,
+                    self.settings.public_url.as_deref(),
+                ) {
+                    Ok(handled) => {
+                        out.ops.extend(handled.ops);
+                        out.replies.extend(handled.reply);
+                    }
+                    Err(e) => warn!(user, device, "request not answered: {e}"),
+                }
+            }
             "card" => out.ops.push(Op::Card { user, device, json: to_string(&object) }),
             "waypoints" => out.ops.push(Op::Waypoints { user, device, json: to_string(&object) }),
             "dump" if object.contains_key("configuration") => {
@@ -225,6 +273,8 @@ impl Recorder {
     ) -> Vec<Op> {
         let mut prepared = Prepared::default();
         match payload {
+            // A request was answered when it was made: importing it asks nothing again.
+            Ok(object) if object.get("_type").and_then(Value::as_str) == Some("request") => {}
             Ok(object) => self.prepare(origin, object, Via::Mqtt, time, true, &mut prepared),
             Err(raw) => prepared.ops.push(Op::Record(other(&origin, None, time, raw))),
         }

@@ -27,13 +27,14 @@ pub mod store;
 pub mod timefmt;
 pub mod timeline;
 pub mod topic;
+pub mod tours;
 pub mod view;
 mod zone;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use ingest::{LiveEvent, Recorder, Settings, Via};
+pub use ingest::{LiveEvent, Recorder, Responder, Settings, Via};
 
 pub use store::STORE_FILE;
 

@@ -77,6 +77,8 @@ pub struct RecorderToml {
     pub import_limit_mb: Option<usize>,
     /// Add an address (nearest place, offline) and geohash to each position (default true).
     pub addresses: Option<bool>,
+    /// Where the recorder's HTTP side is reached from outside: tours' links start with it.
+    pub public_url: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -2,6 +2,7 @@
 //! tests kill (-9 or TERM) and start again.
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod owntracks;
 
 use std::path::{Path, PathBuf};

@@ -11,18 +11,30 @@ use super::params::Params;
 use super::{osmand, Api};
 
 const PAGE: &str = include_str!("../map/index.html");
-const SCRIPT: &str = include_str!("../map/map.js");
-const STYLE: &str = include_str!("../map/map.css");
+pub(super) const SCRIPT: &str = include_str!("../map/map.js");
+pub(super) const STYLE: &str = include_str!("../map/map.css");
 
 /// The map page, or an OsmAnd report when the query is one (the Recorder takes both at `/`).
 pub async fn page(State(api): State<Api>, viewer: Viewer, params: Params) -> Response {
     if osmand::is_report(&params) {
         return osmand::report(&api, &viewer, &params).await.unwrap_or_else(|refusal| refusal);
     }
-    // The tile URL goes into a JSON string inside the page: serde quotes it safely.
-    let tiles =
-        serde_json::to_string(&*api.tile_url).unwrap_or_else(|_| "\"\"".into()).replace('<', "\\u003c");
-    let body = PAGE.replace("\"@@TILE_URL@@\"", &tiles);
+    with_settings(&api, None)
+}
+
+/// The map page in tour mode: one device's track between two times, read-only.
+pub(super) fn tour_page(api: &Api, tour: &serde_json::Value) -> Response {
+    with_settings(api, Some(tour))
+}
+
+fn with_settings(api: &Api, tour: Option<&serde_json::Value>) -> Response {
+    // Settings go into the page as JSON: serde quotes them, and `<` cannot end the script.
+    let quoted = |value: &serde_json::Value| value.to_string().replace('<', "\\u003c");
+    let tiles = quoted(&serde_json::Value::from(&*api.tile_url));
+    let mut body = PAGE.replace("\"@@TILE_URL@@\"", &tiles);
+    if let Some(tour) = tour {
+        body = body.replace("tileUrl:", &format!("tour: {}, tileUrl:", quoted(tour)));
+    }
     ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], body).into_response()
 }
 

@@ -13,6 +13,7 @@ mod map;
 mod osmand;
 mod params;
 mod publish;
+mod tour;
 mod ws;
 
 use std::sync::Arc;
@@ -76,6 +77,11 @@ pub fn router(api: Api) -> Router {
         // The one route with a large body: a whole file of history.
         .route("/api/0/import", post(import::import).layer(DefaultBodyLimit::max(api.import_limit)))
         .route("/ws/last", get(ws::last))
+        // Tours' views: no login, the link is the key.
+        .route("/view/map.js", get(tour::script))
+        .route("/view/map.css", get(tour::style))
+        .route("/view/{uuid}", get(tour::page))
+        .route("/view/{uuid}/locations", get(tour::locations))
         .route("/pub", post(publish::publish))
         .route(map_at, get(map::page))
         .route("/map.js", get(map::script))

@@ -50,7 +50,7 @@ pub async fn publish(
         forward_to_mqtt(forward, &access, &viewer, &topic, &body);
     }
     let answer = blocking(move || {
-        recorder.ingest([(topic.as_str(), &body[..])], Via::Http)?;
+        let (_, replies) = recorder.ingest_answering([(topic.as_str(), &body[..])], Via::Http)?;
         let store = recorder.store();
         let me = match viewer {
             Viewer::Admin(_) => Viewer::Admin(None),
@@ -80,7 +80,9 @@ pub async fn publish(
             }
             out.push(Value::Object(location));
         }
-        let array = Value::Array(out).to_string();
+        // Answers to a request (tours) come first, as the Recorder adds them.
+        let answers = replies.iter().filter_map(|r| serde_json::from_str::<Value>(&r.payload).ok());
+        let array = Value::Array(answers.chain(out).collect()).to_string();
         Ok(match store.key(&user, &device)? {
             Some(secret) => {
                 json!({"_type": "encrypted", "data": crypto::encrypt(&secret, array.as_bytes())}).to_string()

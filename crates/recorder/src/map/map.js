@@ -408,6 +408,27 @@ function zoomBy(delta, screenX, screenY) {
   draw();
 }
 
+// A tour's view (/view/<uuid>): one device's track between two times, for whoever has the
+// link; no login, no other devices, no controls but the map's. Followed while the tour runs.
+function setUpTour(tour) {
+  document.body.classList.add("tour");
+  document.querySelector("#panel h1").textContent = tour.label || "Tour";
+  state.selected = tour.uuid;
+  const load = async () => {
+    const result = await api(`${encodeURIComponent(tour.uuid)}/locations`);
+    const first = state.track.length === 0;
+    state.track = result.data.filter((p) => typeof p.lat === "number").sort((a, b) => a.tst - b.tst);
+    const span = `${new Date(tour.from * 1000).toLocaleString()} – ${new Date(tour.to * 1000).toLocaleString()}`;
+    el("status").textContent = `${state.track.length} points, ${span}`;
+    if (first) fit(state.track); else draw();
+  };
+  load().catch(report);
+  const timer = setInterval(() => {
+    if (Date.now() / 1000 > tour.to) clearInterval(timer);
+    load().catch(report);
+  }, 60000);
+}
+
 function setUp() {
   const map = el("map");
   let drag = null;
@@ -449,6 +470,8 @@ function setUp() {
       loadHistory().catch(report);
     });
   }
+
+  if (window.cauldron.tour) return setUpTour(window.cauldron.tour);
 
   // ?user=&device=&from=&to= open a history directly (YYYY-MM-DD, or with a time); the
   // default is today until now.

@@ -87,6 +87,28 @@ pub enum Op {
         device: String,
         json: String,
     },
+    /// A tour the device asked for (`_type: request`, `request: tour`).
+    Tour(Tour),
+    /// The device's tour `uuid` withdrawn (`request: untour`).
+    Untour {
+        user: String,
+        device: String,
+        uuid: String,
+    },
+}
+
+/// A shared, read-only view of one device's track between two times, at `/view/<uuid>`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tour {
+    pub uuid: String,
+    pub user: String,
+    pub device: String,
+    pub from: i64,
+    pub to: i64,
+    /// After this the view is gone.
+    pub expires: i64,
+    /// The tour as the app sent it, with its `uuid` and `url`: what `tours` answers.
+    pub json: String,
 }
 
 /// A stored location, as the `locations` query returns it.
@@ -173,10 +195,14 @@ pub trait Store: Send + Sync + 'static {
     /// Friends set by hand for a device (`user/device` names); `None` if never set.
     fn friends(&self, user: &str, device: &str) -> Result<Option<Vec<String>>>;
     fn set_friends(&self, user: &str, device: &str, friends: Option<&[String]>) -> Result<()>;
+    /// The device's tours that have not expired at `now`, oldest first.
+    fn tours(&self, user: &str, device: &str, now: i64) -> Result<Vec<Tour>>;
+    /// The tour `uuid`, expired or not.
+    fn tour(&self, uuid: &str) -> Result<Option<Tour>>;
     /// Deletes a device's locations with `from <= tst <= to`; the last position falls back to
     /// the newest one left. Returns how many went.
     fn delete_locations(&self, user: &str, device: &str, from: i64, to: i64) -> Result<usize>;
-    /// Deletes everything of a device (history, last, card, waypoints, configuration, key).
+    /// Deletes everything of a device (history, last, card, waypoints, configuration, key, tours).
     fn delete_device(&self, user: &str, device: &str) -> Result<usize>;
     /// Deletes history older than `tst` (retention); the last positions stay.
     fn purge_before(&self, tst: i64) -> Result<usize>;

@@ -15,7 +15,7 @@ use std::sync::mpsc;
 
 use postgres::{Client, GenericClient, NoTls, Row, Statement};
 
-use super::{Batches, Last, Op, Point, Range, RawRecord, Record, Result, Store, StoreError};
+use super::{Batches, Last, Op, Point, Range, RawRecord, Record, Result, Store, StoreError, Tour};
 
 /// Schema changes, applied in order; `recorder_schema.version` is how many have run. Append
 /// only. Names are compared byte by byte (`COLLATE "C"`), as SQLite does: lists sort the
@@ -50,6 +50,11 @@ const MIGRATIONS: &[&str] = &[
         json TEXT NOT NULL, PRIMARY KEY ("user", device));
     CREATE TABLE configs ("user" TEXT COLLATE "C" NOT NULL, device TEXT COLLATE "C" NOT NULL,
         json TEXT NOT NULL, PRIMARY KEY ("user", device));"#,
+    // 2: tours, the shared views of a device's track.
+    r#"CREATE TABLE tours (uuid TEXT COLLATE "C" PRIMARY KEY, "user" TEXT COLLATE "C" NOT NULL,
+        device TEXT COLLATE "C" NOT NULL, from_tst BIGINT NOT NULL, to_tst BIGINT NOT NULL,
+        expires BIGINT NOT NULL, json TEXT NOT NULL);
+    CREATE INDEX tours_by_device ON tours ("user", device);"#,
 ];
 
 /// Held while migrating, so recorders starting together apply each change once.
@@ -357,9 +362,35 @@ fn apply_batch(tx: &mut Tx, ops: &[Op]) -> std::result::Result<usize, postgres::
             Op::Config { user, device, json } => {
                 tx.execute(JsonTable::Configs.upsert(), &[user, device, json])?;
             }
+            Op::Tour(t) => {
+                tx.execute(
+                    r#"INSERT INTO tours (uuid, "user", device, from_tst, to_tst, expires, json)
+                       VALUES ($1, $2, $3, $4, $5, $6, $7)
+                       ON CONFLICT (uuid) DO UPDATE SET json = excluded.json, expires = excluded.expires"#,
+                    &[&t.uuid, &t.user, &t.device, &t.from, &t.to, &t.expires, &t.json],
+                )?;
+            }
+            Op::Untour { user, device, uuid } => {
+                tx.execute(
+                    r#"DELETE FROM tours WHERE uuid = $1 AND "user" = $2 AND device = $3"#,
+                    &[uuid, user, device],
+                )?;
+            }
         }
     }
     Ok(new as usize)
+}
+
+fn tour_row(row: &Row) -> Tour {
+    Tour {
+        uuid: row.get(0),
+        user: row.get(1),
+        device: row.get(2),
+        from: row.get(3),
+        to: row.get(4),
+        expires: row.get(5),
+        json: row.get(6),
+    }
 }
 
 /// Sets the last position to the newest stored location, or removes it if none is left.
@@ -582,6 +613,24 @@ impl Store for PostgresStore {
         })
     }
 
+    fn tours(&self, user: &str, device: &str, now: i64) -> Result<Vec<Tour>> {
+        let (user, device) = names(user, device);
+        self.reader.call(move |db| {
+            let sql = r#"SELECT uuid, "user", device, from_tst, to_tst, expires, json FROM tours
+                         WHERE "user" = $1 AND device = $2 AND expires > $3 ORDER BY from_tst, uuid"#;
+            Ok(db.query(sql, &[&user, &device, &now])?.iter().map(tour_row).collect())
+        })
+    }
+
+    fn tour(&self, uuid: &str) -> Result<Option<Tour>> {
+        let uuid = uuid.to_string();
+        self.reader.call(move |db| {
+            let sql =
+                r#"SELECT uuid, "user", device, from_tst, to_tst, expires, json FROM tours WHERE uuid = $1"#;
+            Ok(db.query(sql, &[&uuid])?.first().map(tour_row))
+        })
+    }
+
     fn delete_locations(&self, user: &str, device: &str, from: i64, to: i64) -> Result<usize> {
         let (user, device) = names(user, device);
         self.writer.call(move |db| {
@@ -610,6 +659,7 @@ impl Store for PostgresStore {
                     r#"DELETE FROM friends WHERE "user" = $1 AND device = $2"#,
                     r#"DELETE FROM waypoints WHERE "user" = $1 AND device = $2"#,
                     r#"DELETE FROM configs WHERE "user" = $1 AND device = $2"#,
+                    r#"DELETE FROM tours WHERE "user" = $1 AND device = $2"#,
                 ] {
                     tx.execute(sql, &[&user, &device])?;
                 }

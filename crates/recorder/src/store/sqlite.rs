@@ -6,7 +6,7 @@ use std::sync::Mutex;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::{Batches, Last, Op, Point, Range, RawRecord, Record, Result, Store, StoreError};
+use super::{Batches, Last, Op, Point, Range, RawRecord, Record, Result, Store, StoreError, Tour};
 
 /// Schema changes, applied in order; `PRAGMA user_version` is how many have run. Append only.
 const MIGRATIONS: &[&str] = &[
@@ -40,6 +40,10 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (user, device));
     CREATE TABLE configs (user TEXT NOT NULL, device TEXT NOT NULL, json TEXT NOT NULL,
         PRIMARY KEY (user, device));",
+    // 2: tours, the shared views of a device's track.
+    "CREATE TABLE tours (uuid TEXT PRIMARY KEY, user TEXT NOT NULL, device TEXT NOT NULL,
+        from_tst INTEGER NOT NULL, to_tst INTEGER NOT NULL, expires INTEGER NOT NULL, json TEXT NOT NULL);
+    CREATE INDEX tours_by_device ON tours(user, device);",
 ];
 
 pub struct SqliteStore {
@@ -178,9 +182,32 @@ fn apply_batch(tx: &rusqlite::Transaction, ops: &[Op]) -> rusqlite::Result<usize
             Op::Card { user, device, json } => put_json(tx, "cards", user, device, json)?,
             Op::Waypoints { user, device, json } => put_json(tx, "waypoints", user, device, json)?,
             Op::Config { user, device, json } => put_json(tx, "configs", user, device, json)?,
+            Op::Tour(t) => {
+                tx.prepare_cached(
+                    "INSERT OR REPLACE INTO tours (uuid, user, device, from_tst, to_tst, expires, json)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )?
+                .execute(params![t.uuid, t.user, t.device, t.from, t.to, t.expires, t.json])?;
+            }
+            Op::Untour { user, device, uuid } => {
+                tx.prepare_cached("DELETE FROM tours WHERE uuid = ?1 AND user = ?2 AND device = ?3")?
+                    .execute(params![uuid, user, device])?;
+            }
         }
     }
     Ok(new)
+}
+
+fn tour_row(row: &rusqlite::Row) -> rusqlite::Result<Tour> {
+    Ok(Tour {
+        uuid: row.get(0)?,
+        user: row.get(1)?,
+        device: row.get(2)?,
+        from: row.get(3)?,
+        to: row.get(4)?,
+        expires: row.get(5)?,
+        json: row.get(6)?,
+    })
 }
 
 impl Store for SqliteStore {
@@ -347,6 +374,27 @@ impl Store for SqliteStore {
         })
     }
 
+    fn tours(&self, user: &str, device: &str, now: i64) -> Result<Vec<Tour>> {
+        self.read(|c| {
+            c.prepare_cached(
+                "SELECT uuid, user, device, from_tst, to_tst, expires, json FROM tours
+                 WHERE user = ?1 AND device = ?2 AND expires > ?3 ORDER BY from_tst, uuid",
+            )?
+            .query_map(params![user, device, now], tour_row)?
+            .collect()
+        })
+    }
+
+    fn tour(&self, uuid: &str) -> Result<Option<Tour>> {
+        self.read(|c| {
+            c.prepare_cached(
+                "SELECT uuid, user, device, from_tst, to_tst, expires, json FROM tours WHERE uuid = ?1",
+            )?
+            .query_row([uuid], tour_row)
+            .optional()
+        })
+    }
+
     fn delete_locations(&self, user: &str, device: &str, from: i64, to: i64) -> Result<usize> {
         self.write(|tx| {
             let gone = tx.execute(
@@ -361,7 +409,7 @@ impl Store for SqliteStore {
     fn delete_device(&self, user: &str, device: &str) -> Result<usize> {
         self.write(|tx| {
             let gone = tx.execute("DELETE FROM records WHERE user = ?1 AND device = ?2", [user, device])?;
-            for table in ["last", "cards", "keys", "friends", "waypoints", "configs"] {
+            for table in ["last", "cards", "keys", "friends", "waypoints", "configs", "tours"] {
                 tx.execute(&format!("DELETE FROM {table} WHERE user = ?1 AND device = ?2"), [user, device])?;
             }
             Ok(gone)
