@@ -20,6 +20,13 @@ pub struct LocationsArgs {
     /// List the users with data, or with --user that user's devices (ocat's --list).
     #[arg(long, conflicts_with = "last")]
     list: bool,
+    /// Print a named table as `user/device value` lines: keys or friends (ocat's --dump).
+    #[arg(long, value_name = "TABLE", conflicts_with_all = ["list", "last", "load"])]
+    dump: Option<String>,
+    /// Read `user/device value` lines from standard input into a named table (`DELETE` as the
+    /// value removes the entry): keys or friends (ocat's --load).
+    #[arg(long, value_name = "TABLE", conflicts_with_all = ["list", "last"])]
+    load: Option<String>,
     /// Every device's last position, or only --user's (and --device's), as /api/0/last
     /// answers (ocat's --last).
     #[arg(long)]
@@ -66,8 +73,18 @@ pub fn run(args: LocationsArgs) -> anyhow::Result<()> {
         Some(text) => time("--to", text)?,
         None => now + 1,
     };
+    if let Some(table) = &args.load {
+        let store = args.store.open()?;
+        let applied = crate::dump::load(store.as_ref(), table, std::io::stdin().lock())?;
+        eprintln!("{applied} entries loaded into {table}");
+        return Ok(());
+    }
     let store = args.store.open_existing()?;
     let store = store.as_ref();
+    if let Some(table) = &args.dump {
+        let mut stdout = std::io::stdout().lock();
+        return crate::dump::dump(store, table, &mut stdout);
+    }
     let mut stdout = std::io::stdout().lock();
     if args.list || args.last {
         let out = match args.list {

@@ -6,6 +6,7 @@
 
 mod bench;
 mod config_check;
+mod dump;
 mod http;
 mod import;
 mod locations;

@@ -1,7 +1,7 @@
 //! History from elsewhere, black-box: `cauldron recorder import` with GPX, GeoJSON, `.rec`,
 //! Google Takeout's `Records.json` and the Timeline export, on SQLite and on PostgreSQL; a
 //! second import stores nothing again; a broken file imports nothing; `POST /api/0/import`
-//! for the owner only, size-limited.
+//! for the owner only, size-limited; ocat's `--dump`/`--load` of keys and friends on both stores.
 
 mod common;
 #[path = "../../recorder/tests/support/postgres.rs"]
@@ -200,4 +200,54 @@ async fn the_owner_imports_over_http_within_the_size_limit() {
     assert_eq!(named.json()["stored"], 2, "{}", named.body);
     let devices = wait_json(&broker.http, "/api/0/list?user=jane", Some(&jane), |_| true).await;
     assert_eq!(devices["results"], serde_json::json!(["phone", "tablet"]));
+}
+
+/// `cauldron locations --load=TABLE` with `input` on standard input.
+async fn load(store: &Store, table: &str, input: &str) -> std::process::Output {
+    use tokio::io::AsyncWriteExt;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_cauldron"))
+        .args(["locations", "--load", table, &store[0], &store[1]])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input.as_bytes()).await.unwrap();
+    child.wait_with_output().await.unwrap()
+}
+
+async fn keys_and_friends_dump_and_load(store: Store) {
+    // The Recorder's `user-device` keys are read too; dumps write `user/device`.
+    let loaded = load(&store, "keys", "jane-phone s3cr1t\nbob/tablet other secret\n").await;
+    assert!(loaded.status.success(), "{}", String::from_utf8_lossy(&loaded.stderr));
+    let dump = |table: &'static str| {
+        let store = store.clone();
+        async move { cauldron_cli(&["locations", "--dump", table, &store[0], &store[1]]).await }
+    };
+    assert_eq!(dump("keys").await, "bob/tablet other secret\njane/phone s3cr1t\n");
+    assert!(load(&store, "keys", "bob/tablet DELETE\n").await.status.success());
+    assert_eq!(dump("keys").await, "jane/phone s3cr1t\n");
+    assert!(load(&store, "friends", "jane/phone [\"john/android\",\"jane/phone\"]\n").await.status.success());
+    assert_eq!(dump("friends").await, "jane/phone [\"john/android\",\"jane/phone\"]\n");
+    let bad = load(&store, "friends", "jane/phone [\"ok\"]\njohn/android not-json\n").await;
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("line 2: not a JSON array"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+    let unknown = cauldron_cli_fails(&["locations", "--dump", "ghash", &store[0], &store[1]]).await;
+    assert!(unknown.contains("one of keys, friends"), "{unknown}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_and_friends_dump_and_load_on_sqlite() {
+    let dir = data_dir("recorder-dump-sqlite");
+    keys_and_friends_dump_and_load(["--data-dir".into(), dir.display().to_string()]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_and_friends_dump_and_load_on_postgres() {
+    let url = postgres_server::fresh_database("cli_dump");
+    keys_and_friends_dump_and_load(["--recorder-store".into(), url]).await;
 }

@@ -190,11 +190,15 @@ pub trait Store: Send + Sync + 'static {
     /// The device's last configuration dump (`.otrc`).
     fn configuration(&self, user: &str, device: &str) -> Result<Option<String>>;
     fn key(&self, user: &str, device: &str) -> Result<Option<String>>;
+    /// Every device's secret: `(user, device, secret)`, sorted (ocat's `--dump=keys`).
+    fn keys(&self) -> Result<Vec<(String, String, String)>>;
     /// Sets (`Some`) or removes (`None`) a device's encryption secret; true if something changed.
     fn set_key(&self, user: &str, device: &str, secret: Option<&str>) -> Result<bool>;
     /// Friends set by hand for a device (`user/device` names); `None` if never set.
     fn friends(&self, user: &str, device: &str) -> Result<Option<Vec<String>>>;
     fn set_friends(&self, user: &str, device: &str, friends: Option<&[String]>) -> Result<()>;
+    /// Every hand-set friends list: `(user, device, friends)`, sorted (`--dump=friends`).
+    fn all_friends(&self) -> Result<Vec<(String, String, Vec<String>)>>;
     /// The device's tours that have not expired at `now`, oldest first.
     fn tours(&self, user: &str, device: &str, now: i64) -> Result<Vec<Tour>>;
     /// The tour `uuid`, expired or not.

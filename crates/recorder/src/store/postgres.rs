@@ -562,6 +562,26 @@ impl Store for PostgresStore {
         })
     }
 
+    fn keys(&self) -> Result<Vec<(String, String, String)>> {
+        self.reader.call(|db| {
+            let rows = db.query(r#"SELECT "user", device, secret FROM keys ORDER BY "user", device"#, &[])?;
+            Ok(rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect())
+        })
+    }
+
+    fn all_friends(&self) -> Result<Vec<(String, String, Vec<String>)>> {
+        self.reader.call(|db| {
+            let rows =
+                db.query(r#"SELECT "user", device, friends FROM friends ORDER BY "user", device"#, &[])?;
+            Ok(rows
+                .iter()
+                .map(|r| {
+                    (r.get(0), r.get(1), serde_json::from_str(&r.get::<_, String>(2)).unwrap_or_default())
+                })
+                .collect())
+        })
+    }
+
     fn set_key(&self, user: &str, device: &str, secret: Option<&str>) -> Result<bool> {
         let (user, device) = names(user, device);
         let secret = secret.map(str::to_string);

@@ -338,6 +338,23 @@ impl Store for SqliteStore {
         })
     }
 
+    fn keys(&self) -> Result<Vec<(String, String, String)>> {
+        self.read(|c| {
+            c.prepare_cached("SELECT user, device, secret FROM keys ORDER BY user, device")?
+                .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?
+                .collect()
+        })
+    }
+
+    fn all_friends(&self) -> Result<Vec<(String, String, Vec<String>)>> {
+        let rows: Vec<(String, String, String)> = self.read(|c| {
+            c.prepare_cached("SELECT user, device, friends FROM friends ORDER BY user, device")?
+                .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?
+                .collect()
+        })?;
+        Ok(rows.into_iter().map(|(u, d, j)| (u, d, serde_json::from_str(&j).unwrap_or_default())).collect())
+    }
+
     fn set_key(&self, user: &str, device: &str, secret: Option<&str>) -> Result<bool> {
         self.write(|tx| match secret {
             Some(secret) => tx
