@@ -4,13 +4,15 @@
 //!
 //! - `keys`: the device's encryption secret.
 //! - `friends`: the JSON array of the devices it sees in HTTP mode.
+//! - `ghash`: the geocoder's answers, keyed by geohash instead (loading one only removes it:
+//!   answers come from the geocoder).
 
 use std::io::{BufRead, Write};
 
 use cauldron_recorder::store::Store;
 
 /// The tables that can be dumped and loaded.
-pub const TABLES: &[&str] = &["keys", "friends"];
+pub const TABLES: &[&str] = &["keys", "friends", "ghash"];
 
 pub fn dump(store: &dyn Store, table: &str, out: &mut impl Write) -> anyhow::Result<()> {
     match table {
@@ -22,6 +24,11 @@ pub fn dump(store: &dyn Store, table: &str, out: &mut impl Write) -> anyhow::Res
         "friends" => {
             for (user, device, friends) in store.all_friends()? {
                 writeln!(out, "{user}/{device} {}", serde_json::to_string(&friends)?)?;
+            }
+        }
+        "ghash" => {
+            for (ghash, json) in store.geocache_all()? {
+                writeln!(out, "{ghash} {json}")?;
             }
         }
         other => anyhow::bail!("no table {other:?} to dump: {}", tables()),
@@ -42,8 +49,14 @@ pub fn load(store: &dyn Store, table: &str, input: impl BufRead) -> anyhow::Resu
         let at = || format!("line {}", i + 1);
         // Exactly one space between key and value, as ocat reads them.
         let Some((key, value)) = line.split_once(' ') else {
-            anyhow::bail!("{}: expected `user/device value`", at());
+            anyhow::bail!("{}: expected `key value`", at());
         };
+        if table == "ghash" {
+            anyhow::ensure!(value == "DELETE", "{}: geocoder answers can only be removed (DELETE)", at());
+            store.forget_geocache(key)?;
+            applied += 1;
+            continue;
+        }
         let Some((user, device)) = key.split_once('/').or_else(|| key.split_once('-')) else {
             anyhow::bail!("{}: {key:?} is not user/device", at());
         };

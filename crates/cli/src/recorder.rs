@@ -62,6 +62,13 @@ pub struct RecorderFlags {
     /// the links of tours start with it.
     #[arg(long, value_name = "URL")]
     recorder_public_url: Option<String>,
+    /// Street addresses from an HTTP geocoder: nominatim[:URL], photon[:URL] or
+    /// opencage:KEY[@URL]. Positions then leave the machine; answers are kept by geohash.
+    #[arg(long, value_name = "SERVICE")]
+    recorder_geocoder: Option<String>,
+    /// Geocoder calls per second at most (Nominatim's policy is 1).
+    #[arg(long, value_name = "N")]
+    recorder_geocoder_rate: Option<f64>,
     /// Do not add addresses (the nearest place, found offline) and geohashes to positions;
     /// saves the place list's memory (about 30 MB).
     #[arg(long)]
@@ -86,6 +93,8 @@ impl RecorderFlags {
         file.store = self.recorder_store.clone().or(file.store);
         file.import_limit_mb = self.recorder_import_limit_mb.or(file.import_limit_mb);
         file.public_url = self.recorder_public_url.clone().or(file.public_url);
+        file.geocoder = self.recorder_geocoder.clone().or(file.geocoder);
+        file.geocoder_rate = self.recorder_geocoder_rate.or(file.geocoder_rate);
         if self.no_recorder_addresses {
             file.addresses = Some(false);
         }
@@ -102,6 +111,7 @@ pub fn check(settings: &RecorderToml) -> anyhow::Result<()> {
     if let Some(dir) = &settings.docroot {
         anyhow::ensure!(dir.is_dir(), "recorder docroot {}: not a folder", dir.display());
     }
+    geocoder(settings)?;
     Ok(())
 }
 
@@ -139,11 +149,19 @@ fn open_store(url: Option<&str>, data_dir: &Path) -> anyhow::Result<(Arc<dyn Sto
     Ok(cauldron_recorder::store::open(url, data_dir)?)
 }
 
-fn recorder_settings(settings: &RecorderToml) -> cauldron_recorder::Settings {
-    cauldron_recorder::Settings {
+fn recorder_settings(settings: &RecorderToml) -> anyhow::Result<cauldron_recorder::Settings> {
+    Ok(cauldron_recorder::Settings {
         addresses: settings.addresses.unwrap_or(true),
         public_url: settings.public_url.clone(),
-    }
+        geocoder: geocoder(settings)?.map(Arc::new),
+    })
+}
+
+fn geocoder(settings: &RecorderToml) -> anyhow::Result<Option<cauldron_recorder::geocoder::Geocoder>> {
+    let Some(spec) = &settings.geocoder else { return Ok(None) };
+    let geocoder = cauldron_recorder::geocoder::Geocoder::parse(spec, settings.geocoder_rate.unwrap_or(1.0))
+        .map_err(|e| anyhow::anyhow!("recorder geocoder: {e}"))?;
+    Ok(Some(geocoder))
 }
 
 /// The recorder's HTTP state, with retention running if asked for.
@@ -185,7 +203,7 @@ pub fn in_process(
     authorizer: &Arc<dyn Authorizer>,
 ) -> anyhow::Result<Api> {
     let (store, name) = open_store(settings.store.as_deref(), data_dir)?;
-    let recorder = Recorder::with_settings(store, recorder_settings(settings));
+    let recorder = Recorder::with_settings(store, recorder_settings(settings)?);
     let messages = broker.tap("owntracks/#", FEED_CAPACITY);
     tokio::spawn(cauldron_recorder::feed(Arc::clone(&recorder), messages));
     info!("OwnTracks recorder on (store {name})");
@@ -331,7 +349,7 @@ pub async fn run(args: RecorderArgs) -> anyhow::Result<()> {
     let settings = args.flags.over(RecorderToml::default());
     let (store, name) = open_store(settings.store.as_deref(), &args.data_dir)?;
     info!("recorder store {name}");
-    let recorder = Recorder::with_settings(store, recorder_settings(&settings));
+    let recorder = Recorder::with_settings(store, recorder_settings(&settings)?);
     let api = api(Arc::clone(&recorder), &settings, passwords, authorizer)?;
     let listener =
         TcpListener::bind(args.http).await.with_context(|| format!("binding HTTP {}", args.http))?;

@@ -236,8 +236,8 @@ async fn keys_and_friends_dump_and_load(store: Store) {
         "{}",
         String::from_utf8_lossy(&bad.stderr)
     );
-    let unknown = cauldron_cli_fails(&["locations", "--dump", "ghash", &store[0], &store[1]]).await;
-    assert!(unknown.contains("one of keys, friends"), "{unknown}");
+    let unknown = cauldron_cli_fails(&["locations", "--dump", "geo", &store[0], &store[1]]).await;
+    assert!(unknown.contains("one of keys, friends, ghash"), "{unknown}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

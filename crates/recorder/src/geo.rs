@@ -30,7 +30,7 @@ pub fn address(lat: f64, lon: f64) -> Option<Address> {
     if !(-90.0..=90.0).contains(&lat) || !(-180.0..=180.0).contains(&lon) {
         return None;
     }
-    let ghash = geohash::encode(geohash::Coord { x: lon, y: lat }, GHASH_PRECISION).ok()?;
+    let ghash = ghash(lat, lon)?;
     let nearest = places().search((lat, lon)).record;
     if distance_m((lat, lon), (nearest.lat, nearest.lon)) > NEAREST_PLACE_M {
         return Some(Address { ghash, addr: None, locality: None, cc: None });
@@ -46,6 +46,11 @@ pub fn address(lat: f64, lon: f64) -> Option<Address> {
         locality: Some(nearest.name.clone()),
         cc: Some(nearest.cc.clone()),
     })
+}
+
+/// The geohash cell of a position (precision 7, about 150 m).
+pub fn ghash(lat: f64, lon: f64) -> Option<String> {
+    geohash::encode(geohash::Coord { x: lon, y: lat }, GHASH_PRECISION).ok()
 }
 
 /// Great-circle distance in metres between two `(lat, lon)` positions (haversine).

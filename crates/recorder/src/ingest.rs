@@ -28,18 +28,20 @@ pub struct LiveEvent {
 }
 
 /// How the recorder treats what it stores.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Settings {
     /// Add `addr`, `locality`, `cc` (offline, from a place list) and `ghash` to positions.
     pub addresses: bool,
     /// Where the recorder's HTTP side is reached from outside (`https://owntracks.example`):
     /// tours' links start with it.
     pub public_url: Option<String>,
+    /// Street addresses from an HTTP geocoder, over the offline ones.
+    pub geocoder: Option<Arc<crate::geocoder::Geocoder>>,
 }
 
 impl Default for Settings {
     fn default() -> Settings {
-        Settings { addresses: true, public_url: None }
+        Settings { addresses: true, public_url: None, geocoder: None }
     }
 }
 
@@ -63,6 +65,8 @@ struct Prepared {
     ops: Vec<Op>,
     live: Vec<(Origin, Map<String, Value>)>,
     replies: Vec<Reply>,
+    /// Geocoder answers of this batch by geohash, so a cell is asked once per batch too.
+    geocoded: std::collections::HashMap<String, Option<crate::geocoder::Found>>,
 }
 
 impl Recorder {
@@ -198,6 +202,9 @@ impl Recorder {
                 if self.settings.addresses {
                     add_address(&mut object, lat, lon);
                 }
+                if let Some(geocoder) = &self.settings.geocoder {
+                    self.geocode(geocoder, &mut object, lat, lon, out);
+                }
                 let strings = |k| object.get(k).is_some_and(Value::is_string);
                 if kind == "transition" && !(strings("event") && strings("desc")) {
                     warn!(user, device, "transition without string event/desc: dropped");
@@ -279,6 +286,41 @@ impl Recorder {
             Err(raw) => prepared.ops.push(Op::Record(other(&origin, None, time, raw))),
         }
         prepared.ops
+    }
+
+    /// A street address from the geocoder: kept by geohash, asked only for a cell never seen.
+    fn geocode(
+        &self,
+        geocoder: &crate::geocoder::Geocoder,
+        object: &mut Map<String, Value>,
+        lat: f64,
+        lon: f64,
+        out: &mut Prepared,
+    ) {
+        let Some(ghash) = crate::geo::ghash(lat, lon) else { return };
+        let found = match out.geocoded.get(&ghash) {
+            Some(found) => found.clone(),
+            None => {
+                let kept =
+                    self.store.geocache(&ghash).ok().flatten().and_then(|j| serde_json::from_str(&j).ok());
+                let found = kept.or_else(|| {
+                    let found = geocoder.lookup(lat, lon)?;
+                    let json = serde_json::to_string(&found).ok()?;
+                    out.ops.push(Op::Geocache { ghash: ghash.clone(), json });
+                    Some(found)
+                });
+                out.geocoded.insert(ghash, found.clone());
+                found
+            }
+        };
+        if let Some(found) = found {
+            object.insert("addr".into(), found.addr.into());
+            for (key, value) in [("locality", found.locality), ("cc", found.cc)] {
+                if let Some(value) = value {
+                    object.insert(key.into(), value.into());
+                }
+            }
+        }
     }
 
     /// Opens an `encrypted` message with the device's key.

@@ -20,6 +20,7 @@
 pub mod crypto;
 pub mod formats;
 pub mod geo;
+pub mod geocoder;
 pub mod http;
 pub mod import;
 mod ingest;

@@ -79,6 +79,10 @@ pub struct RecorderToml {
     pub addresses: Option<bool>,
     /// Where the recorder's HTTP side is reached from outside: tours' links start with it.
     pub public_url: Option<String>,
+    /// An HTTP geocoder for street addresses: `nominatim[:URL]`, `photon[:URL]`, `opencage:KEY`.
+    pub geocoder: Option<String>,
+    /// Geocoder calls per second at most (default 1, Nominatim's policy).
+    pub geocoder_rate: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -89,6 +89,11 @@ pub enum Op {
     },
     /// A tour the device asked for (`_type: request`, `request: tour`).
     Tour(Tour),
+    /// A geocoder's answer for a geohash cell (kept for good, as the Recorder keeps its cache).
+    Geocache {
+        ghash: String,
+        json: String,
+    },
     /// The device's tour `uuid` withdrawn (`request: untour`).
     Untour {
         user: String,
@@ -201,6 +206,12 @@ pub trait Store: Send + Sync + 'static {
     fn all_friends(&self) -> Result<Vec<(String, String, Vec<String>)>>;
     /// The device's tours that have not expired at `now`, oldest first.
     fn tours(&self, user: &str, device: &str, now: i64) -> Result<Vec<Tour>>;
+    /// The geocoder's answer kept for a geohash cell.
+    fn geocache(&self, ghash: &str) -> Result<Option<String>>;
+    /// Every kept answer: `(ghash, json)`, sorted (`--dump ghash`).
+    fn geocache_all(&self) -> Result<Vec<(String, String)>>;
+    /// Removes a kept answer (`--load ghash` with `DELETE`); true if there was one.
+    fn forget_geocache(&self, ghash: &str) -> Result<bool>;
     /// The tour `uuid`, expired or not.
     fn tour(&self, uuid: &str) -> Result<Option<Tour>>;
     /// Deletes a device's locations with `from <= tst <= to`; the last position falls back to

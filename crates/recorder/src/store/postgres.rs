@@ -55,6 +55,8 @@ const MIGRATIONS: &[&str] = &[
         device TEXT COLLATE "C" NOT NULL, from_tst BIGINT NOT NULL, to_tst BIGINT NOT NULL,
         expires BIGINT NOT NULL, json TEXT NOT NULL);
     CREATE INDEX tours_by_device ON tours ("user", device);"#,
+    // 3: a geocoder's answers by geohash.
+    r#"CREATE TABLE geocache (ghash TEXT COLLATE "C" PRIMARY KEY, json TEXT NOT NULL);"#,
 ];
 
 /// Held while migrating, so recorders starting together apply each change once.
@@ -370,6 +372,12 @@ fn apply_batch(tx: &mut Tx, ops: &[Op]) -> std::result::Result<usize, postgres::
                     &[&t.uuid, &t.user, &t.device, &t.from, &t.to, &t.expires, &t.json],
                 )?;
             }
+            Op::Geocache { ghash, json } => {
+                tx.execute(
+                    "INSERT INTO geocache (ghash, json) VALUES ($1, $2) ON CONFLICT (ghash) DO UPDATE SET json = excluded.json",
+                    &[ghash, json],
+                )?;
+            }
             Op::Untour { user, device, uuid } => {
                 tx.execute(
                     r#"DELETE FROM tours WHERE uuid = $1 AND "user" = $2 AND device = $3"#,
@@ -639,6 +647,27 @@ impl Store for PostgresStore {
             let sql = r#"SELECT uuid, "user", device, from_tst, to_tst, expires, json FROM tours
                          WHERE "user" = $1 AND device = $2 AND expires > $3 ORDER BY from_tst, uuid"#;
             Ok(db.query(sql, &[&user, &device, &now])?.iter().map(tour_row).collect())
+        })
+    }
+
+    fn geocache(&self, ghash: &str) -> Result<Option<String>> {
+        let ghash = ghash.to_string();
+        self.reader.call(move |db| {
+            Ok(strings(db.query("SELECT json FROM geocache WHERE ghash = $1", &[&ghash])?).pop())
+        })
+    }
+
+    fn geocache_all(&self) -> Result<Vec<(String, String)>> {
+        self.reader.call(|db| {
+            let rows = db.query("SELECT ghash, json FROM geocache ORDER BY ghash", &[])?;
+            Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+        })
+    }
+
+    fn forget_geocache(&self, ghash: &str) -> Result<bool> {
+        let ghash = ghash.to_string();
+        self.writer.call(move |db| {
+            db.transaction(|tx| Ok(tx.execute("DELETE FROM geocache WHERE ghash = $1", &[&ghash])? > 0))
         })
     }
 

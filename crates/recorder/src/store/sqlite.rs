@@ -44,6 +44,8 @@ const MIGRATIONS: &[&str] = &[
     "CREATE TABLE tours (uuid TEXT PRIMARY KEY, user TEXT NOT NULL, device TEXT NOT NULL,
         from_tst INTEGER NOT NULL, to_tst INTEGER NOT NULL, expires INTEGER NOT NULL, json TEXT NOT NULL);
     CREATE INDEX tours_by_device ON tours(user, device);",
+    // 3: a geocoder's answers by geohash.
+    "CREATE TABLE geocache (ghash TEXT PRIMARY KEY, json TEXT NOT NULL);",
 ];
 
 pub struct SqliteStore {
@@ -188,6 +190,10 @@ fn apply_batch(tx: &rusqlite::Transaction, ops: &[Op]) -> rusqlite::Result<usize
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 )?
                 .execute(params![t.uuid, t.user, t.device, t.from, t.to, t.expires, t.json])?;
+            }
+            Op::Geocache { ghash, json } => {
+                tx.prepare_cached("INSERT OR REPLACE INTO geocache (ghash, json) VALUES (?1, ?2)")?
+                    .execute(params![ghash, json])?;
             }
             Op::Untour { user, device, uuid } => {
                 tx.prepare_cached("DELETE FROM tours WHERE uuid = ?1 AND user = ?2 AND device = ?3")?
@@ -400,6 +406,26 @@ impl Store for SqliteStore {
             .query_map(params![user, device, now], tour_row)?
             .collect()
         })
+    }
+
+    fn geocache(&self, ghash: &str) -> Result<Option<String>> {
+        self.read(|c| {
+            c.prepare_cached("SELECT json FROM geocache WHERE ghash = ?1")?
+                .query_row([ghash], |row| row.get(0))
+                .optional()
+        })
+    }
+
+    fn geocache_all(&self) -> Result<Vec<(String, String)>> {
+        self.read(|c| {
+            c.prepare_cached("SELECT ghash, json FROM geocache ORDER BY ghash")?
+                .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+                .collect()
+        })
+    }
+
+    fn forget_geocache(&self, ghash: &str) -> Result<bool> {
+        self.write(|tx| tx.execute("DELETE FROM geocache WHERE ghash = ?1", [ghash]).map(|n| n > 0))
     }
 
     fn tour(&self, uuid: &str) -> Result<Option<Tour>> {
