@@ -274,6 +274,9 @@ async function loadHistory() {
   const from = utc(el("from").value), to = utc(el("to").value);
   if (from) query.set("from", from);
   if (to) query.set("to", to);
+  // Live points of this device that arrive while the history loads are pushed onto the track
+  // shown now; they are kept if the loaded history (queried before they were stored) lacks them.
+  const shown = state.selected === `${user}/${device}` ? state.track : [];
   const [result, waypoints, events, timeline] = await Promise.all([
     api(`api/0/locations?${query}`),
     api(`api/0/waypoints?${new URLSearchParams({ user, device })}`),
@@ -281,7 +284,9 @@ async function loadHistory() {
     api(`api/0/timeline?${query}`),
   ]);
   state.selected = `${user}/${device}`;
-  state.track = result.data.filter((p) => typeof p.lat === "number").sort((a, b) => a.tst - b.tst);
+  const loaded = result.data.filter((p) => typeof p.lat === "number").sort((a, b) => a.tst - b.tst);
+  const newest = loaded.length ? loaded[loaded.length - 1].tst : -Infinity;
+  state.track = loaded.concat(shown.filter((p) => p.tst > newest && p.tst <= rangeEnd()));
   state.waypoints = waypoints.waypoints;
   state.events = events.events;
   state.spans = timeline.timeline;
