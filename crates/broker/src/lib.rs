@@ -1,5 +1,7 @@
-//! The cauldron MQTT broker as a library: build a [`Broker`] from a [`Config`], hand
-//! [`run`] bound listeners and a cancellation token, and it serves until cancelled.
+//! The cauldron MQTT broker as a library. A whole server (auth files, TLS, the store, listeners,
+//! bridges, reloads) from one configuration is a [`Server`]; the smallest embedding builds a
+//! [`Broker`] from a [`Config`] and hands [`run`] bound listeners and a cancellation token, and it
+//! serves until cancelled.
 //!
 //! ```no_run
 //! # async fn example() -> std::io::Result<()> {
@@ -11,6 +13,7 @@
 //! # }
 //! ```
 
+mod assembly;
 pub mod auth;
 pub mod authz;
 pub mod bridge;
@@ -30,6 +33,7 @@ mod sys;
 pub mod tls;
 mod ws;
 
+pub use assembly::{Reload, Server, ServerError, STORE_FILE};
 pub use authz::{AllowAll, Authorizer, ClientInfo};
 pub use broker::{Broker, Stats, Tapped};
 pub use config::{Config, Redirect};

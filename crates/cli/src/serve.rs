@@ -8,21 +8,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use cauldron_broker::auth::acl::{AclFile, ReloadableAcl};
-use cauldron_broker::auth::password::{PasswordFile, Passwords};
-use cauldron_broker::authz::ListenerAuth;
 use cauldron_broker::config::toml::RecorderToml;
 use cauldron_broker::config::{mosquitto, ListenerSpec, Setup};
-use cauldron_broker::store::{Durability, RedbStore};
-use cauldron_broker::tls::{Tls, TlsSettings, TlsVersions};
-use cauldron_broker::{
-    run_listeners, AllowAll, Authorizer, Broker, CancellationToken, Config, Listener, Socket,
-};
-use tokio::net::{TcpListener, UnixListener};
-use tracing::{info, warn};
-
-/// The store file inside the data directory.
-const STORE_FILE: &str = "cauldron.redb";
+use cauldron_broker::store::Durability;
+use cauldron_broker::tls::{TlsSettings, TlsVersions};
+use cauldron_broker::{CancellationToken, Config, Reload, Server};
+use tokio::net::TcpListener;
+use tracing::info;
 
 #[derive(clap::Args)]
 pub struct ServeArgs {
@@ -270,122 +262,23 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let signals = StopSignals::install().context("installing signal handlers")?;
     let (setup, http_addr, recorder_settings) = load_setup(&args)?;
     crate::recorder::check(&recorder_settings)?;
-    for warning in &setup.warnings {
-        warn!("{warning}");
-    }
-    let Setup { mut config, listeners: specs, password_file, acl_file, bridges, .. } = setup;
-    // Bad files stop the start with file, line and problem: never half-configured.
-    if let Some(path) = &password_file {
-        config.password_file = Arc::new(Passwords::new(Some(PasswordFile::load(path)?)));
-    }
-    let passwords = Arc::clone(&config.password_file);
-    let acl = match &acl_file {
-        Some(path) => Some(Arc::new(ReloadableAcl::new(AclFile::load(path)?))),
-        None => None,
-    };
-    let authorizer: Arc<dyn Authorizer> = match &acl {
-        Some(acl) => Arc::clone(acl) as Arc<dyn Authorizer>,
-        None => Arc::new(AllowAll),
-    };
-    let mut tls = Vec::new();
-    let mut own_auth = Vec::new();
-    let mut reload_passwords =
-        password_file.clone().map(|path| vec![(path, Arc::clone(&passwords))]).unwrap_or_default();
-    let mut reload_acls = acl_file.clone().zip(acl.clone()).map(|pair| vec![pair]).unwrap_or_default();
-    for spec in &specs {
-        tls.push(match &spec.tls {
-            Some(settings) => Some(Arc::new(Tls::load(settings.clone())?)),
-            None => None,
-        });
-        // A listener's own auth (per_listener_settings): what it does not set is the broker's.
-        own_auth.push(match &spec.auth {
-            None => None,
-            Some(spec_auth) => {
-                let listener_passwords = match &spec_auth.password_file {
-                    Some(path) => {
-                        let own = Arc::new(Passwords::new(Some(PasswordFile::load(path)?)));
-                        reload_passwords.push((path.clone(), Arc::clone(&own)));
-                        own
-                    }
-                    None => Arc::clone(&passwords),
-                };
-                let listener_authorizer: Arc<dyn Authorizer> = match &spec_auth.acl_file {
-                    Some(path) => {
-                        let own = Arc::new(ReloadableAcl::new(AclFile::load(path)?));
-                        reload_acls.push((path.clone(), Arc::clone(&own)));
-                        own
-                    }
-                    None => Arc::clone(&authorizer),
-                };
-                Some(Arc::new(ListenerAuth {
-                    allow_anonymous: spec_auth.allow_anonymous.unwrap_or(config.allow_anonymous),
-                    passwords: listener_passwords,
-                    authorizer: listener_authorizer,
-                }))
-            }
-        });
-    }
-    let mut bridge_tls = Vec::new();
-    for bridge in &bridges {
-        let tls = bridge.tls.as_ref().map(cauldron_broker::bridge::client_tls).transpose();
-        bridge_tls.push(tls.map_err(|e| anyhow::anyhow!("bridge {:?}: {e}", bridge.name))?);
-    }
-    info!("cauldron {} starting", env!("CARGO_PKG_VERSION"));
-    // State is loaded before any listener opens.
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
-    let config_data_dir = config.data_dir.clone();
-    let recorder_authorizer = Arc::clone(&authorizer);
-    let broker = if config.persistence {
-        let path = config.data_dir.join(STORE_FILE);
-        let (store, snapshot, _quarantined) =
-            RedbStore::open(&path).with_context(|| format!("opening the store {}", path.display()))?;
-        let durability = config.durability;
-        Broker::open(config, authorizer, Box::new(store), snapshot, durability)
-            .with_context(|| format!("restoring state from {}", path.display()))?
-    } else {
-        warn!("persistence is off (mosquitto.conf without `persistence true`): retained messages and sessions last until the broker stops");
-        Broker::with_authorizer(config, authorizer)
-    };
-    let mut listeners = Vec::new();
-    for ((spec, tls), auth) in specs.into_iter().zip(tls).zip(own_auth) {
-        let socket = match &spec.unix {
-            Some(path) => {
-                // A socket file left by an earlier run would make bind fail.
-                if path.exists() {
-                    std::fs::remove_file(path)
-                        .with_context(|| format!("removing stale socket {}", path.display()))?;
-                }
-                Socket::Unix(UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?)
-            }
-            None => {
-                let addr = spec.addr.unwrap_or_else(|| Config::default().listeners[0]);
-                Socket::Tcp(TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?)
-            }
-        };
-        listeners.push(Listener {
-            socket,
-            max_connections: spec.max_connections,
-            tls,
-            websocket: spec.websocket,
-            proxy_protocol: spec.proxy_protocol,
-            auth,
-            mount_point: spec.mount_point.map(Into::into),
-        });
-    }
+    // Every file read and checked, the state restored, the listeners bound.
+    let server = Server::build(setup).await?;
     let http_listener =
         TcpListener::bind(http_addr).await.with_context(|| format!("binding HTTP {http_addr}"))?;
     let shutdown = CancellationToken::new();
     let ready = Arc::new(AtomicBool::new(true));
+    let broker = Arc::clone(server.broker());
+    let passwords = Arc::clone(server.passwords());
     // The recorder is a part of its own: a store it cannot open (corrupt, locked) turns it off
     // with an error, and the MQTT broker serves on.
     let recorder = match recorder_settings.enabled.unwrap_or(true) {
         true => match crate::recorder::in_process(
             &broker,
-            &config_data_dir,
+            server.data_dir(),
             &recorder_settings,
             &passwords,
-            &recorder_authorizer,
+            server.authorizer(),
         ) {
             Ok(api) => Some(api),
             Err(e) => {
@@ -396,69 +289,25 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         false => None,
     };
     // Metrics say who is connected and how much traffic flows: beyond loopback, users log in.
-    let metrics_login =
-        (!args.metrics_public && !http_addr.ip().is_loopback()).then(|| Arc::clone(&passwords));
-    let http =
-        crate::http::Http { broker: Arc::clone(&broker), ready: Arc::clone(&ready), recorder, metrics_login };
+    let metrics_login = (!args.metrics_public && !http_addr.ip().is_loopback()).then_some(passwords);
+    let http = crate::http::Http { broker, ready: Arc::clone(&ready), recorder, metrics_login };
     let http_task = tokio::spawn(crate::http::serve(http_listener, http, shutdown.clone()));
     tokio::spawn(stop_on_signal(signals, shutdown.clone(), ready));
-    let reloadable = Reloadable {
-        broker: Arc::clone(&broker),
-        passwords: reload_passwords,
-        acls: reload_acls,
-        tls: listeners.iter().filter_map(|l| l.tls.clone()).collect(),
-    };
-    tokio::spawn(reload_on_hangup(reloadable));
-    for (bridge, tls) in bridges.into_iter().zip(bridge_tls) {
-        cauldron_broker::bridge::start(&broker, bridge, tls, shutdown.clone());
-    }
-    run_listeners(broker, listeners, shutdown).await?;
+    tokio::spawn(reload_on_hangup(server.reload()));
+    server.run(shutdown).await?;
     let _ = http_task.await;
     info!("cauldron stopped");
     Ok(())
 }
 
-/// What SIGHUP reloads: the password file, the ACL file, TLS certificates and keys.
-struct Reloadable {
-    /// Whose queues are checked against a reloaded ACL.
-    broker: Arc<Broker>,
-    passwords: Vec<(PathBuf, Arc<Passwords>)>,
-    acls: Vec<(PathBuf, Arc<ReloadableAcl>)>,
-    tls: Vec<Arc<Tls>>,
-}
-
-/// On SIGHUP, reads the files again without dropping any connection (a certificate renewal is
-/// the common case). A file that fails to load is reported and the one in use stays.
-async fn reload_on_hangup(reloadable: Reloadable) {
+/// On SIGHUP, reads the password files, ACL files and certificates again without dropping any
+/// connection (a certificate renewal is the common case).
+async fn reload_on_hangup(reload: Reload) {
     let Ok(mut hangup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
         return;
     };
     while hangup.recv().await.is_some() {
-        info!("SIGHUP: reloading password file, ACL file and certificates");
-        for (path, passwords) in &reloadable.passwords {
-            match PasswordFile::load(path) {
-                Ok(file) => passwords.replace(file),
-                Err(e) => warn!("password file not reloaded: {e}"),
-            }
-        }
-        for (path, acl) in &reloadable.acls {
-            match AclFile::load(path) {
-                Ok(file) => acl.replace(file),
-                Err(e) => warn!("ACL file not reloaded: {e}"),
-            }
-        }
-        if !reloadable.acls.is_empty() {
-            let dropped = reloadable.broker.recheck_reads();
-            if dropped > 0 {
-                info!(dropped, "queued messages no longer readable under the new ACL dropped");
-            }
-        }
-        for tls in &reloadable.tls {
-            if let Err(e) = tls.reload() {
-                warn!("certificates not reloaded: {e}");
-            }
-        }
-        info!("reload done");
+        reload.run();
     }
 }
 
