@@ -193,6 +193,21 @@ fn api(
     })
 }
 
+/// A message from the broker's tap: the publisher's acknowledgement waits for `finish`.
+struct FromTap(cauldron_broker::Tapped);
+
+impl cauldron_recorder::Incoming for FromTap {
+    fn topic(&self) -> &str {
+        &self.0.message.topic
+    }
+    fn payload(&self) -> &[u8] {
+        &self.0.message.payload
+    }
+    fn finish(self, result: Result<(), String>) {
+        self.0.done(result);
+    }
+}
+
 /// The recorder inside `serve`: fed by a tap on `owntracks/#`, no socket in between; the API
 /// checks users against the broker's own password file and ACL.
 pub fn in_process(
@@ -205,7 +220,7 @@ pub fn in_process(
     let (store, name) = open_store(settings.store.as_deref(), data_dir)?;
     let recorder = Recorder::with_settings(store, recorder_settings(settings)?);
     let messages = broker.tap("owntracks/#", FEED_CAPACITY);
-    tokio::spawn(cauldron_recorder::feed(Arc::clone(&recorder), messages));
+    tokio::spawn(cauldron_recorder::feed(Arc::clone(&recorder), messages, FromTap));
     info!("OwnTracks recorder on (store {name})");
     let mut api = api(Arc::clone(&recorder), settings, Arc::clone(passwords), Arc::clone(authorizer))?;
     // HTTP-mode apps' positions reach MQTT-mode friends through the broker, and answers to
@@ -378,7 +393,11 @@ pub async fn run(args: RecorderArgs) -> anyhow::Result<()> {
         client.subscribe(topic.as_str(), qos).await.with_context(|| format!("subscribing to {topic}"))?;
     }
     let (feed_tx, feed_rx) = tokio::sync::mpsc::channel(FEED_CAPACITY);
-    let feed = tokio::spawn(cauldron_recorder::feed(recorder, feed_rx));
+    let feed = tokio::spawn(cauldron_recorder::feed(
+        recorder,
+        feed_rx,
+        |m: (String, cauldron_client::proto::Bytes)| m,
+    ));
     loop {
         tokio::select! {
             message = messages.recv() => {

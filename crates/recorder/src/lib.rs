@@ -4,7 +4,8 @@
 //!
 //! Inside `cauldron serve` it is fed in-process by a broker tap ([`feed`]); as `cauldron
 //! recorder` it is an MQTT client of any broker. Either way messages go through
-//! [`Recorder::ingest`].
+//! [`Recorder::ingest`]. It depends on the broker's auth files (`cauldron-auth`), not on the
+//! broker.
 //!
 //! ```no_run
 //! # fn example() -> Result<(), cauldron_recorder::store::StoreError> {
@@ -55,19 +56,6 @@ pub trait Incoming: Send + 'static {
     }
 }
 
-/// From the broker's tap: the publisher's acknowledgement waits for `finish`.
-impl Incoming for cauldron_broker::Tapped {
-    fn topic(&self) -> &str {
-        &self.message.topic
-    }
-    fn payload(&self) -> &[u8] {
-        &self.message.payload
-    }
-    fn finish(self, result: Result<(), String>) {
-        self.done(result);
-    }
-}
-
 impl Incoming for (String, bytes::Bytes) {
     fn topic(&self) -> &str {
         &self.0
@@ -77,12 +65,17 @@ impl Incoming for (String, bytes::Bytes) {
     }
 }
 
-/// Records what arrives on `messages` until the channel closes, writing whatever is waiting
-/// in one transaction, then telling each message how it went.
-pub async fn feed<M: Incoming>(recorder: Arc<Recorder>, mut messages: tokio::sync::mpsc::Receiver<M>) {
+/// Records what arrives on `messages` (each made an [`Incoming`] by `wrap`: a broker's tapped
+/// message, an MQTT client's) until the channel closes, writing whatever is waiting in one
+/// transaction, then telling each message how it went.
+pub async fn feed<T: Send + 'static, M: Incoming>(
+    recorder: Arc<Recorder>,
+    mut messages: tokio::sync::mpsc::Receiver<T>,
+    wrap: impl Fn(T) -> M + Send + 'static,
+) {
     let mut batch = Vec::with_capacity(BATCH);
     while messages.recv_many(&mut batch, BATCH).await > 0 {
-        let taken = std::mem::take(&mut batch);
+        let taken: Vec<M> = batch.drain(..).map(&wrap).collect();
         let recorder = Arc::clone(&recorder);
         let stored = tokio::task::spawn_blocking(move || {
             let result = recorder.ingest(taken.iter().map(|m| (m.topic(), m.payload())), Via::Mqtt);

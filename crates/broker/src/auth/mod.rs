@@ -2,8 +2,7 @@
 //! broker's users, at CONNECT and for re-authentication on a live connection. The SCRAM steps
 //! themselves live in `cauldron_proto::scram`; this module maps them onto packets and reason codes.
 
-pub mod acl;
-pub mod password;
+pub use cauldron_auth::{acl, password};
 
 use cauldron_proto::scram::{self, ScramError, ServerExchange};
 use cauldron_proto::{Auth, Bytes, Packet, Properties, ReasonCode};

@@ -12,8 +12,8 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use cauldron_broker::auth::password::Passwords;
-use cauldron_broker::{Authorizer, ClientInfo};
+use cauldron_auth::password::Passwords;
+use cauldron_auth::{Authorizer, ClientInfo};
 
 use super::Api;
 

@@ -9,7 +9,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde_json::{json, Map, Value};
 
-use cauldron_broker::ClientInfo;
+use cauldron_auth::ClientInfo;
 
 use super::access::{Access, Viewer};
 use super::params::Params;

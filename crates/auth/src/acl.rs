@@ -8,8 +8,8 @@ use std::path::Path;
 
 use cauldron_proto::topic;
 
-use super::password::FileError;
 use crate::authz::{Authorizer, ClientInfo};
+use crate::password::FileError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Access {
