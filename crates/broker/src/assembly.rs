@@ -56,6 +56,7 @@ pub struct Server {
     broker: Arc<Broker>,
     listeners: Vec<Listener>,
     bridges: Vec<(BridgeSpec, Option<cauldron_client::Tls>)>,
+    cluster: Option<crate::cluster::ClusterSpec>,
     passwords: Arc<Passwords>,
     authorizer: Arc<dyn Authorizer>,
     data_dir: PathBuf,
@@ -69,7 +70,7 @@ impl Server {
         for warning in &setup.warnings {
             warn!("{warning}");
         }
-        let Setup { mut config, listeners: specs, password_file, acl_file, bridges, .. } = setup;
+        let Setup { mut config, listeners: specs, password_file, acl_file, bridges, cluster, .. } = setup;
         if let Some(path) = &password_file {
             config.password_file =
                 Arc::new(Passwords::new(Some(PasswordFile::load(path).map_err(ServerError::new)?)));
@@ -137,7 +138,16 @@ impl Server {
             });
         }
         reload.broker = Some(Arc::clone(&broker));
-        Ok(Server { broker, listeners, bridges: bridge_tls, passwords, authorizer, data_dir, reload })
+        Ok(Server {
+            broker,
+            listeners,
+            bridges: bridge_tls,
+            cluster,
+            passwords,
+            authorizer,
+            data_dir,
+            reload,
+        })
     }
 
     pub fn broker(&self) -> &Arc<Broker> {
@@ -174,9 +184,13 @@ impl Server {
         self.reload.clone()
     }
 
-    /// Starts the bridges and serves until `shutdown` is cancelled, then closes every
-    /// connection (MQTT 5 clients get DISCONNECT 0x8B) and commits what is pending.
+    /// Joins the cluster (if configured), starts the bridges and serves until `shutdown` is
+    /// cancelled, then closes every connection (MQTT 5 clients get DISCONNECT 0x8B) and commits
+    /// what is pending.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), ServerError> {
+        if let Some(cluster) = self.cluster {
+            crate::cluster::join(&self.broker, cluster, shutdown.clone()).await.map_err(ServerError::new)?;
+        }
         for (bridge, tls) in self.bridges {
             crate::bridge::start(&self.broker, bridge, tls, shutdown.clone());
         }

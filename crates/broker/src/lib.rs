@@ -18,6 +18,7 @@ pub mod auth;
 pub mod authz;
 pub mod bridge;
 mod broker;
+pub mod cluster;
 pub mod config;
 mod connection;
 mod limits;

@@ -31,6 +31,7 @@ fn setup(dir: &Path) -> Setup {
         password_file: Some(dir.join("passwd")),
         acl_file: Some(dir.join("acl")),
         bridges: Vec::new(),
+        cluster: None,
         warnings: Vec::new(),
     }
 }

@@ -116,6 +116,22 @@ pub struct ServeArgs {
     /// Seconds between $SYS updates; 0 turns them off (Mosquitto's sys_interval).
     #[arg(long, value_name = "SECS", default_value_t = 10)]
     sys_interval: u64,
+    /// Run as one node of a cluster on NATS JetStream: the NATS servers, comma-separated
+    /// (nats://host:4222,...). See docs/CLUSTER.md.
+    #[arg(long, value_name = "URLS", value_delimiter = ',')]
+    cluster: Vec<String>,
+    /// This node's name in the cluster, unique; default the host name.
+    #[arg(long, value_name = "NAME")]
+    node_id: Option<String>,
+    /// Copies JetStream keeps of what cauldron stores (the number of NATS servers, up to 5).
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    cluster_replicas: usize,
+    /// A NATS credentials file (.creds) for the cluster's servers.
+    #[arg(long, value_name = "FILE")]
+    cluster_credentials: Option<PathBuf>,
+    /// CA certificates of tls:// NATS servers.
+    #[arg(long, value_name = "FILE")]
+    cluster_ca_file: Option<PathBuf>,
     /// Directory for persistent state (retained messages, sessions, queued messages).
     #[arg(long, value_name = "DIR", default_value = "cauldron-data")]
     data_dir: PathBuf,
@@ -226,6 +242,7 @@ impl ServeArgs {
             password_file: self.password_file.clone(),
             acl_file: self.acl_file.clone(),
             bridges: Vec::new(),
+            cluster: None,
             warnings: Vec::new(),
         })
     }
@@ -251,6 +268,15 @@ pub fn load_setup(args: &ServeArgs) -> anyhow::Result<(Setup, SocketAddr, Record
         setup.config.data_dir = args.data_dir.clone();
     }
     let recorder = args.recorder.over(recorder);
+    if !args.cluster.is_empty() {
+        setup.cluster = Some(cauldron_broker::cluster::ClusterSpec {
+            servers: args.cluster.clone(),
+            node_id: args.node_id.clone().unwrap_or_else(cauldron_broker::config::toml::host_name),
+            replicas: args.cluster_replicas,
+            credentials: args.cluster_credentials.clone(),
+            ca_file: args.cluster_ca_file.clone(),
+        });
+    }
     setup.config.durability = match relaxed {
         Some(ms) => Durability::Relaxed { interval: Duration::from_millis(ms) },
         None => Durability::Sync,

@@ -164,7 +164,14 @@ impl Broker {
     /// receiver, and beyond that the broker hands them over from a task instead of dropping them.
     pub fn tap(&self, filter: &str, capacity: usize) -> tokio::sync::mpsc::Receiver<Tapped> {
         let (sender, receiver) = tokio::sync::mpsc::channel(capacity.max(1));
-        lock!(self.taps.write()).push(tap::Tap { filter: filter.to_string(), sender });
+        lock!(self.taps.write()).push(tap::Tap { filter: Some(filter.to_string()), sender });
+        receiver
+    }
+
+    /// A tap on every topic but `$SYS/`, `$` topics included (the cluster forwards them all).
+    pub fn tap_everything(&self, capacity: usize) -> tokio::sync::mpsc::Receiver<Tapped> {
+        let (sender, receiver) = tokio::sync::mpsc::channel(capacity.max(1));
+        lock!(self.taps.write()).push(tap::Tap { filter: None, sender });
         receiver
     }
 
@@ -218,6 +225,17 @@ impl Broker {
 
     /// Routes one message to every matching subscription and updates the retained store.
     pub fn publish(&self, message: Message) -> Routed {
+        self.route(message, true)
+    }
+
+    /// Routes a message another cluster node received from its client: to this node's
+    /// subscriptions and retained store, but not to taps (which saw it on that node: the
+    /// cluster does not forward it again, the recorder does not store it twice).
+    pub fn publish_from_cluster(&self, message: Message) -> Routed {
+        self.route(message, false)
+    }
+
+    fn route(&self, message: Message, observed_here: bool) -> Routed {
         let mut message = Arc::new(message);
         let mut ops = Vec::new();
         if message.retain {
@@ -235,7 +253,10 @@ impl Broker {
                 });
             }
         }
-        let observed = tap::feed(&lock!(self.taps.read()), &message);
+        let observed = match observed_here {
+            true => tap::feed(&lock!(self.taps.read()), &message),
+            false => None,
+        };
         let (mut matches, mut shared, held_back) = self.targets(&message);
         if matches.iter().chain(shared.iter().map(|(e, _)| e)).any(|e| !e.session.is_online()) {
             // Queued for a session that is away: it waits there, so with bytes of its own.

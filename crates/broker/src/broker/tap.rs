@@ -11,8 +11,18 @@ use crate::message::Message;
 use crate::store::{StoreError, Ticket};
 
 pub(crate) struct Tap {
-    pub filter: String,
+    /// `None`: every topic but `$SYS/`.
+    pub filter: Option<String>,
     pub sender: mpsc::Sender<Tapped>,
+}
+
+impl Tap {
+    fn sees(&self, topic: &str) -> bool {
+        match &self.filter {
+            Some(filter) => cauldron_proto::topic::matches(filter, topic),
+            None => !topic.starts_with("$SYS/"),
+        }
+    }
 }
 
 /// A message handed to a tap. Call [`Tapped::done`] once it is kept; dropping it unanswered
@@ -35,7 +45,7 @@ impl Tapped {
 pub(crate) fn feed(taps: &[Tap], message: &Arc<Message>) -> Option<Ticket> {
     use mpsc::error::TrySendError;
     let mut tickets = Vec::new();
-    for tap in taps.iter().filter(|t| cauldron_proto::topic::matches(&t.filter, &message.topic)) {
+    for tap in taps.iter().filter(|t| t.sees(&message.topic)) {
         let (done, ticket) = oneshot::channel();
         match tap.sender.try_send(Tapped { message: Arc::clone(message), done }) {
             Ok(()) => tickets.push(ticket),

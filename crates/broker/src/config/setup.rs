@@ -43,6 +43,8 @@ pub struct Setup {
     pub acl_file: Option<PathBuf>,
     /// Bridges to other brokers (`connection` blocks, `[[bridge]]` tables).
     pub bridges: Vec<crate::bridge::BridgeSpec>,
+    /// Cluster mode on NATS JetStream (`--cluster`, `[cluster]`); `None` for one node.
+    pub cluster: Option<crate::cluster::ClusterSpec>,
     /// Settings that were read but that cauldron does not act on, one line each.
     pub warnings: Vec<String>,
 }

@@ -48,6 +48,27 @@ struct File {
     bridges: Vec<toml::Table>,
     #[serde(default)]
     recorder: RecorderToml,
+    cluster: Option<ClusterFile>,
+}
+
+/// The `[cluster]` section: cluster mode on NATS JetStream (docs/CLUSTER.md).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClusterFile {
+    nats: Vec<String>,
+    node_id: Option<String>,
+    replicas: Option<usize>,
+    credentials: Option<PathBuf>,
+    ca_file: Option<PathBuf>,
+}
+
+/// This machine's host name: a node's id when none is given.
+pub fn host_name() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "cauldron".into())
 }
 
 /// The `[recorder]` section: the built-in OwnTracks recorder (docs/CONFIG.md).
@@ -255,6 +276,21 @@ pub fn read(path: &Path) -> Result<TomlSetup, TomlError> {
         password_file: parsed.password_file.map(resolve),
         acl_file: parsed.acl_file.map(resolve),
         bridges,
+        cluster: match parsed.cluster {
+            Some(cluster) => {
+                if cluster.nats.is_empty() {
+                    return Err(error("[cluster] nats: name at least one server".to_string()));
+                }
+                Some(crate::cluster::ClusterSpec {
+                    servers: cluster.nats,
+                    node_id: cluster.node_id.unwrap_or_else(host_name),
+                    replicas: cluster.replicas.unwrap_or(3),
+                    credentials: cluster.credentials.map(resolve),
+                    ca_file: cluster.ca_file.map(resolve),
+                })
+            }
+            None => None,
+        },
         warnings,
     };
     Ok(TomlSetup {
@@ -327,6 +363,21 @@ mod tests {
         assert!(read.setup.listeners[1].tls.is_some());
         assert_eq!(read.setup.listeners[2].websocket.as_deref(), Some("/mqtt"));
         assert!(!read.setup.config.allow_anonymous);
+    }
+
+    #[test]
+    fn the_cluster_section() {
+        let path = write(
+            "cluster.toml",
+            "[cluster]\nnats = [\"nats://10.0.0.1:4222\", \"nats://10.0.0.2:4222\"]\nnode_id = \"a\"\ncredentials = \"c.creds\"\n",
+        );
+        let cluster = read(&path).unwrap().setup.cluster.unwrap();
+        assert_eq!((cluster.servers.len(), cluster.node_id.as_str(), cluster.replicas), (2, "a", 3));
+        assert_eq!(cluster.credentials, Some(path.parent().unwrap().join("c.creds")));
+        let none = write("no-servers.toml", "[cluster]\nnats = []\n");
+        assert!(read(&none).unwrap_err().to_string().contains("name at least one server"));
+        let typo = write("typo.toml", "[cluster]\nnats = [\"nats://x:1\"]\nnodeid = \"a\"\n");
+        assert!(read(&typo).unwrap_err().to_string().contains("nodeid"));
     }
 
     #[test]

@@ -1,0 +1,254 @@
+//! Cluster mode: several cauldron nodes, one broker to the clients, with NATS JetStream carrying
+//! messages between them. Every node keeps its whole MQTT engine; nothing here is on the
+//! publish path of a node that is not in a cluster.
+//!
+//! What a node's clients publish is seen by a tap on every topic (after access control) and
+//! forwarded:
+//! - QoS 0 over core NATS (`cauldron.q0.<topic>`): no acknowledgement, so it keeps flowing
+//!   between live nodes whatever JetStream's state;
+//! - QoS 1 and 2 into the stream `CAULDRON_MSGS` (`cauldron.msg.<topic>`), and the publisher's
+//!   PUBACK/PUBREC waits until JetStream has stored it (on a quorum of its replicas): an
+//!   acknowledged message is durable cluster-wide.
+//!
+//! Each node reads the stream through one durable consumer of its own (`node-<id>`) and every
+//! QoS 0 message through one subscription, so the number of consumers grows with nodes, never
+//! with subscriptions. A message from another node is routed to this node's subscriptions
+//! ([`Broker::publish_from_cluster`]) and, for the stream, acknowledged to JetStream once what
+//! it queued for persistent sessions here is committed. Messages carry their origin node (a
+//! header) so a node skips its own. The wire format is the broker's stored-message record: the
+//! MQTT 5 PUBLISH with every property, the publisher's client id (No Local works across nodes)
+//! and the expiry time.
+
+pub mod subject;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer, stream};
+use async_nats::HeaderMap;
+use futures_util::StreamExt;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::broker::{Broker, Tapped};
+use crate::message::Message;
+use crate::store::record::{self, StoredMessage};
+
+/// The stream of QoS 1 and 2 messages.
+const STREAM: &str = "CAULDRON_MSGS";
+const DURABLE_PREFIX: &str = "cauldron.msg";
+const VOLATILE_PREFIX: &str = "cauldron.q0";
+/// The header naming the node a message came from.
+const ORIGIN: &str = "Cauldron-Node";
+/// Messages waiting for the forwarder before the broker hands them over from tasks.
+const TAP_CAPACITY: usize = 65_536;
+/// How long the stream keeps a message: nodes read it within moments; one that was down
+/// longer than this resumes with what is left.
+const KEEP: Duration = Duration::from_secs(24 * 3600);
+
+/// How a node joins the cluster (`--cluster`, `[cluster]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClusterSpec {
+    /// NATS servers, `nats://host:port` each.
+    pub servers: Vec<String>,
+    /// This node's name, unique in the cluster.
+    pub node_id: String,
+    /// Copies JetStream keeps of everything cauldron stores (3 for a 3-server NATS cluster).
+    pub replicas: usize,
+    /// A NATS credentials file (`.creds`), if the servers want one.
+    pub credentials: Option<std::path::PathBuf>,
+    /// CA certificates for `tls://` servers.
+    pub ca_file: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("cluster: {0}")]
+pub struct ClusterError(String);
+
+/// Joins the cluster: connects to NATS, makes sure the stream and this node's consumer exist,
+/// and starts forwarding both ways until `shutdown`.
+pub async fn join(
+    broker: &Arc<Broker>,
+    spec: ClusterSpec,
+    shutdown: CancellationToken,
+) -> Result<(), ClusterError> {
+    let mut options = async_nats::ConnectOptions::new()
+        .name(format!("cauldron {}", spec.node_id))
+        .connection_timeout(Duration::from_secs(5))
+        .retry_on_initial_connect();
+    if let Some(creds) = &spec.credentials {
+        options = options
+            .credentials_file(creds)
+            .await
+            .map_err(|e| ClusterError(format!("{}: {e}", creds.display())))?;
+    }
+    if let Some(ca) = &spec.ca_file {
+        options = options.add_root_certificates(ca.clone()).require_tls(true);
+    }
+    let servers: Vec<async_nats::ServerAddr> = spec
+        .servers
+        .iter()
+        .map(|s| s.parse().map_err(|e| ClusterError(format!("NATS server {s:?}: {e}"))))
+        .collect::<Result<_, _>>()?;
+    let client =
+        options.connect(servers).await.map_err(|e| ClusterError(format!("connecting to NATS: {e}")))?;
+    let js = jetstream::new(client.clone());
+    let stream = js
+        .get_or_create_stream(stream::Config {
+            name: STREAM.into(),
+            subjects: vec![format!("{DURABLE_PREFIX}.>")],
+            num_replicas: spec.replicas,
+            storage: stream::StorageType::File,
+            max_age: KEEP,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| ClusterError(format!("stream {STREAM}: {e}")))?;
+    let durable = format!("node-{}", spec.node_id);
+    let consumer: consumer::PullConsumer = stream
+        .get_or_create_consumer(
+            &durable,
+            consumer::pull::Config {
+                durable_name: Some(durable.clone()),
+                // A new node starts with what is published from now on; a known one resumes.
+                deliver_policy: consumer::DeliverPolicy::New,
+                ack_policy: consumer::AckPolicy::Explicit,
+                ack_wait: Duration::from_secs(30),
+                max_ack_pending: 10_000,
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| ClusterError(format!("consumer {durable}: {e}")))?;
+    let volatile = client
+        .subscribe(format!("{VOLATILE_PREFIX}.>"))
+        .await
+        .map_err(|e| ClusterError(format!("subscribing to {VOLATILE_PREFIX}.>: {e}")))?;
+    let messages = consumer.messages().await.map_err(|e| ClusterError(format!("reading {durable}: {e}")))?;
+    let node: Arc<str> = spec.node_id.as_str().into();
+    info!(node = %node, servers = ?spec.servers, "joined the cluster");
+    let tapped = broker.tap_everything(TAP_CAPACITY);
+    tokio::spawn(forward(client, js, tapped, Arc::clone(&node), shutdown.clone()));
+    tokio::spawn(receive_stream(Arc::clone(broker), messages, Arc::clone(&node), shutdown.clone()));
+    tokio::spawn(receive_volatile(Arc::clone(broker), volatile, node, shutdown));
+    Ok(())
+}
+
+fn headers(node: &str) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert(ORIGIN, node);
+    headers
+}
+
+/// Sends what this node's clients publish to the other nodes; a QoS 1/2 publisher's
+/// acknowledgement waits for JetStream's.
+async fn forward(
+    client: async_nats::Client,
+    js: jetstream::Context,
+    mut tapped: tokio::sync::mpsc::Receiver<Tapped>,
+    node: Arc<str>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let message = tokio::select! {
+            message = tapped.recv() => match message { Some(m) => m, None => return },
+            _ = shutdown.cancelled() => return,
+        };
+        let payload = record::to_bytes(&StoredMessage::new(&message.message)).into();
+        if message.message.qos == cauldron_proto::QoS::AtMostOnce {
+            let subject = subject::encode(VOLATILE_PREFIX, &message.message.topic);
+            if let Err(e) = client.publish_with_headers(subject, headers(&node), payload).await {
+                warn!("cluster: QoS 0 message not forwarded: {e}");
+            }
+            message.done(Ok(()));
+            continue;
+        }
+        let subject = subject::encode(DURABLE_PREFIX, &message.message.topic);
+        // Sent in order; the acknowledgements are awaited apart, so publishers are not
+        // serialised behind each other's round trip.
+        match js.publish_with_headers(subject, headers(&node), payload).await {
+            Ok(ack) => {
+                tokio::spawn(async move {
+                    let stored =
+                        ack.await.map(|_| ()).map_err(|e| format!("JetStream did not store it: {e}"));
+                    message.done(stored);
+                });
+            }
+            Err(e) => message.done(Err(format!("JetStream did not take it: {e}"))),
+        }
+    }
+}
+
+/// The message a cluster record carries, or why it cannot be read.
+fn decode(payload: &[u8]) -> Result<Message, String> {
+    let stored: StoredMessage = record::from_bytes(payload).map_err(|e| e.to_string())?;
+    stored.restore().map_err(|e| e.to_string())
+}
+
+fn from_elsewhere(headers: Option<&HeaderMap>, node: &str) -> bool {
+    headers.and_then(|h| h.get(ORIGIN)).is_none_or(|origin| origin.as_str() != node)
+}
+
+/// Routes the stream's messages from other nodes here, in order, acknowledging each once what
+/// it queued for this node's persistent sessions is committed.
+async fn receive_stream(
+    broker: Arc<Broker>,
+    mut messages: consumer::pull::Stream,
+    node: Arc<str>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let next = tokio::select! {
+            next = messages.next() => next,
+            _ = shutdown.cancelled() => return,
+        };
+        let message = match next {
+            Some(Ok(message)) => message,
+            Some(Err(e)) => {
+                warn!("cluster: reading the stream: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+            None => return,
+        };
+        if from_elsewhere(message.headers.as_ref(), &node) {
+            match decode(&message.payload) {
+                Ok(routed) => {
+                    if let Some(ticket) = broker.publish_from_cluster(routed).durable {
+                        if let Ok(Err(e)) = ticket.await {
+                            // Not acknowledged: JetStream delivers it again after its ack wait.
+                            warn!("cluster: a message from another node not stored here: {e}");
+                            continue;
+                        }
+                    }
+                }
+                Err(e) => warn!(subject = %message.subject, "cluster: unreadable message skipped: {e}"),
+            }
+        }
+        if let Err(e) = message.ack().await {
+            warn!("cluster: acknowledging to JetStream: {e}");
+        }
+    }
+}
+
+/// Routes QoS 0 messages from other nodes here.
+async fn receive_volatile(
+    broker: Arc<Broker>,
+    mut volatile: async_nats::Subscriber,
+    node: Arc<str>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let message = tokio::select! {
+            message = volatile.next() => match message { Some(m) => m, None => return },
+            _ = shutdown.cancelled() => return,
+        };
+        if !from_elsewhere(message.headers.as_ref(), &node) {
+            continue;
+        }
+        match decode(&message.payload) {
+            Ok(routed) => drop(broker.publish_from_cluster(routed)),
+            Err(e) => warn!(subject = %message.subject, "cluster: unreadable message skipped: {e}"),
+        }
+    }
+}

@@ -1,0 +1,143 @@
+//! Cluster mode, black-box: three nats-server (JetStream, routed, fsync on every write) and
+//! three `cauldron serve --cluster` nodes on free loopback ports, driven with this project's
+//! client: messages cross nodes at QoS 0, 1 and 2 with their MQTT 5 properties, once each, in
+//! order, on topics with every character NATS gives a meaning to; and a QoS 1 publisher is
+//! acknowledged only once JetStream has the message.
+
+mod common;
+
+use std::time::Duration;
+
+use cauldron_client::proto::{Properties, Protocol, Publish, QoS};
+use cauldron_client::{Client, Messages, Options};
+use common::nats::NatsCluster;
+use common::*;
+
+struct Nodes {
+    nats: NatsCluster,
+    nodes: Vec<Cauldron>,
+}
+
+async fn cluster(name: &str) -> Nodes {
+    let nats = NatsCluster::start(&data_dir(&format!("{name}-nats")), 3).await;
+    let mut nodes = Vec::new();
+    for id in ["a", "b", "c"] {
+        let args = ["--cluster", &nats.urls(), "--node-id", id, "--cluster-replicas", "3", "--no-recorder"];
+        let mut node = Cauldron::start(&data_dir(&format!("{name}-{id}")), &args).await;
+        node.logged("joined the cluster").await;
+        nodes.push(node);
+    }
+    Nodes { nats, nodes }
+}
+
+async fn client(node: &Cauldron, id: &str) -> (Client, Messages) {
+    Client::connect(Options::new(node.addr.as_str(), id).protocol(Protocol::V5)).await.unwrap()
+}
+
+async fn next(messages: &mut Messages) -> Publish {
+    tokio::time::timeout(WAIT, messages.recv()).await.expect("a message in time").expect("connected")
+}
+
+async fn nothing_more(messages: &mut Messages) {
+    let more = tokio::time::timeout(Duration::from_millis(500), messages.recv()).await;
+    assert!(more.is_err(), "one copy only, got {:?}", more.map(|m| m.map(|p| p.topic)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_cross_nodes_once_each_with_their_properties() {
+    let Nodes { nats: _nats, nodes } = cluster("cluster-cross").await;
+    let (on_b, mut at_b) = client(&nodes[1], "sub-b").await;
+    on_b.subscribe("cluster/#", QoS::ExactlyOnce).await.unwrap();
+    let (on_c, mut at_c) = client(&nodes[2], "sub-c").await;
+    on_c.subscribe("cluster/+/x", QoS::AtLeastOnce).await.unwrap();
+    // A subscriber on the publisher's own node: served there, not a second time by the cluster.
+    let (on_a, mut at_a) = client(&nodes[0], "sub-a").await;
+    on_a.subscribe("cluster/#", QoS::AtLeastOnce).await.unwrap();
+    // The nodes' consumers exist once they joined; give the subscriptions a moment everywhere.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let (publisher, _) = client(&nodes[0], "pub-a").await;
+    let topics = ["cluster/a.b*c>/x", "cluster/with space/x", "cluster//x", "cluster/ünï/x"];
+    let mut sent = Vec::new();
+    for (i, topic) in topics.iter().enumerate() {
+        for qos in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce] {
+            let mut publish = Publish::new(*topic, format!("{i}-{qos:?}"));
+            publish.qos = qos;
+            publish.properties = Properties {
+                user_properties: vec![("origin".into(), "node-a".into())],
+                content_type: Some("text/plain".into()),
+                ..Properties::default()
+            };
+            publisher.publish_packet(publish).await.unwrap();
+            sent.push((topic.to_string(), format!("{i}-{qos:?}")));
+        }
+    }
+    for (subscriber, messages, expected) in
+        [("b", &mut at_b, sent.clone()), ("c", &mut at_c, sent.clone()), ("a", &mut at_a, sent.clone())]
+    {
+        let mut got = Vec::new();
+        for _ in 0..expected.len() {
+            let message = next(messages).await;
+            assert_eq!(
+                message.properties.user_properties,
+                vec![("origin".into(), "node-a".into())],
+                "on {subscriber}"
+            );
+            assert_eq!(message.properties.content_type.as_deref(), Some("text/plain"));
+            got.push((message.topic.to_string(), String::from_utf8(message.payload.to_vec()).unwrap()));
+        }
+        // QoS 0 travels apart from QoS 1 and 2: the order holds within each.
+        let by = |qos: &str, list: &[(String, String)]| {
+            list.iter().filter(|(_, p)| p.ends_with(qos)).cloned().collect::<Vec<_>>()
+        };
+        for qos in ["AtMostOnce", "AtLeastOnce", "ExactlyOnce"] {
+            assert_eq!(
+                by(qos, &got),
+                by(qos, &expected),
+                "{qos} on node {subscriber}, in the publisher's order"
+            );
+        }
+        nothing_more(messages).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_qos1_publisher_is_acknowledged_only_when_jetstream_has_it() {
+    let Nodes { mut nats, nodes } = cluster("cluster-ack").await;
+    let (on_b, mut at_b) = client(&nodes[1], "sub-b").await;
+    on_b.subscribe("sensors/#", QoS::AtLeastOnce).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (publisher, _) = client(&nodes[0], "pub-a").await;
+    publisher.publish("sensors/one", "1", QoS::AtLeastOnce, false).await.unwrap();
+    assert_eq!(&next(&mut at_b).await.payload[..], b"1");
+
+    // Two of three NATS servers gone: no quorum, no acknowledgement.
+    nats.servers[1].kill9().await;
+    nats.servers[2].kill9().await;
+    let unacknowledged = tokio::time::timeout(
+        Duration::from_secs(4),
+        publisher.publish("sensors/two", "2", QoS::AtLeastOnce, false),
+    )
+    .await;
+    assert!(!matches!(unacknowledged, Ok(Ok(()))), "acknowledged without a JetStream quorum");
+    // Quorum back: the service resumes by itself, and a new message crosses again.
+    nats.servers[1].restart().await;
+    nats.servers[2].restart().await;
+    let (publisher, _) = client(&nodes[0], "pub-a2").await;
+    let deadline = tokio::time::Instant::now() + WAIT * 3;
+    loop {
+        let sent = tokio::time::timeout(
+            Duration::from_secs(3),
+            publisher.publish("sensors/three", "3", QoS::AtLeastOnce, false),
+        )
+        .await;
+        if matches!(sent, Ok(Ok(()))) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no acknowledgement after quorum returned");
+    }
+    let mut seen = Vec::new();
+    while !seen.contains(&b"3".to_vec()) {
+        seen.push(next(&mut at_b).await.payload.to_vec());
+    }
+}

@@ -1,0 +1,116 @@
+//! A NATS cluster for the tests: `n` nats-server processes with JetStream, routed to each other
+//! on free loopback ports, each fsyncing every write (`sync_interval: always`, what cauldron's
+//! durability needs). The server is the one `./scripts/test` installs
+//! (`CAULDRON_TEST_NATS_SERVER`), else `nats-server` on the PATH.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tokio::process::{Child, Command};
+
+use super::{free_port, WAIT};
+
+pub struct NatsServer {
+    pub url: String,
+    monitor: u16,
+    config: PathBuf,
+    child: Option<Child>,
+}
+
+pub struct NatsCluster {
+    pub servers: Vec<NatsServer>,
+}
+
+fn binary() -> String {
+    std::env::var("CAULDRON_TEST_NATS_SERVER").unwrap_or_else(|_| "nats-server".into())
+}
+
+impl NatsCluster {
+    pub async fn start(dir: &Path, n: usize) -> NatsCluster {
+        let _ = std::fs::remove_dir_all(dir);
+        std::fs::create_dir_all(dir).unwrap();
+        let ports: Vec<(u16, u16, u16)> = (0..n).map(|_| (free_port(), free_port(), free_port())).collect();
+        let routes: Vec<String> =
+            ports.iter().map(|(_, route, _)| format!("nats://127.0.0.1:{route}")).collect();
+        let mut servers = Vec::new();
+        for (i, (client, route, monitor)) in ports.iter().enumerate() {
+            let config = dir.join(format!("n{i}.conf"));
+            let cluster = match n {
+                1 => String::new(),
+                _ => format!(
+                    "cluster {{ name: cauldron-test, listen: 127.0.0.1:{route}, routes: [{}] }}",
+                    routes.join(", ")
+                ),
+            };
+            std::fs::write(
+                &config,
+                format!(
+                    "server_name: n{i}\nlisten: 127.0.0.1:{client}\nhttp: 127.0.0.1:{monitor}\n\
+                     jetstream {{ store_dir: \"{}\", sync_interval: always }}\n{cluster}\n",
+                    dir.join(format!("js{i}")).display()
+                ),
+            )
+            .unwrap();
+            let mut server = NatsServer {
+                url: format!("nats://127.0.0.1:{client}"),
+                monitor: *monitor,
+                config,
+                child: None,
+            };
+            server.spawn();
+            servers.push(server);
+        }
+        let cluster = NatsCluster { servers };
+        for server in &cluster.servers {
+            server.until_ready().await;
+        }
+        cluster
+    }
+
+    /// `nats://a,nats://b,...` for `--cluster`.
+    pub fn urls(&self) -> String {
+        self.servers.iter().map(|s| s.url.as_str()).collect::<Vec<_>>().join(",")
+    }
+}
+
+impl NatsServer {
+    fn spawn(&mut self) {
+        let child = Command::new(binary())
+            .arg("-c")
+            .arg(&self.config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("{}: {e} (./scripts/test installs nats-server)", binary()));
+        self.child = Some(child);
+    }
+
+    /// Until its monitor says JetStream is up (in a cluster: a meta leader is elected).
+    pub async fn until_ready(&self) {
+        let deadline = tokio::time::Instant::now() + WAIT * 3;
+        loop {
+            let monitor = format!("127.0.0.1:{}", self.monitor);
+            if tokio::net::TcpStream::connect(&monitor).await.is_ok()
+                && super::http(&monitor, "GET", "/healthz", &[], b"").await.status == 200
+            {
+                return;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "nats-server {} not ready", self.url);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// kill -9.
+    pub async fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().await.unwrap();
+        }
+    }
+
+    /// Starts it again on the same ports and store.
+    pub async fn restart(&mut self) {
+        self.spawn();
+        self.until_ready().await;
+    }
+}
