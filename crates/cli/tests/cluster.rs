@@ -141,3 +141,45 @@ async fn a_qos1_publisher_is_acknowledged_only_when_jetstream_has_it() {
         seen.push(next(&mut at_b).await.payload.to_vec());
     }
 }
+
+/// What a new subscription to `home/#` on the node at `addr` receives as retained messages.
+async fn retained_at(addr: &str, id: &str) -> Vec<(String, String)> {
+    let (sub, mut messages) = Client::connect(Options::new(addr, id).protocol(Protocol::V5)).await.unwrap();
+    sub.subscribe("home/#", QoS::AtLeastOnce).await.unwrap();
+    let mut got = Vec::new();
+    while let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(700), messages.recv()).await {
+        // A live message (the deletion still crossing the cluster) is not what is retained.
+        if m.retain {
+            got.push((m.topic.to_string(), String::from_utf8(m.payload.to_vec()).unwrap()));
+        }
+    }
+    got
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retained_messages_are_the_clusters_and_a_late_node_has_them_too() {
+    let Nodes { nats, mut nodes } = cluster("cluster-retained").await;
+    let (publisher, _) = client(&nodes[0], "pub-a").await;
+    publisher.publish("home/door", "open", QoS::AtLeastOnce, true).await.unwrap();
+    publisher.publish("home/light", "on", QoS::AtLeastOnce, true).await.unwrap();
+    // Deleted on another node than the one it was set on: gone everywhere.
+    let (other, _) = client(&nodes[1], "pub-b").await;
+    other.publish("home/light", "", QoS::AtLeastOnce, true).await.unwrap();
+    let expected = vec![("home/door".to_string(), "open".to_string())];
+    for node in 0..3 {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let got = retained_at(&nodes[node].addr, ["r0", "r1", "r2"][node]).await;
+            if got == expected {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "node {node} has {got:?}");
+        }
+    }
+    // A node that joins after all this has them from the cluster, before it serves.
+    let args = ["--cluster", &nats.urls(), "--node-id", "d", "--cluster-replicas", "3", "--no-recorder"];
+    let mut late = Cauldron::start(&data_dir("cluster-retained-d"), &args).await;
+    late.logged("retained messages loaded from the cluster").await;
+    nodes.push(late);
+    assert_eq!(retained_at(&nodes[3].addr, "r3").await, expected);
+}

@@ -235,23 +235,38 @@ impl Broker {
         self.route(message, false)
     }
 
+    /// Sets (or, with an empty payload, removes) a retained message as the cluster's retained
+    /// store says it is, without routing it to anyone (it was routed where it was published);
+    /// resolves once stored here.
+    pub fn retain_from_cluster(&self, message: Message) -> Option<Ticket> {
+        let message = Arc::new(message).compacted();
+        let op = self.keep_retained(&message)?;
+        self.submit(vec![op])
+    }
+
+    /// Puts `message` in the retained store and returns the store operation that keeps it.
+    fn keep_retained(&self, message: &Arc<Message>) -> Option<Op> {
+        lock!(self.retained.write()).set(message);
+        // `$SYS` values are recomputed at start: not worth a write every interval.
+        if self.persistence.is_none() || message.topic.starts_with("$SYS/") {
+            return None;
+        }
+        Some(match message.payload.is_empty() {
+            true => Op::DeleteRetained(message.topic.to_string()),
+            false => Op::PutRetained(
+                message.topic.to_string(),
+                store::record::to_bytes(&StoredMessage::new(message)),
+            ),
+        })
+    }
+
     fn route(&self, message: Message, observed_here: bool) -> Routed {
         let mut message = Arc::new(message);
         let mut ops = Vec::new();
         if message.retain {
             // Kept until replaced: with bytes of its own (see `Message::compacted`).
             message = message.compacted();
-            lock!(self.retained.write()).set(&message);
-            // `$SYS` values are recomputed at start: not worth a write every interval.
-            if self.persistence.is_some() && !message.topic.starts_with("$SYS/") {
-                ops.push(match message.payload.is_empty() {
-                    true => Op::DeleteRetained(message.topic.to_string()),
-                    false => Op::PutRetained(
-                        message.topic.to_string(),
-                        store::record::to_bytes(&StoredMessage::new(&message)),
-                    ),
-                });
-            }
+            ops.extend(self.keep_retained(&message));
         }
         let observed = match observed_here {
             true => tap::feed(&lock!(self.taps.read()), &message),

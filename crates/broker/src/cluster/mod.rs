@@ -10,6 +10,13 @@
 //!   PUBACK/PUBREC waits until JetStream has stored it (on a quorum of its replicas): an
 //!   acknowledged message is durable cluster-wide.
 //!
+//! Retained messages are kept cluster-wide in the JetStream key-value bucket `CAULDRON_RETAINED`
+//! (one value per topic, `replicas` copies): a node puts each retained message its clients
+//! publish (an empty one deletes), the publisher's acknowledgement waiting for that too; every
+//! node loads the bucket when it joins, before it serves, and follows its changes, so a retained
+//! message set on one node is delivered on subscribe on every node, one that joined later too,
+//! and a deleted one is gone everywhere.
+//!
 //! Each node reads the stream through one durable consumer of its own (`node-<id>`) and every
 //! QoS 0 message through one subscription, so the number of consumers grows with nodes, never
 //! with subscriptions. A message from another node is routed to this node's subscriptions
@@ -24,7 +31,7 @@ pub mod subject;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::{self, consumer, stream};
+use async_nats::jetstream::{self, consumer, kv, stream};
 use async_nats::HeaderMap;
 use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
@@ -36,6 +43,10 @@ use crate::store::record::{self, StoredMessage};
 
 /// The stream of QoS 1 and 2 messages.
 const STREAM: &str = "CAULDRON_MSGS";
+/// The bucket of retained messages, keyed by topic.
+const RETAINED: &str = "CAULDRON_RETAINED";
+/// The first token of a retained message's key (a key is the topic's subject under it).
+const RETAINED_KEY: &str = "t";
 const DURABLE_PREFIX: &str = "cauldron.msg";
 const VOLATILE_PREFIX: &str = "cauldron.q0";
 /// The header naming the node a message came from.
@@ -120,6 +131,10 @@ pub async fn join(
         )
         .await
         .map_err(|e| ClusterError(format!("consumer {durable}: {e}")))?;
+    let retained = retained_bucket(&js, spec.replicas).await?;
+    // Watching first, loading second: a change made while loading is not missed.
+    let watch = retained.watch_all().await.map_err(|e| ClusterError(format!("watching {RETAINED}: {e}")))?;
+    load_retained(broker, &retained).await?;
     let volatile = client
         .subscribe(format!("{VOLATILE_PREFIX}.>"))
         .await
@@ -128,7 +143,8 @@ pub async fn join(
     let node: Arc<str> = spec.node_id.as_str().into();
     info!(node = %node, servers = ?spec.servers, "joined the cluster");
     let tapped = broker.tap_everything(TAP_CAPACITY);
-    tokio::spawn(forward(client, js, tapped, Arc::clone(&node), shutdown.clone()));
+    tokio::spawn(follow_retained(Arc::clone(broker), watch, shutdown.clone()));
+    tokio::spawn(forward(client, js, retained, tapped, Arc::clone(&node), shutdown.clone()));
     tokio::spawn(receive_stream(Arc::clone(broker), messages, Arc::clone(&node), shutdown.clone()));
     tokio::spawn(receive_volatile(Arc::clone(broker), volatile, node, shutdown));
     Ok(())
@@ -145,6 +161,7 @@ fn headers(node: &str) -> HeaderMap {
 async fn forward(
     client: async_nats::Client,
     js: jetstream::Context,
+    retained: kv::Store,
     mut tapped: tokio::sync::mpsc::Receiver<Tapped>,
     node: Arc<str>,
     shutdown: CancellationToken,
@@ -154,7 +171,14 @@ async fn forward(
             message = tapped.recv() => match message { Some(m) => m, None => return },
             _ = shutdown.cancelled() => return,
         };
-        let payload = record::to_bytes(&StoredMessage::new(&message.message)).into();
+        let payload: bytes::Bytes = record::to_bytes(&StoredMessage::new(&message.message)).into();
+        if message.message.retain {
+            // In order, before the message itself: a subscriber that gets it can find it retained.
+            if let Err(e) = keep_retained(&retained, &message.message, payload.clone()).await {
+                message.done(Err(format!("the retained message was not stored in the cluster: {e}")));
+                continue;
+            }
+        }
         if message.message.qos == cauldron_proto::QoS::AtMostOnce {
             let subject = subject::encode(VOLATILE_PREFIX, &message.message.topic);
             if let Err(e) = client.publish_with_headers(subject, headers(&node), payload).await {
@@ -175,6 +199,87 @@ async fn forward(
                 });
             }
             Err(e) => message.done(Err(format!("JetStream did not take it: {e}"))),
+        }
+    }
+}
+
+async fn retained_bucket(js: &jetstream::Context, replicas: usize) -> Result<kv::Store, ClusterError> {
+    if let Ok(bucket) = js.get_key_value(RETAINED).await {
+        return Ok(bucket);
+    }
+    let config = kv::Config {
+        bucket: RETAINED.into(),
+        history: 1,
+        num_replicas: replicas,
+        storage: stream::StorageType::File,
+        ..Default::default()
+    };
+    js.create_key_value(config).await.map_err(|e| ClusterError(format!("bucket {RETAINED}: {e}")))
+}
+
+async fn keep_retained(
+    bucket: &kv::Store,
+    message: &Message,
+    record: bytes::Bytes,
+) -> Result<(), async_nats::Error> {
+    let key = subject::encode(RETAINED_KEY, &message.topic);
+    match message.payload.is_empty() {
+        true => bucket.delete(key).await?,
+        false => drop(bucket.put(key, record).await?),
+    }
+    Ok(())
+}
+
+/// The retained message an entry stands for: the stored one, or an empty one that removes it.
+fn retained_of(entry: &kv::Entry) -> Option<Message> {
+    let topic = subject::decode(RETAINED_KEY, &entry.key)?;
+    match entry.operation {
+        kv::Operation::Put => decode(&entry.value).ok().map(|mut m| {
+            m.retain = true;
+            m
+        }),
+        kv::Operation::Delete | kv::Operation::Purge => {
+            Some(Message::new(topic.into(), bytes::Bytes::new(), cauldron_proto::QoS::AtMostOnce, true))
+        }
+    }
+}
+
+/// Every retained message the cluster has, into this node's store, before it serves.
+async fn load_retained(broker: &Arc<Broker>, bucket: &kv::Store) -> Result<(), ClusterError> {
+    let status = bucket.status().await.map_err(|e| ClusterError(format!("{RETAINED}: {e}")))?;
+    if status.values() == 0 {
+        return Ok(());
+    }
+    let mut keys = bucket.keys().await.map_err(|e| ClusterError(format!("{RETAINED}: {e}")))?;
+    let mut loaded = 0;
+    while let Some(key) = keys.next().await {
+        let Ok(key) = key else { continue };
+        if let Ok(Some(entry)) = bucket.entry(&key).await {
+            if let Some(message) = retained_of(&entry) {
+                drop(broker.retain_from_cluster(message));
+                loaded += 1;
+            }
+        }
+    }
+    info!(loaded, "retained messages loaded from the cluster");
+    Ok(())
+}
+
+/// Applies the bucket's changes (other nodes' retained messages) to this node's store.
+async fn follow_retained(broker: Arc<Broker>, mut watch: kv::Watch, shutdown: CancellationToken) {
+    loop {
+        let entry = tokio::select! {
+            entry = watch.next() => entry,
+            _ = shutdown.cancelled() => return,
+        };
+        match entry {
+            Some(Ok(entry)) => {
+                if let Some(message) = retained_of(&entry) {
+                    drop(broker.retain_from_cluster(message));
+                }
+            }
+            Some(Err(e)) => warn!("cluster: following {RETAINED}: {e}"),
+            None => return,
         }
     }
 }
