@@ -108,7 +108,11 @@ async fn a_qos1_publisher_is_acknowledged_only_when_jetstream_has_it() {
     on_b.subscribe("sensors/#", QoS::AtLeastOnce).await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (publisher, _) = client(&nodes[0], "pub-a").await;
-    publisher.publish("sensors/one", "1", QoS::AtLeastOnce, false).await.unwrap();
+    let mut one = Publish::new("sensors/one", "1");
+    one.qos = QoS::AtLeastOnce;
+    // Its only subscriber is on another node: still a success, not 0x10 "no subscribers".
+    let reason = publisher.publish_packet(one).await.unwrap();
+    assert_eq!(reason, Some(cauldron_client::proto::ReasonCode::Success));
     assert_eq!(&next(&mut at_b).await.payload[..], b"1");
 
     // Two of three NATS servers gone: no quorum, no acknowledgement.

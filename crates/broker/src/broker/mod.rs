@@ -40,6 +40,8 @@ pub struct Broker {
     /// In-process observers ([`Broker::tap`]): rare, and apart from the router so that adding
     /// one never waits on a publish.
     taps: RwLock<Vec<tap::Tap>>,
+    /// A node of a cluster: other nodes may have subscribers this one does not see.
+    clustered: std::sync::atomic::AtomicBool,
     retained: RwLock<Retained>,
     sessions: Mutex<HashMap<ByteString, Arc<SessionHandle>>>,
     redirect: RwLock<Option<Redirect>>,
@@ -148,6 +150,7 @@ impl Broker {
             config,
             router: RwLock::default(),
             taps: RwLock::default(),
+            clustered: std::sync::atomic::AtomicBool::new(false),
             retained: RwLock::default(),
             sessions: Mutex::default(),
             metrics: Arc::new(Metrics::new()),
@@ -166,6 +169,16 @@ impl Broker {
         let (sender, receiver) = tokio::sync::mpsc::channel(capacity.max(1));
         lock!(self.taps.write()).push(tap::Tap { filter: Some(filter.to_string()), sender });
         receiver
+    }
+
+    /// Marks this broker as a cluster node (from joining on).
+    pub fn set_clustered(&self) {
+        self.clustered.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether this broker is a cluster node: "no subscriber here" is not "no subscriber".
+    pub fn is_clustered(&self) -> bool {
+        self.clustered.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// A tap on every topic but `$SYS/`, `$` topics included (the cluster forwards them all).

@@ -142,6 +142,7 @@ pub async fn join(
     let messages = consumer.messages().await.map_err(|e| ClusterError(format!("reading {durable}: {e}")))?;
     let node: Arc<str> = spec.node_id.as_str().into();
     info!(node = %node, servers = ?spec.servers, "joined the cluster");
+    broker.set_clustered();
     let tapped = broker.tap_everything(TAP_CAPACITY);
     tokio::spawn(follow_retained(Arc::clone(broker), watch, shutdown.clone()));
     tokio::spawn(forward(client, js, retained, tapped, Arc::clone(&node), shutdown.clone()));

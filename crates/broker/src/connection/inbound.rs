@@ -224,7 +224,8 @@ impl Connection {
             ack.reason = match matched {
                 Err(code) => code,
                 Ok(Err(())) => ReasonCode::QuotaExceeded,
-                Ok(Ok(0)) => ReasonCode::NoMatchingSubscribers,
+                // In a cluster, subscribers on other nodes are not counted here.
+                Ok(Ok(0)) if !self.broker.is_clustered() => ReasonCode::NoMatchingSubscribers,
                 Ok(Ok(_)) => ReasonCode::Success,
             };
         }
