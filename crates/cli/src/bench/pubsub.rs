@@ -37,6 +37,10 @@ pub struct PubSubArgs {
     /// Topic to use.
     #[arg(short = 't', long, default_value = "bench/pubsub")]
     topic: String,
+    /// Subscribe on this broker instead of --host (another node of a cluster: the messages
+    /// cross nodes).
+    #[arg(long, value_name = "HOST")]
+    subscriber_host: Option<String>,
 }
 
 pub async fn run(args: PubSubArgs) -> anyhow::Result<()> {
@@ -46,10 +50,16 @@ pub async fn run(args: PubSubArgs) -> anyhow::Result<()> {
     let qos = qos(args.qos);
     let total = (args.publishers * args.messages) as u64;
     let sub_id = format!("bench-sub-{}", std::process::id());
-    let (subscriber, mut messages) =
-        Client::connect(args.common.options(sub_id.clone()).clean_start(!args.persistent))
-            .await
-            .context("connecting the subscriber")?;
+    let sub_options = |id: String| {
+        let mut options = args.common.options(id);
+        if let Some(host) = &args.subscriber_host {
+            options.address = host.clone();
+        }
+        options
+    };
+    let (subscriber, mut messages) = Client::connect(sub_options(sub_id.clone()).clean_start(!args.persistent))
+        .await
+        .context("connecting the subscriber")?;
     subscriber.subscribe(args.topic.as_str(), qos).await.context("subscribing")?;
     let counters = Arc::new(Counters::default());
     counters.connected.fetch_add(1, Ordering::Relaxed);
@@ -106,7 +116,7 @@ pub async fn run(args: PubSubArgs) -> anyhow::Result<()> {
     if args.persistent {
         // Leave no stored session behind.
         drop(subscriber);
-        let (cleanup, _) = Client::connect(args.common.options(sub_id)).await?;
+        let (cleanup, _) = Client::connect(sub_options(sub_id)).await?;
         cleanup.disconnect().await?;
     }
     if received < total {
