@@ -27,7 +27,43 @@ async fn cluster(name: &str) -> Nodes {
         node.logged("joined the cluster").await;
         nodes.push(node);
     }
+    warm_up(&nodes).await;
     Nodes { nats, nodes }
+}
+
+/// Until a QoS 0 and a QoS 1 message from node a reach subscribers on b and c: NATS spreads a
+/// new subscription's interest between its servers a moment after it is made, and JetStream
+/// elects the stream's leader when the stream is first made; a test starts after both.
+async fn warm_up(nodes: &[Cauldron]) {
+    let deadline = tokio::time::Instant::now() + WAIT * 3;
+    let mut listeners = Vec::new();
+    for (i, node) in nodes.iter().enumerate().skip(1) {
+        let (sub, messages) = client(node, &format!("warm-up-{i}")).await;
+        sub.subscribe("warm-up/#", QoS::AtLeastOnce).await.unwrap();
+        listeners.push((sub, messages));
+    }
+    for qos in [QoS::AtMostOnce, QoS::AtLeastOnce] {
+        'probe: loop {
+            assert!(tokio::time::Instant::now() < deadline, "the cluster does not carry {qos:?} messages");
+            // A fresh publisher each time: one whose message JetStream refused is disconnected.
+            let (publisher, _) = client(&nodes[0], "warm-up-pub").await;
+            let sent =
+                tokio::time::timeout(WAIT, publisher.publish("warm-up/probe", "probe", qos, false)).await;
+            if !matches!(sent, Ok(Ok(()))) {
+                continue;
+            }
+            for (_, messages) in &mut listeners {
+                if tokio::time::timeout(Duration::from_secs(1), messages.recv()).await.is_err() {
+                    continue 'probe;
+                }
+            }
+            break;
+        }
+        // Probes that arrived late are not the test's messages.
+        for (_, messages) in &mut listeners {
+            while tokio::time::timeout(Duration::from_millis(300), messages.recv()).await.is_ok() {}
+        }
+    }
 }
 
 async fn client(node: &Cauldron, id: &str) -> (Client, Messages) {
@@ -125,16 +161,15 @@ async fn a_qos1_publisher_is_acknowledged_only_when_jetstream_has_it() {
     .await;
     assert!(!matches!(unacknowledged, Ok(Ok(()))), "acknowledged without a JetStream quorum");
     // Quorum back: the service resumes by itself, and a new message crosses again.
-    nats.servers[1].restart().await;
-    nats.servers[2].restart().await;
-    let (publisher, _) = client(&nodes[0], "pub-a2").await;
-    let deadline = tokio::time::Instant::now() + WAIT * 3;
+    nats.servers[1].restart(2).await;
+    nats.servers[2].restart(2).await;
+    let deadline = tokio::time::Instant::now() + WAIT * 6;
     loop {
-        let sent = tokio::time::timeout(
-            Duration::from_secs(3),
-            publisher.publish("sensors/three", "3", QoS::AtLeastOnce, false),
-        )
-        .await;
+        // A fresh publisher for each try: one whose message JetStream refused is disconnected.
+        let (publisher, _) = client(&nodes[0], "pub-a2").await;
+        let sent =
+            tokio::time::timeout(WAIT, publisher.publish("sensors/three", "3", QoS::AtLeastOnce, false))
+                .await;
         if matches!(sent, Ok(Ok(()))) {
             break;
         }

@@ -57,9 +57,10 @@ pub async fn run(args: PubSubArgs) -> anyhow::Result<()> {
         }
         options
     };
-    let (subscriber, mut messages) = Client::connect(sub_options(sub_id.clone()).clean_start(!args.persistent))
-        .await
-        .context("connecting the subscriber")?;
+    let (subscriber, mut messages) =
+        Client::connect(sub_options(sub_id.clone()).clean_start(!args.persistent))
+            .await
+            .context("connecting the subscriber")?;
     subscriber.subscribe(args.topic.as_str(), qos).await.context("subscribing")?;
     let counters = Arc::new(Counters::default());
     counters.connected.fetch_add(1, Ordering::Relaxed);

@@ -63,6 +63,9 @@ impl NatsCluster {
         let cluster = NatsCluster { servers };
         for server in &cluster.servers {
             server.until_ready().await;
+            // Interest crosses servers over routes: until they are up, a message published on
+            // one server does not reach a subscriber on another.
+            server.until_routed(n - 1).await;
         }
         cluster
     }
@@ -101,6 +104,25 @@ impl NatsServer {
         }
     }
 
+    /// Until it has a route to each of the `others`.
+    pub async fn until_routed(&self, others: usize) {
+        let deadline = tokio::time::Instant::now() + WAIT * 3;
+        let monitor = format!("127.0.0.1:{}", self.monitor);
+        loop {
+            let routes =
+                super::http(&monitor, "GET", "/routez", &[], b"").await.json()["num_routes"].as_u64();
+            if routes.unwrap_or(0) as usize >= others {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "nats-server {} has no routes to the others",
+                self.url
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     /// kill -9.
     pub async fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -108,9 +130,10 @@ impl NatsServer {
         }
     }
 
-    /// Starts it again on the same ports and store.
-    pub async fn restart(&mut self) {
+    /// Starts it again on the same ports and store, and waits for it to rejoin `others`.
+    pub async fn restart(&mut self, others: usize) {
         self.spawn();
         self.until_ready().await;
+        self.until_routed(others).await;
     }
 }
