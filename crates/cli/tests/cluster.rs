@@ -222,3 +222,64 @@ async fn retained_messages_are_the_clusters_and_a_late_node_has_them_too() {
     nodes.push(late);
     assert_eq!(retained_at(&nodes[3].addr, "r3").await, expected);
 }
+
+#[path = "../../recorder/tests/support/postgres.rs"]
+mod postgres_server;
+
+/// Each node's recorder stores what its own clients publish (messages from other nodes skip the
+/// taps), so with one PostgreSQL store for the cluster a location is stored once and every
+/// node's API shows it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_recorder_stores_a_location_once_for_the_whole_cluster() {
+    let nats = NatsCluster::start(&data_dir("cluster-recorder-nats"), 1).await;
+    let store = postgres_server::fresh_database("cluster_recorder");
+    let mut nodes = Vec::new();
+    for id in ["a", "b"] {
+        let args = [
+            "--cluster",
+            &nats.urls(),
+            "--node-id",
+            id,
+            "--cluster-replicas",
+            "1",
+            "--recorder-store",
+            &store,
+        ];
+        let mut node = Cauldron::start(&data_dir(&format!("cluster-recorder-{id}")), &args).await;
+        node.logged("joined the cluster").await;
+        nodes.push(node);
+    }
+    warm_up(&nodes).await;
+    // Both nodes see the message (b gets it through the cluster); only a's recorder keeps it.
+    let point = r#"{"_type":"location","lat":48.85,"lon":2.29,"tst":1706856000,"tid":"jp"}"#;
+    let a = common::owntracks::port(&nodes[0].addr);
+    common::owntracks::publish(a, "owntracks/jane/phone", point).await;
+    // A status is never de-duplicated: two recorders keeping it would make two records.
+    common::owntracks::publish(
+        a,
+        "owntracks/jane/phone/status",
+        r#"{"_type":"status","android":{"wifi":1}}"#,
+    )
+    .await;
+    let path = "/api/0/locations?user=jane&device=phone&from=2024-02-01&to=2024-02-03";
+    for node in &nodes {
+        let history = common::owntracks::wait_json(&node.http, path, None, |v| v["count"] == 1).await;
+        assert_eq!(history["count"], 1);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let raw = common::owntracks::cauldron_cli(&[
+        "locations",
+        "-u",
+        "jane",
+        "-d",
+        "phone",
+        "-F",
+        "2024-01-01",
+        "-f",
+        "raw",
+        "--recorder-store",
+        &store,
+    ])
+    .await;
+    assert_eq!(raw.lines().count(), 2, "the location and the status, once each, not once per node: {raw}");
+}
