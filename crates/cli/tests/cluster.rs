@@ -13,12 +13,18 @@ use cauldron_client::{Client, Messages, Options};
 use common::nats::NatsCluster;
 use common::*;
 
+/// One cluster at a time: each test starts several NATS servers and nodes, and two machines'
+/// worth of processes on two cores make every wait a race.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 struct Nodes {
     nats: NatsCluster,
     nodes: Vec<Cauldron>,
+    _turn: tokio::sync::MutexGuard<'static, ()>,
 }
 
 async fn cluster(name: &str) -> Nodes {
+    let turn = ONE_AT_A_TIME.lock().await;
     let nats = NatsCluster::start(&data_dir(&format!("{name}-nats")), 3).await;
     let mut nodes = Vec::new();
     for id in ["a", "b", "c"] {
@@ -28,7 +34,7 @@ async fn cluster(name: &str) -> Nodes {
         nodes.push(node);
     }
     warm_up(&nodes).await;
-    Nodes { nats, nodes }
+    Nodes { nats, nodes, _turn: turn }
 }
 
 /// Until a QoS 0 and a QoS 1 message from node a reach subscribers on b and c: NATS spreads a
@@ -81,7 +87,7 @@ async fn nothing_more(messages: &mut Messages) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_cross_nodes_once_each_with_their_properties() {
-    let Nodes { nats: _nats, nodes } = cluster("cluster-cross").await;
+    let Nodes { nats: _nats, nodes, _turn } = cluster("cluster-cross").await;
     let (on_b, mut at_b) = client(&nodes[1], "sub-b").await;
     on_b.subscribe("cluster/#", QoS::ExactlyOnce).await.unwrap();
     let (on_c, mut at_c) = client(&nodes[2], "sub-c").await;
@@ -139,7 +145,7 @@ async fn messages_cross_nodes_once_each_with_their_properties() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_qos1_publisher_is_acknowledged_only_when_jetstream_has_it() {
-    let Nodes { mut nats, nodes } = cluster("cluster-ack").await;
+    let Nodes { mut nats, nodes, _turn } = cluster("cluster-ack").await;
     let (on_b, mut at_b) = client(&nodes[1], "sub-b").await;
     on_b.subscribe("sensors/#", QoS::AtLeastOnce).await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -197,7 +203,7 @@ async fn retained_at(addr: &str, id: &str) -> Vec<(String, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retained_messages_are_the_clusters_and_a_late_node_has_them_too() {
-    let Nodes { nats, mut nodes } = cluster("cluster-retained").await;
+    let Nodes { nats, mut nodes, _turn } = cluster("cluster-retained").await;
     let (publisher, _) = client(&nodes[0], "pub-a").await;
     publisher.publish("home/door", "open", QoS::AtLeastOnce, true).await.unwrap();
     publisher.publish("home/light", "on", QoS::AtLeastOnce, true).await.unwrap();
@@ -231,6 +237,7 @@ mod postgres_server;
 /// node's API shows it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_recorder_stores_a_location_once_for_the_whole_cluster() {
+    let _turn = ONE_AT_A_TIME.lock().await;
     let nats = NatsCluster::start(&data_dir("cluster-recorder-nats"), 1).await;
     let store = postgres_server::fresh_database("cluster_recorder");
     let mut nodes = Vec::new();

@@ -60,7 +60,9 @@ impl Cauldron {
         // Both listeners are bound to port 0: learn the real addresses from the log.
         let mut early = Vec::new();
         let expected = 1 + extra.iter().filter(|a| a.ends_with("-listen")).count();
-        let (addr, http) = tokio::time::timeout(WAIT, async {
+        // A cluster node joins NATS (stream, consumer, retained messages) before it listens.
+        let wait = if extra.contains(&"--cluster") { WAIT * 4 } else { WAIT };
+        let (addr, http) = tokio::time::timeout(wait, async {
             let (mut addr, mut http) = (None, None);
             while let Some(line) = log.recv().await {
                 // Text logs end the address at a space, JSON logs at the closing quote.
