@@ -85,8 +85,8 @@ pub async fn join(
 ) -> Result<(), ClusterError> {
     let mut options = async_nats::ConnectOptions::new()
         .name(format!("cauldron {}", spec.node_id))
-        .connection_timeout(Duration::from_secs(5))
-        .retry_on_initial_connect();
+        // Unreachable servers at start stop the start with that error; later losses reconnect.
+        .connection_timeout(Duration::from_secs(5));
     if let Some(creds) = &spec.credentials {
         options = options
             .credentials_file(creds)

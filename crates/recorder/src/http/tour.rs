@@ -12,8 +12,8 @@ use super::{blocking, error, json, map, Api};
 use crate::store::{Range, Tour};
 use crate::timefmt;
 
-/// The fields of a point a view shows.
-const SHOWN: &[&str] = &["tst", "lat", "lon", "vel", "alt", "isotst"];
+/// The fields of a point a view shows (and `isotst`, from `tst`).
+const SHOWN: &[&str] = &["tst", "lat", "lon", "vel", "alt"];
 
 async fn live_tour(api: &Api, uuid: String) -> Result<Tour, Response> {
     let store = api.recorder.store().clone();

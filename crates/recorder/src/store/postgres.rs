@@ -437,6 +437,28 @@ fn names(user: &str, device: &str) -> (String, String) {
 }
 
 impl PostgresStore {
+    /// Sets (`Some`) or removes (`None`) a device's value in a per-device table; true if a row
+    /// changed.
+    fn put_or_delete(
+        &self,
+        upsert: &'static str,
+        delete: &'static str,
+        user: &str,
+        device: &str,
+        value: Option<String>,
+    ) -> Result<bool> {
+        let (user, device) = names(user, device);
+        self.writer.call(move |db| {
+            db.transaction(|tx| {
+                let changed = match &value {
+                    Some(value) => tx.execute(upsert, &[&user, &device, value])?,
+                    None => tx.execute(delete, &[&user, &device])?,
+                };
+                Ok(changed > 0)
+            })
+        })
+    }
+
     fn json(&self, table: JsonTable, user: &str, device: &str) -> Result<Option<String>> {
         let (user, device) = names(user, device);
         self.reader.call(move |db| Ok(strings(db.query(table.select(), &[&user, &device])?).pop()))
@@ -591,24 +613,10 @@ impl Store for PostgresStore {
     }
 
     fn set_key(&self, user: &str, device: &str, secret: Option<&str>) -> Result<bool> {
-        let (user, device) = names(user, device);
-        let secret = secret.map(str::to_string);
-        self.writer.call(move |db| {
-            db.transaction(|tx| {
-                let changed = match &secret {
-                    Some(secret) => tx.execute(
-                        r#"INSERT INTO keys ("user", device, secret) VALUES ($1, $2, $3)
-                           ON CONFLICT ("user", device) DO UPDATE SET secret = excluded.secret"#,
-                        &[&user, &device, secret],
-                    )?,
-                    None => tx.execute(
-                        r#"DELETE FROM keys WHERE "user" = $1 AND device = $2"#,
-                        &[&user, &device],
-                    )?,
-                };
-                Ok(changed > 0)
-            })
-        })
+        let upsert = r#"INSERT INTO keys ("user", device, secret) VALUES ($1, $2, $3)
+                        ON CONFLICT ("user", device) DO UPDATE SET secret = excluded.secret"#;
+        let delete = r#"DELETE FROM keys WHERE "user" = $1 AND device = $2"#;
+        self.put_or_delete(upsert, delete, user, device, secret.map(str::to_string))
     }
 
     fn friends(&self, user: &str, device: &str) -> Result<Option<Vec<String>>> {
@@ -621,24 +629,11 @@ impl Store for PostgresStore {
     }
 
     fn set_friends(&self, user: &str, device: &str, friends: Option<&[String]>) -> Result<()> {
-        let (user, device) = names(user, device);
+        let upsert = r#"INSERT INTO friends ("user", device, friends) VALUES ($1, $2, $3)
+                        ON CONFLICT ("user", device) DO UPDATE SET friends = excluded.friends"#;
+        let delete = r#"DELETE FROM friends WHERE "user" = $1 AND device = $2"#;
         let list = friends.map(|list| serde_json::to_string(list).unwrap_or_default());
-        self.writer.call(move |db| {
-            db.transaction(|tx| {
-                match &list {
-                    Some(list) => tx.execute(
-                        r#"INSERT INTO friends ("user", device, friends) VALUES ($1, $2, $3)
-                           ON CONFLICT ("user", device) DO UPDATE SET friends = excluded.friends"#,
-                        &[&user, &device, list],
-                    )?,
-                    None => tx.execute(
-                        r#"DELETE FROM friends WHERE "user" = $1 AND device = $2"#,
-                        &[&user, &device],
-                    )?,
-                };
-                Ok(())
-            })
-        })
+        self.put_or_delete(upsert, delete, user, device, list).map(|_| ())
     }
 
     fn tours(&self, user: &str, device: &str, now: i64) -> Result<Vec<Tour>> {
