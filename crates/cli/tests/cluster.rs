@@ -33,14 +33,14 @@ async fn cluster(name: &str) -> Nodes {
         node.logged("joined the cluster").await;
         nodes.push(node);
     }
-    warm_up(&nodes).await;
+    warm_up(&mut nodes).await;
     Nodes { nats, nodes, _turn: turn }
 }
 
 /// Until a QoS 0 and a QoS 1 message from node a reach subscribers on b and c: NATS spreads a
 /// new subscription's interest between its servers a moment after it is made, and JetStream
 /// elects the stream's leader when the stream is first made; a test starts after both.
-async fn warm_up(nodes: &[Cauldron]) {
+async fn warm_up(nodes: &mut [Cauldron]) {
     let deadline = tokio::time::Instant::now() + WAIT * 3;
     let mut listeners = Vec::new();
     for (i, node) in nodes.iter().enumerate().skip(1) {
@@ -50,7 +50,10 @@ async fn warm_up(nodes: &[Cauldron]) {
     }
     for qos in [QoS::AtMostOnce, QoS::AtLeastOnce] {
         'probe: loop {
-            assert!(tokio::time::Instant::now() < deadline, "the cluster does not carry {qos:?} messages");
+            if tokio::time::Instant::now() > deadline {
+                let logs: Vec<Vec<String>> = nodes.iter_mut().map(Cauldron::drain_log).collect();
+                panic!("the cluster does not carry {qos:?} messages; the nodes logged {logs:#?}");
+            }
             // A fresh publisher each time: one whose message JetStream refused is disconnected.
             let (publisher, _) = client(&nodes[0], "warm-up-pub").await;
             let sent =
@@ -256,7 +259,7 @@ async fn the_recorder_stores_a_location_once_for_the_whole_cluster() {
         node.logged("joined the cluster").await;
         nodes.push(node);
     }
-    warm_up(&nodes).await;
+    warm_up(&mut nodes).await;
     // Both nodes see the message (b gets it through the cluster); only a's recorder keeps it.
     let point = r#"{"_type":"location","lat":48.85,"lon":2.29,"tst":1706856000,"tid":"jp"}"#;
     let a = common::owntracks::port(&nodes[0].addr);

@@ -56,6 +56,8 @@ const TAP_CAPACITY: usize = 65_536;
 /// How long the stream keeps a message: nodes read it within moments; one that was down
 /// longer than this resumes with what is left.
 const KEEP: Duration = Duration::from_secs(24 * 3600);
+/// How long one pull request of a node's consumer waits for messages before it is renewed.
+const PULL_EXPIRES: Duration = Duration::from_secs(10);
 
 /// How a node joins the cluster (`--cluster`, `[cluster]`).
 #[derive(Debug, Clone, PartialEq)]
@@ -115,22 +117,8 @@ pub async fn join(
         })
         .await
         .map_err(|e| ClusterError(format!("stream {STREAM}: {e}")))?;
-    let durable = format!("node-{}", spec.node_id);
-    let consumer: consumer::PullConsumer = stream
-        .get_or_create_consumer(
-            &durable,
-            consumer::pull::Config {
-                durable_name: Some(durable.clone()),
-                // A new node starts with what is published from now on; a known one resumes.
-                deliver_policy: consumer::DeliverPolicy::New,
-                ack_policy: consumer::AckPolicy::Explicit,
-                ack_wait: Duration::from_secs(30),
-                max_ack_pending: 10_000,
-                ..Default::default()
-            },
-        )
-        .await
-        .map_err(|e| ClusterError(format!("consumer {durable}: {e}")))?;
+    let reader = Reader { stream, durable: format!("node-{}", spec.node_id) };
+    let messages = reader.open().await?;
     let retained = retained_bucket(&js, spec.replicas).await?;
     // Watching first, loading second: a change made while loading is not missed.
     let watch = retained.watch_all().await.map_err(|e| ClusterError(format!("watching {RETAINED}: {e}")))?;
@@ -139,14 +127,13 @@ pub async fn join(
         .subscribe(format!("{VOLATILE_PREFIX}.>"))
         .await
         .map_err(|e| ClusterError(format!("subscribing to {VOLATILE_PREFIX}.>: {e}")))?;
-    let messages = consumer.messages().await.map_err(|e| ClusterError(format!("reading {durable}: {e}")))?;
     let node: Arc<str> = spec.node_id.as_str().into();
     info!(node = %node, servers = ?spec.servers, "joined the cluster");
     broker.set_clustered();
     let tapped = broker.tap_everything(TAP_CAPACITY);
     tokio::spawn(follow_retained(Arc::clone(broker), watch, shutdown.clone()));
     tokio::spawn(forward(client, js, retained, tapped, Arc::clone(&node), shutdown.clone()));
-    tokio::spawn(receive_stream(Arc::clone(broker), messages, Arc::clone(&node), shutdown.clone()));
+    tokio::spawn(receive_stream(Arc::clone(broker), reader, messages, Arc::clone(&node), shutdown.clone()));
     tokio::spawn(receive_volatile(Arc::clone(broker), volatile, node, shutdown));
     Ok(())
 }
@@ -295,14 +282,65 @@ fn from_elsewhere(headers: Option<&HeaderMap>, node: &str) -> bool {
     headers.and_then(|h| h.get(ORIGIN)).is_none_or(|origin| origin.as_str() != node)
 }
 
+/// This node's durable consumer of the stream, and how its messages are pulled.
+struct Reader {
+    stream: stream::Stream,
+    durable: String,
+}
+
+impl Reader {
+    /// The consumer (made if it is not there: a new node starts with what is published from now
+    /// on; a known one resumes) and a pull on it.
+    async fn open(&self) -> Result<consumer::pull::Stream, ClusterError> {
+        let config = consumer::pull::Config {
+            durable_name: Some(self.durable.clone()),
+            deliver_policy: consumer::DeliverPolicy::New,
+            ack_policy: consumer::AckPolicy::Explicit,
+            ack_wait: Duration::from_secs(30),
+            max_ack_pending: 10_000,
+            ..Default::default()
+        };
+        let consumer: consumer::PullConsumer = self
+            .stream
+            .get_or_create_consumer(&self.durable, config)
+            .await
+            .map_err(|e| ClusterError(format!("consumer {}: {e}", self.durable)))?;
+        // Short pulls with heartbeats: a pull the server lost (a consumer whose leader is still
+        // being elected answers none) is renewed within seconds (heartbeats missed), not after the default 35.
+        consumer
+            .stream()
+            .expires(PULL_EXPIRES)
+            .heartbeat(PULL_EXPIRES * 3 / 10)
+            .messages()
+            .await
+            .map_err(|e| ClusterError(format!("reading {}: {e}", self.durable)))
+    }
+
+    /// A new pull after one that ended or stalled, retried until it is there.
+    async fn reopen(&self, shutdown: &CancellationToken) -> Option<consumer::pull::Stream> {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                _ = shutdown.cancelled() => return None,
+            }
+            match self.open().await {
+                Ok(messages) => return Some(messages),
+                Err(e) => warn!("{e}"),
+            }
+        }
+    }
+}
+
 /// Routes the stream's messages from other nodes here, in order, acknowledging each once what
 /// it queued for this node's persistent sessions is committed.
 async fn receive_stream(
     broker: Arc<Broker>,
+    reader: Reader,
     mut messages: consumer::pull::Stream,
     node: Arc<str>,
     shutdown: CancellationToken,
 ) {
+    use consumer::pull::MessagesErrorKind as Kind;
     loop {
         let next = tokio::select! {
             next = messages.next() => next,
@@ -310,12 +348,23 @@ async fn receive_stream(
         };
         let message = match next {
             Some(Ok(message)) => message,
-            Some(Err(e)) => {
+            Some(Err(e)) if matches!(e.kind(), Kind::Pull | Kind::Other) => {
                 warn!("cluster: reading the stream: {e}");
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 continue;
             }
-            None => return,
+            // The pull is stalled or over (no responders, missed heartbeats, the consumer gone):
+            // only a new one reads on.
+            end => {
+                if let Some(Err(e)) = end {
+                    warn!("cluster: reading the stream: {e}; pulling anew");
+                }
+                match reader.reopen(&shutdown).await {
+                    Some(next) => messages = next,
+                    None => return,
+                }
+                continue;
+            }
         };
         if from_elsewhere(message.headers.as_ref(), &node) {
             match decode(&message.payload) {

@@ -111,6 +111,15 @@ impl Cauldron {
         self.logged("reload done").await;
     }
 
+    /// Every log line printed since the last look, for a failing test's message.
+    pub fn drain_log(&mut self) -> Vec<String> {
+        let mut lines = Vec::new();
+        while let Ok(line) = self.log.try_recv() {
+            lines.push(line);
+        }
+        lines
+    }
+
     /// Waits for a log line containing `text` and returns it.
     pub async fn logged(&mut self, text: &str) -> String {
         if let Some(line) = self.early.iter().find(|l| l.contains(text)) {
