@@ -10,9 +10,12 @@
 //! the operations that return a `Ticket` give the caller something to wait on before it
 //! acknowledges.
 
+mod directory;
 mod restore;
 pub(crate) mod tap;
 
+pub(crate) use directory::Fence;
+pub use directory::{Claiming, Directory};
 pub use tap::Tapped;
 
 use std::collections::HashMap;
@@ -42,6 +45,8 @@ pub struct Broker {
     taps: RwLock<Vec<tap::Tap>>,
     /// A node of a cluster: other nodes may have subscribers this one does not see.
     clustered: std::sync::atomic::AtomicBool,
+    /// A cluster's registry of who holds each client id.
+    directory: std::sync::OnceLock<Arc<dyn Directory>>,
     retained: RwLock<Retained>,
     sessions: Mutex<HashMap<ByteString, Arc<SessionHandle>>>,
     redirect: RwLock<Option<Redirect>>,
@@ -151,6 +156,7 @@ impl Broker {
             router: RwLock::default(),
             taps: RwLock::default(),
             clustered: std::sync::atomic::AtomicBool::new(false),
+            directory: std::sync::OnceLock::new(),
             retained: RwLock::default(),
             sessions: Mutex::default(),
             metrics: Arc::new(Metrics::new()),
@@ -480,7 +486,8 @@ impl Broker {
             if !state.detach(connection, Instant::now()) {
                 return; // taken over: the new connection owns it now
             }
-            (state.persistent(), state.take_shared())
+            // A session whose client another cluster node took over lives on there.
+            (state.persistent() && !session.is_fenced(connection), state.take_shared())
         };
         session.set_online(false);
         session.clear_connection(connection);

@@ -26,6 +26,7 @@
 //! MQTT 5 PUBLISH with every property, the publisher's client id (No Local works across nodes)
 //! and the expiry time.
 
+mod sessions;
 pub mod subject;
 
 use std::sync::Arc;
@@ -56,6 +57,8 @@ const TAP_CAPACITY: usize = 65_536;
 /// How long the stream keeps a message: nodes read it within moments; one that was down
 /// longer than this resumes with what is left.
 const KEEP: Duration = Duration::from_secs(24 * 3600);
+/// How long a node that joins waits for JetStream to be ready (see `patiently`).
+const JOIN_PATIENCE: Duration = Duration::from_secs(30);
 /// How long one pull request of a node's consumer waits for messages before it is renewed.
 const PULL_EXPIRES: Duration = Duration::from_secs(10);
 
@@ -106,20 +109,23 @@ pub async fn join(
     let client =
         options.connect(servers).await.map_err(|e| ClusterError(format!("connecting to NATS: {e}")))?;
     let js = jetstream::new(client.clone());
-    let stream = js
-        .get_or_create_stream(stream::Config {
-            name: STREAM.into(),
-            subjects: vec![format!("{DURABLE_PREFIX}.>")],
-            num_replicas: spec.replicas,
-            storage: stream::StorageType::File,
-            max_age: KEEP,
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| ClusterError(format!("stream {STREAM}: {e}")))?;
+    let config = stream::Config {
+        name: STREAM.into(),
+        subjects: vec![format!("{DURABLE_PREFIX}.>")],
+        num_replicas: spec.replicas,
+        storage: stream::StorageType::File,
+        max_age: KEEP,
+        ..Default::default()
+    };
+    let stream = patiently(|| async {
+        js.get_or_create_stream(config.clone())
+            .await
+            .map_err(|e| ClusterError(format!("stream {STREAM}: {e}")))
+    })
+    .await?;
     let reader = Reader { stream, durable: format!("node-{}", spec.node_id) };
-    let messages = reader.open().await?;
-    let retained = retained_bucket(&js, spec.replicas).await?;
+    let messages = patiently(|| reader.open()).await?;
+    let retained = patiently(|| retained_bucket(&js, spec.replicas)).await?;
     // Watching first, loading second: a change made while loading is not missed.
     let watch = retained.watch_all().await.map_err(|e| ClusterError(format!("watching {RETAINED}: {e}")))?;
     load_retained(broker, &retained).await?;
@@ -128,6 +134,11 @@ pub async fn join(
         .await
         .map_err(|e| ClusterError(format!("subscribing to {VOLATILE_PREFIX}.>: {e}")))?;
     let node: Arc<str> = spec.node_id.as_str().into();
+    let registry = patiently(|| {
+        sessions::Registry::start(&js, broker, Arc::clone(&node), spec.replicas, shutdown.clone())
+    })
+    .await?;
+    broker.set_directory(registry);
     info!(node = %node, servers = ?spec.servers, "joined the cluster");
     broker.set_clustered();
     let tapped = broker.tap_everything(TAP_CAPACITY);
@@ -136,6 +147,25 @@ pub async fn join(
     tokio::spawn(receive_stream(Arc::clone(broker), reader, messages, Arc::clone(&node), shutdown.clone()));
     tokio::spawn(receive_volatile(Arc::clone(broker), volatile, node, shutdown));
     Ok(())
+}
+
+/// Runs a step of joining until it works or `JOIN_PATIENCE` is over: NATS servers started
+/// together with the node may still be forming their JetStream cluster ("no suitable peers
+/// for placement", no leader yet).
+async fn patiently<T, F: std::future::Future<Output = Result<T, ClusterError>>>(
+    mut step: impl FnMut() -> F,
+) -> Result<T, ClusterError> {
+    let deadline = tokio::time::Instant::now() + JOIN_PATIENCE;
+    loop {
+        match step().await {
+            Ok(done) => return Ok(done),
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                warn!("{e}; trying again");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 fn headers(node: &str) -> HeaderMap {

@@ -256,10 +256,19 @@ pub(super) async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
             .persistent_client_expiration
             .map_or(u32::MAX, |d| d.as_secs().min(u64::from(u32::MAX - 1)) as u32),
     };
+    let id = next_connection_id();
+    if let Some(directory) = broker.directory() {
+        // In a cluster the client id may be live on another node: that one closes first.
+        if let Err(e) = Arc::clone(directory).claim(client_id.clone(), id).await {
+            info!(%peer, "Client {client_id} refused: the cluster's session registry is unavailable: {e}.");
+            broker.metrics.refuse(Refusal::Unavailable);
+            write_and_close(stream, &refuse(ReasonCode::ServerUnavailable), protocol).await;
+            return None;
+        }
+    }
     broker.settle_predecessor(&client_id).await;
     let (session, session_present) = broker.open_session(&client_id, connect.clean_start);
     let resumes = session.lock().resumes;
-    let id = next_connection_id();
     let doorbell = Arc::new(crate::session::Doorbell::default());
     session.set_connection(id, Arc::clone(&doorbell));
     let resend = {

@@ -294,6 +294,10 @@ impl Connection {
 
     /// Moves queued messages into the write buffer; true if more may be waiting.
     fn drain_session(&mut self) -> bool {
+        // A cluster node unsure whether another node took this client over sends nothing.
+        if self.session.is_fenced(self.id) || !self.broker.may_deliver() {
+            return false;
+        }
         let mut packets = std::mem::take(&mut self.scratch);
         // One lock: the messages, whether the queue is back within its limit, and the store
         // operations the drain journalled.
@@ -439,6 +443,9 @@ impl Connection {
             self.publish_will(*will);
         }
         self.broker.close_session(&self.session, self.id);
+        if let Some(directory) = self.broker.directory() {
+            directory.release(&self.session.client_id, self.id);
+        }
         if !matches!(exit, Exit::Closed) {
             let _ = tokio::time::timeout(Duration::from_secs(1), async {
                 let _ = stream.write_all(&self.wbuf).await;

@@ -113,15 +113,18 @@ pub enum Refusal {
     Protocol,
     /// Redirected to another server.
     Redirected,
+    /// What the connection needs is out of reach (a cluster's session registry).
+    Unavailable,
 }
 
 impl Refusal {
-    pub const ALL: [Refusal; 5] = [
+    pub const ALL: [Refusal; 6] = [
         Refusal::MaxConnections,
         Refusal::RateLimited,
         Refusal::Auth,
         Refusal::Protocol,
         Refusal::Redirected,
+        Refusal::Unavailable,
     ];
 
     pub fn label(self) -> &'static str {
@@ -130,6 +133,7 @@ impl Refusal {
             Refusal::RateLimited => "rate_limited",
             Refusal::Auth => "auth",
             Refusal::Protocol => "protocol",
+            Refusal::Unavailable => "unavailable",
             Refusal::Redirected => "redirected",
         }
     }

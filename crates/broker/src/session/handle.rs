@@ -69,6 +69,8 @@ pub struct SessionHandle {
     /// The attached connection and its doorbell: rung when a message is queued, and to close
     /// the connection (takeover, shutdown).
     doorbell: Mutex<Option<(u64, Arc<Doorbell>)>>,
+    /// A connection another cluster node took over, which must deliver nothing more.
+    fence: crate::broker::Fence,
     /// Mirrors whether a connection is attached, for the router to read without the lock.
     online: AtomicBool,
     /// The user name of the latest connection, for authorization of deliveries.
@@ -92,6 +94,7 @@ impl SessionHandle {
             room: Notify::new(),
             settled: Notify::new(),
             doorbell: Mutex::new(None),
+            fence: Default::default(),
             online: AtomicBool::new(false),
             username: Mutex::new(None),
             authorizer: Mutex::new(None),
@@ -167,6 +170,21 @@ impl SessionHandle {
         if let Some((_, old)) = previous {
             old.ring(Doorbell::KICK);
         }
+    }
+
+    /// Stops `connection` delivering and closes it, if it is the attached one (another node
+    /// took its client over).
+    pub fn fence_connection(&self, connection: u64) {
+        let doorbell = self.doorbell.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((id, bell)) = doorbell.as_ref().filter(|(id, _)| *id == connection) {
+            self.fence.close(*id);
+            bell.ring(Doorbell::KICK);
+        }
+    }
+
+    /// Whether `connection` was fenced off by `fence_connection`.
+    pub fn is_fenced(&self, connection: u64) -> bool {
+        self.fence.holds(connection)
     }
 
     /// Closes the attached connection, if any.

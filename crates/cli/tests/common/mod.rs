@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod browser;
+pub mod cluster;
 pub mod nats;
 pub mod owntracks;
 
@@ -93,6 +94,13 @@ impl Cauldron {
     /// kill -9: no chance to commit or say goodbye.
     pub async fn kill9(mut self) {
         self.child.kill().await.unwrap();
+    }
+
+    /// Sends a signal by name (`STOP`, `CONT`, ...).
+    pub fn signal(&self, name: &str) {
+        let pid = self.child.id().unwrap().to_string();
+        let sent = std::process::Command::new("kill").args([&format!("-{name}"), &pid]).status().unwrap();
+        assert!(sent.success(), "kill -{name} {pid}");
     }
 
     /// SIGTERM, then wait for a clean exit.

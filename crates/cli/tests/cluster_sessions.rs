@@ -1,0 +1,170 @@
+//! Cluster mode, sessions: one live connection per client id across the nodes, decided by
+//! compare-and-swap in JetStream. A client id connecting on one node closes its connection on
+//! another (MQTT 5: DISCONNECT 0x8E), and a node paused while its client moved away delivers
+//! nothing for it when it wakes.
+
+mod common;
+
+use std::time::Duration;
+
+use cauldron_client::proto::{
+    self, BytesMut, Connect, Packet, Properties, Protocol, Publish, QoS, ReasonCode,
+};
+use cauldron_client::{Client, Options};
+use common::cluster::{client, cluster, Nodes};
+use common::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// A client seen packet by packet, to tell what a server sends before it closes.
+struct Raw {
+    stream: TcpStream,
+    buf: BytesMut,
+}
+
+impl Raw {
+    /// Connects (MQTT 5, clean start, keep alive a minute) and subscribes to `filter` at QoS 1.
+    async fn subscribed(node: &Cauldron, client_id: &str, filter: &str) -> Raw {
+        let stream = TcpStream::connect(&node.addr).await.unwrap();
+        let mut raw = Raw { stream, buf: BytesMut::new() };
+        raw.send(Packet::Connect(Box::new(Connect {
+            protocol: Protocol::V5,
+            clean_start: true,
+            keep_alive: 60,
+            client_id: client_id.into(),
+            will: None,
+            username: None,
+            password: None,
+            properties: Properties::default(),
+            bridge: false,
+        })))
+        .await;
+        let Some(Packet::ConnAck(ack)) = raw.recv(WAIT).await else { panic!("no CONNACK") };
+        assert_eq!(ack.code, ReasonCode::Success);
+        let options = proto::SubOptions { qos: QoS::AtLeastOnce, ..Default::default() };
+        let filters = vec![proto::Subscription { filter: filter.into(), options }];
+        raw.send(Packet::Subscribe(proto::Subscribe {
+            packet_id: 1,
+            filters,
+            properties: Properties::default(),
+        }))
+        .await;
+        assert!(matches!(raw.recv(WAIT).await, Some(Packet::SubAck(_))));
+        raw
+    }
+
+    async fn send(&mut self, packet: Packet) {
+        let mut buf = BytesMut::new();
+        packet.encode(Protocol::V5, &mut buf).unwrap();
+        self.stream.write_all(&buf).await.unwrap();
+    }
+
+    /// The next packet within `wait`; `None` once the server closed.
+    async fn recv(&mut self, wait: Duration) -> Option<Packet> {
+        tokio::time::timeout(wait, async {
+            loop {
+                if let Some(packet) = proto::decode(&mut self.buf, Protocol::V5, usize::MAX).unwrap() {
+                    return Some(packet);
+                }
+                match self.stream.read_buf(&mut self.buf).await {
+                    Ok(0) | Err(_) => return None,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await
+        .expect("the server sends or closes in time")
+    }
+
+    /// Everything the server sends until it closes the connection.
+    async fn until_closed(&mut self) -> Vec<Packet> {
+        let mut packets = Vec::new();
+        while let Some(packet) = self.recv(WAIT * 2).await {
+            packets.push(packet);
+        }
+        packets
+    }
+}
+
+fn disconnect_reason(packets: &[Packet]) -> Option<ReasonCode> {
+    packets.iter().find_map(|p| match p {
+        Packet::Disconnect(d) => Some(d.reason),
+        _ => None,
+    })
+}
+
+fn publishes(packets: &[Packet]) -> Vec<String> {
+    packets
+        .iter()
+        .filter_map(|p| match p {
+            Packet::Publish(publish) => Some(publish.topic.to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
+async fn publish_qos1(node: &Cauldron, topics: &[String]) {
+    let (publisher, _) = client(node, "publisher").await;
+    for topic in topics {
+        let mut publish = Publish::new(topic.as_str(), "m");
+        publish.qos = QoS::AtLeastOnce;
+        publisher.publish_packet(publish).await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_id_is_live_on_one_node_at_a_time() {
+    let Nodes { nats: _nats, nodes, _turn } = cluster("sessions-takeover").await;
+    let mut on_a = Raw::subscribed(&nodes[0], "phone", "moves/#").await;
+    // The same client id on b: a closes its connection, saying why.
+    let (on_b, mut at_b) =
+        Client::connect(Options::new(nodes[1].addr.as_str(), "phone").protocol(Protocol::V5)).await.unwrap();
+    let closed = on_a.until_closed().await;
+    assert_eq!(disconnect_reason(&closed), Some(ReasonCode::SessionTakenOver), "{closed:?}");
+    on_b.subscribe("moves/#", QoS::AtLeastOnce).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    publish_qos1(&nodes[2], &["moves/1".to_string()]).await;
+    let got = tokio::time::timeout(WAIT, at_b.recv()).await.unwrap().unwrap();
+    assert_eq!(got.topic, "moves/1");
+    // And back to a: b's connection ends.
+    let mut again_on_a = Raw::subscribed(&nodes[0], "phone", "moves/#").await;
+    let end = tokio::time::timeout(WAIT, async { while at_b.recv().await.is_some() {} }).await;
+    assert!(end.is_ok(), "b kept its connection after the client id connected on a");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    publish_qos1(&nodes[2], &["moves/2".to_string()]).await;
+    let Some(Packet::Publish(publish)) = again_on_a.recv(WAIT).await else { panic!("no message on a") };
+    assert_eq!(publish.topic, "moves/2");
+}
+
+/// SIGSTOP a node; publish for its client; move the client to another node; publish again;
+/// SIGCONT: the woken node reads the first messages before it reads that the client moved, yet
+/// closes the old connection having sent it none of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_node_delivers_nothing_for_a_client_that_moved_meanwhile() {
+    let Nodes { nats: _nats, mut nodes, _turn } = cluster("sessions-paused").await;
+    let mut on_a = Raw::subscribed(&nodes[0], "tracker", "fleet/#").await;
+    // The claim's revision is known to a's registry before the pause.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    nodes[0].signal("STOP");
+    let before: Vec<String> = (0..5).map(|i| format!("fleet/before/{i}")).collect();
+    publish_qos1(&nodes[2], &before).await;
+    let (on_b, mut at_b) =
+        Client::connect(Options::new(nodes[1].addr.as_str(), "tracker").protocol(Protocol::V5))
+            .await
+            .unwrap();
+    on_b.subscribe("fleet/#", QoS::AtLeastOnce).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let after: Vec<String> = (0..5).map(|i| format!("fleet/after/{i}")).collect();
+    publish_qos1(&nodes[2], &after).await;
+    for topic in &after {
+        let got = tokio::time::timeout(WAIT, at_b.recv()).await.unwrap().unwrap();
+        assert_eq!(&got.topic, topic);
+    }
+    // Paused well past what the node takes for a pause.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    nodes[0].signal("CONT");
+    let closed = on_a.until_closed().await;
+    assert_eq!(publishes(&closed), Vec::<String>::new(), "the paused node delivered for a moved client");
+    assert_eq!(disconnect_reason(&closed), Some(ReasonCode::SessionTakenOver), "{closed:?}");
+    nodes[0].logged("holding deliveries").await;
+}
