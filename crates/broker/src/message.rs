@@ -21,6 +21,8 @@ pub struct Message {
     pub publisher: Option<ByteString>,
     /// When the message expiry interval runs out.
     pub expires_at: Option<Instant>,
+    /// Its sequence in a cluster's stream, when it came from there (0: it did not).
+    pub stream_seq: u64,
     /// Topic and payload hold their own bytes (see `compacted`).
     compact: bool,
 }
@@ -36,6 +38,7 @@ impl Message {
             properties: Properties::default(),
             publisher: None,
             expires_at: None,
+            stream_seq: 0,
             // Its bytes are the caller's own, not a slice of some larger read buffer.
             compact: true,
         }
@@ -59,6 +62,7 @@ impl Message {
             properties,
             publisher,
             expires_at,
+            stream_seq: 0,
         }
     }
 
@@ -78,6 +82,7 @@ impl Message {
             properties: self.properties.clone(),
             publisher: self.publisher.clone(),
             expires_at: self.expires_at,
+            stream_seq: self.stream_seq,
             compact: true,
         })
     }

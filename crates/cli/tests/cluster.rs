@@ -83,7 +83,7 @@ async fn messages_cross_nodes_once_each_with_their_properties() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_qos1_publisher_is_acknowledged_only_when_jetstream_has_it() {
-    let Nodes { mut nats, nodes, _turn } = cluster("cluster-ack").await;
+    let Nodes { mut nats, mut nodes, _turn } = cluster("cluster-ack").await;
     let (on_b, mut at_b) = client(&nodes[1], "sub-b").await;
     on_b.subscribe("sensors/#", QoS::AtLeastOnce).await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -125,7 +125,22 @@ async fn a_qos1_publisher_is_acknowledged_only_when_jetstream_has_it() {
     }
     let mut seen = Vec::new();
     while !seen.contains(&b"3".to_vec()) {
-        seen.push(next(&mut at_b).await.payload.to_vec());
+        match tokio::time::timeout(WAIT, at_b.recv()).await {
+            Ok(Some(message)) => seen.push(message.payload.to_vec()),
+            _ => {
+                let probe = tokio::time::timeout(
+                    Duration::from_secs(3),
+                    Client::connect(Options::new(nodes[1].addr.as_str(), "probe").protocol(Protocol::V5)),
+                )
+                .await
+                .map(|c| c.is_ok());
+                panic!(
+                    "the acknowledged message did not reach b (b answers a CONNECT: {probe:?}); b logged {:#?}; a logged {:#?}",
+                    nodes[1].drain_log(),
+                    nodes[0].drain_log()
+                )
+            }
+        }
     }
 }
 

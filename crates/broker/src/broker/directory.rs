@@ -9,18 +9,24 @@ use std::sync::Arc;
 use cauldron_proto::ByteString;
 
 use super::{lock, Broker};
-use crate::session::Doorbell;
+use crate::session::{Doorbell, SessionHandle};
+use crate::store::Ticket;
 
 pub type Claiming = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
 
 /// Who holds each client id, cluster-wide (the cluster's session registry).
 pub trait Directory: Send + Sync {
     /// Makes `connection` the one live connection of `client_id`, wherever the last one was;
-    /// the node holding that one closes it. `Err` when the registry cannot be written: the
-    /// client is refused rather than risk two live sessions.
-    fn claim(self: Arc<Self>, client_id: ByteString, connection: u64) -> Claiming;
-    /// `connection` of `client_id` ended here.
-    fn release(&self, client_id: &ByteString, connection: u64);
+    /// the node holding that one closes it. With `resume`, a persistent session the client left
+    /// on another node is adopted here first (and `open_session` then finds it). `Err` when the
+    /// registry cannot be written: the client is refused rather than risk two live sessions.
+    fn claim(self: Arc<Self>, client_id: ByteString, connection: u64, resume: bool) -> Claiming;
+    /// `connection` ended here; `session` is what it leaves (parked in the registry if it
+    /// persists).
+    fn release(self: Arc<Self>, session: &Arc<SessionHandle>, connection: u64);
+    /// Records a persistent session's subscriptions in the registry (SUBACK and UNSUBACK wait
+    /// for the ticket); `None` for a session that does not persist.
+    fn checkpoint(self: Arc<Self>, session: &Arc<SessionHandle>, connection: u64) -> Option<Ticket>;
     /// Whether this node's view of the claims is current, so it may deliver: false after the
     /// process was paused (SIGSTOP, a frozen VM) until it has read what was claimed meanwhile.
     fn current(&self) -> bool;

@@ -10,6 +10,7 @@
 //! the operations that return a `Ticket` give the caller something to wait on before it
 //! acknowledges.
 
+mod adopt;
 mod directory;
 mod restore;
 pub(crate) mod tap;
@@ -103,6 +104,24 @@ pub struct Routed {
     /// should stop reading until that queue has room (`SessionHandle::has_room`), for a
     /// bounded time, rather than have later messages dropped.
     pub congested: Option<Arc<SessionHandle>>,
+}
+
+/// Which of the matching sessions a message is routed to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reach {
+    /// Every one (a single node; a message from another cluster node).
+    All,
+    /// A cluster node's own client published it: persistent sessions take their copy of what
+    /// goes into the cluster's stream from the stream, in its order, with its positions, so
+    /// that another node can resume them from there (see `cluster`).
+    NotFromStream,
+    /// The stream's copy of a message from a client here: only those persistent sessions.
+    FromStreamOnly,
+}
+
+/// Whether the cluster carries `message` in its stream (QoS 1 and 2; `$SYS` stays local).
+fn via_stream(message: &Message) -> bool {
+    message.qos != QoS::AtMostOnce && !message.topic.starts_with("$SYS/")
 }
 
 /// Poisoning only means another thread panicked mid-section; every section here leaves the
@@ -244,14 +263,24 @@ impl Broker {
 
     /// Routes one message to every matching subscription and updates the retained store.
     pub fn publish(&self, message: Message) -> Routed {
-        self.route(message, true)
+        let reach = match self.is_clustered() {
+            true => Reach::NotFromStream,
+            false => Reach::All,
+        };
+        self.route(message, true, reach)
     }
 
     /// Routes a message another cluster node received from its client: to this node's
     /// subscriptions and retained store, but not to taps (which saw it on that node: the
     /// cluster does not forward it again, the recorder does not store it twice).
     pub fn publish_from_cluster(&self, message: Message) -> Routed {
-        self.route(message, false)
+        self.route(message, false, Reach::All)
+    }
+
+    /// Routes the cluster stream's copy of a message a client of this node published: to the
+    /// persistent sessions `publish` left it for, nothing else.
+    pub fn publish_own_from_stream(&self, message: Message) -> Routed {
+        self.route(message, false, Reach::FromStreamOnly)
     }
 
     /// Sets (or, with an empty payload, removes) a retained message as the cluster's retained
@@ -279,10 +308,10 @@ impl Broker {
         })
     }
 
-    fn route(&self, message: Message, observed_here: bool) -> Routed {
+    fn route(&self, message: Message, observed_here: bool, reach: Reach) -> Routed {
         let mut message = Arc::new(message);
         let mut ops = Vec::new();
-        if message.retain {
+        if message.retain && reach != Reach::FromStreamOnly {
             // Kept until replaced: with bytes of its own (see `Message::compacted`).
             message = message.compacted();
             ops.extend(self.keep_retained(&message));
@@ -292,6 +321,18 @@ impl Broker {
             false => None,
         };
         let (mut matches, mut shared, held_back) = self.targets(&message);
+        let mut left_to_stream = 0;
+        if reach != Reach::All && via_stream(&message) {
+            let before = matches.len();
+            let from_stream = reach == Reach::FromStreamOnly;
+            matches.retain(|e| e.session.lock().persistent() == from_stream);
+            left_to_stream = before - matches.len();
+            if from_stream {
+                shared.clear();
+            }
+        } else if reach == Reach::FromStreamOnly {
+            return Routed { matched: 0, over_ceiling: 0, durable: None, observed: None, congested: None };
+        }
         if matches.iter().chain(shared.iter().map(|(e, _)| e)).any(|e| !e.session.is_online()) {
             // Queued for a session that is away: it waits there, so with bytes of its own.
             message = message.compacted();
@@ -351,6 +392,7 @@ impl Broker {
             tracing::debug!(topic = %message.topic, dropped = drops.len(), "message dropped for full queues");
         }
         let over_ceiling = drops.iter().filter(|r| **r == DropReason::Memory).count();
+        let offered = offered + usize::from(reach == Reach::NotFromStream && left_to_stream > 0);
         let matched = offered + usize::from(offered == 0 && held_back > 0);
         Routed { matched, over_ceiling, durable: self.submit(ops), observed, congested }
     }

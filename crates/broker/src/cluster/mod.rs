@@ -26,6 +26,7 @@
 //! MQTT 5 PUBLISH with every property, the publisher's client id (No Local works across nodes)
 //! and the expiry time.
 
+mod handoff;
 mod sessions;
 pub mod subject;
 
@@ -59,8 +60,10 @@ const TAP_CAPACITY: usize = 65_536;
 const KEEP: Duration = Duration::from_secs(24 * 3600);
 /// How long a node that joins waits for JetStream to be ready (see `patiently`).
 const JOIN_PATIENCE: Duration = Duration::from_secs(30);
+/// How long a new pull on the node's consumer may take before it is asked for again.
+const REOPEN_BOUND: Duration = Duration::from_secs(2);
 /// How long one pull request of a node's consumer waits for messages before it is renewed.
-const PULL_EXPIRES: Duration = Duration::from_secs(10);
+const PULL_EXPIRES: Duration = Duration::from_secs(5);
 
 /// How a node joins the cluster (`--cluster`, `[cluster]`).
 #[derive(Debug, Clone, PartialEq)]
@@ -123,8 +126,16 @@ pub async fn join(
             .map_err(|e| ClusterError(format!("stream {STREAM}: {e}")))
     })
     .await?;
-    let reader = Reader { stream, durable: format!("node-{}", spec.node_id) };
+    let durable = format!("node-{}", spec.node_id);
+    // A pull waiting at a consumer's old leader is not moved to the new one: it would sit
+    // until it expires. JetStream announces each election, and the node pulls anew on it.
+    let elections = client
+        .subscribe(format!("$JS.EVENT.ADVISORY.CONSUMER.LEADER_ELECTED.{STREAM}.{durable}"))
+        .await
+        .map_err(|e| ClusterError(format!("subscribing to JetStream's advisories: {e}")))?;
+    let reader = Reader { stream, durable };
     let messages = patiently(|| reader.open()).await?;
+    let (commands, loop_commands) = tokio::sync::mpsc::channel(64);
     let retained = patiently(|| retained_bucket(&js, spec.replicas)).await?;
     // Watching first, loading second: a change made while loading is not missed.
     let watch = retained.watch_all().await.map_err(|e| ClusterError(format!("watching {RETAINED}: {e}")))?;
@@ -135,7 +146,14 @@ pub async fn join(
         .map_err(|e| ClusterError(format!("subscribing to {VOLATILE_PREFIX}.>: {e}")))?;
     let node: Arc<str> = spec.node_id.as_str().into();
     let registry = patiently(|| {
-        sessions::Registry::start(&js, broker, Arc::clone(&node), spec.replicas, shutdown.clone())
+        sessions::Registry::start(
+            &js,
+            broker,
+            Arc::clone(&node),
+            spec.replicas,
+            commands.clone(),
+            shutdown.clone(),
+        )
     })
     .await?;
     broker.set_directory(registry);
@@ -144,7 +162,15 @@ pub async fn join(
     let tapped = broker.tap_everything(TAP_CAPACITY);
     tokio::spawn(follow_retained(Arc::clone(broker), watch, shutdown.clone()));
     tokio::spawn(forward(client, js, retained, tapped, Arc::clone(&node), shutdown.clone()));
-    tokio::spawn(receive_stream(Arc::clone(broker), reader, messages, Arc::clone(&node), shutdown.clone()));
+    tokio::spawn(receive_stream(
+        Arc::clone(broker),
+        reader,
+        messages,
+        loop_commands,
+        elections,
+        Arc::clone(&node),
+        shutdown.clone(),
+    ));
     tokio::spawn(receive_volatile(Arc::clone(broker), volatile, node, shutdown));
     Ok(())
 }
@@ -321,7 +347,8 @@ struct Reader {
 impl Reader {
     /// The consumer (made if it is not there: a new node starts with what is published from now
     /// on; a known one resumes) and a pull on it.
-    async fn open(&self) -> Result<consumer::pull::Stream, ClusterError> {
+    /// Also returns the consumer's acknowledgement floor: every message up to it was handled.
+    async fn open(&self) -> Result<(consumer::pull::Stream, u64), ClusterError> {
         let config = consumer::pull::Config {
             durable_name: Some(self.durable.clone()),
             deliver_policy: consumer::DeliverPolicy::New,
@@ -337,43 +364,61 @@ impl Reader {
             .map_err(|e| ClusterError(format!("consumer {}: {e}", self.durable)))?;
         // Short pulls with heartbeats: a pull the server lost (a consumer whose leader is still
         // being elected answers none) is renewed within seconds (heartbeats missed), not after the default 35.
-        consumer
+        let floor = consumer.cached_info().ack_floor.stream_sequence;
+        let messages = consumer
             .stream()
             .expires(PULL_EXPIRES)
             .heartbeat(PULL_EXPIRES * 3 / 10)
             .messages()
             .await
-            .map_err(|e| ClusterError(format!("reading {}: {e}", self.durable)))
+            .map_err(|e| ClusterError(format!("reading {}: {e}", self.durable)))?;
+        Ok((messages, floor))
     }
 
     /// A new pull after one that ended or stalled, retried until it is there.
-    async fn reopen(&self, shutdown: &CancellationToken) -> Option<consumer::pull::Stream> {
+    async fn reopen(&self, shutdown: &CancellationToken) -> Option<(consumer::pull::Stream, u64)> {
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(200)) => {}
                 _ = shutdown.cancelled() => return None,
             }
-            match self.open().await {
-                Ok(messages) => return Some(messages),
-                Err(e) => warn!("{e}"),
+            // Bounded well below JetStream's request timeout: a request that reached a server
+            // while the consumer had no leader goes unanswered, and a new one may find it.
+            match tokio::time::timeout(REOPEN_BOUND, self.open()).await {
+                Ok(Ok(messages)) => return Some(messages),
+                Ok(Err(e)) => warn!("{e}"),
+                Err(_) => warn!("cluster: consumer {}: no answer in {REOPEN_BOUND:?}", self.durable),
             }
         }
     }
 }
 
-/// Routes the stream's messages from other nodes here, in order, acknowledging each once what
-/// it queued for this node's persistent sessions is committed.
+/// Routes the stream's messages here, in order: those from other nodes to every subscription,
+/// this node's own to its persistent sessions (see `handoff`); acknowledges each once what it
+/// queued for persistent sessions is committed. Between messages, moves sessions in and out.
 async fn receive_stream(
     broker: Arc<Broker>,
     reader: Reader,
-    mut messages: consumer::pull::Stream,
+    (mut messages, floor): (consumer::pull::Stream, u64),
+    mut commands: tokio::sync::mpsc::Receiver<handoff::Command>,
+    mut elections: async_nats::Subscriber,
     node: Arc<str>,
     shutdown: CancellationToken,
 ) {
     use consumer::pull::MessagesErrorKind as Kind;
+    // Every message up to here was routed.
+    let mut position = floor;
     loop {
         let next = tokio::select! {
             next = messages.next() => next,
+            Some(command) = commands.recv() => {
+                run(&broker, &reader.stream, command, position).await;
+                continue;
+            }
+            Some(_) = elections.next() => {
+                info!("cluster: the stream consumer {} has a new leader; pulling anew", reader.durable);
+                None
+            }
             _ = shutdown.cancelled() => return,
         };
         let message = match next {
@@ -390,28 +435,48 @@ async fn receive_stream(
                     warn!("cluster: reading the stream: {e}; pulling anew");
                 }
                 match reader.reopen(&shutdown).await {
-                    Some(next) => messages = next,
+                    Some((next, floor)) => {
+                        messages = next;
+                        position = position.max(floor);
+                    }
                     None => return,
                 }
                 continue;
             }
         };
-        if from_elsewhere(message.headers.as_ref(), &node) {
-            match decode(&message.payload) {
-                Ok(routed) => {
-                    if let Some(ticket) = broker.publish_from_cluster(routed).durable {
-                        if let Ok(Err(e)) = ticket.await {
-                            // Not acknowledged: JetStream delivers it again after its ack wait.
-                            warn!("cluster: a message from another node not stored here: {e}");
-                            continue;
-                        }
+        let seq = message.info().map_or(0, |info| info.stream_sequence);
+        match decode(&message.payload) {
+            Ok(mut routed) => {
+                routed.stream_seq = seq;
+                let routed = match from_elsewhere(message.headers.as_ref(), &node) {
+                    true => broker.publish_from_cluster(routed),
+                    false => broker.publish_own_from_stream(routed),
+                };
+                if let Some(ticket) = routed.durable {
+                    if let Ok(Err(e)) = ticket.await {
+                        // Not acknowledged: JetStream delivers it again after its ack wait.
+                        warn!("cluster: a message from the stream not stored here: {e}");
+                        continue;
                     }
                 }
-                Err(e) => warn!(subject = %message.subject, "cluster: unreadable message skipped: {e}"),
             }
+            Err(e) => warn!(subject = %message.subject, "cluster: unreadable message skipped: {e}"),
         }
+        position = position.max(seq);
         if let Err(e) = message.ack().await {
             warn!("cluster: acknowledging to JetStream: {e}");
+        }
+    }
+}
+
+/// Does what the session registry asked of the stream loop, at `position`.
+async fn run(broker: &Arc<Broker>, stream: &stream::Stream, command: handoff::Command, position: u64) {
+    match command {
+        handoff::Command::Export { session, reply } => {
+            let _ = reply.send(handoff::export(&session, position));
+        }
+        handoff::Command::Adopt { client_id, parked, reply } => {
+            let _ = reply.send(handoff::adopt(broker, stream, &client_id, &parked, position).await);
         }
     }
 }

@@ -1,8 +1,11 @@
 //! One live connection per client id across the cluster, decided by compare-and-swap on the
 //! JetStream key-value bucket `CAULDRON_SESSIONS`, never by a timer.
 //!
-//! A CONNECT writes `<connection> <node>` under the client id's key, expecting the revision it
-//! read (JetStream refuses the write if anyone wrote since, and the node reads and tries again).
+//! A CONNECT writes its node and connection (a [`Holder`]) under the client id's key, expecting
+//! the revision it read (JetStream refuses the write if anyone wrote since, and the node reads
+//! and tries again). A persistent session's record rides along: parked there when its client
+//! leaves, checkpointed at every SUBSCRIBE and UNSUBSCRIBE, adopted by the node its client
+//! comes back to (see `handoff`).
 //! Every node watches the bucket; revisions are totally ordered, so a node holding a connection
 //! whose claim has revision `r` closes it (DISCONNECT 0x8E) when it sees a later claim by anyone
 //! else. The watch delivers a node's own claim before any claim made after it, which is how a
@@ -25,8 +28,11 @@ use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use super::handoff::{self, Command, Holder};
 use super::{subject, ClusterError};
 use crate::broker::{Broker, Claiming, Directory};
+use crate::session::SessionHandle;
+use crate::store::{record, StoreError, Ticket};
 
 const BUCKET: &str = "CAULDRON_SESSIONS";
 const CLIENT_KEY: &str = "c";
@@ -51,6 +57,8 @@ struct Claim {
 
 pub(super) struct Registry {
     bucket: kv::Store,
+    /// The node's stream loop, which exports and adopts sessions.
+    commands: tokio::sync::mpsc::Sender<Command>,
     node: Arc<str>,
     broker: Weak<Broker>,
     /// Client ids connected here, by key.
@@ -72,6 +80,7 @@ impl Registry {
         broker: &Arc<Broker>,
         node: Arc<str>,
         replicas: usize,
+        commands: tokio::sync::mpsc::Sender<Command>,
         shutdown: CancellationToken,
     ) -> Result<Arc<Registry>, ClusterError> {
         let bucket = match js.get_key_value(BUCKET).await {
@@ -90,6 +99,7 @@ impl Registry {
         let watch = bucket.watch_all().await.map_err(|e| ClusterError(format!("watching {BUCKET}: {e}")))?;
         let registry = Arc::new(Registry {
             bucket,
+            commands,
             node,
             broker: Arc::downgrade(broker),
             claims: Mutex::default(),
@@ -118,19 +128,93 @@ impl Registry {
         subject::encode(NODE_KEY, &self.node)
     }
 
-    async fn try_claim(&self, key: &str, value: bytes::Bytes) -> Result<(), String> {
+    /// Writes this node's claim over whatever holds `key`, and returns what held it.
+    async fn try_claim(&self, key: &str, connection: u64, resume: bool) -> Result<Option<Holder>, String> {
         for _ in 0..ATTEMPTS {
-            let expected = match self.bucket.entry(key).await {
-                Ok(entry) => entry.map_or(0, |e| e.revision),
+            let (expected, previous) = match self.bucket.entry(key).await {
+                Ok(Some(entry)) if entry.operation == kv::Operation::Put => {
+                    (entry.revision, record::from_bytes::<Holder>(&entry.value).ok())
+                }
+                Ok(entry) => (entry.map_or(0, |e| e.revision), None),
                 Err(e) => return Err(e.to_string()),
             };
-            match self.bucket.update(key, value.clone(), expected).await {
-                Ok(_) => return Ok(()),
+            // A resumed session's record stays in the registry until it is checkpointed anew,
+            // so a node that fails to adopt it loses nothing; a clean start discards it.
+            let session =
+                previous.as_ref().and_then(|p| p.session.clone()).filter(|s| resume && !s.expired());
+            let holder = Holder { node: self.node.to_string(), connection, online: true, session };
+            match self.bucket.update(key, record::to_bytes(&holder).into(), expected).await {
+                Ok(revision) => {
+                    self.claimed(key, connection, revision);
+                    return Ok(previous);
+                }
                 Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => continue,
                 Err(e) => return Err(e.to_string()),
             }
         }
         Err("other nodes kept claiming the client id".into())
+    }
+
+    /// Notes the revision of this node's latest write for `connection`, if it still holds `key`.
+    fn claimed(&self, key: &str, connection: u64, revision: u64) {
+        if let Some(claim) = self.claims().get_mut(key).filter(|c| c.connection == connection) {
+            claim.revision = claim.revision.max(revision);
+        }
+    }
+
+    /// Writes `holder` for `connection`, expecting the revision of this node's last write.
+    async fn write(&self, key: &str, connection: u64, holder: &Holder) -> Result<u64, kv::UpdateError> {
+        let expected = self.claims().get(key).filter(|c| c.connection == connection).map(|c| c.revision);
+        let Some(expected) = expected.filter(|r| *r != 0) else {
+            return Err(kv::UpdateError::new(kv::UpdateErrorKind::WrongLastRevision));
+        };
+        let revision = self.bucket.update(key, record::to_bytes(holder).into(), expected).await?;
+        self.claimed(key, connection, revision);
+        Ok(revision)
+    }
+
+    /// The session as it stands, from the stream loop.
+    async fn export(&self, session: &Arc<SessionHandle>) -> Result<handoff::Parked, String> {
+        let (reply, parked) = tokio::sync::oneshot::channel();
+        let command = Command::Export { session: Arc::clone(session), reply };
+        self.commands.send(command).await.map_err(|_| "the stream loop has stopped".to_string())?;
+        parked.await.map_err(|_| "the stream loop has stopped".to_string())
+    }
+
+    /// Has the stream loop adopt a parked session.
+    async fn adopt(&self, client_id: ByteString, parked: handoff::Parked) -> Result<(), String> {
+        let (reply, adopted) = tokio::sync::oneshot::channel();
+        let command = Command::Adopt { client_id, parked: Box::new(parked), reply };
+        self.commands.send(command).await.map_err(|_| "the stream loop has stopped".to_string())?;
+        adopted.await.map_err(|_| "the stream loop has stopped".to_string())?
+    }
+
+    /// Leaves a persistent session whose client went away in the registry, and this node's
+    /// copy of it goes: the node its client comes back to adopts it from there.
+    async fn park(&self, key: String, session: Arc<SessionHandle>, connection: u64) {
+        let parked = match self.export(&session).await {
+            Ok(parked) => parked,
+            Err(e) => return warn!("cluster: session of {} not parked: {e}", session.client_id),
+        };
+        let holder = Holder { node: self.node.to_string(), connection, online: false, session: Some(parked) };
+        match self.write(&key, connection, &holder).await {
+            Ok(_) => info!("cluster: session of {} parked in the registry", session.client_id),
+            // Claimed meanwhile (on this node, the session is back online and stays).
+            Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {}
+            Err(e) => {
+                // Kept here, as a single node would: its client finds it if it comes back here.
+                return warn!("cluster: session of {} not parked, kept on this node: {e}", session.client_id);
+            }
+        }
+        {
+            let mut claims = self.claims();
+            if claims.get(&key).is_some_and(|c| c.connection == connection) {
+                claims.remove(&key);
+            }
+        }
+        if let Some(broker) = self.broker.upgrade() {
+            broker.forget_session(&session);
+        }
     }
 
     /// Applies the bucket's changes: claims that replace this node's connections close them,
@@ -158,7 +242,8 @@ impl Registry {
             if entry.operation != kv::Operation::Put {
                 continue;
             }
-            let Some((connection, node)) = owner(&entry.value) else { continue };
+            let Ok(holder) = record::from_bytes::<Holder>(&entry.value) else { continue };
+            let (connection, node) = (holder.connection, holder.node.as_str());
             let replaced = {
                 let mut claims = self.claims();
                 match claims.get_mut(&entry.key) {
@@ -244,48 +329,69 @@ impl Registry {
     }
 }
 
-/// The connection and node a claim names.
-fn owner(value: &[u8]) -> Option<(u64, &str)> {
-    let (connection, node) = std::str::from_utf8(value).ok()?.split_once(' ')?;
-    Some((connection.parse().ok()?, node))
-}
-
 impl Directory for Registry {
-    fn claim(self: Arc<Self>, client_id: ByteString, connection: u64) -> Claiming {
+    fn claim(self: Arc<Self>, client_id: ByteString, connection: u64, resume: bool) -> Claiming {
         let key = subject::encode(CLIENT_KEY, &client_id);
         // In the table before the write: the watch may show the claim before the write returns.
         self.claims().insert(key.clone(), Claim { connection, revision: 0 });
-        let value: bytes::Bytes = format!("{connection} {}", self.node).into();
-        let registry = self;
         Box::pin(async move {
-            let claimed = registry.try_claim(&key, value).await;
-            if claimed.is_err() {
-                let mut claims = registry.claims();
-                if claims.get(&key).is_some_and(|c| c.connection == connection) {
-                    claims.remove(&key);
+            let previous = match self.try_claim(&key, connection, resume).await {
+                Ok(previous) => previous,
+                Err(e) => {
+                    let mut claims = self.claims();
+                    if claims.get(&key).is_some_and(|c| c.connection == connection) {
+                        claims.remove(&key);
+                    }
+                    return Err(e);
                 }
+            };
+            let here = self.broker.upgrade().and_then(|b| b.local_session(&client_id)).is_some();
+            match previous.and_then(|p| p.session).filter(|s| resume && !here && !s.expired()) {
+                Some(parked) => self.adopt(client_id, parked).await,
+                None => Ok(()),
             }
-            claimed
         })
     }
 
-    fn release(&self, client_id: &ByteString, connection: u64) {
-        let key = subject::encode(CLIENT_KEY, client_id);
-        let released = {
-            let mut claims = self.claims();
-            match claims.get(&key) {
-                Some(claim) if claim.connection == connection => claims.remove(&key),
-                _ => None,
-            }
-        };
+    fn release(self: Arc<Self>, session: &Arc<SessionHandle>, connection: u64) {
+        let key = subject::encode(CLIENT_KEY, &session.client_id);
+        let claim = self.claims().get(&key).copied().filter(|c| c.connection == connection);
+        let Some(claim) = claim else { return };
+        let parks = session.lock().persistent() && !session.is_fenced(connection);
+        if parks {
+            let session = Arc::clone(session);
+            tokio::spawn(async move { self.park(key, session, connection).await });
+            return;
+        }
+        self.claims().remove(&key);
         // Deleted only if nobody claimed it since; with the revision still unknown the key
         // stays, which costs nothing: the next claim replaces it.
-        if let Some(claim) = released.filter(|c| c.revision != 0) {
+        if claim.revision != 0 {
             let bucket = self.bucket.clone();
             tokio::spawn(async move {
                 let _ = bucket.delete_expect_revision(&key, Some(claim.revision)).await;
             });
         }
+    }
+
+    fn checkpoint(self: Arc<Self>, session: &Arc<SessionHandle>, connection: u64) -> Option<Ticket> {
+        if !session.lock().persistent() {
+            return None;
+        }
+        let key = subject::encode(CLIENT_KEY, &session.client_id);
+        let session = Arc::clone(session);
+        let (done, ticket) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let written = async {
+                let parked = self.export(&session).await?;
+                let holder =
+                    Holder { node: self.node.to_string(), connection, online: true, session: Some(parked) };
+                self.write(&key, connection, &holder).await.map_err(|e| e.to_string())
+            };
+            let _ = done
+                .send(written.await.map(drop).map_err(|e| StoreError::Io(format!("session registry: {e}"))));
+        });
+        Some(ticket)
     }
 
     fn current(&self) -> bool {

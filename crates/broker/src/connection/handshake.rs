@@ -259,7 +259,7 @@ pub(super) async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
     let id = next_connection_id();
     if let Some(directory) = broker.directory() {
         // In a cluster the client id may be live on another node: that one closes first.
-        if let Err(e) = Arc::clone(directory).claim(client_id.clone(), id).await {
+        if let Err(e) = Arc::clone(directory).claim(client_id.clone(), id, !connect.clean_start).await {
             info!(%peer, "Client {client_id} refused: the cluster's session registry is unavailable: {e}.");
             broker.metrics.refuse(Refusal::Unavailable);
             write_and_close(stream, &refuse(ReasonCode::ServerUnavailable), protocol).await;

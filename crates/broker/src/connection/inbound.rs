@@ -285,9 +285,9 @@ impl Connection {
             codes.push(code);
             retained.extend(messages);
         }
-        // A persistent session's subscriptions are stored before SUBACK confirms them.
-        let ticket = self.broker.flush_session(&self.session);
-        self.hold_until(ticket);
+        // A persistent session's subscriptions are stored (and in a cluster, registered)
+        // before SUBACK confirms them.
+        self.hold_for_session();
         self.send(&Packet::SubAck(SubAck {
             packet_id: subscribe.packet_id,
             codes,
@@ -316,13 +316,23 @@ impl Connection {
                 false => ReasonCode::NoSubscriptionExisted,
             })
             .collect();
-        let ticket = self.broker.flush_session(&self.session);
-        self.hold_until(ticket);
+        self.hold_for_session();
         self.send(&Packet::UnsubAck(UnsubAck {
             packet_id: unsubscribe.packet_id,
             codes,
             properties: Properties::default(),
         }));
+    }
+
+    /// Holds what follows until the session's changed record is stored here and, in a
+    /// cluster, in the session registry.
+    fn hold_for_session(&mut self) {
+        let ticket = self.broker.flush_session(&self.session);
+        self.hold_until(ticket);
+        if let Some(directory) = self.broker.directory() {
+            let ticket = std::sync::Arc::clone(directory).checkpoint(&self.session, self.id);
+            self.hold_until(ticket);
+        }
     }
 
     /// Re-authentication on a live connection [MQTT-4.12.1]: AUTH 0x19 starts it, AUTH 0x18

@@ -444,7 +444,7 @@ impl Connection {
         }
         self.broker.close_session(&self.session, self.id);
         if let Some(directory) = self.broker.directory() {
-            directory.release(&self.session.client_id, self.id);
+            Arc::clone(directory).release(&self.session, self.id);
         }
         if !matches!(exit, Exit::Closed) {
             let _ = tokio::time::timeout(Duration::from_secs(1), async {

@@ -270,6 +270,13 @@ impl Session {
         if !self.journaling() {
             return;
         }
+        let record = store::record::to_bytes(&self.record());
+        self.ops.push(Op::PutSession(self.client_id.clone(), record));
+        self.stored = true;
+    }
+
+    /// The session's record: expiry, subscriptions, pending will.
+    pub fn record(&self) -> StoredSession {
         let mut subscriptions: Vec<StoredSubscription> = self
             .subscriptions
             .iter()
@@ -280,7 +287,7 @@ impl Session {
             })
             .collect();
         subscriptions.sort_by(|a, b| a.filter.cmp(&b.filter));
-        let record = StoredSession {
+        StoredSession {
             expiry_interval: self.expiry_interval,
             expires_at_ms: self.expires_at.map(store::record::wall_ms),
             subscriptions,
@@ -288,9 +295,39 @@ impl Session {
                 .pending_will
                 .as_ref()
                 .map(|pending| (StoredMessage::new(&pending.1), store::record::wall_ms(Instant::now()))),
-        };
-        self.ops.push(Op::PutSession(self.client_id.clone(), store::record::to_bytes(&record)));
-        self.stored = true;
+        }
+    }
+
+    /// Every message the session still owes its client, in order: in flight (with their packet
+    /// ids), then queued. For another cluster node to carry the session on.
+    pub fn owed(&self) -> Vec<(Delivery, DeliveryState)> {
+        let inflight = self.inflight.iter().map(|entry| match &entry.state {
+            InflightState::Published(d) => (d.clone(), DeliveryState::Sent(entry.packet_id)),
+            InflightState::Released(d) => (d.clone(), DeliveryState::Released(entry.packet_id)),
+        });
+        inflight.chain(self.queue.iter().map(|d| (d.clone(), DeliveryState::Queued))).collect()
+    }
+
+    /// Takes on a session another cluster node held (`record` and `owed` as it gave them),
+    /// journalling it all when it persists here.
+    pub fn adopt(
+        &mut self,
+        record: &StoredSession,
+        owed: Vec<(Delivery, DeliveryState)>,
+    ) -> Result<(), store::StoreError> {
+        let numbered: Vec<_> = owed
+            .into_iter()
+            .zip(self.next_seq..)
+            .map(|((delivery, state), seq)| (seq, Delivery { seq, ..delivery }, state))
+            .collect();
+        let journal: Vec<_> = numbered.iter().map(|(_, d, state)| (d.clone(), *state)).collect();
+        self.restore(record, numbered, [])?;
+        self.stored = false;
+        self.journal_record();
+        for (delivery, state) in &journal {
+            self.journal_delivery(delivery, *state);
+        }
+        Ok(())
     }
 
     pub fn is_attached(&self, connection: u64) -> bool {

@@ -51,10 +51,22 @@ impl Cauldron {
             .expect("the cauldron binary starts");
         let stderr = child.stderr.take().unwrap();
         let (tx, mut log) = tokio::sync::mpsc::unbounded_channel();
+        // Read to the end whatever it is: a forwarder that stopped at a line that is not UTF-8
+        // would leave the pipe to fill, and the node to block on its next log line.
+        // Kept beside the node's data too, for a look after a failed run.
+        let _ = std::fs::create_dir_all(data_dir);
+        let mut kept =
+            std::fs::OpenOptions::new().create(true).append(true).open(data_dir.join("stderr.log")).ok();
         tokio::spawn(async move {
-            let mut lines = BufReader::new(stderr).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                let _ = tx.send(line);
+            let mut stderr = BufReader::new(stderr);
+            let mut line = Vec::new();
+            while stderr.read_until(b'\n', &mut line).await.is_ok_and(|n| n > 0) {
+                if let Some(file) = &mut kept {
+                    let _ = std::io::Write::write_all(file, &line);
+                }
+                let text = String::from_utf8_lossy(&line).trim_end_matches('\n').to_string();
+                let _ = tx.send(text);
+                line.clear();
             }
         });
         // The listener is bound to port 0: learn the real address from the log.

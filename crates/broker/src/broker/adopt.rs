@@ -1,0 +1,96 @@
+//! Sessions moving between cluster nodes: one node exports a persistent session (its record
+//! and what it still owes the client), another adopts it and has the messages published
+//! meanwhile replayed into it from the cluster's stream.
+
+use std::sync::Arc;
+
+use cauldron_proto::{topic, ByteString, QoS};
+
+use super::{lock, Broker};
+use crate::message::Message;
+use crate::router::Entry;
+use crate::session::{Delivery, SessionHandle};
+use crate::store::{DeliveryState, StoredSession, Ticket};
+
+impl Broker {
+    /// The session this node holds for `client_id`, if any.
+    pub fn local_session(&self, client_id: &ByteString) -> Option<Arc<SessionHandle>> {
+        lock!(self.sessions.lock()).get(client_id).cloned()
+    }
+
+    /// Takes on a session another node held, offline until its client's CONNECT attaches it
+    /// (which then finds it and resumes it). The ticket resolves once it is stored here.
+    pub fn adopt_session(
+        &self,
+        client_id: &ByteString,
+        record: &StoredSession,
+        owed: Vec<(Delivery, DeliveryState)>,
+    ) -> Result<(Arc<SessionHandle>, Option<Ticket>), String> {
+        let handle = self.new_session(client_id);
+        {
+            let mut state = handle.lock();
+            state.adopt(record, owed).map_err(|e| e.to_string())?;
+            let mut router = lock!(self.router.write());
+            for (filter, (options, id)) in &state.subscriptions {
+                router.insert(
+                    filter,
+                    Entry { session: Arc::clone(&handle), options: *options, subscription_id: *id },
+                );
+            }
+        }
+        let previous = lock!(self.sessions.lock()).insert(client_id.clone(), Arc::clone(&handle));
+        if let Some(previous) = previous {
+            self.end_session(&previous);
+        }
+        let ticket = self.flush_session(&handle);
+        Ok((handle, ticket))
+    }
+
+    /// Queues a message from the cluster's stream for `session` alone, as its subscriptions
+    /// would have had it (shared ones aside: a share group's messages went to its members).
+    pub fn deliver_replayed(&self, session: &Arc<SessionHandle>, message: Message) -> Option<Ticket> {
+        if self.checks_reads() && !self.reader_may(session, &message.topic) {
+            return None;
+        }
+        let own = message.publisher.as_ref() == Some(&session.client_id);
+        let (mut granted, mut retain_as_published, mut ids, mut matched) =
+            (QoS::AtMostOnce, false, Vec::new(), false);
+        for (filter, (options, id)) in session.lock().subscriptions.iter() {
+            let direct = topic::parse_shared(filter).is_none();
+            if direct && !(options.no_local && own) && topic::matches(filter, &message.topic) {
+                matched = true;
+                granted = granted.max(options.qos);
+                retain_as_published |= options.retain_as_published;
+                ids.extend(*id);
+            }
+        }
+        if !matched {
+            return None;
+        }
+        let message = Arc::new(message).compacted();
+        let delivery = Delivery {
+            qos: self.outgoing_qos(granted, message.qos),
+            retain: message.retain && retain_as_published,
+            subscription_ids: ids,
+            shared: None,
+            seq: 0,
+            message,
+        };
+        let mut ops = Vec::new();
+        session.deliver(delivery, &mut ops);
+        self.submit(ops)
+    }
+
+    /// Ends this node's copy of a session that lives on elsewhere in the cluster now (if it
+    /// is still the one in the table, and no connection came back for it meanwhile).
+    pub fn forget_session(&self, session: &Arc<SessionHandle>) {
+        let mut sessions = lock!(self.sessions.lock());
+        let current = sessions.get(&session.client_id).is_some_and(|s| Arc::ptr_eq(s, session));
+        if !current || session.lock().is_online() {
+            return;
+        }
+        sessions.remove(&session.client_id);
+        drop(sessions);
+        self.end_session(session);
+    }
+}
