@@ -247,3 +247,59 @@ async fn the_recorder_stores_a_location_once_for_the_whole_cluster() {
     .await;
     assert_eq!(raw.lines().count(), 2, "the location and the status, once each, not once per node: {raw}");
 }
+
+/// kill -9 of one of the three NATS servers while a publisher sends QoS 1 messages as fast as
+/// it is acknowledged: every acknowledged message reaches a subscriber on another node, and
+/// the service goes on with the two left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_server_killed_under_qos1_load_loses_no_acknowledged_message() {
+    let Nodes { mut nats, nodes, _turn } = cluster("cluster-nats-kill").await;
+    let (on_b, mut at_b) = client(&nodes[1], "sub-b").await;
+    on_b.subscribe("load/#", QoS::AtLeastOnce).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    const COUNT: usize = 400;
+    let receiver = tokio::spawn(async move {
+        let mut got = std::collections::BTreeSet::new();
+        while let Ok(Some(message)) = tokio::time::timeout(WAIT * 3, at_b.recv()).await {
+            got.insert(String::from_utf8(message.payload.to_vec()).unwrap().parse::<usize>().unwrap());
+            if got.len() == COUNT {
+                break;
+            }
+        }
+        (got, on_b)
+    });
+    let (mut acked, mut refused, mut next) = (Vec::new(), 0, 0);
+    let deadline = tokio::time::Instant::now() + WAIT * 6;
+    let mut publisher = None;
+    while next < COUNT {
+        assert!(tokio::time::Instant::now() < deadline, "publishing stalled after the kill at {next}");
+        if next == COUNT / 4 && acked.len() == next {
+            nats.servers[0].kill9().await;
+        }
+        let Some(current) = &publisher else {
+            // A publisher whose message JetStream refused is disconnected: a new one sends again.
+            let options = Options::new(nodes[0].addr.as_str(), "load-pub").protocol(Protocol::V5);
+            publisher = Client::connect(options).await.ok().map(|(client, _)| client);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let sent = tokio::time::timeout(
+            WAIT,
+            current.publish(format!("load/{next}"), next.to_string(), QoS::AtLeastOnce, false),
+        );
+        match sent.await {
+            Ok(Ok(())) => {
+                acked.push(next);
+                next += 1;
+            }
+            _ => {
+                refused += 1;
+                publisher = None;
+            }
+        }
+    }
+    let (got, _) = receiver.await.unwrap();
+    let lost: Vec<_> = acked.iter().filter(|i| !got.contains(i)).collect();
+    assert!(lost.is_empty(), "acknowledged but never delivered: {lost:?} ({refused} refused and sent again)");
+    eprintln!("{} acknowledged, {} received, {refused} refused and sent again", acked.len(), got.len());
+}

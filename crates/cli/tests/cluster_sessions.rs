@@ -256,3 +256,30 @@ async fn a_killed_nodes_sessions_resume_elsewhere_with_nothing_acknowledged_lost
     let fresh: Vec<&String> = got.iter().filter(|t| after.contains(t)).collect();
     assert_eq!(fresh, after.iter().collect::<Vec<_>>(), "every acknowledged message, in order: {got:?}");
 }
+
+/// A client that moves to another node while its old connection is still open (a phone that
+/// changed networks): the old node hands the session over as it stands, so the new node
+/// delivers what came after, and nothing the client already had.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_taken_over_on_another_node_is_handed_over_exactly() {
+    let Nodes { nats: _nats, mut nodes, _turn } = cluster("sessions-handover").await;
+    let (phone, mut at_a) = Client::connect(persistent(&nodes[0], "phone", true)).await.unwrap();
+    phone.subscribe("van/#", QoS::AtLeastOnce).await.unwrap();
+    let before: Vec<String> = (0..5).map(|i| format!("van/{i}")).collect();
+    publish_qos1(&nodes[2], &before).await;
+    assert_eq!(received(&mut at_a, before.len()).await, before);
+    // Its acknowledgements reach a before it moves.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let (moved, mut at_b) = Client::connect(persistent(&nodes[1], "phone", false)).await.unwrap();
+    assert!(moved.connected().session_present);
+    nodes[0].logged("handed over to node b").await;
+    let old = tokio::time::timeout(WAIT, async { while at_a.recv().await.is_some() {} }).await;
+    assert!(old.is_ok(), "the old connection on a was not closed");
+    let after: Vec<String> = (5..8).map(|i| format!("van/{i}")).collect();
+    publish_qos1(&nodes[2], &after).await;
+    assert_eq!(received(&mut at_b, after.len()).await, after);
+    let more = tokio::time::timeout(Duration::from_millis(700), at_b.recv()).await;
+    assert!(more.is_err(), "nothing twice: {:?}", more.map(|m| m.map(|p| p.topic)));
+    drop(phone);
+}

@@ -29,6 +29,10 @@ pub(super) struct Holder {
     pub connection: u64,
     /// The connection is live (else the session is parked, waiting for its client).
     pub online: bool,
+    /// The connection asked to resume the session (clean start 0).
+    pub resume: bool,
+    /// The node that held the session last wrote it here for this connection to adopt.
+    pub handed_over: bool,
     /// The persistent session as of its last checkpoint (online) or as it was parked.
     pub session: Option<Parked>,
 }

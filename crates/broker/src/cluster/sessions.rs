@@ -45,6 +45,11 @@ const HEARTBEAT: Duration = Duration::from_secs(2);
 /// a pause shorter than this goes unnoticed; a busy machine taken for a paused one only costs a
 /// heartbeat's round trip of held deliveries.
 const PAUSED: Duration = Duration::from_secs(1);
+/// How long a CONNECT waits for the node its client is still connected to to hand the
+/// session over.
+const HANDOVER_WAIT: Duration = Duration::from_secs(2);
+/// How long a CONNECT keeps trying to claim its client id while the registry does not answer.
+const CLAIM_PATIENCE: Duration = Duration::from_secs(3);
 /// Tries at a claim that others keep overtaking, before the client is refused.
 const ATTEMPTS: usize = 8;
 
@@ -63,6 +68,9 @@ pub(super) struct Registry {
     broker: Weak<Broker>,
     /// Client ids connected here, by key.
     claims: Mutex<HashMap<String, Claim>>,
+    /// Sessions other nodes handed to connections here, by key, until adopted.
+    handovers: Mutex<HashMap<String, (u64, handoff::Parked)>>,
+    handed: tokio::sync::Notify,
     epoch: Instant,
     /// Milliseconds since `epoch` at the clock task's last tick.
     ticked: AtomicU64,
@@ -103,6 +111,8 @@ impl Registry {
             node,
             broker: Arc::downgrade(broker),
             claims: Mutex::default(),
+            handovers: Mutex::default(),
+            handed: tokio::sync::Notify::new(),
             epoch: Instant::now(),
             ticked: AtomicU64::new(0),
             stale: AtomicBool::new(false),
@@ -128,31 +138,64 @@ impl Registry {
         subject::encode(NODE_KEY, &self.node)
     }
 
-    /// Writes this node's claim over whatever holds `key`, and returns what held it.
+    /// Writes this node's claim over whatever holds `key`, and returns what held it. A write
+    /// that lost to another is tried again at once; one that failed (a bucket whose leader is
+    /// being elected answers nobody) after a moment, for up to `CLAIM_PATIENCE`.
     async fn try_claim(&self, key: &str, connection: u64, resume: bool) -> Result<Option<Holder>, String> {
-        for _ in 0..ATTEMPTS {
-            let (expected, previous) = match self.bucket.entry(key).await {
-                Ok(Some(entry)) if entry.operation == kv::Operation::Put => {
-                    (entry.revision, record::from_bytes::<Holder>(&entry.value).ok())
+        let deadline = tokio::time::Instant::now() + CLAIM_PATIENCE;
+        let mut overtaken_times = 0;
+        loop {
+            let failed = match self.try_claim_once(key, connection, resume).await {
+                Ok(previous) => return Ok(previous),
+                Err(None) => {
+                    overtaken_times += 1;
+                    if overtaken_times < ATTEMPTS {
+                        continue;
+                    }
+                    "other nodes kept claiming the client id".to_string()
                 }
-                Ok(entry) => (entry.map_or(0, |e| e.revision), None),
-                Err(e) => return Err(e.to_string()),
+                Err(Some(e)) => e,
             };
-            // A resumed session's record stays in the registry until it is checkpointed anew,
-            // so a node that fails to adopt it loses nothing; a clean start discards it.
-            let session =
-                previous.as_ref().and_then(|p| p.session.clone()).filter(|s| resume && !s.expired());
-            let holder = Holder { node: self.node.to_string(), connection, online: true, session };
-            match self.bucket.update(key, record::to_bytes(&holder).into(), expected).await {
-                Ok(revision) => {
-                    self.claimed(key, connection, revision);
-                    return Ok(previous);
-                }
-                Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => continue,
-                Err(e) => return Err(e.to_string()),
+            if tokio::time::Instant::now() >= deadline {
+                return Err(failed);
             }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        Err("other nodes kept claiming the client id".into())
+    }
+
+    /// One read and compare-and-swap: `Err(None)` when another write came in between.
+    async fn try_claim_once(
+        &self,
+        key: &str,
+        connection: u64,
+        resume: bool,
+    ) -> Result<Option<Holder>, Option<String>> {
+        let (expected, previous) = match self.bucket.entry(key).await {
+            Ok(Some(entry)) if entry.operation == kv::Operation::Put => {
+                (entry.revision, record::from_bytes::<Holder>(&entry.value).ok())
+            }
+            Ok(entry) => (entry.map_or(0, |e| e.revision), None),
+            Err(e) => return Err(Some(e.to_string())),
+        };
+        // A resumed session's record stays in the registry until it is checkpointed anew,
+        // so a node that fails to adopt it loses nothing; a clean start discards it.
+        let session = previous.as_ref().and_then(|p| p.session.clone()).filter(|s| resume && !s.expired());
+        let holder = Holder {
+            node: self.node.to_string(),
+            connection,
+            online: true,
+            resume,
+            handed_over: false,
+            session,
+        };
+        match self.bucket.update(key, record::to_bytes(&holder).into(), expected).await {
+            Ok(revision) => {
+                self.claimed(key, connection, revision);
+                Ok(previous)
+            }
+            Err(e) if overtaken(&e) => Err(None),
+            Err(e) => Err(Some(e.to_string())),
+        }
     }
 
     /// Notes the revision of this node's latest write for `connection`, if it still holds `key`.
@@ -189,6 +232,51 @@ impl Registry {
         adopted.await.map_err(|_| "the stream loop has stopped".to_string())?
     }
 
+    /// Gives a session whose client connected to another node (`holder`, at `revision`) to that
+    /// node, exactly as it stands: its connection here stops delivering, the stream loop
+    /// exports it, the connection closes, and the export goes into the new holder's entry.
+    async fn hand_over(
+        self: Arc<Self>,
+        key: String,
+        revision: u64,
+        holder: Holder,
+        session: Arc<SessionHandle>,
+        connection: u64,
+    ) {
+        session.fence(connection);
+        let parked = self.export(&session).await;
+        if let Some(broker) = self.broker.upgrade() {
+            broker.taken_over_elsewhere(&session.client_id, connection);
+        }
+        let Ok(parked) = parked else { return };
+        let handed = Holder { session: Some(parked), handed_over: true, ..holder };
+        // Only onto that claim: if anything was written since, the new node went on without.
+        match self.bucket.update(&key, record::to_bytes(&handed).into(), revision).await {
+            Ok(_) => info!("cluster: session of {} handed over to node {}", session.client_id, handed.node),
+            Err(e) => warn!("cluster: session of {} not handed over: {e}", session.client_id),
+        }
+    }
+
+    /// The session the node that held it hands to `connection`, if it does within
+    /// `HANDOVER_WAIT` (a dead or paused node does not; the last checkpoint serves then).
+    async fn handed_over(&self, key: &str, connection: u64) -> Option<handoff::Parked> {
+        let deadline = tokio::time::Instant::now() + HANDOVER_WAIT;
+        loop {
+            let handed = self.handed.notified();
+            tokio::pin!(handed);
+            handed.as_mut().enable();
+            {
+                let mut handovers = self.handovers.lock().unwrap_or_else(|e| e.into_inner());
+                if handovers.get(key).is_some_and(|(c, _)| *c == connection) {
+                    return handovers.remove(key).map(|(_, parked)| parked);
+                }
+            }
+            if tokio::time::timeout_at(deadline, handed).await.is_err() {
+                return None;
+            }
+        }
+    }
+
     /// Leaves a persistent session whose client went away in the registry, and this node's
     /// copy of it goes: the node its client comes back to adopts it from there.
     async fn park(&self, key: String, session: Arc<SessionHandle>, connection: u64) {
@@ -196,11 +284,18 @@ impl Registry {
             Ok(parked) => parked,
             Err(e) => return warn!("cluster: session of {} not parked: {e}", session.client_id),
         };
-        let holder = Holder { node: self.node.to_string(), connection, online: false, session: Some(parked) };
+        let holder = Holder {
+            node: self.node.to_string(),
+            connection,
+            online: false,
+            resume: false,
+            handed_over: false,
+            session: Some(parked),
+        };
         match self.write(&key, connection, &holder).await {
             Ok(_) => info!("cluster: session of {} parked in the registry", session.client_id),
             // Claimed meanwhile (on this node, the session is back online and stays).
-            Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {}
+            Err(e) if overtaken(&e) => {}
             Err(e) => {
                 // Kept here, as a single node would: its client finds it if it comes back here.
                 return warn!("cluster: session of {} not parked, kept on this node: {e}", session.client_id);
@@ -249,6 +344,14 @@ impl Registry {
                 match claims.get_mut(&entry.key) {
                     Some(claim) if node == &*self.node && connection == claim.connection => {
                         claim.revision = entry.revision;
+                        if let Some(parked) = holder.session.as_ref().filter(|_| holder.handed_over) {
+                            let handed = (connection, parked.clone());
+                            self.handovers
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .insert(entry.key.clone(), handed);
+                            self.handed.notify_waiters();
+                        }
                         None
                     }
                     // A claim still unseen is newer than anything the watch shows before it.
@@ -261,7 +364,21 @@ impl Registry {
             if let (Some(connection), Some(broker)) = (replaced, self.broker.upgrade()) {
                 if let Some(client_id) = subject::decode(CLIENT_KEY, &entry.key) {
                     info!("Client {client_id} connected to node {node}, closing its connection here.");
-                    broker.taken_over_elsewhere(&ByteString::from(client_id), connection);
+                    let client_id = ByteString::from(client_id);
+                    match broker.local_session(&client_id).filter(|s| holder.resume && s.lock().persistent())
+                    {
+                        Some(session) => {
+                            let handover = Arc::clone(&self).hand_over(
+                                entry.key,
+                                entry.revision,
+                                holder,
+                                session,
+                                connection,
+                            );
+                            tokio::spawn(handover);
+                        }
+                        None => broker.taken_over_elsewhere(&client_id, connection),
+                    }
                 }
             }
         }
@@ -329,6 +446,13 @@ impl Registry {
     }
 }
 
+/// Whether a compare-and-swap lost to another write. JetStream says so with one of two codes
+/// (10071, or 10164 from servers that check the subject's last sequence), and the client
+/// library names only the first.
+fn overtaken(e: &kv::UpdateError) -> bool {
+    e.kind() == kv::UpdateErrorKind::WrongLastRevision || e.to_string().contains("wrong last sequence")
+}
+
 impl Directory for Registry {
     fn claim(self: Arc<Self>, client_id: ByteString, connection: u64, resume: bool) -> Claiming {
         let key = subject::encode(CLIENT_KEY, &client_id);
@@ -346,7 +470,15 @@ impl Directory for Registry {
                 }
             };
             let here = self.broker.upgrade().and_then(|b| b.local_session(&client_id)).is_some();
-            match previous.and_then(|p| p.session).filter(|s| resume && !here && !s.expired()) {
+            let Some(previous) = previous.filter(|p| resume && !here && p.session.is_some()) else {
+                return Ok(());
+            };
+            // Still connected elsewhere: that node hands the session over as it stands.
+            let handed = match previous.online {
+                true => self.handed_over(&key, connection).await,
+                false => None,
+            };
+            match handed.or(previous.session).filter(|s| !s.expired()) {
                 Some(parked) => self.adopt(client_id, parked).await,
                 None => Ok(()),
             }
@@ -384,8 +516,14 @@ impl Directory for Registry {
         tokio::spawn(async move {
             let written = async {
                 let parked = self.export(&session).await?;
-                let holder =
-                    Holder { node: self.node.to_string(), connection, online: true, session: Some(parked) };
+                let holder = Holder {
+                    node: self.node.to_string(),
+                    connection,
+                    online: true,
+                    resume: true,
+                    handed_over: false,
+                    session: Some(parked),
+                };
                 self.write(&key, connection, &holder).await.map_err(|e| e.to_string())
             };
             let _ = done

@@ -182,6 +182,15 @@ impl SessionHandle {
         }
     }
 
+    /// Stops `connection` delivering, leaving it open (and the session whole) for now: the
+    /// session is being handed to another node, which closes it after.
+    pub fn fence(&self, connection: u64) {
+        let doorbell = self.doorbell.lock().unwrap_or_else(|e| e.into_inner());
+        if doorbell.as_ref().is_some_and(|(id, _)| *id == connection) {
+            self.fence.close(connection);
+        }
+    }
+
     /// Whether `connection` was fenced off by `fence_connection`.
     pub fn is_fenced(&self, connection: u64) -> bool {
         self.fence.holds(connection)

@@ -26,7 +26,19 @@ fn binary() -> String {
 }
 
 impl NatsCluster {
+    /// Starts the servers and waits until each is ready and routed to the others. A port taken
+    /// by someone else between choosing it and the server binding it leaves a server down:
+    /// then the whole cluster starts again on new ports (a few times).
     pub async fn start(dir: &Path, n: usize) -> NatsCluster {
+        for _ in 0..3 {
+            if let Some(cluster) = NatsCluster::try_start(dir, n).await {
+                return cluster;
+            }
+        }
+        panic!("no NATS cluster of {n} in {} (see the n*.log there)", dir.display());
+    }
+
+    async fn try_start(dir: &Path, n: usize) -> Option<NatsCluster> {
         let _ = std::fs::remove_dir_all(dir);
         std::fs::create_dir_all(dir).unwrap();
         let ports: Vec<(u16, u16, u16)> = (0..n).map(|_| (free_port(), free_port(), free_port())).collect();
@@ -46,7 +58,9 @@ impl NatsCluster {
                 &config,
                 format!(
                     "server_name: n{i}\nlisten: 127.0.0.1:{client}\nhttp: 127.0.0.1:{monitor}\n\
+                     log_file: \"{}\"\n\
                      jetstream {{ store_dir: \"{}\", sync_interval: always }}\n{cluster}\n",
+                    dir.join(format!("n{i}.log")).display(),
                     dir.join(format!("js{i}")).display()
                 ),
             )
@@ -62,12 +76,13 @@ impl NatsCluster {
         }
         let cluster = NatsCluster { servers };
         for server in &cluster.servers {
-            server.until_ready().await;
             // Interest crosses servers over routes: until they are up, a message published on
             // one server does not reach a subscriber on another.
-            server.until_routed(n - 1).await;
+            if !server.ready().await || !server.routed(n - 1).await {
+                return None;
+            }
         }
-        cluster
+        Some(cluster)
     }
 
     /// `nats://a,nats://b,...` for `--cluster`.
@@ -89,38 +104,35 @@ impl NatsServer {
         self.child = Some(child);
     }
 
-    /// Until its monitor says JetStream is up (in a cluster: a meta leader is elected).
-    pub async fn until_ready(&self) {
+    /// Until its monitor says JetStream is up (in a cluster: a meta leader is elected); false
+    /// if it is not in time.
+    async fn ready(&self) -> bool {
         let deadline = tokio::time::Instant::now() + WAIT * 3;
-        loop {
-            let monitor = format!("127.0.0.1:{}", self.monitor);
+        let monitor = format!("127.0.0.1:{}", self.monitor);
+        while tokio::time::Instant::now() < deadline {
             if tokio::net::TcpStream::connect(&monitor).await.is_ok()
                 && super::http(&monitor, "GET", "/healthz", &[], b"").await.status == 200
             {
-                return;
+                return true;
             }
-            assert!(tokio::time::Instant::now() < deadline, "nats-server {} not ready", self.url);
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+        false
     }
 
-    /// Until it has a route to each of the `others`.
-    pub async fn until_routed(&self, others: usize) {
+    /// Until it has a route to each of the `others`; false if it has not in time.
+    async fn routed(&self, others: usize) -> bool {
         let deadline = tokio::time::Instant::now() + WAIT * 3;
         let monitor = format!("127.0.0.1:{}", self.monitor);
-        loop {
+        while tokio::time::Instant::now() < deadline {
             let routes =
                 super::http(&monitor, "GET", "/routez", &[], b"").await.json()["num_routes"].as_u64();
             if routes.unwrap_or(0) as usize >= others {
-                return;
+                return true;
             }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "nats-server {} has no routes to the others",
-                self.url
-            );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+        false
     }
 
     /// kill -9.
@@ -133,7 +145,7 @@ impl NatsServer {
     /// Starts it again on the same ports and store, and waits for it to rejoin `others`.
     pub async fn restart(&mut self, others: usize) {
         self.spawn();
-        self.until_ready().await;
-        self.until_routed(others).await;
+        assert!(self.ready().await, "nats-server {} not ready after a restart", self.url);
+        assert!(self.routed(others).await, "nats-server {} has no routes after a restart", self.url);
     }
 }
