@@ -55,6 +55,13 @@ fn values(broker: &Broker) -> (Vec<(String, String)>, [u64; LOADS.len()]) {
         ("store/messages/count".into(), (stats.queued_messages + stats.inflight).to_string()),
         ("store/messages/bytes".into(), stats.queued_bytes.to_string()),
     ];
+    if let Some(directory) = broker.directory() {
+        // The cluster as this node sees it: itself and the nodes whose heartbeats it hears.
+        let nodes = directory.nodes();
+        out.push(("cluster/nodes".into(), nodes.len().to_string()));
+        out.push(("cluster/members".into(), nodes.join(" ")));
+        out.push(("cluster/node".into(), directory.node().to_string()));
+    }
     for (topic, _) in &mut out {
         topic.insert_str(0, "$SYS/broker/");
     }

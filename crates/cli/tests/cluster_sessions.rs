@@ -283,3 +283,53 @@ async fn a_session_taken_over_on_another_node_is_handed_over_exactly() {
     assert!(more.is_err(), "nothing twice: {:?}", more.map(|m| m.map(|p| p.topic)));
     drop(phone);
 }
+
+/// kill -9 of a node: the will of its client is published once, by another node; the will of
+/// a client whose Will Delay Interval has not run out when it comes back on another node is
+/// not, and its session resumes there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_nodes_wills_are_published_once_and_delayed_ones_wait_for_their_client() {
+    let Nodes { nats: _nats, mut nodes, _turn } = cluster("sessions-wills").await;
+    let (watcher, mut wills) = client(&nodes[2], "watcher").await;
+    watcher.subscribe("wills/#", QoS::AtLeastOnce).await.unwrap();
+    let (sys, mut members) = client(&nodes[2], "sys-watcher").await;
+    sys.subscribe("$SYS/broker/cluster/nodes", QoS::AtMostOnce).await.unwrap();
+    until_payload(&mut members, "3").await;
+    let sensor = Options::new(nodes[0].addr.as_str(), "sensor").protocol(Protocol::V5).will(
+        "wills/sensor",
+        "gone",
+        QoS::AtLeastOnce,
+        false,
+    );
+    let (_sensor, _) = Client::connect(sensor).await.unwrap();
+    let mut phone = persistent(&nodes[0], "phone", true).will("wills/phone", "gone", QoS::AtLeastOnce, false);
+    phone.will.as_mut().unwrap().properties.will_delay_interval = Some(60);
+    let (phone, _) = Client::connect(phone).await.unwrap();
+    phone.subscribe("phone/#", QoS::AtLeastOnce).await.unwrap();
+    // Both wills are in the registry before the node dies.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let dead = nodes.remove(0);
+    dead.kill9().await;
+
+    let will = tokio::time::timeout(WAIT * 2, wills.recv()).await.expect("the sensor's will").unwrap();
+    assert_eq!((&*will.topic, &will.payload[..]), ("wills/sensor", &b"gone"[..]));
+    let (back, _) = Client::connect(persistent(&nodes[0], "phone", false)).await.unwrap();
+    assert!(back.connected().session_present, "the phone's session resumed on b");
+    let more = tokio::time::timeout(Duration::from_secs(2), wills.recv()).await;
+    assert!(more.is_err(), "one will, once: {:?}", more.map(|m| m.map(|p| p.topic)));
+    // The cluster view in $SYS has lost the dead node too.
+    until_payload(&mut members, "2").await;
+    drop(phone);
+}
+
+async fn until_payload(messages: &mut cauldron_client::Messages, payload: &str) {
+    let deadline = tokio::time::Instant::now() + WAIT * 2;
+    loop {
+        let message = tokio::time::timeout_at(deadline, messages.recv()).await;
+        match message {
+            Ok(Some(m)) if m.payload == payload.as_bytes() => return,
+            Ok(Some(_)) => {}
+            _ => panic!("no {payload:?} in time"),
+        }
+    }
+}

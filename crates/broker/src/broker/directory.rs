@@ -9,6 +9,7 @@ use std::sync::Arc;
 use cauldron_proto::ByteString;
 
 use super::{lock, Broker};
+use crate::message::Message;
 use crate::session::{Doorbell, SessionHandle};
 use crate::store::Ticket;
 
@@ -27,6 +28,14 @@ pub trait Directory: Send + Sync {
     /// Records a persistent session's subscriptions in the registry (SUBACK and UNSUBACK wait
     /// for the ticket); `None` for a session that does not persist.
     fn checkpoint(self: Arc<Self>, session: &Arc<SessionHandle>, connection: u64) -> Option<Ticket>;
+    /// Leaves `connection`'s will (and its delay in seconds, within the session's expiry)
+    /// with the registry, for another node to publish if this one dies with the connection
+    /// open.
+    fn keep_will(self: Arc<Self>, session: &Arc<SessionHandle>, connection: u64, will: Message, delay: u32);
+    /// This node's id.
+    fn node(&self) -> &str;
+    /// The nodes alive as this one sees them (itself included), sorted, for `$SYS`.
+    fn nodes(&self) -> Vec<String>;
     /// Whether this node's view of the claims is current, so it may deliver: false after the
     /// process was paused (SIGSTOP, a frozen VM) until it has read what was claimed meanwhile.
     fn current(&self) -> bool;

@@ -17,7 +17,7 @@ use tracing::{info, warn};
 
 use crate::broker::Broker;
 use crate::session::{Delivery, SessionHandle};
-use crate::store::{DeliveryState, StoredDelivery, StoredSession, Ticket};
+use crate::store::{DeliveryState, StoredDelivery, StoredMessage, StoredSession, Ticket};
 
 /// How long a replay waits for the stream's next message before it gives up on the rest.
 const REPLAY_STALL: Duration = Duration::from_secs(10);
@@ -35,6 +35,16 @@ pub(super) struct Holder {
     pub handed_over: bool,
     /// The persistent session as of its last checkpoint (online) or as it was parked.
     pub session: Option<Parked>,
+    /// The connection's will, for another node to publish if this one dies.
+    pub will: Option<Parting>,
+}
+
+/// A will as the registry keeps it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct Parting {
+    pub message: StoredMessage,
+    /// Will Delay Interval, seconds.
+    pub delay: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -163,7 +173,7 @@ pub(super) async fn adopt(
             return Err(format!("storing the session here: {e}"));
         }
     }
-    info!(client = %client_id, from = parked.position, to = position, replayed, "cluster: session resumed here");
+    info!(client = %client_id, from = parked.position, to = position, read = replayed, "cluster: session resumed here");
     Ok(())
 }
 

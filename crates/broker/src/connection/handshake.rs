@@ -352,5 +352,6 @@ pub(super) async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
     for packet in &resend {
         conn.send(packet);
     }
+    conn.register_will();
     Some(conn)
 }

@@ -456,16 +456,14 @@ impl Connection {
         }
     }
 
-    /// Publishes the will now, or parks it for its Will Delay Interval when the session
-    /// outlives the connection: it is dropped if the client returns in time, and published
-    /// early if the session ends first [MQTT-3.1.3-9].
-    fn publish_will(&self, mut will: Will) {
+    /// The message a will stands for and its delay in seconds, if the client may publish it.
+    fn will_message(&self, mut will: Will) -> Option<(Message, u32)> {
         if let Some(mount) = &self.mount {
             will.topic = inbound::mounted(mount, &will.topic);
         }
         if !self.may_publish(&will.topic) {
             debug!(client = %self.session.client_id, topic = %will.topic, "will not authorized, dropped");
-            return;
+            return None;
         }
         let mut properties = will.properties;
         // The delay belongs to the will, not to the message subscribers receive.
@@ -479,7 +477,25 @@ impl Connection {
             properties,
             payload: will.payload,
         };
-        let message = Message::from_publish(publish, Some(self.session.client_id.clone()));
+        Some((Message::from_publish(publish, Some(self.session.client_id.clone())), delay))
+    }
+
+    /// In a cluster, leaves the will with the session registry too, so that another node
+    /// publishes it if this one dies.
+    pub(super) fn register_will(&self) {
+        let (Some(directory), Some(will)) = (self.broker.directory(), &self.will) else { return };
+        if let Some((message, delay)) = self.will_message((**will).clone()) {
+            // The delay runs no longer than the session [MQTT-3.1.3-9].
+            let delay = delay.min(self.session.lock().expiry_interval);
+            Arc::clone(directory).keep_will(&self.session, self.id, message, delay);
+        }
+    }
+
+    /// Publishes the will now, or parks it for its Will Delay Interval when the session
+    /// outlives the connection: it is dropped if the client returns in time, and published
+    /// early if the session ends first [MQTT-3.1.3-9].
+    fn publish_will(&self, will: Will) {
+        let Some((message, delay)) = self.will_message(will) else { return };
         let expiry = self.session.lock().expiry_interval;
         if delay == 0 || expiry == 0 {
             drop(self.broker.publish(message).durable);

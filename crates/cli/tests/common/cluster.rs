@@ -23,7 +23,17 @@ pub async fn cluster(name: &str) -> Nodes {
     let nats = NatsCluster::start(&data_dir(&format!("{name}-nats")), 3).await;
     let mut nodes = Vec::new();
     for id in ["a", "b", "c"] {
-        let args = ["--cluster", &nats.urls(), "--node-id", id, "--cluster-replicas", "3", "--no-recorder"];
+        let args = [
+            "--cluster",
+            &nats.urls(),
+            "--node-id",
+            id,
+            "--cluster-replicas",
+            "3",
+            "--no-recorder",
+            "--sys-interval",
+            "1",
+        ];
         let mut node = Cauldron::start(&data_dir(&format!("{name}-{id}")), &args).await;
         node.logged("joined the cluster").await;
         nodes.push(node);

@@ -17,6 +17,8 @@
 //! been read and its connections closed. The same heartbeat key (`n.<node>`) tells the others
 //! the node is alive.
 
+mod reaper;
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -28,11 +30,12 @@ use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::handoff::{self, Command, Holder};
+use super::handoff::{self, Command, Holder, Parting};
 use super::{subject, ClusterError};
 use crate::broker::{Broker, Claiming, Directory};
+use crate::message::Message;
 use crate::session::SessionHandle;
-use crate::store::{record, StoreError, Ticket};
+use crate::store::{record, StoreError, StoredMessage, Ticket};
 
 const BUCKET: &str = "CAULDRON_SESSIONS";
 const CLIENT_KEY: &str = "c";
@@ -54,10 +57,12 @@ const CLAIM_PATIENCE: Duration = Duration::from_secs(3);
 const ATTEMPTS: usize = 8;
 
 /// A connection of this node and the revision of its claim (0 until the watch shows it).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Claim {
     connection: u64,
     revision: u64,
+    /// Its will, written into every entry of the connection.
+    will: Option<Parting>,
 }
 
 pub(super) struct Registry {
@@ -68,6 +73,8 @@ pub(super) struct Registry {
     broker: Weak<Broker>,
     /// Client ids connected here, by key.
     claims: Mutex<HashMap<String, Claim>>,
+    /// When each other node's heartbeat was last seen (see `reaper`).
+    heard: Mutex<HashMap<String, Instant>>,
     /// Sessions other nodes handed to connections here, by key, until adopted.
     handovers: Mutex<HashMap<String, (u64, handoff::Parked)>>,
     handed: tokio::sync::Notify,
@@ -112,6 +119,7 @@ impl Registry {
             broker: Arc::downgrade(broker),
             claims: Mutex::default(),
             handovers: Mutex::default(),
+            heard: Mutex::default(),
             handed: tokio::sync::Notify::new(),
             epoch: Instant::now(),
             ticked: AtomicU64::new(0),
@@ -122,7 +130,8 @@ impl Registry {
         let wake = Arc::new(tokio::sync::Notify::new());
         tokio::spawn(Arc::clone(&registry).follow(watch, shutdown.clone()));
         tokio::spawn(Arc::clone(&registry).keep_time(Arc::clone(&wake), shutdown.clone()));
-        tokio::spawn(Arc::clone(&registry).beat(wake, shutdown));
+        tokio::spawn(Arc::clone(&registry).beat(wake, shutdown.clone()));
+        tokio::spawn(Arc::clone(&registry).watch_nodes(shutdown));
         Ok(registry)
     }
 
@@ -187,6 +196,7 @@ impl Registry {
             resume,
             handed_over: false,
             session,
+            will: None,
         };
         match self.bucket.update(key, record::to_bytes(&holder).into(), expected).await {
             Ok(revision) => {
@@ -206,12 +216,16 @@ impl Registry {
     }
 
     /// Writes `holder` for `connection`, expecting the revision of this node's last write.
-    async fn write(&self, key: &str, connection: u64, holder: &Holder) -> Result<u64, kv::UpdateError> {
-        let expected = self.claims().get(key).filter(|c| c.connection == connection).map(|c| c.revision);
-        let Some(expected) = expected.filter(|r| *r != 0) else {
+    /// A live connection's entry carries its will.
+    async fn write(&self, key: &str, connection: u64, mut holder: Holder) -> Result<u64, kv::UpdateError> {
+        let claim = self.claims().get(key).filter(|c| c.connection == connection).cloned();
+        let Some(claim) = claim.filter(|c| c.revision != 0) else {
             return Err(kv::UpdateError::new(kv::UpdateErrorKind::WrongLastRevision));
         };
-        let revision = self.bucket.update(key, record::to_bytes(holder).into(), expected).await?;
+        if holder.online {
+            holder.will = claim.will;
+        }
+        let revision = self.bucket.update(key, record::to_bytes(&holder).into(), claim.revision).await?;
         self.claimed(key, connection, revision);
         Ok(revision)
     }
@@ -291,8 +305,9 @@ impl Registry {
             resume: false,
             handed_over: false,
             session: Some(parked),
+            will: None,
         };
-        match self.write(&key, connection, &holder).await {
+        match self.write(&key, connection, holder).await {
             Ok(_) => info!("cluster: session of {} parked in the registry", session.client_id),
             // Claimed meanwhile (on this node, the session is back online and stays).
             Err(e) if overtaken(&e) => {}
@@ -334,6 +349,12 @@ impl Registry {
                 self.confirm();
                 continue;
             }
+            if let Some(node) = subject::decode(NODE_KEY, &entry.key) {
+                if entry.operation == kv::Operation::Put {
+                    self.heard(node);
+                }
+                continue;
+            }
             if entry.operation != kv::Operation::Put {
                 continue;
             }
@@ -342,6 +363,12 @@ impl Registry {
             let replaced = {
                 let mut claims = self.claims();
                 match claims.get_mut(&entry.key) {
+                    // Parked, or taken for dead while this node was silent: it ends here.
+                    Some(claim)
+                        if node == &*self.node && connection == claim.connection && !holder.online =>
+                    {
+                        claims.remove(&entry.key).map(|c| c.connection)
+                    }
                     Some(claim) if node == &*self.node && connection == claim.connection => {
                         claim.revision = entry.revision;
                         if let Some(parked) = holder.session.as_ref().filter(|_| holder.handed_over) {
@@ -457,7 +484,7 @@ impl Directory for Registry {
     fn claim(self: Arc<Self>, client_id: ByteString, connection: u64, resume: bool) -> Claiming {
         let key = subject::encode(CLIENT_KEY, &client_id);
         // In the table before the write: the watch may show the claim before the write returns.
-        self.claims().insert(key.clone(), Claim { connection, revision: 0 });
+        self.claims().insert(key.clone(), Claim { connection, revision: 0, will: None });
         Box::pin(async move {
             let previous = match self.try_claim(&key, connection, resume).await {
                 Ok(previous) => previous,
@@ -487,7 +514,7 @@ impl Directory for Registry {
 
     fn release(self: Arc<Self>, session: &Arc<SessionHandle>, connection: u64) {
         let key = subject::encode(CLIENT_KEY, &session.client_id);
-        let claim = self.claims().get(&key).copied().filter(|c| c.connection == connection);
+        let claim = self.claims().get(&key).cloned().filter(|c| c.connection == connection);
         let Some(claim) = claim else { return };
         let parks = session.lock().persistent() && !session.is_fenced(connection);
         if parks {
@@ -523,13 +550,51 @@ impl Directory for Registry {
                     resume: true,
                     handed_over: false,
                     session: Some(parked),
+                    will: None,
                 };
-                self.write(&key, connection, &holder).await.map_err(|e| e.to_string())
+                self.write(&key, connection, holder).await.map_err(|e| e.to_string())
             };
             let _ = done
                 .send(written.await.map(drop).map_err(|e| StoreError::Io(format!("session registry: {e}"))));
         });
         Some(ticket)
+    }
+
+    fn keep_will(self: Arc<Self>, session: &Arc<SessionHandle>, connection: u64, will: Message, delay: u32) {
+        let key = subject::encode(CLIENT_KEY, &session.client_id);
+        let parting = Parting { message: StoredMessage::new(&will), delay };
+        match self.claims().get_mut(&key).filter(|c| c.connection == connection) {
+            Some(claim) => claim.will = Some(parting.clone()),
+            None => return,
+        }
+        tokio::spawn(async move {
+            // Onto the connection's current entry, whoever wrote it last (a hand-over, say).
+            for _ in 0..ATTEMPTS {
+                let Ok(Some(entry)) = self.bucket.entry(&key).await else { break };
+                let Ok(mut holder) = record::from_bytes::<Holder>(&entry.value) else { break };
+                if holder.node != *self.node || holder.connection != connection || !holder.online {
+                    break;
+                }
+                holder.will = Some(parting.clone());
+                match self.bucket.update(&key, record::to_bytes(&holder).into(), entry.revision).await {
+                    Ok(revision) => return self.claimed(&key, connection, revision),
+                    Err(e) if overtaken(&e) => tokio::time::sleep(Duration::from_millis(50)).await,
+                    Err(e) => return warn!("cluster: the will of {key} not registered: {e}"),
+                }
+            }
+        });
+    }
+
+    fn node(&self) -> &str {
+        &self.node
+    }
+
+    fn nodes(&self) -> Vec<String> {
+        let mut nodes: Vec<String> =
+            self.heard.lock().unwrap_or_else(|e| e.into_inner()).keys().cloned().collect();
+        nodes.push(self.node.to_string());
+        nodes.sort();
+        nodes
     }
 
     fn current(&self) -> bool {
