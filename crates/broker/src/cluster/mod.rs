@@ -147,6 +147,7 @@ pub async fn join(
     let node: Arc<str> = spec.node_id.as_str().into();
     let registry = patiently(|| {
         sessions::Registry::start(
+            &client,
             &js,
             broker,
             Arc::clone(&node),

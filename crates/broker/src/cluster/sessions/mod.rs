@@ -48,6 +48,8 @@ const HEARTBEAT: Duration = Duration::from_secs(2);
 /// a pause shorter than this goes unnoticed; a busy machine taken for a paused one only costs a
 /// heartbeat's round trip of held deliveries.
 const PAUSED: Duration = Duration::from_secs(1);
+/// How long a node waits for another to say it runs.
+const ASK_BOUND: Duration = Duration::from_millis(500);
 /// How long a CONNECT waits for the node its client is still connected to to hand the
 /// session over.
 const HANDOVER_WAIT: Duration = Duration::from_secs(2);
@@ -66,6 +68,7 @@ struct Claim {
 }
 
 pub(super) struct Registry {
+    client: async_nats::Client,
     bucket: kv::Store,
     /// The node's stream loop, which exports and adopts sessions.
     commands: tokio::sync::mpsc::Sender<Command>,
@@ -91,6 +94,7 @@ pub(super) struct Registry {
 impl Registry {
     /// Opens (or makes) the bucket and starts watching it, the clock and the heartbeat.
     pub(super) async fn start(
+        client: &async_nats::Client,
         js: &jetstream::Context,
         broker: &Arc<Broker>,
         node: Arc<str>,
@@ -112,7 +116,13 @@ impl Registry {
                 .map_err(|e| ClusterError(format!("bucket {BUCKET}: {e}")))?,
         };
         let watch = bucket.watch_all().await.map_err(|e| ClusterError(format!("watching {BUCKET}: {e}")))?;
+        let asked = client
+            .subscribe(alive_subject(&node))
+            .await
+            .map_err(|e| ClusterError(format!("subscribing to {}: {e}", alive_subject(&node))))?;
+        tokio::spawn(answer(client.clone(), asked, shutdown.clone()));
         let registry = Arc::new(Registry {
+            client: client.clone(),
             bucket,
             commands,
             node,
@@ -269,6 +279,14 @@ impl Registry {
             Ok(_) => info!("cluster: session of {} handed over to node {}", session.client_id, handed.node),
             Err(e) => warn!("cluster: session of {} not handed over: {e}", session.client_id),
         }
+    }
+
+    /// Whether `node` is there to answer: false only when NATS knows nobody listens for it
+    /// (the node is gone); a node that is slow or paused counts as there.
+    async fn answers(&self, node: &str) -> bool {
+        let asked =
+            tokio::time::timeout(ASK_BOUND, self.client.request(alive_subject(node), "".into())).await;
+        !matches!(asked, Ok(Err(e)) if e.kind() == async_nats::RequestErrorKind::NoResponders)
     }
 
     /// The session the node that held it hands to `connection`, if it does within
@@ -473,6 +491,24 @@ impl Registry {
     }
 }
 
+/// The subject a node answers on while it runs.
+fn alive_subject(node: &str) -> String {
+    subject::encode("cauldron.node", node) + ".alive"
+}
+
+/// Answers whoever asks whether this node runs.
+async fn answer(client: async_nats::Client, mut asked: async_nats::Subscriber, shutdown: CancellationToken) {
+    loop {
+        let question = tokio::select! {
+            question = asked.next() => match question { Some(q) => q, None => return },
+            _ = shutdown.cancelled() => return,
+        };
+        if let Some(reply) = question.reply {
+            let _ = client.publish(reply, "".into()).await;
+        }
+    }
+}
+
 /// Whether a compare-and-swap lost to another write. JetStream says so with one of two codes
 /// (10071, or 10164 from servers that check the subject's last sequence), and the client
 /// library names only the first.
@@ -500,8 +536,9 @@ impl Directory for Registry {
             let Some(previous) = previous.filter(|p| resume && !here && p.session.is_some()) else {
                 return Ok(());
             };
-            // Still connected elsewhere: that node hands the session over as it stands.
-            let handed = match previous.online {
+            // Still connected elsewhere: that node hands the session over as it stands, unless
+            // it is gone (nobody answers for it).
+            let handed = match previous.online && self.answers(&previous.node).await {
                 true => self.handed_over(&key, connection).await,
                 false => None,
             };
