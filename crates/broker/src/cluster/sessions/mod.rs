@@ -225,19 +225,36 @@ impl Registry {
         }
     }
 
-    /// Writes `holder` for `connection`, expecting the revision of this node's last write.
-    /// A live connection's entry carries its will.
+    /// Writes `holder` for `connection`, expecting the revision of this node's last write for
+    /// it; when this node wrote for the same connection meanwhile (its will, say, or another
+    /// node handed the session over to it), onto that. A live connection's entry carries its
+    /// will.
     async fn write(&self, key: &str, connection: u64, mut holder: Holder) -> Result<u64, kv::UpdateError> {
-        let claim = self.claims().get(key).filter(|c| c.connection == connection).cloned();
-        let Some(claim) = claim.filter(|c| c.revision != 0) else {
-            return Err(kv::UpdateError::new(kv::UpdateErrorKind::WrongLastRevision));
-        };
-        if holder.online {
-            holder.will = claim.will;
+        let lost = || kv::UpdateError::new(kv::UpdateErrorKind::WrongLastRevision);
+        for _ in 0..ATTEMPTS {
+            let claim = self.claims().get(key).filter(|c| c.connection == connection).cloned();
+            let Some(claim) = claim.filter(|c| c.revision != 0) else { return Err(lost()) };
+            if holder.online {
+                holder.will = claim.will;
+            }
+            match self.bucket.update(key, record::to_bytes(&holder).into(), claim.revision).await {
+                Ok(revision) => {
+                    self.claimed(key, connection, revision);
+                    return Ok(revision);
+                }
+                Err(e) if overtaken(&e) => {
+                    let Ok(Some(entry)) = self.bucket.entry(key).await else { return Err(e) };
+                    let ours = record::from_bytes::<Holder>(&entry.value)
+                        .is_ok_and(|h| h.node == *self.node && h.connection == connection && h.online);
+                    if !ours {
+                        return Err(e);
+                    }
+                    self.claimed(key, connection, entry.revision);
+                }
+                Err(e) => return Err(e),
+            }
         }
-        let revision = self.bucket.update(key, record::to_bytes(&holder).into(), claim.revision).await?;
-        self.claimed(key, connection, revision);
-        Ok(revision)
+        Err(lost())
     }
 
     /// The session as it stands, from the stream loop.
@@ -408,7 +425,9 @@ impl Registry {
             };
             if let (Some(connection), Some(broker)) = (replaced, self.broker.upgrade()) {
                 if let Some(client_id) = subject::decode(CLIENT_KEY, &entry.key) {
-                    info!("Client {client_id} connected to node {node}, closing its connection here.");
+                    if node != &*self.node {
+                        info!("Client {client_id} connected to node {node}, closing its connection here.");
+                    }
                     let client_id = ByteString::from(client_id);
                     match broker.local_session(&client_id).filter(|s| holder.resume && s.lock().persistent())
                     {
