@@ -333,3 +333,17 @@ async fn until_payload(messages: &mut cauldron_client::Messages, payload: &str) 
         }
     }
 }
+
+/// The same with paho-mqtt: a persistent session made on a, messages published on c, resumed
+/// on b with every message in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paho_moves_a_persistent_session_between_nodes() {
+    let Nodes { nats: _nats, nodes, _turn } = cluster("sessions-paho").await;
+    let port = |node: &Cauldron| node.addr.rsplit(':').next().unwrap().to_string();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/paho_cluster.py");
+    let run = tokio::process::Command::new("python3")
+        .args([script, &port(&nodes[0]), &port(&nodes[1]), &port(&nodes[2])])
+        .output();
+    let out = tokio::time::timeout(WAIT * 4, run).await.expect("in time").unwrap();
+    assert!(out.status.success(), "paho: {}", String::from_utf8_lossy(&out.stderr));
+}
