@@ -157,6 +157,16 @@ impl Router {
         match_at(&self.root, &levels, 0, dollar, &mut visit);
     }
 
+    /// The member of the shared group `filter` (`$share/<group>/<filter>`) whose turn it is,
+    /// connected ones first.
+    pub fn member(&self, filter: &str) -> Option<Entry> {
+        let Some(Ok((name, path))) = topic::parse_shared(filter) else {
+            return None;
+        };
+        let group = self.root.find(path)?.groups.iter().find(|g| g.name == name)?;
+        group.pick(None).cloned()
+    }
+
     /// Another member of the shared group `filter` for a message `leaving` could not take.
     pub fn other_member(&self, filter: &str, leaving: &Arc<SessionHandle>) -> Option<Entry> {
         let Some(Ok((name, path))) = topic::parse_shared(filter) else {

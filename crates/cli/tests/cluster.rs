@@ -303,3 +303,31 @@ async fn a_nats_server_killed_under_qos1_load_loses_no_acknowledged_message() {
     assert!(lost.is_empty(), "acknowledged but never delivered: {lost:?} ({refused} refused and sent again)");
     eprintln!("{} acknowledged, {} received, {refused} refused and sent again", acked.len(), got.len());
 }
+
+/// A share group with members on two nodes: each message, QoS 0 or 1, published on a third
+/// goes to one member of the group, once, whichever node it is on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_share_group_across_nodes_gets_each_message_once() {
+    let Nodes { nats: _nats, nodes, _turn } = cluster("cluster-shared").await;
+    let (on_a, mut at_a) = client(&nodes[0], "worker-a").await;
+    on_a.subscribe("$share/workers/jobs/#", QoS::AtLeastOnce).await.unwrap();
+    let (on_b, mut at_b) = client(&nodes[1], "worker-b").await;
+    on_b.subscribe("$share/workers/jobs/#", QoS::AtLeastOnce).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (publisher, _) = client(&nodes[2], "jobs-pub").await;
+    let mut sent = Vec::new();
+    for i in 0..20 {
+        let qos = if i % 2 == 0 { QoS::AtLeastOnce } else { QoS::AtMostOnce };
+        publisher.publish(format!("jobs/{i}"), "job", qos, false).await.unwrap();
+        sent.push(format!("jobs/{i}"));
+    }
+    let mut got = Vec::new();
+    for messages in [&mut at_a, &mut at_b] {
+        while let Ok(Some(message)) = tokio::time::timeout(Duration::from_millis(1500), messages.recv()).await
+        {
+            got.push(message.topic.to_string());
+        }
+    }
+    got.sort_by_key(|t| t[5..].parse::<u32>().unwrap());
+    assert_eq!(got, sent, "each message to one member, once");
+}

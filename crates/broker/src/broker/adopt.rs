@@ -81,6 +81,37 @@ impl Broker {
         self.submit(ops)
     }
 
+    /// Queues a message the cluster gave this node for the shared group `filter`
+    /// (`$share/<group>/<filter>`) for one of its members here; `None` when the group has no
+    /// member here any more (another node's member is to have it).
+    pub fn deliver_to_group(&self, filter: &str, message: Message) -> Option<Option<Ticket>> {
+        let entry = lock!(self.router.read()).member(filter)?;
+        let (_, path) = topic::parse_shared(filter)?.ok()?;
+        if !topic::matches(path, &message.topic)
+            || (self.checks_reads() && !self.reader_may(&entry.session, &message.topic))
+        {
+            // Not the group's after all (`#` does not take `$` topics), or not readable: done.
+            return Some(None);
+        }
+        let message = Arc::new(message);
+        let delivery = Delivery {
+            qos: self.outgoing_qos(entry.options.qos, message.qos),
+            retain: message.retain && entry.options.retain_as_published,
+            subscription_ids: entry.subscription_id.into_iter().collect(),
+            shared: Some(filter.into()),
+            seq: 0,
+            message,
+        };
+        let mut ops = Vec::new();
+        entry.session.deliver(delivery, &mut ops);
+        Some(self.submit(ops))
+    }
+
+    /// Whether the shared group `filter` has a member here.
+    pub fn has_group_member(&self, filter: &str) -> bool {
+        lock!(self.router.read()).member(filter).is_some()
+    }
+
     /// Ends this node's copy of a session that lives on elsewhere in the cluster now (if it
     /// is still the one in the table, and no connection came back for it meanwhile).
     pub fn forget_session(&self, session: &Arc<SessionHandle>) {

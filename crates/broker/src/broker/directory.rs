@@ -32,6 +32,9 @@ pub trait Directory: Send + Sync {
     /// with the registry, for another node to publish if this one dies with the connection
     /// open.
     fn keep_will(self: Arc<Self>, session: &Arc<SessionHandle>, connection: u64, will: Message, delay: u32);
+    /// This node takes part in the shared group `filter` (`$share/<group>/<filter>`), which a
+    /// member here just joined: SUBACK waits for the ticket.
+    fn join_group(self: Arc<Self>, filter: &str) -> Option<Ticket>;
     /// This node's id.
     fn node(&self) -> &str;
     /// The nodes alive as this one sees them (itself included), sorted, for `$SYS`.

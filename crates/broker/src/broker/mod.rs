@@ -321,6 +321,11 @@ impl Broker {
             false => None,
         };
         let (mut matches, mut shared, held_back) = self.targets(&message);
+        if self.is_clustered() {
+            // A cluster's share groups get their messages from the cluster, each to one member
+            // on one node (see `cluster::groups`).
+            shared.clear();
+        }
         let mut left_to_stream = 0;
         if reach != Reach::All && via_stream(&message) {
             let before = matches.len();

@@ -26,6 +26,7 @@
 //! MQTT 5 PUBLISH with every property, the publisher's client id (No Local works across nodes)
 //! and the expiry time.
 
+mod groups;
 mod handoff;
 mod sessions;
 pub mod subject;
@@ -145,6 +146,7 @@ pub async fn join(
         .await
         .map_err(|e| ClusterError(format!("subscribing to {VOLATILE_PREFIX}.>: {e}")))?;
     let node: Arc<str> = spec.node_id.as_str().into();
+    let groups = groups::Groups::start(client.clone(), reader.stream.clone(), broker, shutdown.clone());
     let registry = patiently(|| {
         sessions::Registry::start(
             &client,
@@ -152,7 +154,7 @@ pub async fn join(
             broker,
             Arc::clone(&node),
             spec.replicas,
-            commands.clone(),
+            sessions::Neighbours { commands: commands.clone(), groups: Arc::clone(&groups) },
             shutdown.clone(),
         )
     })

@@ -14,21 +14,40 @@ pub fn encode(prefix: &str, topic: &str) -> String {
     let mut subject = String::with_capacity(prefix.len() + topic.len() + 8);
     subject.push_str(prefix);
     for level in topic.split('/') {
-        subject.push('.');
-        if level.is_empty() {
-            subject.push('_');
-            continue;
-        }
-        for &byte in level.as_bytes() {
-            if plain(byte) {
-                subject.push(byte as char);
-            } else {
-                subject.push('_');
-                subject.push_str(&format!("{byte:02X}"));
-            }
-        }
+        push_level(&mut subject, level);
     }
     subject
+}
+
+fn push_level(subject: &mut String, level: &str) {
+    subject.push('.');
+    if level.is_empty() {
+        subject.push('_');
+        return;
+    }
+    for &byte in level.as_bytes() {
+        if plain(byte) {
+            subject.push(byte as char);
+        } else {
+            subject.push('_');
+            subject.push_str(&format!("{byte:02X}"));
+        }
+    }
+}
+
+/// The subjects under `prefix` of the topics an MQTT `filter` matches: `+` is one token, and
+/// `#` the rest including none (`a/#` is `a` and `a.>`), so no two of them overlap.
+pub fn filters(prefix: &str, filter: &str) -> Vec<String> {
+    let mut subject = prefix.to_string();
+    for level in filter.split('/') {
+        match level {
+            "#" if subject == prefix => return vec![format!("{prefix}.>")],
+            "#" => return vec![format!("{subject}.>"), subject],
+            "+" => subject.push_str(".*"),
+            level => push_level(&mut subject, level),
+        }
+    }
+    vec![subject]
 }
 
 /// The topic `subject` stands for, or `None` if it is not one `encode` made under `prefix`.
@@ -92,6 +111,15 @@ mod tests {
         }
         assert_eq!(encode("p", "a.b/c"), "p.a_2Eb.c");
         assert_eq!(encode("p", "/x"), "p._.x");
+    }
+
+    #[test]
+    fn filters_become_subjects_that_match_the_same_topics() {
+        assert_eq!(filters("p", "#"), ["p.>"]);
+        assert_eq!(filters("p", "a/#"), ["p.a.>", "p.a"]);
+        assert_eq!(filters("p", "a/+/b.c"), ["p.a.*.b_2Ec"]);
+        assert_eq!(filters("p", "+"), ["p.*"]);
+        assert_eq!(filters("p", "/x"), ["p._.x"]);
     }
 
     #[test]

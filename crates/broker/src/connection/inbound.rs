@@ -241,7 +241,8 @@ impl Connection {
         let subscription_id = subscribe.properties.subscription_identifiers.first().copied();
         let mut codes = Vec::with_capacity(subscribe.filters.len());
         let mut retained = Vec::new();
-        let config = &self.broker.config;
+        let broker = std::sync::Arc::clone(&self.broker);
+        let config = &broker.config;
         for sub in &subscribe.filters {
             let shared = cauldron_proto::topic::parse_shared(&sub.filter).is_some();
             if shared && self.protocol.is_v5() && sub.options.no_local {
@@ -284,6 +285,11 @@ impl Connection {
             let (code, messages) = self.broker.subscribe(&self.session, sub, subscription_id);
             codes.push(code);
             retained.extend(messages);
+            if let (true, Some(directory)) = (shared, self.broker.directory()) {
+                // A cluster's share group is read by every node with a member.
+                let ticket = std::sync::Arc::clone(directory).join_group(&sub.filter);
+                self.hold_until(ticket);
+            }
         }
         // A persistent session's subscriptions are stored (and in a cluster, registered)
         // before SUBACK confirms them.

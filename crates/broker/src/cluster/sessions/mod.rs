@@ -67,8 +67,16 @@ struct Claim {
     will: Option<Parting>,
 }
 
+/// The parts of the node the registry works with: its stream loop (which exports and adopts
+/// sessions) and its share groups.
+pub(super) struct Neighbours {
+    pub commands: tokio::sync::mpsc::Sender<Command>,
+    pub groups: Arc<super::groups::Groups>,
+}
+
 pub(super) struct Registry {
     client: async_nats::Client,
+    groups: Arc<super::groups::Groups>,
     bucket: kv::Store,
     /// The node's stream loop, which exports and adopts sessions.
     commands: tokio::sync::mpsc::Sender<Command>,
@@ -99,7 +107,7 @@ impl Registry {
         broker: &Arc<Broker>,
         node: Arc<str>,
         replicas: usize,
-        commands: tokio::sync::mpsc::Sender<Command>,
+        Neighbours { commands, groups }: Neighbours,
         shutdown: CancellationToken,
     ) -> Result<Arc<Registry>, ClusterError> {
         let bucket = match js.get_key_value(BUCKET).await {
@@ -123,6 +131,7 @@ impl Registry {
         tokio::spawn(answer(client.clone(), asked, shutdown.clone()));
         let registry = Arc::new(Registry {
             client: client.clone(),
+            groups,
             bucket,
             commands,
             node,
@@ -639,6 +648,15 @@ impl Directory for Registry {
                 }
             }
         });
+    }
+
+    fn join_group(self: Arc<Self>, filter: &str) -> Option<Ticket> {
+        let (done, ticket) = tokio::sync::oneshot::channel();
+        let joined = Arc::clone(&self.groups).join(filter.to_string());
+        tokio::spawn(async move {
+            let _ = done.send(joined.await.map_err(|e| StoreError::Io(format!("shared group: {e}"))));
+        });
+        Some(ticket)
     }
 
     fn node(&self) -> &str {
