@@ -95,9 +95,22 @@ async fn a_qos1_publisher_is_acknowledged_only_when_jetstream_has_it() {
     assert_eq!(reason, Some(cauldron_client::proto::ReasonCode::Success));
     assert_eq!(&next(&mut at_b).await.payload[..], b"1");
 
+    let (volatile, _) = client(&nodes[0], "pub-q0").await;
     // Two of three NATS servers gone: no quorum, no acknowledgement.
     nats.servers[1].kill9().await;
     nats.servers[2].kill9().await;
+    // QoS 0 between live nodes keeps flowing: core NATS needs no quorum.
+    let mut flowing = false;
+    for _ in 0..10 {
+        volatile.publish("sensors/q0", "q0", QoS::AtMostOnce, false).await.unwrap();
+        if let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(500), at_b.recv()).await {
+            if &m.payload[..] == b"q0" {
+                flowing = true;
+                break;
+            }
+        }
+    }
+    assert!(flowing, "QoS 0 stopped between nodes without a JetStream quorum");
     let unacknowledged = tokio::time::timeout(
         Duration::from_secs(4),
         publisher.publish("sensors/two", "2", QoS::AtLeastOnce, false),
@@ -330,4 +343,47 @@ async fn a_share_group_across_nodes_gets_each_message_once() {
     }
     got.sort_by_key(|t| t[5..].parse::<u32>().unwrap());
     assert_eq!(got, sent, "each message to one member, once");
+}
+
+/// The same password and ACL files on every node: a wrong password is refused on each, and what
+/// a client publishes on one node reaches a client on another only where the ACL lets it read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passwords_and_acls_hold_on_every_node() {
+    let dir = data_dir("cluster-auth-files");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (passwords, acl) = (dir.join("passwd"), dir.join("acl"));
+    write_passwords(&passwords, "sha512", &[("jane", "secret"), ("bob", "hunter2")]);
+    std::fs::write(
+        &acl,
+        "topic readwrite warm-up/#\nuser jane\ntopic readwrite home/#\ntopic readwrite public/#\n\
+         user bob\ntopic read public/#\ntopic read home/#\ntopic deny home/secret\n",
+    )
+    .unwrap();
+    let files = ["--password-file", path(&passwords), "--acl-file", path(&acl), "--allow-anonymous", "true"];
+    let Nodes { nats: _nats, nodes, _turn } = common::cluster::cluster_with("cluster-auth", &files).await;
+    let login = |node: &Cauldron, id: &str, user: &str, password: &str| {
+        Options::new(node.addr.as_str(), id)
+            .protocol(Protocol::V5)
+            .credentials(user, password.as_bytes().to_vec())
+    };
+    for node in &nodes {
+        let refused = Client::connect(login(node, "guess", "jane", "wrong")).await;
+        assert!(refused.is_err(), "a wrong password let in on {}", node.addr);
+    }
+    let (bob, mut at_bob) = Client::connect(login(&nodes[1], "bob", "bob", "hunter2")).await.unwrap();
+    bob.subscribe("public/#", QoS::AtLeastOnce).await.unwrap();
+    bob.subscribe("home/#", QoS::AtLeastOnce).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (jane, _) = Client::connect(login(&nodes[0], "jane", "jane", "secret")).await.unwrap();
+    // Denied to bob topic by topic, on the node bob is on.
+    jane.publish("home/secret", "s3cr3t", QoS::AtLeastOnce, false).await.unwrap();
+    jane.publish("public/news", "hello", QoS::AtLeastOnce, false).await.unwrap();
+    let got = tokio::time::timeout(WAIT, at_bob.recv()).await.unwrap().unwrap();
+    assert_eq!(&*got.topic, "public/news", "bob may not read home/secret");
+    let more = tokio::time::timeout(Duration::from_millis(700), at_bob.recv()).await;
+    assert!(more.is_err(), "{:?}", more.map(|m| m.map(|p| p.topic)));
+}
+
+fn path(p: &std::path::Path) -> &str {
+    p.to_str().unwrap()
 }

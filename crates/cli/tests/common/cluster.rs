@@ -19,6 +19,11 @@ pub struct Nodes {
 }
 
 pub async fn cluster(name: &str) -> Nodes {
+    cluster_with(name, &[]).await
+}
+
+/// A cluster whose nodes all get `extra` arguments too (the same files, say).
+pub async fn cluster_with(name: &str, extra: &[&str]) -> Nodes {
     let turn = ONE_AT_A_TIME.lock().await;
     let nats = NatsCluster::start(&data_dir(&format!("{name}-nats")), 3).await;
     let mut nodes = Vec::new();
@@ -34,6 +39,7 @@ pub async fn cluster(name: &str) -> Nodes {
             "--sys-interval",
             "1",
         ];
+        let args: Vec<&str> = args.iter().chain(extra).copied().collect();
         let mut node = Cauldron::start(&data_dir(&format!("{name}-{id}")), &args).await;
         node.logged("joined the cluster").await;
         nodes.push(node);

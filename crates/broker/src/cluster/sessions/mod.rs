@@ -97,6 +97,9 @@ pub(super) struct Registry {
     confirming: AtomicU64,
     /// The latest revision of this node's heartbeat the watch has shown.
     heartbeat_seen: AtomicU64,
+    /// Milliseconds since `epoch` from which this node's own heartbeats have been stored
+    /// without a failure (`u64::MAX` while they fail): silence of others counts from then.
+    beating_since: AtomicU64,
 }
 
 impl Registry {
@@ -145,6 +148,7 @@ impl Registry {
             stale: AtomicBool::new(false),
             confirming: AtomicU64::new(0),
             heartbeat_seen: AtomicU64::new(0),
+            beating_since: AtomicU64::new(0),
         });
         let wake = Arc::new(tokio::sync::Notify::new());
         tokio::spawn(Arc::clone(&registry).follow(watch, shutdown.clone()));
@@ -501,7 +505,16 @@ impl Registry {
         let key = self.heartbeat_key();
         loop {
             let stale = self.stale.load(Ordering::Acquire);
-            match self.bucket.put(&key, self.now().to_string().into()).await {
+            let beat = self.bucket.put(&key, self.now().to_string().into()).await;
+            if beat.is_ok() {
+                // After a failure (no quorum, say), everyone's silence counts from now.
+                let now = self.now();
+                let _ =
+                    self.beating_since.compare_exchange(u64::MAX, now, Ordering::AcqRel, Ordering::Acquire);
+            } else {
+                self.beating_since.store(u64::MAX, Ordering::Release);
+            }
+            match beat {
                 Ok(revision) if stale => {
                     let _ =
                         self.confirming.compare_exchange(0, revision, Ordering::AcqRel, Ordering::Acquire);

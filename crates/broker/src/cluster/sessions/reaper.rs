@@ -4,6 +4,7 @@
 //! compare-and-swap on an entry parks that session from its last checkpoint (or, for one that
 //! does not persist, deletes the entry) and publishes its will: once, however many nodes look.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -34,8 +35,12 @@ impl Registry {
                 _ = tokio::time::sleep(LOOK) => {}
                 _ = shutdown.cancelled() => return,
             }
-            // Not while this node itself may have been asleep: the silence may be its own.
-            if !crate::broker::Directory::current(&*self) {
+            // Not while this node itself may have been asleep, nor before its own heartbeats
+            // have been stored for `SILENT`: the silence may be its own, or JetStream's (no
+            // quorum: nobody's heartbeat is stored, and nobody is dead for that).
+            let beating = self.beating_since.load(Ordering::Acquire);
+            let beating_for = Duration::from_millis(self.now().saturating_sub(beating));
+            if !crate::broker::Directory::current(&*self) || beating == u64::MAX || beating_for < SILENT {
                 continue;
             }
             let silent: Vec<String> = {
