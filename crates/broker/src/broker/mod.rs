@@ -332,9 +332,6 @@ impl Broker {
             let from_stream = reach == Reach::FromStreamOnly;
             matches.retain(|e| e.session.lock().persistent() == from_stream);
             left_to_stream = before - matches.len();
-            if from_stream {
-                shared.clear();
-            }
         } else if reach == Reach::FromStreamOnly {
             return Routed { matched: 0, over_ceiling: 0, durable: None, observed: None, congested: None };
         }

@@ -112,13 +112,7 @@ impl Groups {
         loop {
             let pull = match &mut messages {
                 Some(pull) => pull,
-                None => match consumer
-                    .stream()
-                    .expires(Duration::from_secs(5))
-                    .heartbeat(Duration::from_millis(1500))
-                    .messages()
-                    .await
-                {
+                None => match super::pull(&consumer).await {
                     Ok(pull) => messages.insert(pull),
                     Err(e) => {
                         warn!("cluster: reading the group {filter}: {e}");

@@ -131,7 +131,7 @@ pub(super) async fn adopt(
     }
     let (session, ticket) = broker.adopt_session(client_id, &parked.record, owed)?;
     let mut tickets: Vec<Ticket> = ticket.into_iter().collect();
-    let mut replayed = 0;
+    let mut read = 0;
     if parked.position < position {
         let config = consumer::pull::OrderedConfig {
             deliver_policy: consumer::DeliverPolicy::ByStartSequence { start_sequence: parked.position + 1 },
@@ -158,7 +158,7 @@ pub(super) async fn adopt(
                     Ok(mut routed) => {
                         routed.stream_seq = seq;
                         tickets.extend(broker.deliver_replayed(&session, routed));
-                        replayed += 1;
+                        read += 1;
                     }
                     Err(e) => warn!(seq, "cluster: unreadable message skipped in a replay: {e}"),
                 }
@@ -173,7 +173,7 @@ pub(super) async fn adopt(
             return Err(format!("storing the session here: {e}"));
         }
     }
-    info!(client = %client_id, from = parked.position, to = position, read = replayed, "cluster: session resumed here");
+    info!(client = %client_id, from = parked.position, to = position, read, "cluster: session resumed here");
     Ok(())
 }
 

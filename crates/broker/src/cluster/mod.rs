@@ -341,6 +341,13 @@ fn from_elsewhere(headers: Option<&HeaderMap>, node: &str) -> bool {
     headers.and_then(|h| h.get(ORIGIN)).is_none_or(|origin| origin.as_str() != node)
 }
 
+/// A pull on one of the stream's consumers. Short, with heartbeats: a pull the server lost (a
+/// consumer whose leader is still being elected answers none) shows within seconds as missed
+/// heartbeats and is made anew, not after async-nats' default 35 s.
+async fn pull(consumer: &consumer::PullConsumer) -> Result<consumer::pull::Stream, consumer::StreamError> {
+    consumer.stream().expires(PULL_EXPIRES).heartbeat(PULL_EXPIRES * 3 / 10).messages().await
+}
+
 /// This node's durable consumer of the stream, and how its messages are pulled.
 struct Reader {
     stream: stream::Stream,
@@ -365,16 +372,9 @@ impl Reader {
             .get_or_create_consumer(&self.durable, config)
             .await
             .map_err(|e| ClusterError(format!("consumer {}: {e}", self.durable)))?;
-        // Short pulls with heartbeats: a pull the server lost (a consumer whose leader is still
-        // being elected answers none) is renewed within seconds (heartbeats missed), not after the default 35.
         let floor = consumer.cached_info().ack_floor.stream_sequence;
-        let messages = consumer
-            .stream()
-            .expires(PULL_EXPIRES)
-            .heartbeat(PULL_EXPIRES * 3 / 10)
-            .messages()
-            .await
-            .map_err(|e| ClusterError(format!("reading {}: {e}", self.durable)))?;
+        let messages =
+            pull(&consumer).await.map_err(|e| ClusterError(format!("reading {}: {e}", self.durable)))?;
         Ok((messages, floor))
     }
 

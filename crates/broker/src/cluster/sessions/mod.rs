@@ -17,7 +17,11 @@
 //! been read and its connections closed. The same heartbeat key (`n.<node>`) tells the others
 //! the node is alive.
 
+mod clock;
+mod handover;
 mod reaper;
+
+use handover::{alive_subject, answer};
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -48,6 +52,10 @@ const HEARTBEAT: Duration = Duration::from_secs(2);
 /// a pause shorter than this goes unnoticed; a busy machine taken for a paused one only costs a
 /// heartbeat's round trip of held deliveries.
 const PAUSED: Duration = Duration::from_secs(1);
+/// How long a SUBSCRIBE's checkpoint or a park waits for the stream loop's export.
+const EXPORT_BOUND: Duration = Duration::from_secs(10);
+/// How long a CONNECT waits for the stream loop to adopt its session (a replay included).
+const ADOPT_BOUND: Duration = Duration::from_secs(60);
 /// How long a node waits for another to say it runs.
 const ASK_BOUND: Duration = Duration::from_millis(500);
 /// How long a CONNECT waits for the node its client is still connected to to hand the
@@ -273,70 +281,33 @@ impl Registry {
     /// The session as it stands, from the stream loop.
     async fn export(&self, session: &Arc<SessionHandle>) -> Result<handoff::Parked, String> {
         let (reply, parked) = tokio::sync::oneshot::channel();
-        let command = Command::Export { session: Arc::clone(session), reply };
-        self.commands.send(command).await.map_err(|_| "the stream loop has stopped".to_string())?;
-        parked.await.map_err(|_| "the stream loop has stopped".to_string())
+        self.ask(Command::Export { session: Arc::clone(session), reply }, parked, EXPORT_BOUND).await
     }
 
     /// Has the stream loop adopt a parked session.
     async fn adopt(&self, client_id: ByteString, parked: handoff::Parked) -> Result<(), String> {
         let (reply, adopted) = tokio::sync::oneshot::channel();
         let command = Command::Adopt { client_id, parked: Box::new(parked), reply };
-        self.commands.send(command).await.map_err(|_| "the stream loop has stopped".to_string())?;
-        adopted.await.map_err(|_| "the stream loop has stopped".to_string())?
+        self.ask(command, adopted, ADOPT_BOUND).await?
     }
 
-    /// Gives a session whose client connected to another node (`holder`, at `revision`) to that
-    /// node, exactly as it stands: its connection here stops delivering, the stream loop
-    /// exports it, the connection closes, and the export goes into the new holder's entry.
-    async fn hand_over(
-        self: Arc<Self>,
-        key: String,
-        revision: u64,
-        holder: Holder,
-        session: Arc<SessionHandle>,
-        connection: u64,
-    ) {
-        session.fence(connection);
-        let parked = self.export(&session).await;
-        if let Some(broker) = self.broker.upgrade() {
-            broker.taken_over_elsewhere(&session.client_id, connection);
-        }
-        let Ok(parked) = parked else { return };
-        let handed = Holder { session: Some(parked), handed_over: true, ..holder };
-        // Only onto that claim: if anything was written since, the new node went on without.
-        match self.bucket.update(&key, record::to_bytes(&handed).into(), revision).await {
-            Ok(_) => info!("cluster: session of {} handed over to node {}", session.client_id, handed.node),
-            Err(e) => warn!("cluster: session of {} not handed over: {e}", session.client_id),
-        }
-    }
-
-    /// Whether `node` is there to answer: false only when NATS knows nobody listens for it
-    /// (the node is gone); a node that is slow or paused counts as there.
-    async fn answers(&self, node: &str) -> bool {
-        let asked =
-            tokio::time::timeout(ASK_BOUND, self.client.request(alive_subject(node), "".into())).await;
-        !matches!(asked, Ok(Err(e)) if e.kind() == async_nats::RequestErrorKind::NoResponders)
-    }
-
-    /// The session the node that held it hands to `connection`, if it does within
-    /// `HANDOVER_WAIT` (a dead or paused node does not; the last checkpoint serves then).
-    async fn handed_over(&self, key: &str, connection: u64) -> Option<handoff::Parked> {
-        let deadline = tokio::time::Instant::now() + HANDOVER_WAIT;
-        loop {
-            let handed = self.handed.notified();
-            tokio::pin!(handed);
-            handed.as_mut().enable();
-            {
-                let mut handovers = self.handovers.lock().unwrap_or_else(|e| e.into_inner());
-                if handovers.get(key).is_some_and(|(c, _)| *c == connection) {
-                    return handovers.remove(key).map(|(_, parked)| parked);
-                }
-            }
-            if tokio::time::timeout_at(deadline, handed).await.is_err() {
-                return None;
-            }
-        }
+    /// Hands `command` to the stream loop and waits at most `bound` for its answer: a loop held
+    /// up (NATS out of reach while it pulls anew) fails the SUBSCRIBE or CONNECT waiting on it
+    /// with an error instead of leaving the client without an answer.
+    async fn ask<T>(
+        &self,
+        command: Command,
+        answer: tokio::sync::oneshot::Receiver<T>,
+        bound: Duration,
+    ) -> Result<T, String> {
+        let stopped = "the stream loop has stopped";
+        let asked = async {
+            self.commands.send(command).await.map_err(|_| stopped.to_string())?;
+            answer.await.map_err(|_| stopped.to_string())
+        };
+        tokio::time::timeout(bound, asked)
+            .await
+            .map_err(|_| format!("the stream loop did not answer in {bound:?}"))?
     }
 
     /// Leaves a persistent session whose client went away in the registry, and this node's
@@ -458,94 +429,6 @@ impl Registry {
                     }
                 }
             }
-        }
-    }
-
-    /// Ends a pause's doubt once the watch has shown a heartbeat written after it.
-    fn confirm(&self) {
-        let confirming = self.confirming.load(Ordering::Acquire);
-        if self.stale.load(Ordering::Acquire)
-            && confirming != 0
-            && self.heartbeat_seen.load(Ordering::Acquire) >= confirming
-            && self.stale.swap(false, Ordering::AcqRel)
-        {
-            info!("cluster: caught up with the session registry; delivering again");
-            if let Some(broker) = self.broker.upgrade() {
-                broker.wake_connections();
-            }
-        }
-    }
-
-    /// Notices pauses. Never waits on NATS, so a slow server is not mistaken for a pause.
-    async fn keep_time(self: Arc<Self>, wake: Arc<tokio::sync::Notify>, shutdown: CancellationToken) {
-        let mut last = self.now();
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep(TICK) => {}
-                _ = shutdown.cancelled() => return,
-            }
-            let now = self.now();
-            let gap = now.saturating_sub(last);
-            if gap >= PAUSED.as_millis() as u64 && !self.stale.swap(true, Ordering::AcqRel) {
-                warn!(
-                    paused_ms = gap,
-                    "cluster: this node was not running; holding deliveries until it has read the session registry"
-                );
-                self.confirming.store(0, Ordering::Release);
-                wake.notify_one();
-            }
-            last = now;
-            self.ticked.store(now, Ordering::Release);
-        }
-    }
-
-    /// Writes this node's heartbeat now and then, and at once after a pause: the one that ends
-    /// the pause's doubt.
-    async fn beat(self: Arc<Self>, wake: Arc<tokio::sync::Notify>, shutdown: CancellationToken) {
-        let key = self.heartbeat_key();
-        loop {
-            let stale = self.stale.load(Ordering::Acquire);
-            let beat = self.bucket.put(&key, self.now().to_string().into()).await;
-            if beat.is_ok() {
-                // After a failure (no quorum, say), everyone's silence counts from now.
-                let now = self.now();
-                let _ =
-                    self.beating_since.compare_exchange(u64::MAX, now, Ordering::AcqRel, Ordering::Acquire);
-            } else {
-                self.beating_since.store(u64::MAX, Ordering::Release);
-            }
-            match beat {
-                Ok(revision) if stale => {
-                    let _ =
-                        self.confirming.compare_exchange(0, revision, Ordering::AcqRel, Ordering::Acquire);
-                    self.confirm();
-                }
-                Ok(_) => {}
-                Err(e) => warn!("cluster: heartbeat: {e}"),
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(HEARTBEAT) => {}
-                _ = wake.notified() => {}
-                _ = shutdown.cancelled() => return,
-            }
-        }
-    }
-}
-
-/// The subject a node answers on while it runs.
-fn alive_subject(node: &str) -> String {
-    subject::encode("cauldron.node", node) + ".alive"
-}
-
-/// Answers whoever asks whether this node runs.
-async fn answer(client: async_nats::Client, mut asked: async_nats::Subscriber, shutdown: CancellationToken) {
-    loop {
-        let question = tokio::select! {
-            question = asked.next() => match question { Some(q) => q, None => return },
-            _ = shutdown.cancelled() => return,
-        };
-        if let Some(reply) = question.reply {
-            let _ = client.publish(reply, "".into()).await;
         }
     }
 }
