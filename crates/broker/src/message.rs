@@ -1,10 +1,12 @@
 //! An application message as the broker holds it: shared by `Arc` between the retained store and
 //! every subscriber's queue, so the payload is never copied per subscriber.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use cauldron_proto::{ByteString, Bytes, Properties, Publish, QoS};
+
+use crate::store::record::{Blob, StoredMessage};
 
 /// Payloads up to the connection's largest read buffer are copied out of it by `compacted`.
 const OWN_COPY_MAX: usize = 64 * 1024;
@@ -19,12 +21,18 @@ pub struct Message {
     pub properties: Properties,
     /// Client id of the publisher, for the no-local subscription option.
     pub publisher: Option<ByteString>,
+    /// User name of the publisher of a retained message, for `check_retain_source` (whether
+    /// it may still write the topic when the message is sent to a new subscriber).
+    pub publisher_user: Option<ByteString>,
     /// When the message expiry interval runs out.
     pub expires_at: Option<Instant>,
     /// Its sequence in a cluster's stream, when it came from there (0: it did not).
     pub stream_seq: u64,
     /// Topic and payload hold their own bytes (see `compacted`).
     compact: bool,
+    /// The message as the store keeps it, made by the first persistent session that queues
+    /// it: every other session's stored delivery refers to the same row (`store::Blob`).
+    stored: OnceLock<Arc<Blob>>,
 }
 
 impl Message {
@@ -37,8 +45,10 @@ impl Message {
             retain,
             properties: Properties::default(),
             publisher: None,
+            publisher_user: None,
             expires_at: None,
             stream_seq: 0,
+            stored: OnceLock::new(),
             // Its bytes are the caller's own, not a slice of some larger read buffer.
             compact: true,
         }
@@ -61,8 +71,10 @@ impl Message {
             retain: publish.retain,
             properties,
             publisher,
+            publisher_user: None,
             expires_at,
             stream_seq: 0,
+            stored: OnceLock::new(),
         }
     }
 
@@ -81,10 +93,23 @@ impl Message {
             retain: self.retain,
             properties: self.properties.clone(),
             publisher: self.publisher.clone(),
+            publisher_user: self.publisher_user.clone(),
             expires_at: self.expires_at,
             stream_seq: self.stream_seq,
             compact: true,
+            stored: OnceLock::new(),
         })
+    }
+
+    /// The message encoded for the store, once however many sessions queue it.
+    pub(crate) fn stored(&self) -> &Arc<Blob> {
+        self.stored.get_or_init(|| Arc::new(Blob::new(&StoredMessage::new(self))))
+    }
+
+    /// A message read back from the store's row `blob`: queued again, it refers to that row.
+    pub(crate) fn restored_from(self, blob: Arc<Blob>) -> Message {
+        let _ = self.stored.set(blob);
+        self
     }
 
     /// Whether the message expiry interval has passed: such a message is never delivered.

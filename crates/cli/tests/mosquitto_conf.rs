@@ -218,3 +218,65 @@ async fn per_listener_settings_give_each_listener_its_own_auth() {
     assert_eq!(got, ["mine", "bob's"]);
     broker.terminate().await;
 }
+
+/// Mosquitto's `check_retain_source`: a retained message goes to a new subscriber only while
+/// its publisher may still write the topic; who published it is stored with it, so that holds
+/// after a restart too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_retain_source_holds_back_what_a_writer_no_longer_may_write() {
+    use cauldron_client::{Client, Messages, Options, QoS};
+    async fn retained(addr: &str, filter: &str) -> Vec<String> {
+        let (reader, mut messages): (Client, Messages) =
+            Client::connect(Options::new(addr, "reader").credentials("reader", "pw")).await.unwrap();
+        reader.subscribe(filter, QoS::AtLeastOnce).await.unwrap();
+        let mut got = Vec::new();
+        while let Ok(Some(m)) =
+            tokio::time::timeout(std::time::Duration::from_millis(400), messages.recv()).await
+        {
+            got.push(String::from_utf8_lossy(&m.payload).into_owned());
+        }
+        reader.disconnect().await.unwrap();
+        got
+    }
+    let dir = data_dir("retain-source");
+    std::fs::create_dir_all(&dir).unwrap();
+    write_passwords(&dir.join("passwd"), "argon2id", &[("writer", "pw"), ("reader", "pw")]);
+    let acl = dir.join("acl");
+    let rules = |writer: &str| format!("user writer\n{writer}\n\nuser reader\ntopic read test/#\n");
+    std::fs::write(&acl, rules("topic readwrite test/#")).unwrap();
+    let port = free_port();
+    let conf = dir.join("mosquitto.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "check_retain_source true\npersistence true\npersistence_location {}\nsys_interval 0\n\
+             listener {port} 127.0.0.1\nallow_anonymous false\npassword_file passwd\nacl_file acl\n",
+            dir.join("data").display()
+        ),
+    )
+    .unwrap();
+    let conf_arg = conf.display().to_string();
+    let addr = format!("127.0.0.1:{port}");
+    let mut broker = Cauldron::start(&dir, &["--mosquitto-conf", &conf_arg]).await;
+    let (writer, _) =
+        Client::connect(Options::new(&addr, "writer").credentials("writer", "pw")).await.unwrap();
+    writer.publish("test/kept", "by writer", QoS::AtLeastOnce, true).await.unwrap();
+    writer.disconnect().await.unwrap();
+    assert_eq!(retained(&addr, "test/#").await, ["by writer"]);
+
+    // The writer loses write access: what it wrote is no longer handed out.
+    std::fs::write(&acl, rules("topic read test/#")).unwrap();
+    broker.hangup().await;
+    assert!(retained(&addr, "test/#").await.is_empty(), "held back after the reload");
+
+    // Stored with its publisher's name: after a restart the check still knows whom to ask.
+    broker.terminate().await;
+    std::fs::write(&acl, rules("topic readwrite test/#")).unwrap();
+    let broker = Cauldron::start(&dir, &["--mosquitto-conf", &conf_arg]).await;
+    assert_eq!(retained(&addr, "test/#").await, ["by writer"], "the writer may again");
+    broker.terminate().await;
+    std::fs::write(&acl, rules("topic read test/#")).unwrap();
+    let broker = Cauldron::start(&dir, &["--mosquitto-conf", &conf_arg]).await;
+    assert!(retained(&addr, "test/#").await.is_empty(), "held back after a restart");
+    broker.terminate().await;
+}

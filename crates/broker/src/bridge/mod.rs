@@ -397,7 +397,8 @@ impl Bridge {
         self.status.messages_in.fetch_add(1, Ordering::Relaxed);
         // The bridge's own client id as publisher: its No Local subscriptions do not send the
         // message straight back.
-        let message = Message::from_publish(publish, Some(self.local.client_id.clone()));
+        let mut message = Message::from_publish(publish, Some(self.local.client_id.clone()));
+        message.publisher_user = self.local.username.clone().filter(|_| message.retain);
         drop(self.broker.publish(message).durable);
     }
 

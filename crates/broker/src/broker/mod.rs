@@ -25,14 +25,15 @@ use std::time::Instant;
 
 use cauldron_proto::{topic, ByteString, QoS, ReasonCode, RetainHandling, Subscription};
 
-use crate::authz::{AllowAll, Authorizer};
+use crate::authz::{AllowAll, Authorizer, ClientInfo};
 use crate::config::{Config, Redirect};
 use crate::message::Message;
 use crate::metrics::{self, DropReason, Metrics};
 use crate::retain::Retained;
 use crate::router::{Entry, Match, Router};
 use crate::session::{Delivery, Enqueued, Limits, SessionHandle};
-use crate::store::{self, Durability, Op, Persistence, Snapshot, Store, StoreError, StoredMessage, Ticket};
+use crate::store::record::SourcedMessage;
+use crate::store::{self, Durability, Op, Persistence, Snapshot, Store, StoreError, Ticket};
 
 /// How long a CONNECT waits for the connection it takes over to handle what it had received:
 /// a poll of that connection's task, unless its worker is busy.
@@ -160,7 +161,11 @@ impl Broker {
         let persistence = Persistence::start(store, durability, observe);
         let mut broker = Broker::build(config, authorizer, Some(persistence));
         broker.metrics = metrics;
-        broker.restore(snapshot)?;
+        let rewritten = broker.restore(snapshot)?;
+        if let Some(persistence) = &broker.persistence {
+            // Before anything else is written: a start that cannot rewrite what it read stops.
+            persistence.commit_before_start(rewritten)?;
+        }
         Ok(Arc::new(broker))
     }
 
@@ -303,7 +308,7 @@ impl Broker {
             true => Op::DeleteRetained(message.topic.to_string()),
             false => Op::PutRetained(
                 message.topic.to_string(),
-                store::record::to_bytes(&StoredMessage::new(message)),
+                store::record::to_bytes(&SourcedMessage::new(message)),
             ),
         })
     }
@@ -461,6 +466,9 @@ impl Broker {
         if self.checks_reads() {
             retained.retain(|m| self.reader_may(session, &m.topic));
         }
+        if self.config.check_retain_source {
+            retained.retain(|m| self.source_may_still_write(session, m));
+        }
         let deliveries = retained
             .into_iter()
             .map(|message| Delivery {
@@ -473,6 +481,20 @@ impl Broker {
             })
             .collect();
         (code, deliveries)
+    }
+
+    /// Whether a retained message's publisher may still publish to its topic, under the access
+    /// control `session`'s listener has now (Mosquitto's check_retain_source). A message the
+    /// broker made itself has no publisher and always may.
+    fn source_may_still_write(&self, session: &SessionHandle, message: &Message) -> bool {
+        let Some(client_id) = message.publisher.clone() else {
+            return true;
+        };
+        let source = ClientInfo { client_id, username: message.publisher_user.clone() };
+        match session.authorizer() {
+            Some(own) => own.can_publish(&source, &message.topic),
+            None => self.authorizer.can_publish(&source, &message.topic),
+        }
     }
 
     /// Removes a subscription; returns whether it existed. Journals like `subscribe`.
@@ -600,18 +622,21 @@ impl Broker {
     fn end_session(&self, session: &Arc<SessionHandle>) {
         let (filters, stored) = {
             let mut state = session.lock();
-            state.take_ops(); // superseded by the delete below
+            state.journal_end();
+            let stored = std::mem::take(&mut state.stored);
+            let mut ops = state.take_ops();
+            if stored {
+                ops.push(Op::DeleteSession(session.client_id.to_string()));
+            }
             let filters: Vec<ByteString> = std::mem::take(&mut state.subscriptions).into_keys().collect();
-            (filters, std::mem::take(&mut state.stored))
+            (filters, ops)
         };
         let mut router = lock!(self.router.write());
         for filter in filters {
             router.remove(&filter, session);
         }
         drop(router);
-        if stored {
-            drop(self.submit(vec![Op::DeleteSession(session.client_id.to_string())]));
-        }
+        drop(self.submit(stored));
     }
 
     /// The QoS a message published at `published` goes out at to a subscription granted

@@ -12,7 +12,8 @@ use tracing::{error, info, warn};
 use super::{lock, Broker};
 use crate::router::Entry;
 use crate::store::record::from_bytes;
-use crate::store::{Snapshot, StoreError, StoredDelivery, StoredMessage, StoredSession};
+use crate::store::record::{LegacyDelivery, SourcedMessage};
+use crate::store::{Blob, Op, Snapshot, StoreError, StoredDelivery, StoredMessage, StoredSession};
 
 /// Stored records that could not be restored. One bad record never keeps the broker from
 /// starting: it is logged, written to a file beside the store with its bytes, and the rest is
@@ -43,12 +44,14 @@ impl Rejected {
 }
 
 impl Broker {
-    pub(super) fn restore(&self, snapshot: Snapshot) -> Result<(), StoreError> {
+    /// Returns the store operations that write deliveries of the older shape in the new one, for
+    /// the caller to commit before the broker serves anyone.
+    pub(super) fn restore(&self, snapshot: Snapshot) -> Result<Vec<Op>, StoreError> {
         let now = std::time::Instant::now();
         let mut rejected = Rejected::default();
         let mut retained = lock!(self.retained.write());
         for (topic, bytes) in &snapshot.retained {
-            match from_bytes::<StoredMessage>(bytes).and_then(|m| m.restore()) {
+            match SourcedMessage::decode(bytes).and_then(|m| m.restore()) {
                 Ok(message) if !message.is_expired(now) => retained.set(&Arc::new(message)),
                 Ok(_) => {}
                 Err(e) => rejected.keep("retained", topic, bytes, &e),
@@ -56,16 +59,49 @@ impl Broker {
         }
         drop(retained);
 
+        // Each stored message is read once and shared by every delivery that refers to it.
+        let mut messages = HashMap::new();
+        for (id, bytes) in snapshot.messages {
+            let blob = Arc::new(Blob::stored(id, bytes));
+            match from_bytes::<StoredMessage>(&blob.bytes).and_then(|m| m.restore()) {
+                Ok(message) => drop(messages.insert(id, Arc::new(message.restored_from(blob)))),
+                Err(e) => rejected.keep("messages", &id.to_string(), &blob.bytes, &e),
+            }
+        }
         let mut deliveries: HashMap<&str, Vec<_>> = HashMap::new();
-        for (client, seq, bytes) in &snapshot.deliveries {
-            let restored = from_bytes::<StoredDelivery>(bytes).and_then(|d| Ok((d.restore(*seq)?, d.state)));
+        for (client, seq, message, bytes) in &snapshot.deliveries {
+            let key = || format!("{client}/{seq}");
+            let Some(message) = messages.get(message) else {
+                let e = StoreError::Corrupt(format!("message {message} is not stored"));
+                rejected.keep("queued", &key(), bytes, &e);
+                continue;
+            };
+            let restored = from_bytes::<StoredDelivery>(bytes)
+                .and_then(|d| Ok((d.state, d.restore(Arc::clone(message), *seq)?)));
             match restored {
-                Ok((delivery, state)) => {
+                Ok((state, delivery)) => {
                     deliveries.entry(client.as_str()).or_default().push((*seq, delivery, state))
+                }
+                Err(e) => rejected.keep("queued", &key(), bytes, &e),
+            }
+        }
+        // Deliveries in the shape before the messages table are taken in, and written again
+        // in the new shape once their session is restored.
+        let mut legacy: HashMap<&str, Vec<u64>> = HashMap::new();
+        for (client, seq, bytes) in &snapshot.legacy_deliveries {
+            let restored = from_bytes::<LegacyDelivery>(bytes).and_then(|d| Ok((d.state, d.restore(*seq)?)));
+            match restored {
+                Ok((state, delivery)) => {
+                    deliveries.entry(client.as_str()).or_default().push((*seq, delivery, state));
+                    legacy.entry(client.as_str()).or_default().push(*seq);
                 }
                 Err(e) => rejected.keep("deliveries", &format!("{client}/{seq}"), bytes, &e),
             }
         }
+        for queue in deliveries.values_mut() {
+            queue.sort_by_key(|(seq, ..)| *seq);
+        }
+        let mut rewritten = Vec::new();
         let mut inbound: HashMap<&str, Vec<u16>> = HashMap::new();
         for (client, id) in &snapshot.inbound_qos2 {
             inbound.entry(client.as_str()).or_default().push(*id);
@@ -92,6 +128,12 @@ impl Broker {
                     rejected.keep("sessions", client, bytes, &e);
                     continue;
                 }
+                if let Some(seqs) = legacy.remove(client.as_str()) {
+                    state.journal_deliveries();
+                    rewritten.append(&mut state.take_ops());
+                    rewritten
+                        .extend(seqs.into_iter().map(|seq| Op::DeleteLegacyDelivery(client.clone(), seq)));
+                }
                 for (filter, (options, id)) in &state.subscriptions {
                     let entry =
                         Entry { session: Arc::clone(&handle), options: *options, subscription_id: *id };
@@ -100,17 +142,98 @@ impl Broker {
             }
             sessions.insert(client_id, handle);
         }
-        for client in deliveries.keys() {
-            warn!(client, "stored messages without a stored session ignored");
+        // Deliveries of a session that ended while a publisher's batch for it was on its way to
+        // the store: nobody will take them, so they leave the store.
+        for (client, orphans) in deliveries {
+            warn!(client, count = orphans.len(), "stored messages without a stored session removed");
+            let legacy = legacy.remove(client).unwrap_or_default();
+            for (seq, delivery, _) in orphans {
+                rewritten.push(match legacy.contains(&seq) {
+                    true => Op::DeleteLegacyDelivery(client.to_string(), seq),
+                    false => Op::DeleteDelivery {
+                        client: client.to_string(),
+                        seq,
+                        message: delivery.message.stored().id,
+                    },
+                });
+            }
         }
         info!(
             sessions = sessions.len(),
             subscriptions = router.len(),
             retained = snapshot.retained.len(),
-            queued = snapshot.deliveries.len(),
+            queued = snapshot.deliveries.len() + snapshot.legacy_deliveries.len(),
+            messages = messages.len(),
             "state restored from the store"
         );
         rejected.save(&self.config.data_dir);
-        Ok(())
+        Ok(rewritten)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use cauldron_proto::{Publish, QoS};
+
+    use crate::authz::AllowAll;
+    use crate::broker::Broker;
+    use crate::config::Config;
+    use crate::message::Message;
+    use crate::store::record::{to_bytes, StoredSession};
+    use crate::store::{DeliveryState, Durability, Op, RedbStore, Store, StoredMessage};
+
+    /// A store written before the messages table: its deliveries are restored, in order, and
+    /// written again in the new shape, one message row each, the old rows gone.
+    #[test]
+    fn deliveries_of_the_older_shape_are_restored_and_rewritten() {
+        let dir = std::env::temp_dir().join(format!("cauldron-legacy-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("state.redb");
+        let old = |payload: &'static str, state| {
+            let mut publish = Publish::new("t", payload.as_bytes());
+            publish.qos = QoS::AtLeastOnce;
+            let message = StoredMessage::new(&Message::from_publish(publish, Some("pub".into())));
+            // The old record: the message, then qos, retain, subscription ids, shared, state.
+            to_bytes(&(message, 1u8, false, vec![7u32], None::<String>, state))
+        };
+        crate::store::write_legacy_deliveries(
+            &path,
+            &[
+                ("phone", 1, old("first", DeliveryState::Queued)),
+                ("phone", 2, old("second", DeliveryState::Queued)),
+            ],
+        );
+        let record = StoredSession {
+            expiry_interval: u32::MAX,
+            expires_at_ms: None,
+            subscriptions: vec![],
+            pending_will: None,
+        };
+        {
+            let (mut store, _, _) = RedbStore::open(&path).unwrap();
+            store.commit(&[Op::PutSession("phone".into(), to_bytes(&record))]).unwrap();
+        }
+        let config = Config { data_dir: dir.clone(), ..Config::default() };
+        let (store, snapshot, _) = RedbStore::open(&path).unwrap();
+        assert_eq!(snapshot.legacy_deliveries.len(), 2);
+        let broker =
+            Broker::open(config, Arc::new(AllowAll), Box::new(store), snapshot, Durability::Sync).unwrap();
+        let (session, present) = broker.open_session(&"phone".into(), false);
+        assert!(present);
+        let queued: Vec<_> = session.lock().owed().into_iter().map(|(d, _)| d).collect();
+        let payloads: Vec<_> = queued.iter().map(|d| d.message.payload.clone()).collect();
+        assert_eq!(payloads, ["first", "second"]);
+        assert_eq!(queued[0].subscription_ids, [7]);
+        broker.close_store();
+        drop(broker);
+
+        let (_, snapshot, _) = RedbStore::open(&path).unwrap();
+        assert!(snapshot.legacy_deliveries.is_empty(), "the old rows are gone");
+        assert_eq!(snapshot.deliveries.len(), 2);
+        assert_eq!(snapshot.messages.len(), 2, "one row per message");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -62,7 +62,7 @@ pub(super) enum Owed {
     /// A message of the stream, by sequence.
     Stream { seq: u64, qos: u8, retain: bool, subscription_ids: Vec<u32>, state: DeliveryState },
     /// Any other (a retained message sent on subscribe), whole.
-    Whole(StoredDelivery),
+    Whole { message: StoredMessage, delivery: StoredDelivery },
 }
 
 /// Asked of a node's stream loop.
@@ -88,7 +88,10 @@ pub(super) fn export(session: &SessionHandle, position: u64) -> Parked {
         .owed()
         .into_iter()
         .map(|(delivery, state)| match delivery.message.stream_seq {
-            0 => Owed::Whole(StoredDelivery::new(&delivery, state)),
+            0 => Owed::Whole {
+                message: StoredMessage::new(&delivery.message),
+                delivery: StoredDelivery::new(&delivery, state),
+            },
             seq => Owed::Stream {
                 seq,
                 qos: delivery.qos as u8,
@@ -126,7 +129,11 @@ pub(super) async fn adopt(
                 };
                 owed.push((delivery, *state));
             }
-            Owed::Whole(stored) => owed.push((stored.restore(0).map_err(|e| e.to_string())?, stored.state)),
+            Owed::Whole { message, delivery } => {
+                let message = Arc::new(message.restore().map_err(|e| e.to_string())?);
+                let state = delivery.state;
+                owed.push((delivery.clone().restore(message, 0).map_err(|e| e.to_string())?, state));
+            }
         }
     }
     let (session, ticket) = broker.adopt_session(client_id, &parked.record, owed)?;

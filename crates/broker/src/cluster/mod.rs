@@ -42,7 +42,7 @@ use tracing::{info, warn};
 
 use crate::broker::{Broker, Tapped};
 use crate::message::Message;
-use crate::store::record::{self, StoredMessage};
+use crate::store::record::{self, SourcedMessage};
 
 /// The stream of QoS 1 and 2 messages.
 const STREAM: &str = "CAULDRON_MSGS";
@@ -218,7 +218,7 @@ async fn forward(
             message = tapped.recv() => match message { Some(m) => m, None => return },
             _ = shutdown.cancelled() => return,
         };
-        let payload: bytes::Bytes = record::to_bytes(&StoredMessage::new(&message.message)).into();
+        let payload: bytes::Bytes = record::to_bytes(&SourcedMessage::new(&message.message)).into();
         if message.message.retain {
             // In order, before the message itself: a subscriber that gets it can find it retained.
             if let Err(e) = keep_retained(&retained, &message.message, payload.clone()).await {
@@ -333,7 +333,7 @@ async fn follow_retained(broker: Arc<Broker>, mut watch: kv::Watch, shutdown: Ca
 
 /// The message a cluster record carries, or why it cannot be read.
 fn decode(payload: &[u8]) -> Result<Message, String> {
-    let stored: StoredMessage = record::from_bytes(payload).map_err(|e| e.to_string())?;
+    let stored = SourcedMessage::decode(payload).map_err(|e| e.to_string())?;
     stored.restore().map_err(|e| e.to_string())
 }
 

@@ -63,6 +63,9 @@ pub struct Config {
     /// Deliver at the subscription's QoS even when published lower (Mosquitto:
     /// upgrade_outgoing_qos). Off by default, as the spec has it: "the lower of" the two.
     pub upgrade_outgoing_qos: bool,
+    /// A retained message goes to a new subscriber only while its publisher may still write its
+    /// topic (Mosquitto's check_retain_source): access taken away also takes back what it wrote.
+    pub check_retain_source: bool,
     /// Whether retained messages are supported (Mosquitto: retain_available).
     pub retain_available: bool,
     pub wildcard_subscription_available: bool,
@@ -125,6 +128,7 @@ impl Default for Config {
             topic_alias_maximum: 10,
             max_qos: cauldron_proto::QoS::ExactlyOnce,
             upgrade_outgoing_qos: false,
+            check_retain_source: false,
             retain_available: true,
             wildcard_subscription_available: true,
             subscription_identifier_available: true,

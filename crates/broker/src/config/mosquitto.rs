@@ -263,6 +263,7 @@ impl Reader {
             }
             "retain_available" => config.retain_available = parse_bool(value)?,
             "upgrade_outgoing_qos" => config.upgrade_outgoing_qos = parse_bool(value)?,
+            "check_retain_source" => config.check_retain_source = parse_bool(value)?,
             "sys_interval" => config.sys_interval = parse_num(value)?,
             "allow_zero_length_clientid" => config.allow_zero_length_clientid = parse_bool(value)?,
             "auto_id_prefix" => config.auto_id_prefix = value.to_string(),

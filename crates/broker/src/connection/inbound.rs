@@ -121,7 +121,11 @@ impl Connection {
         } else {
             None
         };
-        let message = Message::from_publish(publish, Some(self.session.client_id.clone()));
+        let mut message = Message::from_publish(publish, Some(self.session.client_id.clone()));
+        if message.retain {
+            // Kept with the message for `check_retain_source`; only a retained one needs it.
+            message.publisher_user = self.session.client_info().username;
+        }
         // Refused messages are dropped; the QoS flow still completes [MQTT-3.3.5-2].
         let route = |broker: &Broker, message| match refused {
             None => Ok(broker.publish(message)),

@@ -477,7 +477,11 @@ impl Connection {
             properties,
             payload: will.payload,
         };
-        Some((Message::from_publish(publish, Some(self.session.client_id.clone())), delay))
+        let mut message = Message::from_publish(publish, Some(self.session.client_id.clone()));
+        if message.retain {
+            message.publisher_user = self.session.client_info().username;
+        }
+        Some((message, delay))
     }
 
     /// In a cluster, leaves the will with the session registry too, so that another node

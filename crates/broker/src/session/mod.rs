@@ -240,9 +240,38 @@ impl Session {
 
     fn journal_delivery(&mut self, delivery: &Delivery, state: DeliveryState) {
         if self.journaling() && delivery.seq != 0 {
-            let record = store::record::to_bytes(&StoredDelivery::new(delivery, state));
-            self.ops.push(Op::PutDelivery(self.client_id.clone(), delivery.seq, record));
+            self.ops.push(Op::PutDelivery {
+                client: self.client_id.clone(),
+                seq: delivery.seq,
+                message: Arc::clone(delivery.message.stored()),
+                record: store::record::to_bytes(&StoredDelivery::new(delivery, state)),
+            });
         }
+    }
+
+    /// Journals every delivery the session holds, in its present state (its stored rows were
+    /// in an older shape).
+    pub fn journal_deliveries(&mut self) {
+        let owed = self.owed();
+        for (delivery, state) in &owed {
+            self.journal_delivery(delivery, *state);
+        }
+    }
+
+    /// Journals the end of every delivery the session holds, for a session that ends (what it
+    /// journalled and did not submit yet is dropped: it is ended by these).
+    pub fn journal_end(&mut self) {
+        self.ops.clear();
+        if !self.stored {
+            return;
+        }
+        let held = self.inflight.iter().map(Inflight::delivery).chain(&self.queue);
+        let ends = held.filter(|d| d.seq != 0).map(|d| Op::DeleteDelivery {
+            client: self.client_id.clone(),
+            seq: d.seq,
+            message: d.message.stored().id,
+        });
+        self.ops = ends.collect();
     }
 
     /// Drops the queued (not yet sent) messages whose topic `readable` refuses, journalling each;
@@ -261,7 +290,11 @@ impl Session {
 
     fn forget_delivery(&mut self, delivery: &Delivery) {
         if self.journaling() && delivery.seq != 0 {
-            self.ops.push(Op::DeleteDelivery(self.client_id.clone(), delivery.seq));
+            self.ops.push(Op::DeleteDelivery {
+                client: self.client_id.clone(),
+                seq: delivery.seq,
+                message: delivery.message.stored().id,
+            });
         }
     }
 

@@ -15,8 +15,10 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 use tracing::{error, info};
 
+#[cfg(test)]
+pub(crate) use self::redb::write_legacy_deliveries;
 pub use self::redb::RedbStore;
-pub use record::{DeliveryState, StoredDelivery, StoredMessage, StoredSession, StoredSubscription};
+pub use record::{Blob, DeliveryState, StoredDelivery, StoredMessage, StoredSession, StoredSubscription};
 
 /// One change to durable state. Values are already serialized, so the writer only writes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,10 +26,17 @@ pub enum Op {
     PutRetained(String, Vec<u8>),
     DeleteRetained(String),
     PutSession(String, Vec<u8>),
-    /// Removes the session with its queued deliveries and QoS 2 receive state.
+    /// Removes the session with its QoS 2 receive state (its deliveries are deleted one by
+    /// one, by the session that knows them).
     DeleteSession(String),
-    PutDelivery(String, u64, Vec<u8>),
-    DeleteDelivery(String, u64),
+    /// Puts a session's delivery `seq` (a `StoredDelivery`) of `message`. The message is written
+    /// with its first delivery and deleted with its last, so a fan-out to many persistent
+    /// sessions writes it once and a state change rewrites only `record`.
+    PutDelivery { client: String, seq: u64, message: Arc<Blob>, record: Vec<u8> },
+    DeleteDelivery { client: String, seq: u64, message: u64 },
+    /// Removes a delivery written in the shape before the messages table (once it is written
+    /// again in the new one).
+    DeleteLegacyDelivery(String, u64),
     PutInboundQos2(String, u16),
     DeleteInboundQos2(String, u16),
 }
@@ -37,7 +46,12 @@ pub enum Op {
 pub struct Snapshot {
     pub retained: Vec<(String, Vec<u8>)>,
     pub sessions: Vec<(String, Vec<u8>)>,
-    pub deliveries: Vec<(String, u64, Vec<u8>)>,
+    /// The messages table: id, `StoredMessage`.
+    pub messages: Vec<(u64, Vec<u8>)>,
+    /// Client, seq, the message's id, `StoredDelivery`.
+    pub deliveries: Vec<(String, u64, u64, Vec<u8>)>,
+    /// Deliveries in the shape before the messages table (`record::LegacyDelivery`).
+    pub legacy_deliveries: Vec<(String, u64, Vec<u8>)>,
     pub inbound_qos2: Vec<(String, u16)>,
 }
 
@@ -135,6 +149,24 @@ impl Persistence {
         // stop, the send fails and the dropped `done` reads as `Stopped` to the waiter.
         let _ = self.tx.send(Request { ops, done, stop: false });
         ticket
+    }
+
+    /// Commits `ops` and waits for it, blocking the thread: for start-up only, before anyone
+    /// is served.
+    pub fn commit_before_start(&self, ops: Vec<Op>) -> Result<(), StoreError> {
+        if ops.is_empty() {
+            return Ok(());
+        }
+        let (done, mut ticket) = oneshot::channel();
+        self.tx.send(Request { ops, done: Some(done), stop: false }).map_err(|_| StoreError::Stopped)?;
+        loop {
+            // `blocking_recv` may not be called on a runtime thread, which start-up may be.
+            match ticket.try_recv() {
+                Ok(result) => return result,
+                Err(oneshot::error::TryRecvError::Empty) => std::thread::sleep(Duration::from_millis(1)),
+                Err(oneshot::error::TryRecvError::Closed) => return Err(StoreError::Stopped),
+            }
+        }
     }
 
     /// Commits what is pending and stops the writer; later submissions are not stored.

@@ -1,5 +1,6 @@
 //! The redb store: one file, crash-safe commits (copy-on-write B-trees with a checksummed
-//! commit slot), four tables. A file that cannot be opened or read is moved aside and the broker
+//! commit slot). Tables: retained messages, sessions, the messages table with how many
+//! deliveries refer to each message, deliveries, QoS 2 receive state. A file that cannot be opened or read is moved aside and the broker
 //! starts empty rather than not at all.
 
 use std::path::{Path, PathBuf};
@@ -7,10 +8,18 @@ use std::path::{Path, PathBuf};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use tracing::error;
 
-use super::{Op, Snapshot, Store, StoreError};
+use super::{Blob, Op, Snapshot, Store, StoreError};
 
 const RETAINED: TableDefinition<&str, &[u8]> = TableDefinition::new("retained");
 const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("sessions");
+/// Queued and in-flight deliveries: (message id, client, seq) -> `StoredDelivery`. Keyed by
+/// message first, so the rows of one fan-out sit side by side: a publish queued for a hundred
+/// sessions rewrites a leaf or two, not one per session.
+const QUEUED: TableDefinition<(u64, &str, u64), &[u8]> = TableDefinition::new("queued");
+/// Messages by id: a row lives while a delivery in `QUEUED` refers to it.
+const MESSAGES: TableDefinition<u64, &[u8]> = TableDefinition::new("messages");
+/// Deliveries with their message inside, as written before the messages table: read at
+/// start-up, written again in the new shape and removed.
 const DELIVERIES: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("deliveries");
 const INBOUND_QOS2: TableDefinition<(&str, u16), ()> = TableDefinition::new("inbound_qos2");
 
@@ -114,6 +123,8 @@ impl RedbStore {
             txn.open_table(RETAINED).map(drop),
             txn.open_table(SESSIONS).map(drop),
             txn.open_table(DELIVERIES).map(drop),
+            txn.open_table(QUEUED).map(drop),
+            txn.open_table(MESSAGES).map(drop),
             txn.open_table(INBOUND_QOS2).map(drop),
         ] {
             result.map_err(table_error)?;
@@ -166,10 +177,19 @@ impl Store for RedbStore {
             let (k, v) = item.map_err(io)?;
             snapshot.sessions.push((k.value().to_string(), v.value().to_vec()));
         }
+        for item in txn.open_table(MESSAGES).map_err(io)?.iter().map_err(io)? {
+            let (k, v) = item.map_err(io)?;
+            snapshot.messages.push((k.value(), v.value().to_vec()));
+        }
+        for item in txn.open_table(QUEUED).map_err(io)?.iter().map_err(io)? {
+            let (k, v) = item.map_err(io)?;
+            let (message, client, seq) = k.value();
+            snapshot.deliveries.push((client.to_string(), seq, message, v.value().to_vec()));
+        }
         for item in txn.open_table(DELIVERIES).map_err(io)?.iter().map_err(io)? {
             let (k, v) = item.map_err(io)?;
             let (client, seq) = k.value();
-            snapshot.deliveries.push((client.to_string(), seq, v.value().to_vec()));
+            snapshot.legacy_deliveries.push((client.to_string(), seq, v.value().to_vec()));
         }
         for item in txn.open_table(INBOUND_QOS2).map_err(io)?.iter().map_err(io)? {
             let (k, _) = item.map_err(io)?;
@@ -192,8 +212,12 @@ impl Store for RedbStore {
         {
             let mut retained = txn.open_table(RETAINED).map_err(io)?;
             let mut sessions = txn.open_table(SESSIONS).map_err(io)?;
-            let mut deliveries = txn.open_table(DELIVERIES).map_err(io)?;
+            let mut legacy = txn.open_table(DELIVERIES).map_err(io)?;
             let mut inbound = txn.open_table(INBOUND_QOS2).map_err(io)?;
+            let mut queued = Queued {
+                deliveries: txn.open_table(QUEUED).map_err(io)?,
+                messages: txn.open_table(MESSAGES).map_err(io)?,
+            };
             for op in ops {
                 match op {
                     Op::PutRetained(topic, value) => {
@@ -208,14 +232,15 @@ impl Store for RedbStore {
                     Op::DeleteSession(client) => {
                         sessions.remove(client.as_str()).map_err(io)?;
                         let client = client.as_str();
-                        deliveries.retain_in((client, 0)..=(client, u64::MAX), |_, _| false).map_err(io)?;
+                        legacy.retain_in((client, 0)..=(client, u64::MAX), |_, _| false).map_err(io)?;
                         inbound.retain_in((client, 0)..=(client, u16::MAX), |_, _| false).map_err(io)?;
                     }
-                    Op::PutDelivery(client, seq, value) => {
-                        deliveries.insert((client.as_str(), *seq), value.as_slice()).map_err(io)?;
+                    Op::PutDelivery { client, seq, message, record } => {
+                        queued.put(client, *seq, message, record)?;
                     }
-                    Op::DeleteDelivery(client, seq) => {
-                        deliveries.remove((client.as_str(), *seq)).map_err(io)?;
+                    Op::DeleteDelivery { client, seq, message } => queued.remove(*message, client, *seq)?,
+                    Op::DeleteLegacyDelivery(client, seq) => {
+                        legacy.remove((client.as_str(), *seq)).map_err(io)?;
                     }
                     Op::PutInboundQos2(client, id) => {
                         inbound.insert((client.as_str(), *id), ()).map_err(io)?;
@@ -230,9 +255,54 @@ impl Store for RedbStore {
     }
 }
 
+/// Writes deliveries in the shape before the messages table, as an older cauldron did.
+#[cfg(test)]
+pub(crate) fn write_legacy_deliveries(path: &Path, rows: &[(&str, u64, Vec<u8>)]) {
+    let db = Database::create(path).unwrap();
+    let txn = db.begin_write().unwrap();
+    {
+        let mut table = txn.open_table(DELIVERIES).unwrap();
+        for (client, seq, bytes) in rows {
+            table.insert((*client, *seq), bytes.as_slice()).unwrap();
+        }
+    }
+    txn.commit().unwrap();
+}
+
+/// The deliveries and messages tables inside one commit, kept in step: a message row lives as
+/// long as a delivery refers to it.
+struct Queued<'txn> {
+    deliveries: redb::Table<'txn, (u64, &'static str, u64), &'static [u8]>,
+    messages: redb::Table<'txn, u64, &'static [u8]>,
+}
+
+impl Queued<'_> {
+    fn put(&mut self, client: &str, seq: u64, message: &Blob, record: &[u8]) -> Result<(), StoreError> {
+        if self.messages.get(message.id).map_err(io)?.is_none() {
+            self.messages.insert(message.id, message.bytes.as_slice()).map_err(io)?;
+        }
+        self.deliveries.insert((message.id, client, seq), record).map_err(io)?;
+        Ok(())
+    }
+
+    /// Removes a delivery; the last one of its message takes the message with it.
+    fn remove(&mut self, message: u64, client: &str, seq: u64) -> Result<(), StoreError> {
+        if self.deliveries.remove((message, client, seq)).map_err(io)?.is_none() {
+            return Ok(());
+        }
+        let mut left = self.deliveries.range((message, "", 0)..(message + 1, "", 0)).map_err(io)?;
+        if left.next().is_none() {
+            drop(left);
+            self.messages.remove(message).map_err(io)?;
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
 
     /// An empty directory of this test's own and the store path in it.
     fn fresh(name: &str) -> (PathBuf, PathBuf) {
@@ -243,9 +313,14 @@ mod tests {
         (dir, path)
     }
 
+    fn put(client: &str, seq: u64, message: &Arc<Blob>, record: u8) -> Op {
+        Op::PutDelivery { client: client.into(), seq, message: Arc::clone(message), record: vec![record] }
+    }
+
     #[test]
     fn ops_survive_reopening_and_delete_session_takes_its_rows() {
         let (dir, path) = fresh("ops");
+        let message = Arc::new(Blob::stored(5, vec![9]));
         {
             let (mut store, snapshot, quarantined) = RedbStore::open(&path).unwrap();
             assert!(snapshot.sessions.is_empty() && quarantined.is_none());
@@ -253,21 +328,23 @@ mod tests {
                 .commit(&[
                     Op::PutRetained("t".into(), vec![1]),
                     Op::PutSession("a".into(), vec![2]),
-                    Op::PutDelivery("a".into(), 1, vec![3]),
-                    Op::PutDelivery("ab".into(), 1, vec![4]),
+                    put("a", 1, &message, 3),
+                    put("ab", 1, &message, 4),
                     Op::PutInboundQos2("a".into(), 7),
                 ])
                 .unwrap();
-            store.commit(&[Op::DeleteSession("a".into())]).unwrap();
+            let delete = Op::DeleteDelivery { client: "a".into(), seq: 1, message: 5 };
+            store.commit(&[Op::DeleteSession("a".into()), delete]).unwrap();
         }
         let (_, snapshot, _) = RedbStore::open(&path).unwrap();
         assert_eq!(snapshot.retained, [("t".to_string(), vec![1])]);
         assert!(snapshot.sessions.is_empty());
         assert_eq!(
             snapshot.deliveries,
-            [("ab".to_string(), 1, vec![4])],
+            [("ab".to_string(), 1, 5, vec![4])],
             "only the other client's row is left"
         );
+        assert_eq!(snapshot.messages, [(5, vec![9])], "still referred to");
         assert!(snapshot.inbound_qos2.is_empty());
 
         std::fs::write(&path, b"this is not a database").unwrap();
@@ -275,6 +352,31 @@ mod tests {
         assert!(snapshot.retained.is_empty());
         let aside = quarantined.expect("garbage quarantined");
         assert_eq!(std::fs::read(&aside).unwrap(), b"this is not a database");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A message is written once for all its deliveries, kept while one refers to it, and
+    /// gone with the last; a state change rewrites the delivery only.
+    #[test]
+    fn a_message_row_lives_as_long_as_a_delivery_refers_to_it() {
+        let (dir, path) = fresh("refs");
+        let (first, second) = (Arc::new(Blob::stored(1, vec![1; 100])), Arc::new(Blob::stored(2, vec![2])));
+        let delete = |i: usize, message| Op::DeleteDelivery { client: format!("s{i}"), seq: 1, message };
+        let (mut store, _, _) = RedbStore::open(&path).unwrap();
+        let fan_out: Vec<Op> = (0..100).map(|i| put(&format!("s{i}"), 1, &first, 0)).collect();
+        store.commit(&fan_out).unwrap();
+        store.commit(&[put("s0", 1, &first, 1), put("s0", 2, &second, 0)]).unwrap();
+        let mut deletes: Vec<Op> = (0..99).map(|i| delete(i, 1)).collect();
+        deletes.push(Op::DeleteDelivery { client: "s0".into(), seq: 2, message: 2 });
+        store.commit(&deletes).unwrap();
+        drop(store);
+        let (mut store, snapshot, _) = RedbStore::open(&path).unwrap();
+        assert_eq!(snapshot.messages, [(1, vec![1; 100])], "s99 still refers to the first message");
+        assert_eq!(snapshot.deliveries, [("s99".to_string(), 1, 1, vec![0])]);
+        store.commit(&[delete(99, 1), delete(99, 1), delete(5, 7)]).unwrap();
+        drop(store);
+        let (_, snapshot, _) = RedbStore::open(&path).unwrap();
+        assert!(snapshot.messages.is_empty() && snapshot.deliveries.is_empty(), "{snapshot:?}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
