@@ -1,3 +1,4 @@
+#![warn(unreachable_pub)]
 //! The cauldron MQTT broker as a library. A whole server (auth files, TLS, the store, listeners,
 //! bridges, reloads) from one configuration is a [`Server`]; the smallest embedding builds a
 //! [`Broker`] from a [`Config`] and hands [`run`] bound listeners and a cancellation token, and it

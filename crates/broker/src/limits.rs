@@ -9,18 +9,18 @@ use std::time::Instant;
 use crate::metrics::Refusal;
 
 /// Token buckets per client address: `rate` connections per second, bursts of `rate`.
-pub struct RateLimiter {
+pub(crate) struct RateLimiter {
     rate: f64,
     buckets: HashMap<IpAddr, (f64, Instant)>,
 }
 
 impl RateLimiter {
-    pub fn new(rate_per_second: u32) -> RateLimiter {
+    pub(crate) fn new(rate_per_second: u32) -> RateLimiter {
         RateLimiter { rate: f64::from(rate_per_second.max(1)), buckets: HashMap::new() }
     }
 
     /// Takes a token for `ip`; false if it has none left.
-    pub fn allow(&mut self, ip: IpAddr, now: Instant) -> bool {
+    pub(crate) fn allow(&mut self, ip: IpAddr, now: Instant) -> bool {
         // Forget idle addresses now and then, so the map stays as small as the active set.
         if self.buckets.len() > 10_000 {
             let rate = self.rate;
@@ -40,7 +40,7 @@ impl RateLimiter {
 }
 
 /// Whether a new connection may be admitted, given the open counts.
-pub fn admit(
+pub(crate) fn admit(
     open_total: u64,
     max_total: Option<usize>,
     open_here: usize,

@@ -16,7 +16,7 @@ fn invalid(message: impl Into<String>) -> io::Error {
 
 /// Reads a PROXY header and returns the client address it names (`None` for a `LOCAL` or
 /// `UNKNOWN` connection, such as the balancer's own health check).
-pub async fn read_header<R: AsyncRead + Unpin>(reader: &mut R) -> io::Result<Option<SocketAddr>> {
+pub(crate) async fn read_header<R: AsyncRead + Unpin>(reader: &mut R) -> io::Result<Option<SocketAddr>> {
     let mut start = [0u8; 12];
     reader.read_exact(&mut start[..5]).await?;
     if &start[..5] == b"PROXY" {

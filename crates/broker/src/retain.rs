@@ -13,7 +13,7 @@ use cauldron_proto::ByteString;
 use crate::message::Message;
 
 #[derive(Default)]
-pub struct Retained {
+pub(crate) struct Retained {
     root: Node,
     count: usize,
 }
@@ -41,7 +41,7 @@ enum Step<'a> {
 
 impl Retained {
     /// Stores a retained publish; an empty payload deletes the topic's message [MQTT-3.3.1-6].
-    pub fn set(&mut self, message: &Arc<Message>) {
+    pub(crate) fn set(&mut self, message: &Arc<Message>) {
         if message.payload.is_empty() {
             self.remove(&message.topic);
             return;
@@ -88,7 +88,7 @@ impl Retained {
 
     /// Retained messages whose topic matches `filter`, in topic order, parents first, expired
     /// ones left out. Filters starting with a wildcard do not match `$` topics [MQTT-4.7.2-1].
-    pub fn matching(&self, filter: &str) -> Vec<Arc<Message>> {
+    pub(crate) fn matching(&self, filter: &str) -> Vec<Arc<Message>> {
         let levels: Vec<&str> = filter.split('/').collect();
         let now = Instant::now();
         let mut found = Vec::new();
@@ -131,7 +131,7 @@ impl Retained {
         found
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.count
     }
 }

@@ -12,7 +12,7 @@ use crate::session::SessionHandle;
 
 /// One client's subscription at a trie node.
 #[derive(Clone)]
-pub struct Entry {
+pub(crate) struct Entry {
     pub session: Arc<SessionHandle>,
     pub options: SubOptions,
     pub subscription_id: Option<u32>,
@@ -49,13 +49,13 @@ impl Group {
 }
 
 /// What a publish matched: an ordinary subscription, or the member chosen from a shared group.
-pub enum Match<'a> {
+pub(crate) enum Match<'a> {
     Direct(&'a Entry),
     Shared(&'a Entry, &'a ByteString),
 }
 
 #[derive(Default)]
-pub struct Router {
+pub(crate) struct Router {
     root: Node,
     count: usize,
 }
@@ -99,7 +99,7 @@ fn remove_from(entries: &mut Vec<Entry>, session: &Arc<SessionHandle>) -> bool {
 
 impl Router {
     /// Adds or replaces (same client, same filter) a subscription. Returns true if it is new.
-    pub fn insert(&mut self, filter: &ByteString, entry: Entry) -> bool {
+    pub(crate) fn insert(&mut self, filter: &ByteString, entry: Entry) -> bool {
         let (shared, path) = match topic::parse_shared(filter) {
             Some(Ok((group, inner))) => (Some(group), inner),
             _ => (None, &filter[..]),
@@ -131,7 +131,7 @@ impl Router {
     }
 
     /// Removes a client's subscription; returns whether it existed. Empty branches are pruned.
-    pub fn remove(&mut self, filter: &str, session: &Arc<SessionHandle>) -> bool {
+    pub(crate) fn remove(&mut self, filter: &str, session: &Arc<SessionHandle>) -> bool {
         let (shared, path) = match topic::parse_shared(filter) {
             Some(Ok((group, inner))) => (Some(group), inner),
             _ => (None, filter),
@@ -143,14 +143,14 @@ impl Router {
     }
 
     /// Number of subscriptions held (each shared group member counts once).
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.count
     }
 
     /// Calls `visit` for every subscription whose filter matches `topic` [MQTT-4.7], and for one
     /// member of each matching shared group. A client with several matching filters is visited
     /// once per filter.
-    pub fn matches<'a>(&'a self, topic: &str, mut visit: impl FnMut(Match<'a>)) {
+    pub(crate) fn matches<'a>(&'a self, topic: &str, mut visit: impl FnMut(Match<'a>)) {
         let levels: Vec<&str> = topic.split('/').collect();
         // Filters starting with a wildcard do not match `$` topics [MQTT-4.7.2-1].
         let dollar = topic.starts_with('$');
@@ -159,7 +159,7 @@ impl Router {
 
     /// The member of the shared group `filter` (`$share/<group>/<filter>`) whose turn it is,
     /// connected ones first.
-    pub fn member(&self, filter: &str) -> Option<Entry> {
+    pub(crate) fn member(&self, filter: &str) -> Option<Entry> {
         let Some(Ok((name, path))) = topic::parse_shared(filter) else {
             return None;
         };
@@ -168,7 +168,7 @@ impl Router {
     }
 
     /// Another member of the shared group `filter` for a message `leaving` could not take.
-    pub fn other_member(&self, filter: &str, leaving: &Arc<SessionHandle>) -> Option<Entry> {
+    pub(crate) fn other_member(&self, filter: &str, leaving: &Arc<SessionHandle>) -> Option<Entry> {
         let Some(Ok((name, path))) = topic::parse_shared(filter) else {
             return None;
         };

@@ -113,7 +113,7 @@ fn publish(broker: &Broker, topic: String, payload: String) {
 }
 
 /// Publishes the `$SYS` tree every `sys_interval` seconds until shutdown (never if it is 0).
-pub async fn publish_periodically(broker: Arc<Broker>, shutdown: CancellationToken) {
+pub(crate) async fn publish_periodically(broker: Arc<Broker>, shutdown: CancellationToken) {
     if broker.config.sys_interval == 0 {
         return;
     }

@@ -2,7 +2,7 @@
 //! subprotocol). The byte-stream adapter over binary messages is the client crate's
 //! [`WsStream`], shared so both ends frame MQTT the same way [MQTT-6.0.0-2].
 
-pub use cauldron_client::ws::WsStream;
+pub(crate) use cauldron_client::ws::WsStream;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
@@ -10,7 +10,10 @@ use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
 /// Accepts the WebSocket upgrade on `path`, choosing the `mqtt` subprotocol when offered.
 // The refusal type is tungstenite's (an HTTP response), so its size is not ours to choose.
 #[allow(clippy::result_large_err)]
-pub async fn accept<S>(stream: S, path: &str) -> Result<WsStream<S>, tokio_tungstenite::tungstenite::Error>
+pub(crate) async fn accept<S>(
+    stream: S,
+    path: &str,
+) -> Result<WsStream<S>, tokio_tungstenite::tungstenite::Error>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {

@@ -31,7 +31,7 @@ pub use spec::{BridgeSpec, BridgeTls, Direction, Restart, StartType, TopicRule};
 use crate::authz::ClientInfo;
 use crate::broker::Broker;
 use crate::message::Message;
-use crate::session::{next_connection_id, Doorbell, Outgoing, SessionHandle};
+use crate::session::{next_connection_id, Doorbell, Outgoing, Session, SessionHandle};
 
 /// Messages taken from the local queue per turn.
 const DRAIN_BUDGET: usize = 64;
@@ -54,10 +54,7 @@ impl BridgeStatus {
     /// Messages waiting in the local queue for the remote, sent or not.
     pub fn queued(&self) -> usize {
         let session = self.session.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        session.map_or(0, |s| {
-            let state = s.lock();
-            state.queued() + state.inflight()
-        })
+        session.map_or(0, |s| s.read(|state| state.queued() + state.inflight()))
     }
 }
 
@@ -179,12 +176,7 @@ impl Bridge {
     fn open_local(&self, clean: bool) -> Arc<SessionHandle> {
         let client_id = ByteString::from(self.spec.local_clientid.as_str());
         let (session, _) = self.broker.open_session(&client_id, clean);
-        {
-            let mut state = session.lock();
-            state.expiry_interval = u32::MAX;
-            state.journal_record();
-        }
-        drop(self.broker.flush_session(&session));
+        session.edit(|state| state.set_expiry_interval(u32::MAX));
         // From the start, so what is published before the remote answers waits for it.
         subscribe_local(&self.broker, &session, &self.spec, false);
         session
@@ -193,7 +185,7 @@ impl Bridge {
     /// `lazy`: waits until `threshold` messages are queued. False on shutdown.
     async fn wait_for_threshold(&self, session: &SessionHandle) -> bool {
         loop {
-            if session.lock().queued() >= self.spec.threshold {
+            if session.read(Session::queued) >= self.spec.threshold {
                 return true;
             }
             tokio::select! {
@@ -266,7 +258,7 @@ impl Bridge {
             if !rule.direction.inbound() && !spec.attempt_unsubscribe {
                 continue;
             }
-            let id = session.lock().reserve_packet_id();
+            let (id, _) = session.edit(Session::reserve_packet_id);
             let filter = ByteString::from(rule.remote_filter());
             if rule.direction.inbound() {
                 let options = SubOptions {
@@ -419,12 +411,12 @@ fn subscribe_local(broker: &Broker, session: &Arc<SessionHandle>, spec: &BridgeS
     // A stored session keeps the topics of an earlier configuration: those go.
     let current: Vec<&str> =
         spec.topics.iter().filter(|rule| rule.direction.outbound()).map(|rule| rule.local_filter()).collect();
-    let stale: Vec<ByteString> =
-        session.lock().subscriptions.keys().filter(|f| !current.contains(&f.as_ref())).cloned().collect();
+    let stale: Vec<ByteString> = session.read(|state| {
+        state.subscriptions().keys().filter(|f| !current.contains(&f.as_ref())).cloned().collect()
+    });
     for filter in stale {
         broker.unsubscribe(session, &filter);
     }
-    let mut ops = Vec::new();
     for rule in spec.topics.iter().filter(|rule| rule.direction.outbound()) {
         let options = SubOptions {
             qos: rule.qos,
@@ -433,20 +425,18 @@ fn subscribe_local(broker: &Broker, session: &Arc<SessionHandle>, spec: &BridgeS
             retain_handling: RetainHandling::OnSubscribe,
         };
         let subscription = Subscription { filter: rule.local_filter().into(), options };
-        let (_, messages) = broker.subscribe(session, &subscription, None);
+        let (_, messages, _) = broker.subscribe(session, &subscription, None);
         for delivery in messages.into_iter().filter(|_| retained) {
-            session.deliver(delivery, &mut ops);
+            session.deliver(delivery);
         }
     }
-    ops.append(&mut session.lock().take_ops());
-    drop(broker.submit(ops));
 }
 
 /// The connection state for the remote, retained, with a packet id from the local session.
 fn state_message(spec: &BridgeSpec, session: &SessionHandle, connected: bool) -> Publish {
     let mut publish = Publish::new(spec.state_topic(), if connected { "1" } else { "0" });
     (publish.qos, publish.retain) = (QoS::AtLeastOnce, true);
-    publish.packet_id = Some(session.lock().reserve_packet_id());
+    publish.packet_id = Some(session.edit(Session::reserve_packet_id).0);
     publish
 }
 
@@ -470,11 +460,10 @@ impl LocalLink {
         let id = next_connection_id();
         let doorbell = Arc::new(Doorbell::default());
         session.set_connection(id, Arc::clone(&doorbell));
-        {
-            let mut state = session.lock();
+        session.edit(|state| {
             state.attach(id, Protocol::V5, usize::MAX);
-            state.journal_record();
-        }
+            state.set_expiry_interval(u32::MAX);
+        });
         session.set_online(true);
         session.set_username(spec.local_username.as_deref().map(Into::into));
         LocalLink {
@@ -496,7 +485,7 @@ impl LocalLink {
             .receive_maximum
             .map_or(usize::from(u16::MAX), usize::from)
             .min(self.broker.config.max_inflight_messages.max(1));
-        self.resend = self.session.lock().attach(self.id, Protocol::V5, window);
+        self.resend = self.session.edit(|state| state.attach(self.id, Protocol::V5, window)).0;
         // Subscribing again each time queues the retained messages for the remote, as
         // Mosquitto does when a bridge connects.
         subscribe_local(&self.broker, &self.session, &self.spec, true);
@@ -516,18 +505,12 @@ impl LocalLink {
     fn drain(&mut self, broker: &Broker) -> Vec<Publish> {
         let mut packets: Vec<Packet> = std::mem::take(&mut self.resend);
         let mut outgoing = Vec::new();
-        let ((produced, expired, too_large), room_freed, ops) = {
-            let mut state = self.session.lock();
-            (
-                state.drain_into(self.id, &mut outgoing, DRAIN_BUDGET),
-                state.take_room_freed(),
-                state.take_ops(),
-            )
-        };
+        let (((produced, expired, too_large), room_freed), _) = self
+            .session
+            .edit(|state| (state.drain_into(self.id, &mut outgoing, DRAIN_BUDGET), state.take_room_freed()));
         if room_freed {
             self.session.notify_room();
         }
-        drop(broker.submit(ops));
         crate::metrics::add(&broker.metrics.messages_sent, produced as u64);
         broker.metrics.dropped_for(crate::metrics::DropReason::Expired, expired);
         broker.metrics.dropped_for(crate::metrics::DropReason::TooLarge, too_large);
@@ -538,7 +521,7 @@ impl LocalLink {
                 Packet::Publish(publish) => publish,
                 // Released before a restart: the remote had completed it.
                 Packet::PubRel(ack) => {
-                    self.session.lock().on_pubcomp(ack.packet_id);
+                    self.session.edit(|state| state.on_pubcomp(ack.packet_id));
                     continue;
                 }
                 _ => continue,
@@ -567,20 +550,15 @@ impl LocalLink {
     /// remote's PUBCOMP already came).
     fn acknowledge(&mut self, local_id: Option<u16>, qos: QoS) {
         let Some(packet_id) = local_id else { return };
-        let ops = {
-            let mut state = self.session.lock();
-            match qos {
-                QoS::AtLeastOnce => {
-                    state.on_puback(packet_id);
-                }
-                _ => {
-                    let _ = state.on_pubrec(packet_id, false);
-                    state.on_pubcomp(packet_id);
-                }
+        self.session.edit(|state| match qos {
+            QoS::AtLeastOnce => {
+                state.on_puback(packet_id);
             }
-            state.take_ops()
-        };
-        drop(self.broker.submit(ops));
+            _ => {
+                let _ = state.on_pubrec(packet_id, false);
+                state.on_pubcomp(packet_id);
+            }
+        });
     }
 }
 

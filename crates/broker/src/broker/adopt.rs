@@ -9,7 +9,7 @@ use cauldron_proto::{topic, ByteString, QoS};
 use super::{lock, Broker};
 use crate::message::Message;
 use crate::router::Entry;
-use crate::session::{Delivery, SessionHandle};
+use crate::session::{Delivery, Session, SessionHandle};
 use crate::store::{DeliveryState, StoredSession, Ticket};
 
 impl Broker {
@@ -27,22 +27,22 @@ impl Broker {
         owed: Vec<(Delivery, DeliveryState)>,
     ) -> Result<(Arc<SessionHandle>, Option<Ticket>), String> {
         let handle = self.new_session(client_id);
-        {
-            let mut state = handle.lock();
-            state.adopt(record, owed).map_err(|e| e.to_string())?;
+        let (adopted, ticket) = handle.edit(|state| {
+            state.adopt(record, owed)?;
             let mut router = lock!(self.router.write());
-            for (filter, (options, id)) in &state.subscriptions {
+            for (filter, (options, id)) in state.subscriptions() {
                 router.insert(
                     filter,
                     Entry { session: Arc::clone(&handle), options: *options, subscription_id: *id },
                 );
             }
-        }
+            Ok::<_, crate::store::StoreError>(())
+        });
+        adopted.map_err(|e| e.to_string())?;
         let previous = lock!(self.sessions.lock()).insert(client_id.clone(), Arc::clone(&handle));
         if let Some(previous) = previous {
             self.end_session(&previous);
         }
-        let ticket = self.flush_session(&handle);
         Ok((handle, ticket))
     }
 
@@ -55,15 +55,17 @@ impl Broker {
         let own = message.publisher.as_ref() == Some(&session.client_id);
         let (mut granted, mut retain_as_published, mut ids, mut matched) =
             (QoS::AtMostOnce, false, Vec::new(), false);
-        for (filter, (options, id)) in session.lock().subscriptions.iter() {
-            let direct = topic::parse_shared(filter).is_none();
-            if direct && !(options.no_local && own) && topic::matches(filter, &message.topic) {
-                matched = true;
-                granted = granted.max(options.qos);
-                retain_as_published |= options.retain_as_published;
-                ids.extend(*id);
+        session.read(|state| {
+            for (filter, (options, id)) in state.subscriptions() {
+                let direct = topic::parse_shared(filter).is_none();
+                if direct && !(options.no_local && own) && topic::matches(filter, &message.topic) {
+                    matched = true;
+                    granted = granted.max(options.qos);
+                    retain_as_published |= options.retain_as_published;
+                    ids.extend(*id);
+                }
             }
-        }
+        });
         if !matched {
             return None;
         }
@@ -76,9 +78,7 @@ impl Broker {
             seq: 0,
             message,
         };
-        let mut ops = Vec::new();
-        session.deliver(delivery, &mut ops);
-        self.submit(ops)
+        self.deliver_one(session, delivery)
     }
 
     /// Queues a message the cluster gave this node for the shared group `filter`
@@ -102,9 +102,14 @@ impl Broker {
             seq: 0,
             message,
         };
-        let mut ops = Vec::new();
-        entry.session.deliver(delivery, &mut ops);
-        Some(self.submit(ops))
+        Some(self.deliver_one(&entry.session, delivery))
+    }
+
+    /// Queues one message for one session; the ticket covers what that journalled.
+    fn deliver_one(&self, session: &SessionHandle, delivery: Delivery) -> Option<Ticket> {
+        let failures = self.persistence.as_ref().map_or(0, |p| p.failures());
+        let (_, journalled) = session.deliver(delivery);
+        self.persistence.as_ref().filter(|_| journalled).and_then(|p| p.confirm(failures))
     }
 
     /// Whether the shared group `filter` has a member here.
@@ -117,7 +122,7 @@ impl Broker {
     pub fn forget_session(&self, session: &Arc<SessionHandle>) {
         let mut sessions = lock!(self.sessions.lock());
         let current = sessions.get(&session.client_id).is_some_and(|s| Arc::ptr_eq(s, session));
-        if !current || session.lock().is_online() {
+        if !current || session.read(Session::is_online) {
             return;
         }
         sessions.remove(&session.client_id);

@@ -13,7 +13,7 @@ use crate::message::Message;
 use crate::session::{Doorbell, SessionHandle};
 use crate::store::Ticket;
 
-pub type Claiming = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
+pub(crate) type Claiming = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
 
 /// Who holds each client id, cluster-wide (the cluster's session registry).
 pub trait Directory: Send + Sync {

@@ -16,7 +16,7 @@ mod restore;
 pub(crate) mod tap;
 
 pub(crate) use directory::Fence;
-pub use directory::{Claiming, Directory};
+pub(crate) use directory::{Claiming, Directory};
 pub use tap::Tapped;
 
 use std::collections::HashMap;
@@ -31,7 +31,7 @@ use crate::message::Message;
 use crate::metrics::{self, DropReason, Metrics};
 use crate::retain::Retained;
 use crate::router::{Entry, Match, Router};
-use crate::session::{Delivery, Enqueued, Limits, SessionHandle};
+use crate::session::{Delivery, Enqueued, Limits, Session, SessionHandle};
 use crate::store::record::SourcedMessage;
 use crate::store::{self, Durability, Op, Persistence, Snapshot, Store, StoreError, Ticket};
 
@@ -55,7 +55,7 @@ pub struct Broker {
     authorizer: Arc<dyn Authorizer>,
     /// Some listener has its own ACL, so deliveries must ask each session's.
     listener_authorizers: std::sync::atomic::AtomicBool,
-    persistence: Option<Persistence>,
+    persistence: Option<Arc<Persistence>>,
     /// What shapes each session, from the config; shared by all of them.
     limits: Arc<Limits>,
     /// Payload bytes queued across all sessions, for the memory ceiling.
@@ -159,17 +159,24 @@ impl Broker {
             observer.commit_ops.observe(ops as f64);
         });
         let persistence = Persistence::start(store, durability, observe);
-        let mut broker = Broker::build(config, authorizer, Some(persistence));
+        let mut broker = Broker::build(config, authorizer, Some(Arc::new(persistence)));
         broker.metrics = metrics;
         let rewritten = broker.restore(snapshot)?;
         if let Some(persistence) = &broker.persistence {
             // Before anything else is written: a start that cannot rewrite what it read stops.
             persistence.commit_before_start(rewritten)?;
+            if persistence.failures() > 0 {
+                return Err(StoreError::Io("rewriting the restored state failed".into()));
+            }
         }
         Ok(Arc::new(broker))
     }
 
-    fn build(config: Config, authorizer: Arc<dyn Authorizer>, persistence: Option<Persistence>) -> Broker {
+    fn build(
+        config: Config,
+        authorizer: Arc<dyn Authorizer>,
+        persistence: Option<Arc<Persistence>>,
+    ) -> Broker {
         Broker {
             persistence,
             authorizer,
@@ -226,13 +233,7 @@ impl Broker {
     /// Whether the store can write (true without a store): false from a failed commit until
     /// the store writes again, which `/readyz` reports.
     pub fn store_writable(&self) -> bool {
-        self.persistence.as_ref().is_none_or(Persistence::is_healthy)
-    }
-
-    /// Submits what a session journalled since the last call.
-    pub fn flush_session(&self, session: &SessionHandle) -> Option<Ticket> {
-        let ops = session.lock().take_ops();
-        self.submit(ops)
+        self.persistence.as_ref().is_none_or(|p| p.is_healthy())
     }
 
     /// Commits what is pending and stops the store writer (at shutdown).
@@ -246,7 +247,7 @@ impl Broker {
         SessionHandle::new(
             client_id.clone(),
             Arc::clone(&self.limits),
-            self.persistence.is_some(),
+            self.persistence.clone(),
             Arc::clone(&self.queued_memory),
         )
     }
@@ -315,11 +316,17 @@ impl Broker {
 
     fn route(&self, message: Message, observed_here: bool, reach: Reach) -> Routed {
         let mut message = Arc::new(message);
-        let mut ops = Vec::new();
+        // Each session's journal goes to the store as it is made; one ticket at the end covers
+        // them all (`Persistence::confirm`).
+        let failures = self.persistence.as_ref().map_or(0, |p| p.failures());
+        let mut journalled = false;
         if message.retain && reach != Reach::FromStreamOnly {
             // Kept until replaced: with bytes of its own (see `Message::compacted`).
             message = message.compacted();
-            ops.extend(self.keep_retained(&message));
+            if let (Some(op), Some(persistence)) = (self.keep_retained(&message), &self.persistence) {
+                persistence.append(vec![op]);
+                journalled = true;
+            }
         }
         let observed = match observed_here {
             true => tap::feed(&lock!(self.taps.read()), &message),
@@ -335,7 +342,7 @@ impl Broker {
         if reach != Reach::All && via_stream(&message) {
             let before = matches.len();
             let from_stream = reach == Reach::FromStreamOnly;
-            matches.retain(|e| e.session.lock().persistent() == from_stream);
+            matches.retain(|e| e.session.read(Session::persistent) == from_stream);
             left_to_stream = before - matches.len();
         } else if reach == Reach::FromStreamOnly {
             return Routed { matched: 0, over_ceiling: 0, durable: None, observed: None, congested: None };
@@ -368,7 +375,9 @@ impl Broker {
                 shared: None,
                 seq: 0,
             };
-            match group[0].session.deliver(delivery, &mut ops) {
+            let (enqueued, journal) = group[0].session.deliver(delivery);
+            journalled |= journal;
+            match enqueued {
                 Enqueued::Dropped(reason) => drops.push(reason),
                 Enqueued::Congested => congested = Some(Arc::clone(&group[0].session)),
                 Enqueued::Queued => {}
@@ -385,7 +394,9 @@ impl Broker {
                 shared: Some(filter),
                 seq: 0,
             };
-            match entry.session.deliver(delivery, &mut ops) {
+            let (enqueued, journal) = entry.session.deliver(delivery);
+            journalled |= journal;
+            match enqueued {
                 Enqueued::Dropped(reason) => drops.push(reason),
                 Enqueued::Congested => congested = Some(Arc::clone(&entry.session)),
                 Enqueued::Queued => {}
@@ -401,7 +412,11 @@ impl Broker {
         let over_ceiling = drops.iter().filter(|r| **r == DropReason::Memory).count();
         let offered = offered + usize::from(reach == Reach::NotFromStream && left_to_stream > 0);
         let matched = offered + usize::from(offered == 0 && held_back > 0);
-        Routed { matched, over_ceiling, durable: self.submit(ops), observed, congested }
+        let durable = match (&self.persistence, journalled) {
+            (Some(persistence), true) => persistence.confirm(failures),
+            _ => None,
+        };
+        Routed { matched, over_ceiling, durable, observed, congested }
     }
 
     /// Who `message` goes to, copied out of the router under its read lock: the direct
@@ -431,23 +446,19 @@ impl Broker {
     }
 
     /// Adds a subscription for `session` and returns the SUBACK code with the retained messages
-    /// it must receive [MQTT-3.3.1-8]. The session journals its new record; the caller flushes
-    /// it (`flush_session`) and sends SUBACK once that is durable.
+    /// it must receive [MQTT-3.3.1-8], and the ticket of the session's new record: SUBACK goes
+    /// once that is durable.
     pub fn subscribe(
         &self,
         session: &Arc<SessionHandle>,
         sub: &Subscription,
         subscription_id: Option<u32>,
-    ) -> (ReasonCode, Vec<Delivery>) {
+    ) -> (ReasonCode, Vec<Delivery>, Option<Ticket>) {
         let mut options = sub.options;
         options.qos = options.qos.min(self.config.max_qos);
         let entry = Entry { session: Arc::clone(session), options, subscription_id };
         let is_new = lock!(self.router.write()).insert(&sub.filter, entry);
-        {
-            let mut state = session.lock();
-            state.subscriptions.insert(sub.filter.clone(), (options, subscription_id));
-            state.journal_record();
-        }
+        let ((), durable) = session.edit(|s| s.subscribe(sub.filter.clone(), options, subscription_id));
         let code = match options.qos {
             QoS::AtMostOnce => ReasonCode::Success,
             QoS::AtLeastOnce => ReasonCode::GrantedQoS1,
@@ -460,7 +471,7 @@ impl Broker {
         };
         // Shared subscriptions get no retained messages on subscribe (MQTT 5.0 section 4.8.2).
         if !send_retained || topic::parse_shared(&sub.filter).is_some() {
-            return (code, Vec::new());
+            return (code, Vec::new(), durable);
         }
         let mut retained = lock!(self.retained.read()).matching(&sub.filter);
         if self.checks_reads() {
@@ -480,7 +491,7 @@ impl Broker {
                 message,
             })
             .collect();
-        (code, deliveries)
+        (code, deliveries, durable)
     }
 
     /// Whether a retained message's publisher may still publish to its topic, under the access
@@ -497,14 +508,11 @@ impl Broker {
         }
     }
 
-    /// Removes a subscription; returns whether it existed. Journals like `subscribe`.
-    pub fn unsubscribe(&self, session: &Arc<SessionHandle>, filter: &str) -> bool {
-        {
-            let mut state = session.lock();
-            state.subscriptions.remove(filter);
-            state.journal_record();
-        }
-        lock!(self.router.write()).remove(filter, session)
+    /// Removes a subscription; returns whether it existed, and the ticket of the session's
+    /// new record, as `subscribe`.
+    pub fn unsubscribe(&self, session: &Arc<SessionHandle>, filter: &str) -> (bool, Option<Ticket>) {
+        let ((), durable) = session.edit(|s| s.unsubscribe(filter));
+        (lock!(self.router.write()).remove(filter, session), durable)
     }
 
     /// Finds or creates the session for a CONNECT. An existing connection with the same client
@@ -514,23 +522,22 @@ impl Broker {
         let mut sessions = lock!(self.sessions.lock());
         if let Some(existing) = sessions.get(client_id).cloned() {
             existing.kick();
-            let resumable = {
-                let state = existing.lock();
-                !clean_start && state.persistent() && !state.is_expired(Instant::now())
-            };
-            let delayed_will = existing.lock().take_pending_will(None);
+            let (resumable, _) = existing.edit(|s| {
+                let resumable = !clean_start && s.persistent() && !s.is_expired(Instant::now());
+                // Back within the will delay: the will is not sent [MQTT-3.1.3-9], nor is one
+                // the taken-over connection has yet to park. A new connection with a clean
+                // start ends the session here, and its will is not sent either
+                // [MQTT-3.1.2-8].
+                drop(s.take_pending_will(None));
+                match resumable {
+                    true => s.resume(),
+                    false => s.supersede(),
+                }
+                resumable
+            });
             if resumable {
-                // Reconnected within the will delay: the will is not sent [MQTT-3.1.3-9],
-                // including one the taken-over connection has yet to park.
-                existing.lock().resumes += 1;
-                drop(self.flush_session(&existing));
                 return (existing, true);
             }
-            // A new connection for the client id came within the will delay: the will is not
-            // sent [MQTT-3.1.2-8], though the old session ends here; nor is one the taken-over
-            // connection has yet to park.
-            drop(delayed_will);
-            existing.lock().superseded = true;
             self.end_session(&existing);
         }
         let handle = self.new_session(client_id);
@@ -547,19 +554,17 @@ impl Broker {
     }
 
     fn release_session(&self, session: &Arc<SessionHandle>, connection: u64) {
-        let (persistent, handed_back) = {
-            let mut state = session.lock();
-            if !state.detach(connection, Instant::now()) {
-                return; // taken over: the new connection owns it now
-            }
-            // A session whose client another cluster node took over lives on there.
-            (state.persistent() && !session.is_fenced(connection), state.take_shared())
-        };
+        let (released, _) = session.edit(|s| {
+            // Taken over: the new connection owns it now.
+            s.detach(connection, Instant::now()).then(|| (s.persistent(), s.take_shared()))
+        });
+        let Some((persistent, handed_back)) = released else { return };
+        // A session whose client another cluster node took over lives on there.
+        let persistent = persistent && !session.is_fenced(connection);
         session.set_online(false);
         session.clear_connection(connection);
         self.reroute_shared(session, handed_back);
         if persistent {
-            drop(self.flush_session(session));
             return;
         }
         let mut sessions = lock!(self.sessions.lock());
@@ -582,7 +587,6 @@ impl Broker {
     /// Offers unacknowledged shared-subscription messages of a departing member to another
     /// connected member; with none, the departing session keeps them.
     fn reroute_shared(&self, leaving: &Arc<SessionHandle>, deliveries: Vec<Delivery>) {
-        let mut ops = Vec::new();
         for delivery in deliveries {
             let filter = delivery.shared.clone().unwrap_or_default();
             let other = lock!(self.router.read()).other_member(&filter, leaving);
@@ -590,9 +594,8 @@ impl Broker {
                 Some(entry) => (&entry.session, self.outgoing_qos(entry.options.qos, delivery.message.qos)),
                 None => (leaving, delivery.qos),
             };
-            target.deliver(Delivery { qos, seq: 0, ..delivery }, &mut ops);
+            target.deliver(Delivery { qos, seq: 0, ..delivery });
         }
-        drop(self.submit(ops));
     }
 
     /// Ends offline sessions whose expiry interval has passed, with their subscriptions and
@@ -600,7 +603,8 @@ impl Broker {
     pub fn expire_sessions(&self, now: Instant) -> usize {
         let expired: Vec<Arc<SessionHandle>> = {
             let mut sessions = lock!(self.sessions.lock());
-            let expired: Vec<_> = sessions.values().filter(|s| s.lock().is_expired(now)).cloned().collect();
+            let expired: Vec<_> =
+                sessions.values().filter(|s| s.read(|s| s.is_expired(now))).cloned().collect();
             for session in &expired {
                 sessions.remove(&session.client_id);
             }
@@ -608,8 +612,7 @@ impl Broker {
         };
         metrics::add(&self.metrics.sessions_expired, expired.len() as u64);
         for session in &expired {
-            let will = session.lock().take_pending_will(None);
-            if let Some(will) = will {
+            if let (Some(will), _) = session.edit(|s| s.take_pending_will(None)) {
                 self.publish_detached(will);
             }
             self.end_session(session);
@@ -620,23 +623,11 @@ impl Broker {
     /// Discards a session that is no longer in the table: its subscriptions leave the trie and
     /// its stored record, queue and QoS 2 state leave the store.
     fn end_session(&self, session: &Arc<SessionHandle>) {
-        let (filters, stored) = {
-            let mut state = session.lock();
-            state.journal_end();
-            let stored = std::mem::take(&mut state.stored);
-            let mut ops = state.take_ops();
-            if stored {
-                ops.push(Op::DeleteSession(session.client_id.to_string()));
-            }
-            let filters: Vec<ByteString> = std::mem::take(&mut state.subscriptions).into_keys().collect();
-            (filters, ops)
-        };
+        let (filters, _) = session.edit(Session::end);
         let mut router = lock!(self.router.write());
         for filter in filters {
             router.remove(&filter, session);
         }
-        drop(router);
-        drop(self.submit(stored));
     }
 
     /// The QoS a message published at `published` goes out at to a subscription granted
@@ -651,9 +642,7 @@ impl Broker {
 
     /// Publishes a will whose delay ran out, if `connection` left it and it is still pending.
     pub fn publish_delayed_will(&self, session: &SessionHandle, connection: u64) {
-        let will = session.lock().take_pending_will(Some(connection));
-        drop(self.flush_session(session));
-        if let Some(will) = will {
+        if let (Some(will), _) = session.edit(|s| s.take_pending_will(Some(connection))) {
             self.publish_detached(will);
         }
     }
@@ -683,11 +672,8 @@ impl Broker {
         let sessions: Vec<Arc<SessionHandle>> = lock!(self.sessions.lock()).values().cloned().collect();
         let mut dropped = 0;
         for session in sessions {
-            let gone = session.lock().drop_queued_unless(|topic| self.reader_may(&session, topic));
-            if gone > 0 {
-                dropped += gone;
-                drop(self.flush_session(&session));
-            }
+            let (gone, _) = session.edit(|s| s.drop_queued_unless(|topic| self.reader_may(&session, topic)));
+            dropped += gone;
         }
         self.metrics.dropped_for(DropReason::NotAuthorized, dropped as u64);
         dropped
@@ -758,14 +744,15 @@ impl Broker {
         let sessions: Vec<_> = lock!(self.sessions.lock()).values().cloned().collect();
         let mut stats = Stats::default();
         for session in sessions {
-            let state = session.lock();
-            match state.is_online() {
-                true => stats.sessions_online += 1,
-                false => stats.sessions_offline += 1,
-            }
-            stats.queued_messages += state.queued() as u64;
-            stats.queued_bytes += state.queued_bytes() as u64;
-            stats.inflight += state.inflight() as u64;
+            session.read(|state| {
+                match state.is_online() {
+                    true => stats.sessions_online += 1,
+                    false => stats.sessions_offline += 1,
+                }
+                stats.queued_messages += state.queued() as u64;
+                stats.queued_bytes += state.queued_bytes() as u64;
+                stats.inflight += state.inflight() as u64;
+            });
         }
         stats.retained = self.retained_count() as u64;
         stats.subscriptions = self.subscription_count() as u64;

@@ -119,27 +119,29 @@ impl Broker {
             };
             let client_id = ByteString::from(client.as_str());
             let handle = self.new_session(&client_id);
-            {
-                let mut state = handle.lock();
-                let queued = deliveries.remove(client.as_str()).unwrap_or_default();
-                if let Err(e) =
-                    state.restore(&record, queued, inbound.remove(client.as_str()).unwrap_or_default())
-                {
-                    rejected.keep("sessions", client, bytes, &e);
-                    continue;
-                }
-                if let Some(seqs) = legacy.remove(client.as_str()) {
+            let queued = deliveries.remove(client.as_str()).unwrap_or_default();
+            let inbound = inbound.remove(client.as_str()).unwrap_or_default();
+            let older_shape = legacy.remove(client.as_str());
+            // Deliveries of the older shape are journalled again here; their old rows go after
+            // (`rewritten`), once these are written.
+            let (restored, _) = handle.edit(|state| {
+                state.restore(&record, queued, inbound)?;
+                if older_shape.is_some() {
                     state.journal_deliveries();
-                    rewritten.append(&mut state.take_ops());
-                    rewritten
-                        .extend(seqs.into_iter().map(|seq| Op::DeleteLegacyDelivery(client.clone(), seq)));
                 }
-                for (filter, (options, id)) in &state.subscriptions {
+                for (filter, (options, id)) in state.subscriptions() {
                     let entry =
                         Entry { session: Arc::clone(&handle), options: *options, subscription_id: *id };
                     router.insert(filter, entry);
                 }
+                Ok::<_, StoreError>(())
+            });
+            if let Err(e) = restored {
+                rejected.keep("sessions", client, bytes, &e);
+                continue;
             }
+            let old_rows = older_shape.unwrap_or_default().into_iter();
+            rewritten.extend(old_rows.map(|seq| Op::DeleteLegacyDelivery(client.clone(), seq)));
             sessions.insert(client_id, handle);
         }
         // Deliveries of a session that ended while a publisher's batch for it was on its way to
@@ -223,7 +225,7 @@ mod tests {
             Broker::open(config, Arc::new(AllowAll), Box::new(store), snapshot, Durability::Sync).unwrap();
         let (session, present) = broker.open_session(&"phone".into(), false);
         assert!(present);
-        let queued: Vec<_> = session.lock().owed().into_iter().map(|(d, _)| d).collect();
+        let queued: Vec<_> = session.read(|s| s.owed()).into_iter().map(|(d, _)| d).collect();
         let payloads: Vec<_> = queued.iter().map(|d| d.message.payload.clone()).collect();
         assert_eq!(payloads, ["first", "second"]);
         assert_eq!(queued[0].subscription_ids, [7]);

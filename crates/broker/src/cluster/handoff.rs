@@ -83,9 +83,8 @@ impl Parked {
 
 /// The session at stream position `position`.
 pub(super) fn export(session: &SessionHandle, position: u64) -> Parked {
-    let state = session.lock();
-    let owed = state
-        .owed()
+    let (owed, record) = session.read(|state| (state.owed(), state.record()));
+    let owed = owed
         .into_iter()
         .map(|(delivery, state)| match delivery.message.stream_seq {
             0 => Owed::Whole {
@@ -101,7 +100,7 @@ pub(super) fn export(session: &SessionHandle, position: u64) -> Parked {
             },
         })
         .collect();
-    Parked { record: state.record(), position, owed }
+    Parked { record, position, owed }
 }
 
 /// Takes `parked` on as `client_id`'s session here, with the stream's messages after its

@@ -17,7 +17,7 @@ use tracing::{debug, info};
 use crate::auth;
 use crate::broker::Broker;
 use crate::metrics::{self, Refusal};
-use crate::session::next_connection_id;
+use crate::session::{next_connection_id, Session};
 
 use super::{CertIdentity, Connection, Origin};
 
@@ -268,19 +268,16 @@ pub(super) async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
     }
     broker.settle_predecessor(&client_id).await;
     let (session, session_present) = broker.open_session(&client_id, connect.clean_start);
-    let resumes = session.lock().resumes;
+    let resumes = session.read(Session::resumes);
     let doorbell = Arc::new(crate::session::Doorbell::default());
     session.set_connection(id, Arc::clone(&doorbell));
-    let resend = {
-        let mut state = session.lock();
-        state.expiry_interval = expiry_interval;
-        state.max_packet_size = connect.properties.maximum_packet_size.map_or(usize::MAX, |m| m as usize);
+    let (resend, _) = session.edit(|state| {
+        state.set_max_packet_size(connect.properties.maximum_packet_size.map_or(usize::MAX, |m| m as usize));
         let receive_maximum = connect.properties.receive_maximum.map_or(usize::MAX, usize::from);
         let resend = state.attach(id, protocol, receive_maximum);
-        state.journal_record();
+        state.set_expiry_interval(expiry_interval);
         resend
-    };
-    drop(broker.flush_session(&session));
+    });
     session.set_online(true);
     session.set_username(username);
     broker.use_listener_authorizer(&session, auth.as_ref().map(|a| Arc::clone(&a.authorizer)));

@@ -17,28 +17,25 @@ impl Connection {
         match packet {
             Packet::Publish(publish) => self.on_publish(publish)?,
             Packet::PubAck(ack) => {
-                self.session.lock().on_puback(ack.packet_id);
-                drop(self.broker.flush_session(&self.session));
+                self.session.edit(|s| s.on_puback(ack.packet_id));
             }
             Packet::PubRec(ack) => {
-                let reply = self.session.lock().on_pubrec(ack.packet_id, ack.reason.is_error());
+                let (reply, ticket) =
+                    self.session.edit(|s| s.on_pubrec(ack.packet_id, ack.reason.is_error()));
                 // The released state is stored before PUBREL goes out: after a restart the
                 // broker must repeat PUBREL, never the PUBLISH the client already passed on.
-                let ticket = self.broker.flush_session(&self.session);
                 self.hold_until(ticket);
                 if let Some(reply) = reply {
                     self.send(&reply);
                 }
             }
             Packet::PubComp(ack) => {
-                self.session.lock().on_pubcomp(ack.packet_id);
-                drop(self.broker.flush_session(&self.session));
+                self.session.edit(|s| s.on_pubcomp(ack.packet_id));
             }
             Packet::PubRel(ack) => {
-                let known = self.session.lock().release_qos2(ack.packet_id);
+                let (known, ticket) = self.session.edit(|s| s.release_qos2(ack.packet_id));
                 self.qos2_resent.retain(|id| *id != ack.packet_id);
                 // The id is free for a new message only once its release is stored.
-                let ticket = self.broker.flush_session(&self.session);
                 self.hold_until(ticket);
                 let mut comp = Ack::new(ack.packet_id);
                 if !known {
@@ -158,9 +155,9 @@ impl Connection {
                     self.send(&Packet::PubRec(self.ack(packet_id, Err(code))));
                     return Ok(());
                 }
-                let mut state = self.session.lock();
-                if !state.knows_qos2(packet_id) {
-                    self.check_receive_maximum(state.pending_qos2())?;
+                let (known, pending) = self.session.read(|s| (s.knows_qos2(packet_id), s.pending_qos2()));
+                if !known {
+                    self.check_receive_maximum(pending)?;
                 } else if self.protocol.is_v5() {
                     // MQTT 5 resends only on a new connection [MQTT-4.4.0-1]. One resend on the
                     // same connection is let pass, as Mosquitto does; a second is a flood.
@@ -173,9 +170,7 @@ impl Connection {
                     self.qos2_resent.push(packet_id);
                 }
                 // Forward once per packet id until PUBREL (method B of [MQTT-4.3.3]).
-                let is_new = state.receive_qos2(packet_id);
-                drop(state);
-                let ticket = self.broker.flush_session(&self.session);
+                let (is_new, ticket) = self.session.edit(|s| s.receive_qos2(packet_id));
                 self.hold_until(ticket);
                 let matched = match is_new {
                     true => route(&self.broker, message).map(|routed| {
@@ -286,7 +281,9 @@ impl Connection {
                 }
                 false => sub,
             };
-            let (code, messages) = self.broker.subscribe(&self.session, sub, subscription_id);
+            let (code, messages, stored) = self.broker.subscribe(&self.session, sub, subscription_id);
+            // A persistent session's subscriptions are stored before SUBACK confirms them.
+            self.hold_until(stored);
             codes.push(code);
             retained.extend(messages);
             if let (true, Some(directory)) = (shared, self.broker.directory()) {
@@ -295,20 +292,16 @@ impl Connection {
                 self.hold_until(ticket);
             }
         }
-        // A persistent session's subscriptions are stored (and in a cluster, registered)
-        // before SUBACK confirms them.
-        self.hold_for_session();
+        self.hold_for_registry();
         self.send(&Packet::SubAck(SubAck {
             packet_id: subscribe.packet_id,
             codes,
             properties: Properties::default(),
         }));
         // Retained messages follow the SUBACK through the session queue (window and order kept).
-        let mut ops = Vec::new();
         for delivery in retained {
-            self.session.deliver(delivery, &mut ops);
+            self.session.deliver(delivery);
         }
-        drop(self.broker.submit(ops));
         Ok(())
     }
 
@@ -321,12 +314,16 @@ impl Connection {
         let codes = unsubscribe
             .filters
             .iter()
-            .map(|filter| match self.broker.unsubscribe(&self.session, filter) {
-                true => ReasonCode::Success,
-                false => ReasonCode::NoSubscriptionExisted,
+            .map(|filter| {
+                let (existed, stored) = self.broker.unsubscribe(&self.session, filter);
+                self.hold_until(stored);
+                match existed {
+                    true => ReasonCode::Success,
+                    false => ReasonCode::NoSubscriptionExisted,
+                }
             })
             .collect();
-        self.hold_for_session();
+        self.hold_for_registry();
         self.send(&Packet::UnsubAck(UnsubAck {
             packet_id: unsubscribe.packet_id,
             codes,
@@ -334,11 +331,9 @@ impl Connection {
         }));
     }
 
-    /// Holds what follows until the session's changed record is stored here and, in a
-    /// cluster, in the session registry.
-    fn hold_for_session(&mut self) {
-        let ticket = self.broker.flush_session(&self.session);
-        self.hold_until(ticket);
+    /// In a cluster, holds what follows until the session's changed record is in the session
+    /// registry too.
+    fn hold_for_registry(&mut self) {
         if let Some(directory) = self.broker.directory() {
             let ticket = std::sync::Arc::clone(directory).checkpoint(&self.session, self.id);
             self.hold_until(ticket);
@@ -390,7 +385,7 @@ impl Connection {
                     "[MQTT-3.14.2-2] session expiry raised from 0 at DISCONNECT",
                 ));
             }
-            self.session.lock().expiry_interval = expiry;
+            self.session.edit(|s| s.set_expiry_interval(expiry));
         }
         Ok(Exit::Disconnect { send_will: disconnect.reason == ReasonCode::DisconnectWithWill })
     }

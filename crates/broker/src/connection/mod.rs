@@ -21,14 +21,14 @@ use crate::broker::Broker;
 use crate::config::Redirect;
 use crate::message::Message;
 use crate::metrics::{self, DropReason, Refusal};
-use crate::session::{Doorbell, Outgoing, SessionHandle};
+use crate::session::{Doorbell, Outgoing, Session, SessionHandle};
 use crate::store::{StoreError, Ticket};
 
 mod handshake;
 mod inbound;
 mod running;
 
-pub use running::{ConnectionTask, Running, Stream, Transport};
+pub(crate) use running::{ConnectionTask, Running, Stream, Transport};
 
 use handshake::{accept, read_connect, write_and_close};
 
@@ -79,7 +79,7 @@ impl From<DecodeError> for Violation {
 
 /// Serves one client connection until it ends. Never panics on client input.
 /// What the listener a connection came through decides about it.
-pub struct Origin {
+pub(crate) struct Origin {
     pub identity: CertIdentity,
     /// The listener's own access control (`per_listener_settings`), if it has one.
     pub auth: Option<Arc<ListenerAuth>>,
@@ -89,7 +89,7 @@ pub struct Origin {
 
 /// How a TLS listener names its client by certificate.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CertIdentity {
+pub(crate) enum CertIdentity {
     /// The listener does not: CONNECT's user name and password count.
     NotUsed,
     /// The listener does: this is the user name (`None`: the client showed no certificate).
@@ -99,7 +99,7 @@ pub enum CertIdentity {
 /// CONNECT, authentication and CONNACK on a transport that is ready for MQTT; the connection
 /// to run, or `None` if the client is refused or gone. Runs inside the boxed opening state of
 /// a [`ConnectionTask`], so none of its state outlives the handshake.
-pub async fn open(
+pub(crate) async fn open(
     broker: Arc<Broker>,
     mut stream: Stream,
     peer: SocketAddr,
@@ -301,15 +301,13 @@ impl Connection {
         let mut packets = std::mem::take(&mut self.scratch);
         // One lock: the messages, whether the queue is back within its limit, and the store
         // operations the drain journalled.
-        let ((produced, expired, too_large), room_freed, ops) = {
-            let mut state = self.session.lock();
-            (state.drain_into(self.id, &mut packets, DRAIN_BUDGET), state.take_room_freed(), state.take_ops())
-        };
+        let (((produced, expired, too_large), room_freed), ticket) = self
+            .session
+            .edit(|state| (state.drain_into(self.id, &mut packets, DRAIN_BUDGET), state.take_room_freed()));
         if room_freed {
             self.session.notify_room();
         }
-        // Packet ids of QoS 1/2 messages are stored before the messages leave.
-        let ticket = self.broker.submit(ops);
+        // Packet ids of QoS 2 messages are stored before the messages leave.
         self.hold_until(ticket);
         metrics::add(&self.broker.metrics.messages_sent, produced as u64);
         self.broker.metrics.dropped_for(DropReason::Expired, expired);
@@ -408,7 +406,7 @@ impl Connection {
             // The will goes out only if the session ends with this connection: a successor
             // that resumed it is the client back again [MQTT-3.1.3-9], as Mosquitto decides.
             Exit::TakenOver => {
-                let resumed = self.session.lock().resumes != self.resumes;
+                let resumed = self.session.read(Session::resumes) != self.resumes;
                 (Some((ReasonCode::SessionTakenOver, "session taken over".into())), !resumed)
             }
             Exit::Redirected(redirect) => {
@@ -490,7 +488,7 @@ impl Connection {
         let (Some(directory), Some(will)) = (self.broker.directory(), &self.will) else { return };
         if let Some((message, delay)) = self.will_message((**will).clone()) {
             // The delay runs no longer than the session [MQTT-3.1.3-9].
-            let delay = delay.min(self.session.lock().expiry_interval);
+            let delay = delay.min(self.session.read(Session::expiry_interval));
             Arc::clone(directory).keep_will(&self.session, self.id, message, delay);
         }
     }
@@ -500,21 +498,23 @@ impl Connection {
     /// early if the session ends first [MQTT-3.1.3-9].
     fn publish_will(&self, will: Will) {
         let Some((message, delay)) = self.will_message(will) else { return };
-        let expiry = self.session.lock().expiry_interval;
+        let expiry = self.session.read(Session::expiry_interval);
         if delay == 0 || expiry == 0 {
             drop(self.broker.publish(message).durable);
             return;
         }
-        {
-            let mut state = self.session.lock();
-            if state.resumes != self.resumes || state.superseded {
+        let (parked, _) = self.session.edit(|state| {
+            if state.resumes() != self.resumes || state.is_superseded() {
                 // Taken over by a new connection for the client id: it is back within the
                 // delay, so there is no will to wait for [MQTT-3.1.2-8].
-                return;
+                return false;
             }
             state.set_pending_will(self.id, message);
+            true
+        });
+        if !parked {
+            return;
         }
-        drop(self.broker.flush_session(&self.session));
         let (broker, session, id) = (Arc::clone(&self.broker), Arc::clone(&self.session), self.id);
         let wait = Duration::from_secs(u64::from(delay.min(expiry)));
         tokio::spawn(async move {

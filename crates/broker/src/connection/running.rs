@@ -22,16 +22,16 @@ use tokio_util::sync::CancellationToken;
 use super::{Connection, Exit, MAX_PENDING, READ_MAX, READ_MIN, WRITE_HIGH_WATER};
 use crate::broker::Broker;
 use crate::metrics;
-use crate::session::{Doorbell, SessionHandle};
+use crate::session::{Doorbell, Session, SessionHandle};
 use crate::store::StoreError;
 
 /// A byte stream MQTT runs on: TCP, a Unix socket, TLS or WebSocket.
-pub trait Transport: AsyncRead + AsyncWrite + Send + Unpin {}
+pub(crate) trait Transport: AsyncRead + AsyncWrite + Send + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> Transport for T {}
 
 /// Boxed, so one task type serves every kind of listener (one indirect call per read or
 /// write, next to a system call).
-pub type Stream = Box<dyn Transport>;
+pub(crate) type Stream = Box<dyn Transport>;
 
 type Boxed<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
@@ -48,7 +48,7 @@ const STACK_READ: usize = 2048;
 const ACTIVE_WITHIN: Duration = Duration::from_secs(1);
 
 /// The task serving one accepted connection, from its first byte to its close.
-pub struct ConnectionTask {
+pub(crate) struct ConnectionTask {
     broker: Arc<Broker>,
     state: State,
 }
@@ -65,7 +65,10 @@ enum State {
 
 impl ConnectionTask {
     /// `opening` readies the transport and runs the handshake ([`super::open`]).
-    pub fn new(broker: Arc<Broker>, opening: impl Future<Output = Option<Running>> + Send + 'static) -> Self {
+    pub(crate) fn new(
+        broker: Arc<Broker>,
+        opening: impl Future<Output = Option<Running>> + Send + 'static,
+    ) -> Self {
         broker.metrics.connected();
         ConnectionTask { broker, state: State::Opening(Box::pin(opening)) }
     }
@@ -113,7 +116,7 @@ impl Future for ConnectionTask {
 /// A connection past its handshake, with its transport. The read buffer exists only while it
 /// holds part of a packet: an idle connection keeps no buffer at all, and reads into the stack
 /// of whichever poll finds data.
-pub struct Running {
+pub(crate) struct Running {
     conn: Connection,
     stream: Stream,
     rbuf: BytesMut,
@@ -144,7 +147,7 @@ pub struct Running {
 async fn room_or_timeout(subscriber: Arc<SessionHandle>, until: Instant) {
     tokio::select! {
         _ = subscriber.has_room() => {}
-        _ = sleep_until(until) => subscriber.lock().mark_stalled(),
+        _ = sleep_until(until) => drop(subscriber.edit(Session::mark_stalled)),
     }
 }
 

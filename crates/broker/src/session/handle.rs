@@ -11,12 +11,12 @@ use tokio::sync::Notify;
 
 use super::{Delivery, Enqueued, Limits, Session};
 use crate::authz::{Authorizer, ClientInfo};
-use crate::store::Op;
+use crate::store::{Persistence, Ticket};
 
 static CONNECTION_IDS: AtomicU64 = AtomicU64::new(1);
 
 /// A fresh id for a connection attaching to a session.
-pub fn next_connection_id() -> u64 {
+pub(crate) fn next_connection_id() -> u64 {
     CONNECTION_IDS.fetch_add(1, Ordering::Relaxed)
 }
 
@@ -77,19 +77,22 @@ pub struct SessionHandle {
     username: Mutex<Option<ByteString>>,
     /// The authorizer of the listener the latest connection came through, when it has its own.
     authorizer: Mutex<Option<Arc<dyn Authorizer>>>,
+    /// Where the session's journal goes, when the broker keeps a store.
+    journal: Option<Arc<Persistence>>,
 }
 
 impl SessionHandle {
-    /// `store`: the broker keeps a store, so the session journals its changes when persistent.
-    /// `memory`: the broker-wide count of queued payload bytes.
+    /// `journal`: the broker's store, to which the session journals its changes when
+    /// persistent. `memory`: the broker-wide count of queued payload bytes.
     pub fn new(
         client_id: ByteString,
         limits: impl Into<Arc<Limits>>,
-        store: bool,
+        journal: Option<Arc<Persistence>>,
         memory: Arc<AtomicUsize>,
     ) -> Arc<SessionHandle> {
         Arc::new(SessionHandle {
-            state: Mutex::new(Session::new(&client_id, limits, store, memory)),
+            state: Mutex::new(Session::new(&client_id, limits, journal.is_some(), memory)),
+            journal,
             client_id,
             room: Notify::new(),
             settled: Notify::new(),
@@ -111,28 +114,51 @@ impl SessionHandle {
             drop_oldest: false,
             memory_ceiling: 0,
         };
-        SessionHandle::new(client_id.into(), limits, false, Arc::default())
+        SessionHandle::new(client_id.into(), limits, None, Arc::default())
     }
 
     /// Locks the state. Never held across an `.await`; a poisoned lock (a panic elsewhere while
-    /// holding it) still yields the state, which every method leaves consistent.
-    pub fn lock(&self) -> MutexGuard<'_, Session> {
+    /// holding it) still yields the state, which every method leaves consistent. Private: the
+    /// way in is `read` or `edit`, so no change can skip its journal.
+    fn lock(&self) -> MutexGuard<'_, Session> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Offers a message and wakes the connection if it was queued. Store operations for it
-    /// are appended to `ops`.
-    pub fn deliver(&self, delivery: Delivery, ops: &mut Vec<Op>) -> Enqueued {
-        let result = {
+    /// Looks at the state.
+    pub fn read<R>(&self, look: impl FnOnce(&Session) -> R) -> R {
+        look(&self.lock())
+    }
+
+    /// Changes the state under one lock and journals the change once: what it journalled is
+    /// handed to the store before the lock is let go, so a session's operations reach the
+    /// store in the order it made them. The ticket resolves once they are durable (none when
+    /// nothing was journalled, or without a store, or with relaxed durability).
+    pub fn edit<R>(&self, change: impl FnOnce(&mut Session) -> R) -> (R, Option<Ticket>) {
+        let mut state = self.lock();
+        let result = change(&mut state);
+        let ticket = self.journal.as_ref().and_then(|journal| journal.submit(state.take_ops()));
+        (result, ticket)
+    }
+
+    /// Offers a message (one of a fan-out) and wakes the connection if it was queued. What it
+    /// journalled goes to the store at once, without a ticket of its own: the publisher waits
+    /// for all of them with one (`Persistence::confirm`). Returns whether anything was
+    /// journalled.
+    pub fn deliver(&self, delivery: Delivery) -> (Enqueued, bool) {
+        let (result, journalled) = {
             let mut state = self.lock();
             let result = state.enqueue(delivery);
-            ops.append(&mut state.take_ops());
-            result
+            let ops = state.take_ops();
+            let journalled = !ops.is_empty();
+            if let Some(journal) = self.journal.as_ref().filter(|_| journalled) {
+                journal.append(ops);
+            }
+            (result, journalled)
         };
         if matches!(result, Enqueued::Queued | Enqueued::Congested) {
             self.ring(Doorbell::MESSAGES);
         }
-        result
+        (result, journalled)
     }
 
     /// Rings the attached connection's doorbell, if one is attached.

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use cauldron_proto::{Ack, ByteString, Packet, Protocol, QoS, ReasonCode, SubOptions};
 
-pub use handle::{next_connection_id, Doorbell, SessionHandle};
+pub(crate) use handle::{next_connection_id, Doorbell, SessionHandle};
 
 use crate::message::Message;
 use crate::metrics::DropReason;
@@ -134,16 +134,16 @@ impl Outgoing {
 #[derive(Debug)]
 pub struct Session {
     client_id: String,
-    pub subscriptions: BTreeMap<ByteString, (SubOptions, Option<u32>)>,
+    subscriptions: BTreeMap<ByteString, (SubOptions, Option<u32>)>,
     /// Shared by every session of the broker.
     limits: Arc<Limits>,
     /// The inflight window of the attached connection: our limit capped by its Receive Maximum.
     window: usize,
     /// Seconds the session outlives its connection: 0 ends it with the connection (3.x clean
     /// session 1), `u32::MAX` never expires (3.x clean session 0) [MQTT-3.1.2-23].
-    pub expiry_interval: u32,
+    expiry_interval: u32,
     /// When an offline session expires.
-    pub expires_at: Option<Instant>,
+    expires_at: Option<Instant>,
     queue: VecDeque<Delivery>,
     queued_bytes: usize,
     /// Payload bytes queued in all sessions of the broker; this session's share is
@@ -155,10 +155,10 @@ pub struct Session {
     incoming_qos2: BTreeSet<u16>,
     /// The connection currently attached, if any; packets are only produced for it.
     connection: Option<u64>,
-    pub protocol: Protocol,
+    protocol: Protocol,
     /// Largest packet the client accepts (MQTT 5 Maximum Packet Size).
-    pub max_packet_size: usize,
-    pub dropped: u64,
+    max_packet_size: usize,
+    dropped: u64,
     /// The queue went past its limit for a connected subscriber (see `Enqueued::Congested`).
     congested: bool,
     /// A publisher waited the whole pause for this subscriber: until its queue has room again
@@ -170,14 +170,14 @@ pub struct Session {
     pending_will: Option<Box<(u64, Message)>>,
     /// How many times a new connection resumed this session: a connection that was taken over
     /// sees it change and knows its client is already back.
-    pub resumes: u64,
+    resumes: u64,
     /// A new connection for the client id ended this session (clean start): a will its last
     /// connection would park for a delay is not sent [MQTT-3.1.2-8].
-    pub superseded: bool,
+    superseded: bool,
     /// The broker keeps a store: persistent sessions journal their changes.
     store: bool,
     /// Whether this session has a stored record (so discarding it must delete that).
-    pub stored: bool,
+    stored: bool,
     next_seq: u64,
     ops: Vec<Op>,
 }
@@ -233,8 +233,8 @@ impl Session {
         self.store && self.persistent()
     }
 
-    /// The store operations produced since the last call.
-    pub fn take_ops(&mut self) -> Vec<Op> {
+    /// The store operations produced since the last call (`SessionHandle` submits them).
+    fn take_ops(&mut self) -> Vec<Op> {
         std::mem::take(&mut self.ops)
     }
 
@@ -258,9 +258,72 @@ impl Session {
         }
     }
 
-    /// Journals the end of every delivery the session holds, for a session that ends (what it
-    /// journalled and did not submit yet is dropped: it is ended by these).
-    pub fn journal_end(&mut self) {
+    pub fn subscriptions(&self) -> &BTreeMap<ByteString, (SubOptions, Option<u32>)> {
+        &self.subscriptions
+    }
+
+    /// Adds (or replaces) a subscription, journalled.
+    pub fn subscribe(&mut self, filter: ByteString, options: SubOptions, id: Option<u32>) {
+        self.subscriptions.insert(filter, (options, id));
+        self.journal_record();
+    }
+
+    /// Removes a subscription, journalled.
+    pub fn unsubscribe(&mut self, filter: &str) {
+        self.subscriptions.remove(filter);
+        self.journal_record();
+    }
+
+    pub fn expiry_interval(&self) -> u32 {
+        self.expiry_interval
+    }
+
+    /// Changes how long the session outlives its connection (CONNECT, or an MQTT 5
+    /// DISCONNECT), journalled.
+    pub fn set_expiry_interval(&mut self, secs: u32) {
+        self.expiry_interval = secs;
+        self.journal_record();
+    }
+
+    /// The largest packet the attached client takes (its MQTT 5 Maximum Packet Size).
+    pub fn set_max_packet_size(&mut self, bytes: usize) {
+        self.max_packet_size = bytes;
+    }
+
+    pub fn protocol(&self) -> Protocol {
+        self.protocol
+    }
+
+    pub fn resumes(&self) -> u64 {
+        self.resumes
+    }
+
+    /// A new connection resumes the session.
+    pub fn resume(&mut self) {
+        self.resumes += 1;
+    }
+
+    /// A new connection for the client id ends this session (clean start).
+    pub fn supersede(&mut self) {
+        self.superseded = true;
+    }
+
+    pub fn is_superseded(&self) -> bool {
+        self.superseded
+    }
+
+    /// Ends the session: journals the end of every delivery it holds and of its record (what
+    /// it journalled and was not submitted yet is dropped, ended by these). Returns its
+    /// subscriptions' filters, for the router to forget.
+    pub fn end(&mut self) -> Vec<ByteString> {
+        self.journal_end();
+        if std::mem::take(&mut self.stored) {
+            self.ops.push(Op::DeleteSession(self.client_id.clone()));
+        }
+        std::mem::take(&mut self.subscriptions).into_keys().collect()
+    }
+
+    fn journal_end(&mut self) {
         self.ops.clear();
         if !self.stored {
             return;
@@ -299,7 +362,7 @@ impl Session {
     }
 
     /// Journals the session record (expiry, subscriptions, pending will), if it persists.
-    pub fn journal_record(&mut self) {
+    fn journal_record(&mut self) {
         if !self.journaling() {
             return;
         }

@@ -6,7 +6,7 @@
 pub mod record;
 mod redb;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -32,8 +32,17 @@ pub enum Op {
     /// Puts a session's delivery `seq` (a `StoredDelivery`) of `message`. The message is written
     /// with its first delivery and deleted with its last, so a fan-out to many persistent
     /// sessions writes it once and a state change rewrites only `record`.
-    PutDelivery { client: String, seq: u64, message: Arc<Blob>, record: Vec<u8> },
-    DeleteDelivery { client: String, seq: u64, message: u64 },
+    PutDelivery {
+        client: String,
+        seq: u64,
+        message: Arc<Blob>,
+        record: Vec<u8>,
+    },
+    DeleteDelivery {
+        client: String,
+        seq: u64,
+        message: u64,
+    },
     /// Removes a delivery written in the shape before the messages table (once it is written
     /// again in the new one).
     DeleteLegacyDelivery(String, u64),
@@ -92,6 +101,9 @@ pub type Ticket = oneshot::Receiver<Result<(), StoreError>>;
 struct Request {
     ops: Vec<Op>,
     done: Option<oneshot::Sender<Result<(), StoreError>>>,
+    /// A confirmation (`Persistence::confirm`): it fails if any commit failed since the
+    /// writer's count of failures stood at this.
+    since: Option<u64>,
     /// The last request: commit, then stop.
     stop: bool,
 }
@@ -103,6 +115,8 @@ pub struct Persistence {
     durability: Durability,
     /// False from a failed commit until one succeeds again (`/readyz` says not ready).
     healthy: Arc<AtomicBool>,
+    /// How many commits have failed.
+    failures: Arc<AtomicU64>,
 }
 
 /// How often a store that failed is tried again while nothing else is written.
@@ -117,12 +131,13 @@ impl Persistence {
     pub fn start(store: Box<dyn Store>, durability: Durability, observe: CommitObserver) -> Persistence {
         let (tx, rx) = std_mpsc::channel();
         let healthy = Arc::new(AtomicBool::new(true));
-        let writer_health = Arc::clone(&healthy);
+        let failures = Arc::new(AtomicU64::new(0));
+        let health = Health { healthy: Arc::clone(&healthy), failures: Arc::clone(&failures) };
         let writer = std::thread::Builder::new()
             .name("cauldron-store".into())
-            .spawn(move || write_loop(store, rx, durability, observe, writer_health))
+            .spawn(move || write_loop(store, rx, durability, observe, health))
             .expect("spawning the store writer thread");
-        Persistence { tx, writer: std::sync::Mutex::new(Some(writer)), durability, healthy }
+        Persistence { tx, writer: std::sync::Mutex::new(Some(writer)), durability, healthy, failures }
     }
 
     /// Whether the last commit succeeded: false while the store cannot write (a full disk),
@@ -147,8 +162,31 @@ impl Persistence {
         // The channel is unbounded, but each connection waits on its tickets, so what is
         // outstanding is bounded by connections times one read's worth of packets. After a
         // stop, the send fails and the dropped `done` reads as `Stopped` to the waiter.
-        let _ = self.tx.send(Request { ops, done, stop: false });
+        let _ = self.tx.send(Request { ops, done, since: None, stop: false });
         ticket
+    }
+
+    /// Queues `ops` for the next commit, with nobody waiting on them alone: the caller makes
+    /// several such requests (one per session of a fan-out) and waits on a `confirm` after
+    /// them, having taken `failures` first.
+    pub fn append(&self, ops: Vec<Op>) {
+        let _ = self.tx.send(Request { ops, done: None, since: None, stop: false });
+    }
+
+    /// Where the count of failed commits stands: taken before a series of `append`s.
+    pub fn failures(&self) -> u64 {
+        self.failures.load(Ordering::Acquire)
+    }
+
+    /// A ticket for everything appended before it: it resolves once that is committed, as an
+    /// error if any commit failed after the count stood at `since` (so possibly one of them).
+    pub fn confirm(&self, since: u64) -> Option<Ticket> {
+        if let Durability::Relaxed { .. } = self.durability {
+            return None;
+        }
+        let (done, ticket) = oneshot::channel();
+        let _ = self.tx.send(Request { ops: Vec::new(), done: Some(done), since: Some(since), stop: false });
+        Some(ticket)
     }
 
     /// Commits `ops` and waits for it, blocking the thread: for start-up only, before anyone
@@ -158,7 +196,8 @@ impl Persistence {
             return Ok(());
         }
         let (done, mut ticket) = oneshot::channel();
-        self.tx.send(Request { ops, done: Some(done), stop: false }).map_err(|_| StoreError::Stopped)?;
+        let request = Request { ops, done: Some(done), since: None, stop: false };
+        self.tx.send(request).map_err(|_| StoreError::Stopped)?;
         loop {
             // `blocking_recv` may not be called on a runtime thread, which start-up may be.
             match ticket.try_recv() {
@@ -171,7 +210,7 @@ impl Persistence {
 
     /// Commits what is pending and stops the writer; later submissions are not stored.
     pub fn shutdown(&self) {
-        let _ = self.tx.send(Request { ops: Vec::new(), done: None, stop: true });
+        let _ = self.tx.send(Request { ops: Vec::new(), done: None, since: None, stop: true });
         let writer = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(writer) = writer {
             let _ = writer.join();
@@ -185,6 +224,12 @@ impl Drop for Persistence {
     }
 }
 
+/// What the writer tells the rest of the broker about how its commits go.
+struct Health {
+    healthy: Arc<AtomicBool>,
+    failures: Arc<AtomicU64>,
+}
+
 /// Told the duration and operation count of every commit.
 pub type CommitObserver = Box<dyn Fn(Duration, usize) + Send>;
 
@@ -193,8 +238,9 @@ fn write_loop(
     rx: std_mpsc::Receiver<Request>,
     durability: Durability,
     observe: CommitObserver,
-    healthy: Arc<AtomicBool>,
+    health: Health,
 ) {
+    let Health { healthy, failures } = health;
     loop {
         // A failed store is retried by itself every interval, so it reports ready again as
         // soon as it can write, whether or not anyone is publishing.
@@ -249,6 +295,7 @@ fn write_loop(
             Err(e) => {
                 error!(error = %e, ops = ops.len(), "store commit failed; those messages are not acknowledged");
                 healthy.store(false, Ordering::Relaxed);
+                failures.fetch_add(1, Ordering::AcqRel);
                 if let Err(e) = store.reopen() {
                     error!(error = %e, "store could not be reopened; retrying");
                 }
@@ -259,9 +306,16 @@ fn write_loop(
                 }
             }
         }
+        let failed_by_now = failures.load(Ordering::Acquire);
         for request in batch {
+            let result = match request.since {
+                Some(since) if failed_by_now > since => {
+                    Err(StoreError::Io("a commit this waited for failed".into()))
+                }
+                _ => result.clone(),
+            };
             if let Some(done) = request.done {
-                let _ = done.send(result.clone());
+                let _ = done.send(result);
             }
         }
         if stop {
@@ -307,5 +361,34 @@ mod tests {
         assert_eq!(commits.len(), 2, "one commit for the first, one for the ten that waited");
         assert_eq!(commits[1].len(), 10);
         assert!(persistence.submit(vec![]).is_none());
+    }
+
+    /// Fails its first commit.
+    struct FailsOnce(bool);
+
+    impl Store for FailsOnce {
+        fn load(&mut self) -> Result<Snapshot, StoreError> {
+            Ok(Snapshot::default())
+        }
+        fn commit(&mut self, _: &[Op]) -> Result<(), StoreError> {
+            match std::mem::replace(&mut self.0, false) {
+                true => Err(StoreError::Io("disk full".into())),
+                false => Ok(()),
+            }
+        }
+    }
+
+    /// A fan-out's journals go as separate requests with one confirmation after them: it fails
+    /// when one of them failed, though its own (empty) commit did not.
+    #[tokio::test]
+    async fn a_confirmation_fails_if_what_it_follows_failed() {
+        let persistence = Persistence::start(Box::new(FailsOnce(true)), Durability::Sync, Box::new(|_, _| {}));
+        let since = persistence.failures();
+        persistence.append(vec![Op::DeleteRetained("a".into())]);
+        let failed = persistence.confirm(since).unwrap().await.unwrap();
+        assert!(failed.is_err(), "the append before it failed");
+        let since = persistence.failures();
+        persistence.append(vec![Op::DeleteRetained("b".into())]);
+        persistence.confirm(since).unwrap().await.unwrap().expect("all committed");
     }
 }

@@ -38,7 +38,7 @@ use super::handoff::{self, Command, Holder, Parting};
 use super::{subject, ClusterError};
 use crate::broker::{Broker, Claiming, Directory};
 use crate::message::Message;
-use crate::session::SessionHandle;
+use crate::session::{Session, SessionHandle};
 use crate::store::{record, StoreError, StoredMessage, Ticket};
 
 const BUCKET: &str = "CAULDRON_SESSIONS";
@@ -413,7 +413,9 @@ impl Registry {
                         info!("Client {client_id} connected to node {node}, closing its connection here.");
                     }
                     let client_id = ByteString::from(client_id);
-                    match broker.local_session(&client_id).filter(|s| holder.resume && s.lock().persistent())
+                    match broker
+                        .local_session(&client_id)
+                        .filter(|s| holder.resume && s.read(Session::persistent))
                     {
                         Some(session) => {
                             let handover = Arc::clone(&self).hand_over(
@@ -477,7 +479,7 @@ impl Directory for Registry {
         let key = subject::encode(CLIENT_KEY, &session.client_id);
         let claim = self.claims().get(&key).cloned().filter(|c| c.connection == connection);
         let Some(claim) = claim else { return };
-        let parks = session.lock().persistent() && !session.is_fenced(connection);
+        let parks = session.read(Session::persistent) && !session.is_fenced(connection);
         if parks {
             let session = Arc::clone(session);
             tokio::spawn(async move { self.park(key, session, connection).await });
@@ -495,7 +497,7 @@ impl Directory for Registry {
     }
 
     fn checkpoint(self: Arc<Self>, session: &Arc<SessionHandle>, connection: u64) -> Option<Ticket> {
-        if !session.lock().persistent() {
+        if !session.read(Session::persistent) {
             return None;
         }
         let key = subject::encode(CLIENT_KEY, &session.client_id);
