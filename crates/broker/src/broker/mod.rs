@@ -61,6 +61,8 @@ pub struct Broker {
     /// Payload bytes queued across all sessions, for the memory ceiling.
     queued_memory: Arc<std::sync::atomic::AtomicUsize>,
     pub metrics: Arc<Metrics>,
+    /// Every connection's keep-alive deadline, swept by one task.
+    pub(crate) keep_alives: Arc<crate::connection::KeepAlives>,
     /// Running bridges, for `/metrics`, and their tasks, which end before the store closes.
     bridges: Mutex<Vec<Arc<crate::bridge::BridgeStatus>>>,
     bridge_tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
@@ -191,6 +193,7 @@ impl Broker {
             retained: RwLock::default(),
             sessions: Mutex::default(),
             metrics: Arc::new(Metrics::new()),
+            keep_alives: Arc::default(),
             bridges: Mutex::default(),
             bridge_tasks: Mutex::default(),
             started: Instant::now(),

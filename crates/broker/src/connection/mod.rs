@@ -26,7 +26,10 @@ use crate::store::{StoreError, Ticket};
 
 mod handshake;
 mod inbound;
+mod keepalive;
 mod running;
+
+pub(crate) use keepalive::KeepAlives;
 
 pub(crate) use running::{ConnectionTask, Running, Stream, Transport};
 

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::time::{sleep_until, Instant, Sleep};
+use tokio::time::{sleep_until, Instant};
 use tokio_util::io::poll_read_buf;
 use tokio_util::sync::CancellationToken;
 
@@ -133,11 +133,10 @@ pub(crate) struct Running {
     settled: bool,
     /// When it was last woken (see `ACTIVE_WITHIN`).
     last_wake: Instant,
-    /// When the keep alive runs out; moved by every packet.
+    /// When the keep alive runs out; moved by every packet. The broker's `KeepAlives` rings
+    /// the doorbell at a deadline that only ever lags this one: rung early, the connection
+    /// files itself again, so a packet costs no timer update.
     deadline: Instant,
-    /// Set to a deadline that only ever lags `deadline`: when it fires early it is moved, so a
-    /// packet costs no timer update. `None` without a keep alive.
-    timer: Option<Pin<Box<Sleep>>>,
     /// Only while a publisher is paused for a congested subscriber.
     pause: Option<Boxed<()>>,
     shutdown: CancellationToken,
@@ -167,13 +166,10 @@ impl Running {
         rbuf: BytesMut,
         shutdown: CancellationToken,
     ) -> Running {
-        let (deadline, timer) = match conn.keep_alive {
-            Some(keep_alive) => {
-                let deadline = Instant::now() + keep_alive;
-                (deadline, Some(Box::pin(sleep_until(deadline))))
-            }
-            None => (Instant::now(), None),
-        };
+        let deadline = Instant::now() + conn.keep_alive.unwrap_or_default();
+        if conn.keep_alive.is_some() {
+            conn.broker.keep_alives.file(deadline, &conn.doorbell);
+        }
         Running {
             conn,
             stream,
@@ -187,7 +183,6 @@ impl Running {
             // Long ago: a connection is not active until it is woken again soon.
             last_wake: Instant::now().checked_sub(ACTIVE_WITHIN).unwrap_or_else(Instant::now),
             deadline,
-            timer,
             pause: None,
             shutdown,
         }
@@ -304,14 +299,11 @@ impl Running {
                 Poll::Pending => {}
             }
         }
-        if let Some(timer) = &mut self.timer {
-            if timer.as_mut().poll(cx).is_ready() {
-                if Instant::now() >= self.deadline {
-                    return Turn::Exit(Exit::KeepAliveTimeout);
-                }
-                timer.as_mut().reset(self.deadline);
-                progress = true;
+        if rung & Doorbell::KEEP_ALIVE != 0 {
+            if Instant::now() >= self.deadline {
+                return Turn::Exit(Exit::KeepAliveTimeout);
             }
+            self.conn.broker.keep_alives.file(self.deadline, &self.conn.doorbell);
         }
         match progress {
             true => Turn::Progress,

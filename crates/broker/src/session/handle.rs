@@ -2,7 +2,7 @@
 //! task that serves it, plus what belongs to the client rather than to the protocol state.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::task::Context;
 
 use cauldron_proto::ByteString;
@@ -40,6 +40,8 @@ impl Doorbell {
     /// A new connection for the client id waits to take the session over: handle what the
     /// client already sent, then read no more (see `SessionHandle::settle_connection`).
     pub const SETTLE: u8 = 8;
+    /// The connection's keep-alive deadline may have passed (`connection::KeepAlives`).
+    pub const KEEP_ALIVE: u8 = 16;
 
     /// Adds `reason` and wakes the task, unless that reason is already waiting for it: then
     /// a wake-up is already on its way.
@@ -57,15 +59,22 @@ impl Doorbell {
     }
 }
 
-/// A session shared between the router (publishers) and its connection task.
-pub struct SessionHandle {
-    pub client_id: ByteString,
-    state: Mutex<Session>,
+/// What others wait for on a session.
+#[derive(Default)]
+struct Waits {
     /// Woken when a queue that went past its limit is back within it: publishers paused on
     /// this subscriber go on.
     room: Notify,
     /// Woken when the attached connection has settled or closed (`settle_connection`).
     settled: Notify,
+}
+
+/// A session shared between the router (publishers) and its connection task.
+pub struct SessionHandle {
+    pub client_id: ByteString,
+    state: Mutex<Session>,
+    /// Made for the first waiter: most sessions never have one.
+    waits: OnceLock<Box<Waits>>,
     /// The attached connection and its doorbell: rung when a message is queued, and to close
     /// the connection (takeover, shutdown).
     doorbell: Mutex<Option<(u64, Arc<Doorbell>)>>,
@@ -94,8 +103,7 @@ impl SessionHandle {
             state: Mutex::new(Session::new(&client_id, limits, journal.is_some(), memory)),
             journal,
             client_id,
-            room: Notify::new(),
-            settled: Notify::new(),
+            waits: OnceLock::new(),
             doorbell: Mutex::new(None),
             fence: Default::default(),
             online: AtomicBool::new(false),
@@ -172,7 +180,7 @@ impl SessionHandle {
     /// Resolves once this session's queue is within its limits again.
     pub async fn has_room(&self) {
         loop {
-            let notified = self.room.notified();
+            let notified = self.waits().room.notified();
             tokio::pin!(notified);
             // Registered before the check, so a drain in between is not missed.
             notified.as_mut().enable();
@@ -186,7 +194,13 @@ impl SessionHandle {
     /// Tells paused publishers that the queue is back within its limits (after a drain for
     /// which `Session::take_room_freed` said so).
     pub fn notify_room(&self) {
-        self.room.notify_waiters();
+        if let Some(waits) = self.waits.get() {
+            waits.room.notify_waiters();
+        }
+    }
+
+    fn waits(&self) -> &Waits {
+        self.waits.get_or_init(Box::default)
     }
 
     /// Attaches `connection`'s doorbell, closing the connection attached before, if any.
@@ -234,7 +248,7 @@ impl SessionHandle {
     /// reconnects at once must find its session ended, though the two connections are served
     /// in parallel. Waits at most `bound` for that connection to settle or close.
     pub async fn settle_connection(&self, bound: std::time::Duration) {
-        let settled = self.settled.notified();
+        let settled = self.waits().settled.notified();
         tokio::pin!(settled);
         // Registered before ringing, so an answer that comes at once is not missed.
         settled.as_mut().enable();
@@ -248,7 +262,9 @@ impl SessionHandle {
 
     /// The attached connection has settled or closed.
     pub fn notify_settled(&self) {
-        self.settled.notify_waiters();
+        if let Some(waits) = self.waits.get() {
+            waits.settled.notify_waiters();
+        }
     }
 
     pub fn is_online(&self) -> bool {

@@ -382,7 +382,8 @@ mod tests {
     /// when one of them failed, though its own (empty) commit did not.
     #[tokio::test]
     async fn a_confirmation_fails_if_what_it_follows_failed() {
-        let persistence = Persistence::start(Box::new(FailsOnce(true)), Durability::Sync, Box::new(|_, _| {}));
+        let persistence =
+            Persistence::start(Box::new(FailsOnce(true)), Durability::Sync, Box::new(|_, _| {}));
         let since = persistence.failures();
         persistence.append(vec![Op::DeleteRetained("a".into())]);
         let failed = persistence.confirm(since).unwrap().await.unwrap();
