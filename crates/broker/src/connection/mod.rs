@@ -240,6 +240,8 @@ impl Connection {
 
     /// Decodes and handles every complete packet in `rbuf`.
     fn process(&mut self, rbuf: &mut BytesMut, deadline: &mut Instant) -> Option<Exit> {
+        // One clock read for all the packets one read brought: they arrived together.
+        let mut stamped = false;
         loop {
             if self.paused.is_some() {
                 return None; // the rest waits in `rbuf` until the pause ends
@@ -249,8 +251,9 @@ impl Connection {
                 Ok(None) => return None,
                 Err(e) => return Some(Exit::Violation(e.into())),
             };
-            if let Some(keep_alive) = self.keep_alive {
+            if let Some(keep_alive) = self.keep_alive.filter(|_| !stamped) {
                 *deadline = Instant::now() + keep_alive;
+                stamped = true;
             }
             self.broker.metrics.packet_in(packet.packet_type() as u8);
             // An acknowledgement may open the inflight window for queued messages.
