@@ -114,6 +114,9 @@ impl Broker {
                 Ok(record) => record,
                 Err(e) => {
                     rejected.keep("sessions", client, bytes, &e);
+                    // Its deliveries stay stored, for whoever recovers the record.
+                    deliveries.remove(client.as_str());
+                    legacy.remove(client.as_str());
                     continue;
                 }
             };
@@ -144,8 +147,8 @@ impl Broker {
             rewritten.extend(old_rows.map(|seq| Op::DeleteLegacyDelivery(client.clone(), seq)));
             sessions.insert(client_id, handle);
         }
-        // Deliveries of a session that ended while a publisher's batch for it was on its way to
-        // the store: nobody will take them, so they leave the store.
+        // Deliveries of a session that is not stored at all (left by a version that journalled
+        // for a session already ended): nobody will take them, so they leave the store.
         for (client, orphans) in deliveries {
             warn!(client, count = orphans.len(), "stored messages without a stored session removed");
             let legacy = legacy.remove(client).unwrap_or_default();
@@ -206,6 +209,7 @@ mod tests {
             &[
                 ("phone", 1, old("first", DeliveryState::Queued)),
                 ("phone", 2, old("second", DeliveryState::Queued)),
+                ("broken", 1, old("kept", DeliveryState::Queued)),
             ],
         );
         let record = StoredSession {
@@ -216,11 +220,13 @@ mod tests {
         };
         {
             let (mut store, _, _) = RedbStore::open(&path).unwrap();
-            store.commit(&[Op::PutSession("phone".into(), to_bytes(&record))]).unwrap();
+            // "broken"'s record is unreadable: its delivery stays as it is, for whoever mends it.
+            let garbage = Op::PutSession("broken".into(), vec![0xff; 3]);
+            store.commit(&[Op::PutSession("phone".into(), to_bytes(&record)), garbage]).unwrap();
         }
         let config = Config { data_dir: dir.clone(), ..Config::default() };
         let (store, snapshot, _) = RedbStore::open(&path).unwrap();
-        assert_eq!(snapshot.legacy_deliveries.len(), 2);
+        assert_eq!(snapshot.legacy_deliveries.len(), 3);
         let broker =
             Broker::open(config, Arc::new(AllowAll), Box::new(store), snapshot, Durability::Sync).unwrap();
         let (session, present) = broker.open_session(&"phone".into(), false);
@@ -233,7 +239,8 @@ mod tests {
         drop(broker);
 
         let (_, snapshot, _) = RedbStore::open(&path).unwrap();
-        assert!(snapshot.legacy_deliveries.is_empty(), "the old rows are gone");
+        let left: Vec<_> = snapshot.legacy_deliveries.iter().map(|(c, seq, _)| (c.as_str(), *seq)).collect();
+        assert_eq!(left, [("broken", 1)], "phone's old rows are gone, the unreadable session's stay");
         assert_eq!(snapshot.deliveries.len(), 2);
         assert_eq!(snapshot.messages.len(), 2, "one row per message");
         std::fs::remove_dir_all(&dir).unwrap();

@@ -315,26 +315,26 @@ impl Session {
     /// Ends the session: journals the end of every delivery it holds and of its record (what
     /// it journalled and was not submitted yet is dropped, ended by these). Returns its
     /// subscriptions' filters, for the router to forget.
+    /// An ended session journals nothing more: a publisher that found it in the router
+    /// before it left may still queue a message for it.
     pub fn end(&mut self) -> Vec<ByteString> {
-        self.journal_end();
+        self.ops.clear();
         if std::mem::take(&mut self.stored) {
+            let held = self.inflight.iter().map(Inflight::delivery).chain(&self.queue);
+            let ends: Vec<Op> = held.filter(|d| d.seq != 0).map(|d| self.delete_op(d)).collect();
+            self.ops = ends;
             self.ops.push(Op::DeleteSession(self.client_id.clone()));
         }
+        self.store = false;
         std::mem::take(&mut self.subscriptions).into_keys().collect()
     }
 
-    fn journal_end(&mut self) {
-        self.ops.clear();
-        if !self.stored {
-            return;
-        }
-        let held = self.inflight.iter().map(Inflight::delivery).chain(&self.queue);
-        let ends = held.filter(|d| d.seq != 0).map(|d| Op::DeleteDelivery {
+    fn delete_op(&self, delivery: &Delivery) -> Op {
+        Op::DeleteDelivery {
             client: self.client_id.clone(),
-            seq: d.seq,
-            message: d.message.stored().id,
-        });
-        self.ops = ends.collect();
+            seq: delivery.seq,
+            message: delivery.message.stored().id,
+        }
     }
 
     /// Drops the queued (not yet sent) messages whose topic `readable` refuses, journalling each;
@@ -353,11 +353,7 @@ impl Session {
 
     fn forget_delivery(&mut self, delivery: &Delivery) {
         if self.journaling() && delivery.seq != 0 {
-            self.ops.push(Op::DeleteDelivery {
-                client: self.client_id.clone(),
-                seq: delivery.seq,
-                message: delivery.message.stored().id,
-            });
+            self.ops.push(self.delete_op(delivery));
         }
     }
 

@@ -166,11 +166,20 @@ fn a_persistent_session_journals_each_step_of_a_delivery() {
     s.attach(1, Protocol::V3_1_1, usize::MAX);
     let mut out = vec![];
     s.drain(1, &mut out, usize::MAX);
-    assert!(matches!(&s.take_ops()[..], [Op::PutDelivery { seq: 1, .. }]), "sent with its packet id");
+    assert!(
+        matches!(&s.take_ops()[..], [Op::PutDelivery { client, seq: 1, .. }] if client == "c"),
+        "sent with its packet id"
+    );
     s.on_pubrec(1, false);
-    assert!(matches!(&s.take_ops()[..], [Op::PutDelivery { seq: 1, .. }]), "released");
+    assert!(
+        matches!(&s.take_ops()[..], [Op::PutDelivery { client, seq: 1, .. }] if client == "c"),
+        "released"
+    );
     s.on_pubcomp(1);
-    assert!(matches!(&s.take_ops()[..], [Op::DeleteDelivery { seq: 1, .. }]), "complete");
+    assert!(
+        matches!(&s.take_ops()[..], [Op::DeleteDelivery { client, seq: 1, .. }] if client == "c"),
+        "complete"
+    );
     assert!(s.receive_qos2(9));
     assert_eq!(s.take_ops(), [Op::PutInboundQos2("c".into(), 9)]);
     s.release_qos2(9);
@@ -189,6 +198,12 @@ fn a_persistent_session_journals_each_step_of_a_delivery() {
         }
         other => panic!("{other:?}"),
     }
+    // An ended session deletes what it holds, and journals nothing after.
+    s.stored = true;
+    s.end();
+    assert!(matches!(&s.take_ops()[..], [.., Op::DeleteSession(c)] if c == "c"));
+    s.enqueue(delivery("late", QoS::AtLeastOnce));
+    assert!(s.take_ops().is_empty(), "a publisher that still held it queues nothing stored");
     // A clean session journals nothing.
     let mut clean = Session::new("d", limits(), true, Arc::default());
     clean.enqueue(delivery("m", QoS::AtLeastOnce));

@@ -1,7 +1,7 @@
 //! The redb store: one file, crash-safe commits (copy-on-write B-trees with a checksummed
-//! commit slot). Tables: retained messages, sessions, the messages table with how many
-//! deliveries refer to each message, deliveries, QoS 2 receive state. A file that cannot be opened or read is moved aside and the broker
-//! starts empty rather than not at all.
+//! commit slot). Tables: retained messages, sessions, messages queued for persistent sessions,
+//! the deliveries that refer to them, QoS 2 receive state. A file that cannot be opened or
+//! read is moved aside and the broker starts empty rather than not at all.
 
 use std::path::{Path, PathBuf};
 
