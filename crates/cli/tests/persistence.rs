@@ -353,3 +353,41 @@ async fn a_clean_session_client_restores_its_subscriptions_after_reconnect() {
     }
     broker.terminate().await;
 }
+
+/// The client acknowledges a message when the application takes it, not when it arrives: what
+/// still waits unread when the application lets go is the broker's to deliver again, and a
+/// QoS 2 message taken once is never handed over twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_left_unread_come_again_in_the_next_connection() {
+    let dir = data_dir("unread");
+    let broker = Cauldron::start(&dir, &["--sys-interval", "0"]).await;
+    let (sub, mut messages) = Client::connect(persistent(&broker.addr, "reader")).await.unwrap();
+    sub.subscribe("one/#", QoS::AtLeastOnce).await.unwrap();
+    sub.subscribe("two/#", QoS::ExactlyOnce).await.unwrap();
+    let (publisher, _) = Client::connect(Options::new(&broker.addr, "pub")).await.unwrap();
+    for i in 0..10 {
+        publisher.publish(format!("one/{i}"), format!("one {i}"), QoS::AtLeastOnce, false).await.unwrap();
+        publisher.publish(format!("two/{i}"), format!("two {i}"), QoS::ExactlyOnce, false).await.unwrap();
+    }
+    let mut taken = Vec::new();
+    for _ in 0..4 {
+        taken.push(next(&mut messages).await.payload);
+    }
+    // Let the rest arrive at the client, then go without reading them.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop((sub, messages));
+
+    let (_sub, mut messages) = Client::connect(persistent(&broker.addr, "reader")).await.unwrap();
+    let mut again = Vec::new();
+    while again.len() < 16 {
+        again.push(next(&mut messages).await.payload);
+    }
+    nothing(&mut messages).await;
+    let mut all: Vec<_> =
+        taken.iter().chain(&again).map(|p| String::from_utf8(p.to_vec()).unwrap()).collect();
+    all.sort();
+    let mut expected: Vec<_> = (0..10).flat_map(|i| [format!("one {i}"), format!("two {i}")]).collect();
+    expected.sort();
+    assert_eq!(all, expected, "each message once: none lost, none taken twice");
+    broker.terminate().await;
+}

@@ -147,9 +147,12 @@ pub struct Client {
 }
 
 /// Incoming application messages, in the order the server sent them (see [`Messages::recv`]).
-/// Each is acknowledged (QoS 1/2) by the background task when it arrives.
+/// A QoS 1/2 message is acknowledged (PUBACK / PUBREC) when [`Messages::recv`] hands it over,
+/// not when it arrives: what waits here unread when `Messages` is dropped stays the server's to
+/// deliver again, so a client with a stored session loses none of it.
 pub struct Messages {
-    rx: mpsc::Receiver<Publish>,
+    rx: mpsc::Receiver<state::Incoming>,
+    taken: mpsc::UnboundedSender<state::Taken>,
 }
 
 impl Messages {
@@ -164,7 +167,12 @@ impl Messages {
     /// # Ok(()) }
     /// ```
     pub async fn recv(&mut self) -> Option<Publish> {
-        self.rx.recv().await
+        let (publish, taken) = self.rx.recv().await?;
+        if let Some(taken) = taken {
+            // The task gone means the connection is too; the server sends the message again.
+            let _ = self.taken.send(taken);
+        }
+        Some(publish)
     }
 }
 
@@ -182,8 +190,10 @@ impl Client {
     pub async fn connect(options: Options) -> Result<(Client, Messages), Error> {
         let (commands, command_rx) = mpsc::channel(64);
         let (message_tx, rx) = mpsc::channel(1024);
-        let connected = task::start(options, command_rx, message_tx).await?;
-        Ok((Client { commands, connected }, Messages { rx }))
+        // Unbounded, yet never longer than the messages the server has in flight to this client.
+        let (taken, taken_rx) = mpsc::unbounded_channel();
+        let connected = task::start(options, command_rx, message_tx, taken_rx).await?;
+        Ok((Client { commands, connected }, Messages { rx, taken }))
     }
 
     /// The server's CONNACK.

@@ -1,7 +1,7 @@
 //! Protocol state of the client's connection task: packet ids, the QoS flows in both
 //! directions, and what to send again after a reconnect.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use bytes::BytesMut;
 use cauldron_proto::{
@@ -14,6 +14,16 @@ use crate::handshake::MAX_PACKET;
 use crate::{Command, Error};
 
 type Reply<T> = oneshot::Sender<Result<T, Error>>;
+
+/// A message on its way to the application, with what acknowledging it takes (QoS 1/2).
+pub(crate) type Incoming = (Publish, Option<Taken>);
+
+/// Word that the application took a QoS 1/2 message, so the task acknowledges it.
+pub(crate) struct Taken {
+    epoch: u64,
+    qos: QoS,
+    packet_id: u16,
+}
 
 /// A request waiting for its acknowledgement, kept with its packet to send again after a
 /// reconnect. `reply` is `None` for requests the task makes itself (restoring subscriptions).
@@ -41,8 +51,11 @@ pub(crate) struct State {
     publishes: HashMap<u16, (Pending<Option<ReasonCode>>, bool)>,
     subscribes: HashMap<u16, Pending<Vec<ReasonCode>>>,
     unsubscribes: HashMap<u16, Pending<Vec<ReasonCode>>>,
-    /// Incoming QoS 2 ids delivered but not yet released.
-    incoming_qos2: HashSet<u16>,
+    /// Incoming QoS 2 ids handed on but not yet released; `true` once taken (PUBREC sent).
+    incoming_qos2: HashMap<u16, bool>,
+    /// Counts the sessions the server started afresh: an acknowledgement for a message of an
+    /// earlier one would name a packet id that may now mean another message.
+    epoch: u64,
     /// Granted subscriptions, to restore when a reconnect finds no session on the server.
     subscriptions: HashMap<ByteString, Subscription>,
 }
@@ -58,7 +71,8 @@ impl State {
             publishes: HashMap::new(),
             subscribes: HashMap::new(),
             unsubscribes: HashMap::new(),
-            incoming_qos2: HashSet::new(),
+            incoming_qos2: HashMap::new(),
+            epoch: 0,
             subscriptions: HashMap::new(),
         }
     }
@@ -170,8 +184,11 @@ impl State {
     pub fn resume(&mut self, session_present: bool) {
         self.rbuf.clear();
         self.wbuf.clear();
-        // QoS 2 ids the old session released or lost: the server decides anew.
-        self.incoming_qos2.clear();
+        if !session_present {
+            // The server kept nothing: its packet ids start anew.
+            self.incoming_qos2.clear();
+            self.epoch += 1;
+        }
         let mut again: Vec<(u64, Packet)> = Vec::new();
         for (id, (pending, released)) in &self.publishes {
             let packet = match (&pending.packet, released) {
@@ -203,7 +220,7 @@ impl State {
     }
 
     /// Handles every complete packet read; false ends the connection.
-    pub async fn process(&mut self, messages: &mpsc::Sender<Publish>) -> bool {
+    pub async fn process(&mut self, messages: &mpsc::Sender<Incoming>) -> bool {
         loop {
             let packet = match decode(&mut self.rbuf, self.protocol, MAX_PACKET) {
                 Ok(Some(packet)) => {
@@ -215,24 +232,30 @@ impl State {
             };
             match packet {
                 Packet::Publish(publish) => {
-                    let deliver = match (publish.qos, publish.packet_id) {
-                        (QoS::AtLeastOnce, Some(id)) => {
-                            let _ = self.send(&Packet::PubAck(Ack::new(id)));
-                            true
-                        }
-                        (QoS::ExactlyOnce, Some(id)) => {
-                            let _ = self.send(&Packet::PubRec(Ack::new(id)));
-                            self.incoming_qos2.insert(id)
-                        }
-                        _ => true,
+                    let taken = |qos, packet_id| Some(Taken { epoch: self.epoch, qos, packet_id });
+                    let ack = match (publish.qos, publish.packet_id) {
+                        (QoS::AtLeastOnce, Some(id)) => taken(QoS::AtLeastOnce, id),
+                        (QoS::ExactlyOnce, Some(id)) => match self.incoming_qos2.get(&id) {
+                            None => {
+                                self.incoming_qos2.insert(id, false);
+                                taken(QoS::ExactlyOnce, id)
+                            }
+                            // Sent again (DUP) before our PUBREC reached the server: not a
+                            // second message [MQTT-4.3.3-9]; the PUBREC goes out once taken.
+                            Some(false) => continue,
+                            Some(true) => {
+                                let _ = self.send(&Packet::PubRec(Ack::new(id)));
+                                continue;
+                            }
+                        },
+                        _ => None,
                     };
-                    if deliver {
-                        // A full channel means the application is slow: wait for it (backpressure).
-                        let _ = messages.send(publish).await;
-                    }
+                    // A full channel means the application is slow: wait for it (backpressure).
+                    // A dropped `Messages` takes nothing, so nothing is acknowledged.
+                    let _ = messages.send((publish, ack)).await;
                 }
                 Packet::PubRel(ack) => {
-                    let known = self.incoming_qos2.remove(&ack.packet_id);
+                    let known = self.incoming_qos2.remove(&ack.packet_id).is_some();
                     let _ = self.send(&Packet::PubComp(self.answer(ack.packet_id, known)));
                 }
                 Packet::PubAck(ack) => self.complete(ack.packet_id, ack.reason),
@@ -278,6 +301,27 @@ impl State {
                     let _ = self.send(&Packet::PingResp);
                 }
                 _ => {}
+            }
+        }
+    }
+
+    /// The application took a message: PUBACK or PUBREC it, unless it came in a session the
+    /// server has since dropped. Taking keeps arrival order, so acknowledgements do too
+    /// [MQTT-4.6.0-2].
+    pub fn taken(&mut self, taken: Taken) {
+        if taken.epoch != self.epoch {
+            return;
+        }
+        let id = taken.packet_id;
+        match taken.qos {
+            QoS::AtLeastOnce => {
+                let _ = self.send(&Packet::PubAck(Ack::new(id)));
+            }
+            _ => {
+                if let Some(taken @ false) = self.incoming_qos2.get_mut(&id) {
+                    *taken = true;
+                    let _ = self.send(&Packet::PubRec(Ack::new(id)));
+                }
             }
         }
     }

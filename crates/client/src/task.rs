@@ -3,12 +3,12 @@
 
 use std::time::Duration;
 
-use cauldron_proto::{Packet, Publish};
+use cauldron_proto::Packet;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, WriteHalf};
 use tokio::sync::mpsc;
 
 use crate::handshake::{self, BoxStream};
-use crate::state::State;
+use crate::state::{Incoming, State, Taken};
 use crate::{Command, Connected, Error, Options};
 
 /// How one connection ended.
@@ -23,23 +23,27 @@ enum Ended {
 pub(crate) async fn start(
     options: Options,
     commands: mpsc::Receiver<Command>,
-    messages: mpsc::Sender<Publish>,
+    messages: mpsc::Sender<Incoming>,
+    taken: mpsc::UnboundedReceiver<Taken>,
 ) -> Result<Connected, Error> {
     let mut state = State::new(options.protocol);
     let (stream, connected) = handshake::connect(&options, options.clean_start, &mut state.rbuf).await?;
-    tokio::spawn(run(options, stream, state, commands, messages));
+    let channels = Channels { commands, messages, taken };
+    tokio::spawn(run(options, stream, state, channels));
     Ok(connected)
 }
 
-async fn run(
-    options: Options,
-    mut stream: BoxStream,
-    mut state: State,
-    mut commands: mpsc::Receiver<Command>,
-    messages: mpsc::Sender<Publish>,
-) {
+/// What the task shares with the handles: commands in, messages out, and word of each message
+/// the application took (to acknowledge it).
+struct Channels {
+    commands: mpsc::Receiver<Command>,
+    messages: mpsc::Sender<Incoming>,
+    taken: mpsc::UnboundedReceiver<Taken>,
+}
+
+async fn run(options: Options, mut stream: BoxStream, mut state: State, mut channels: Channels) {
     loop {
-        if let Ended::Done = serve(stream, &mut state, options.keep_alive, &mut commands, &messages).await {
+        if let Ended::Done = serve(stream, &mut state, options.keep_alive, &mut channels).await {
             break;
         }
         let Some(reconnect) = options.reconnect else { break };
@@ -47,7 +51,7 @@ async fn run(
         let mut delay = reconnect.initial;
         stream = loop {
             tokio::time::sleep(delay).await;
-            if commands.is_closed() {
+            if channels.commands.is_closed() {
                 state.fail_all();
                 return;
             }
@@ -67,13 +71,8 @@ async fn run(
 }
 
 /// Serves one connection until it ends.
-async fn serve(
-    stream: BoxStream,
-    state: &mut State,
-    keep_alive: Duration,
-    commands: &mut mpsc::Receiver<Command>,
-    messages: &mpsc::Sender<Publish>,
-) -> Ended {
+async fn serve(stream: BoxStream, state: &mut State, keep_alive: Duration, channels: &mut Channels) -> Ended {
+    let Channels { commands, messages, taken } = channels;
     let (mut reader, mut writer) = tokio::io::split(stream);
     let period = if keep_alive.is_zero() { Duration::from_secs(86400) } else { keep_alive };
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
@@ -96,6 +95,10 @@ async fn serve(
         keep_going = tokio::select! {
             command = commands.recv() => match command {
                 Some(Command::Disconnect(disconnect, reply)) => {
+                    // What the application took before it asked to go is acknowledged first.
+                    while let Ok(t) = taken.try_recv() {
+                        state.taken(t);
+                    }
                     let _ = reply.send(disconnect_now(state, &mut writer, disconnect).await);
                     return Ended::Done;
                 }
@@ -110,6 +113,10 @@ async fn serve(
                 Ok(0) | Err(_) => false,
                 Ok(_) => state.process(messages).await,
             },
+            Some(t) = taken.recv() => {
+                state.taken(t);
+                true
+            }
             _ = ping.tick(), if !keep_alive.is_zero() => state.send(&Packet::PingReq).is_ok(),
         };
     }
