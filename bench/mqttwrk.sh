@@ -11,6 +11,7 @@
 # broker CPU-second (/proc/PID/stat around the run), and deliveries counted.
 #
 # Usage: bench/mqttwrk.sh [CAULDRON_BINARY] [BROKERS...]   (brokers: cauldron mosquitto rumqttd)
+# SCENARIOS="fanout0 idle" runs only those, in that order (default: all).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=${1:-./target/release/cauldron}
@@ -86,8 +87,13 @@ idle() {
 
 printf '%-10s %-8s %12s %14s %10s\n' broker scenario msgs/s msgs/cpu-s delivered
 for broker in $brokers; do
-  for scenario in fanin0 fanin1 fanout0 fanout1; do
+  for scenario in ${SCENARIOS:-fanin0 fanin1 fanout0 fanout1 idle}; do
     start "$broker"
+    if [ "$scenario" = idle ]; then
+      printf '%-10s %-8s %s\n' "$broker" idle "$(idle)"
+      stop
+      continue
+    fi
     case $scenario in
       fanin0) r=$(run -p 8 -s 1 -n 100000 --publish-qos 0 --subscribe-qos 0) ;;
       fanin1) r=$(run -p 8 -s 1 -n 50000 --publish-qos 1 --subscribe-qos 1) ;;
@@ -98,7 +104,4 @@ for broker in $brokers; do
     read -r rate per_cpu count <<<"$r"
     printf '%-10s %-8s %12s %14s %10s\n' "$broker" "$scenario" "$rate" "$per_cpu" "$count"
   done
-  start "$broker"
-  printf '%-10s %-8s %s\n' "$broker" idle "$(idle)"
-  stop
 done

@@ -59,7 +59,7 @@ pub struct Broker {
     /// What shapes each session, from the config; shared by all of them.
     limits: Arc<Limits>,
     /// Payload bytes queued across all sessions, for the memory ceiling.
-    queued_memory: Arc<std::sync::atomic::AtomicUsize>,
+    queued_memory: Arc<crate::session::QueuedBytes>,
     pub metrics: Arc<Metrics>,
     /// Every connection's keep-alive deadline, swept by one task.
     pub(crate) keep_alives: Arc<crate::connection::KeepAlives>,
@@ -739,7 +739,7 @@ impl Broker {
 
     /// Payload bytes queued across all sessions.
     pub fn queued_memory(&self) -> usize {
-        self.queued_memory.load(std::sync::atomic::Ordering::Relaxed)
+        self.queued_memory.total()
     }
 
     /// A consistent-enough look at the sessions, queues and stores, one lock at a time.

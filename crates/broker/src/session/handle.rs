@@ -1,7 +1,7 @@
 //! `SessionHandle`: a session shared between publishers (through the router) and the connection
 //! task that serves it, plus what belongs to the client rather than to the protocol state.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::task::Context;
 
@@ -97,7 +97,7 @@ impl SessionHandle {
         client_id: ByteString,
         limits: impl Into<Arc<Limits>>,
         journal: Option<Arc<Persistence>>,
-        memory: Arc<AtomicUsize>,
+        memory: Arc<super::QueuedBytes>,
     ) -> Arc<SessionHandle> {
         Arc::new(SessionHandle {
             state: Mutex::new(Session::new(&client_id, limits, journal.is_some(), memory)),
@@ -153,7 +153,7 @@ impl SessionHandle {
     /// for all of them with one (`Persistence::confirm`). Returns whether anything was
     /// journalled.
     pub fn deliver(&self, delivery: Delivery) -> (Enqueued, bool) {
-        let (result, journalled) = {
+        let (result, journalled, ring) = {
             let mut state = self.lock();
             let result = state.enqueue(delivery);
             let ops = state.take_ops();
@@ -161,9 +161,10 @@ impl SessionHandle {
             if let Some(journal) = self.journal.as_ref().filter(|_| journalled) {
                 journal.append(ops);
             }
-            (result, journalled)
+            let queued = matches!(result, Enqueued::Queued | Enqueued::Congested);
+            (result, journalled, queued && state.ring_needed())
         };
-        if matches!(result, Enqueued::Queued | Enqueued::Congested) {
+        if ring {
             self.ring(Doorbell::MESSAGES);
         }
         (result, journalled)

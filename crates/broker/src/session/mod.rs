@@ -7,17 +7,18 @@
 //! `SessionHandle` shares it between publishers and the connection task under a std `Mutex`
 //! held only for short, non-async sections.
 
+mod gauge;
 mod handle;
 #[cfg(test)]
 mod tests;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cauldron_proto::{Ack, ByteString, Packet, Protocol, QoS, ReasonCode, SubOptions};
 
+pub(crate) use gauge::QueuedBytes;
 pub(crate) use handle::{next_connection_id, Doorbell, SessionHandle};
 
 use crate::message::Message;
@@ -148,7 +149,7 @@ pub struct Session {
     queued_bytes: usize,
     /// Payload bytes queued in all sessions of the broker; this session's share is
     /// `queued_bytes`, given back when the session is dropped.
-    memory: Arc<AtomicUsize>,
+    memory: Arc<QueuedBytes>,
     inflight: VecDeque<Inflight>,
     next_packet_id: u16,
     /// QoS 2 packet ids received but not yet released: a repeat PUBLISH is not forwarded again.
@@ -180,6 +181,10 @@ pub struct Session {
     stored: bool,
     next_seq: u64,
     ops: Vec<Op>,
+    /// A publisher rang the connection's doorbell since the connection last drained: the drain
+    /// that ring brings takes every message queued meanwhile, so they need no ring of their own
+    /// (in a fan-out, each ring is a lock and a cache line shared with the subscriber's core).
+    rung: bool,
 }
 
 impl Session {
@@ -187,7 +192,7 @@ impl Session {
         client_id: &str,
         limits: impl Into<Arc<Limits>>,
         store: bool,
-        memory: Arc<AtomicUsize>,
+        memory: Arc<QueuedBytes>,
     ) -> Session {
         let limits = limits.into();
         Session {
@@ -216,6 +221,7 @@ impl Session {
             stored: false,
             next_seq: 1,
             ops: Vec::new(),
+            rung: false,
         }
     }
 
@@ -510,7 +516,8 @@ impl Session {
         let size = delivery.message.payload.len();
         // Over the broker-wide ceiling, QoS 0 goes first, then everything.
         let ceiling = self.limits.memory_ceiling;
-        let used = self.memory.load(Ordering::Relaxed);
+        // Summed only when there is a ceiling to compare with (a read of every stripe).
+        let used = if ceiling > 0 { self.memory.total() } else { 0 };
         let hard = ceiling + ceiling / 4;
         if ceiling > 0 && (used >= hard || (used >= ceiling && delivery.qos == QoS::AtMostOnce)) {
             self.dropped += 1;
@@ -554,6 +561,12 @@ impl Session {
             true => Enqueued::Congested,
             false => Enqueued::Queued,
         }
+    }
+
+    /// Whether a message just queued must ring the connection: not when an earlier one rang
+    /// and the connection has not drained since.
+    pub fn ring_needed(&mut self) -> bool {
+        !std::mem::replace(&mut self.rung, true)
     }
 
     /// Whether one more message of `size` bytes stays within twice the queue's limits.
@@ -600,9 +613,9 @@ impl Session {
     /// Changes this session's queued bytes and the broker-wide total with it.
     fn set_queued_bytes(&mut self, bytes: usize) {
         if bytes >= self.queued_bytes {
-            self.memory.fetch_add(bytes - self.queued_bytes, Ordering::Relaxed);
+            self.memory.add(bytes - self.queued_bytes);
         } else {
-            self.memory.fetch_sub(self.queued_bytes - bytes, Ordering::Relaxed);
+            self.memory.sub(self.queued_bytes - bytes);
         }
         self.queued_bytes = bytes;
     }
@@ -634,6 +647,8 @@ impl Session {
         if self.connection != Some(connection) {
             return (0, 0, 0);
         }
+        // From here on, a message queued needs a ring again (see `rung`).
+        self.rung = false;
         let now = Instant::now();
         let (mut expired, mut too_large) = (0, 0);
         let mut produced = 0;
