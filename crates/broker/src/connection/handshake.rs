@@ -19,7 +19,7 @@ use crate::broker::Broker;
 use crate::metrics::{self, Refusal};
 use crate::session::{next_connection_id, Session};
 
-use super::{CertIdentity, Connection, Origin};
+use super::{CertIdentity, Connection, Extras, Origin};
 
 /// Largest packet read before a client is authenticated. The largest CONNECT anyone sends is a
 /// few 64 KB fields (id, will, user name, password) and some properties; anything bigger is
@@ -322,25 +322,21 @@ pub(super) async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
         keep_alive: (keep_alive > 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500)),
         session_expiry_zero: expiry_interval == 0,
         bridge: connect.bridge,
-        auth_method,
-        reauth: None,
         alias_out_max: connect.properties.topic_alias_maximum.unwrap_or(0),
         // Reason strings only where the operator wants them (Mosquitto sends none) and the
         // client did not refuse them [MQTT-3.1.2-29].
         problem_information: config.reason_strings
             && connect.properties.request_problem_information.unwrap_or(true),
-        aliases: None,
         // Grows to what the traffic needs; an idle connection keeps none.
         wbuf: BytesMut::new(),
         pending: VecDeque::new(),
         held: BytesMut::new(),
         held_acks: 0,
         window_opened: false,
-        qos2_resent: Vec::new(),
         paused: None,
-        mount: mount_point,
         scratch: Vec::new(),
-        auth,
+        extras: (auth_method.is_some() || auth.is_some() || mount_point.is_some())
+            .then(|| Box::new(Extras { auth_method, auth, mount: mount_point, ..Extras::default() })),
     };
     // CONNACK first, then whatever the resumed session still owes the client.
     // MQTT 3.1 has no session present flag: the byte is reserved there (Mosquitto sends 0).

@@ -34,7 +34,9 @@ impl Connection {
             }
             Packet::PubRel(ack) => {
                 let (known, ticket) = self.session.edit(|s| s.release_qos2(ack.packet_id));
-                self.qos2_resent.retain(|id| *id != ack.packet_id);
+                if let Some(extras) = &mut self.extras {
+                    extras.qos2_resent.retain(|id| *id != ack.packet_id);
+                }
                 // The id is free for a new message only once its release is stored.
                 self.hold_until(ticket);
                 let mut comp = Ack::new(ack.packet_id);
@@ -71,17 +73,19 @@ impl Connection {
             }
             if publish.topic.is_empty() {
                 publish.topic =
-                    self.aliases.as_ref().and_then(|a| a.inbound.get(&alias)).cloned().ok_or_else(|| {
-                        Violation::new(
-                            ReasonCode::ProtocolError,
-                            "[MQTT-3.3.2-12] topic alias not set on this connection",
-                        )
-                    })?;
+                    self.extras.as_ref().and_then(|e| e.aliases.inbound.get(&alias)).cloned().ok_or_else(
+                        || {
+                            Violation::new(
+                                ReasonCode::ProtocolError,
+                                "[MQTT-3.3.2-12] topic alias not set on this connection",
+                            )
+                        },
+                    )?;
             } else {
-                self.aliases.get_or_insert_with(Box::default).inbound.insert(alias, publish.topic.clone());
+                self.extras().aliases.inbound.insert(alias, publish.topic.clone());
             }
         }
-        if let Some(mount) = &self.mount {
+        if let Some(mount) = self.mount() {
             publish.topic = mounted(mount, &publish.topic);
         }
         if !publish.properties.subscription_identifiers.is_empty() {
@@ -161,13 +165,14 @@ impl Connection {
                 } else if self.protocol.is_v5() {
                     // MQTT 5 resends only on a new connection [MQTT-4.4.0-1]. One resend on the
                     // same connection is let pass, as Mosquitto does; a second is a flood.
-                    if self.qos2_resent.contains(&packet_id) {
+                    let resent = &mut self.extras().qos2_resent;
+                    if resent.contains(&packet_id) {
                         return Err(Violation::new(
                             ReasonCode::ProtocolError,
                             "[MQTT-4.4.0-1] QoS 2 PUBLISH resent on the same connection",
                         ));
                     }
-                    self.qos2_resent.push(packet_id);
+                    resent.push(packet_id);
                 }
                 // Forward once per packet id until PUBREL (method B of [MQTT-4.3.3]).
                 let (is_new, ticket) = self.session.edit(|s| s.receive_qos2(packet_id));
@@ -232,7 +237,7 @@ impl Connection {
     }
 
     fn on_subscribe(&mut self, mut subscribe: Subscribe) -> Result<(), Violation> {
-        if let Some(mount) = &self.mount {
+        if let Some(mount) = self.mount() {
             for sub in &mut subscribe.filters {
                 sub.filter = mounted_filter(mount, &sub.filter);
             }
@@ -306,7 +311,7 @@ impl Connection {
     }
 
     fn on_unsubscribe(&mut self, mut unsubscribe: Unsubscribe) {
-        if let Some(mount) = &self.mount {
+        if let Some(mount) = self.mount() {
             for filter in &mut unsubscribe.filters {
                 *filter = mounted_filter(mount, filter);
             }
@@ -344,20 +349,22 @@ impl Connection {
     /// carries the proof, and AUTH 0x00 ends it. A failure closes the connection (0x87).
     fn on_auth(&mut self, auth: Auth) -> Result<(), Violation> {
         let method = auth.properties.authentication_method.as_ref();
-        if self.auth_method.is_none() || method != self.auth_method.as_ref() {
+        let own = self.extras.as_ref().and_then(|e| e.auth_method.as_ref());
+        if own.is_none() || method != own {
             return Err(Violation::new(
                 ReasonCode::ProtocolError,
                 "[MQTT-4.12.1-1] AUTH with another method than CONNECT's",
             ));
         }
-        let step = match (auth.reason, self.reauth.take()) {
+        let under_way = self.extras.as_mut().and_then(|e| e.reauth.take());
+        let step = match (auth.reason, under_way) {
             (ReasonCode::ReAuthenticate, None) => auth::begin(
                 &self.broker.config,
                 method.map(|m| &m[..]).unwrap_or_default(),
                 auth.properties.authentication_data.as_ref(),
             )
             .map(|(exchange, challenge)| {
-                self.reauth = Some(Box::new(exchange));
+                self.extras().reauth = Some(Box::new(exchange));
                 challenge
             }),
             (ReasonCode::ContinueAuthentication, Some(exchange)) => auth::complete(*exchange, &auth)

@@ -165,14 +165,10 @@ struct Connection {
     /// A 3.x bridge said so at CONNECT (`Connect::bridge`): what it published is not sent back.
     bridge: bool,
     problem_information: bool,
-    /// The enhanced authentication method of CONNECT, if any, and a re-authentication under way.
-    auth_method: Option<ByteString>,
-    /// Boxed, like the aliases: about 200 bytes only a re-authenticating client needs.
-    reauth: Option<Box<scram::ServerExchange>>,
-    /// MQTT 5 topic aliases, both ways; allocated at the first alias.
-    aliases: Option<Box<Aliases>>,
     /// Topic aliases we may set towards the client (its Topic Alias Maximum).
     alias_out_max: u16,
+    /// What few connections need, made when one first does (see `Extras`).
+    extras: Option<Box<Extras>>,
     wbuf: BytesMut,
     /// Store commits this connection waits for, oldest first, and the packets held back until
     /// they are done: an acknowledgement is only sent for what is durable.
@@ -182,12 +178,22 @@ struct Connection {
     held_acks: usize,
     /// An acknowledgement was handled since the last drain: the inflight window has room.
     window_opened: bool,
-    /// MQTT 5: inbound QoS 2 ids already resent once on this connection (empty, unallocated,
-    /// for well-behaved clients).
-    qos2_resent: Vec<u16>,
     /// Reading is paused until this subscriber's queue has room, or until the instant.
-    paused: Option<(Arc<SessionHandle>, Instant)>,
+    paused: Option<Box<(Arc<SessionHandle>, Instant)>>,
     scratch: Vec<Outgoing>,
+}
+
+/// The parts of a connection that most never use, boxed so that an idle connection, of which a
+/// broker has many, does not carry them (about 120 bytes).
+#[derive(Default)]
+struct Extras {
+    /// The enhanced authentication method of CONNECT, if any, and a re-authentication under way.
+    auth_method: Option<ByteString>,
+    reauth: Option<Box<scram::ServerExchange>>,
+    /// MQTT 5 topic aliases, both ways.
+    aliases: Aliases,
+    /// MQTT 5: inbound QoS 2 ids already resent once on this connection.
+    qos2_resent: Vec<u16>,
     /// The listener's own access control (`per_listener_settings`), if it has one.
     auth: Option<Arc<ListenerAuth>>,
     /// Prefixed to every topic and filter the client sends, taken off every topic it is sent
@@ -220,10 +226,19 @@ const CONGESTION_PAUSE: Duration = Duration::from_secs(1);
 impl Connection {
     /// The authorizer for this connection: its listener's own, or the broker's.
     fn authorizer(&self) -> &dyn Authorizer {
-        match &self.auth {
+        match self.extras.as_ref().and_then(|e| e.auth.as_ref()) {
             Some(auth) => &*auth.authorizer,
             None => self.broker.authorizer(),
         }
+    }
+
+    /// The listener's mount point, if it has one.
+    fn mount(&self) -> Option<&Arc<str>> {
+        self.extras.as_ref()?.mount.as_ref()
+    }
+
+    fn extras(&mut self) -> &mut Extras {
+        self.extras.get_or_insert_with(Box::default)
     }
 
     /// Frees the buffers that hold nothing, before the task sleeps.
@@ -294,7 +309,7 @@ impl Connection {
     /// Stops reading this client for a while when its message filled a subscriber's queue.
     fn pause_for(&mut self, congested: Option<Arc<SessionHandle>>) {
         if let Some(subscriber) = congested {
-            self.paused = Some((subscriber, Instant::now() + CONGESTION_PAUSE));
+            self.paused = Some(Box::new((subscriber, Instant::now() + CONGESTION_PAUSE)));
         }
     }
 
@@ -320,14 +335,14 @@ impl Connection {
         self.broker.metrics.dropped_for(DropReason::TooLarge, too_large);
         for outgoing in packets.drain(..) {
             let mut packet = match outgoing {
-                Outgoing::Publish3 { message, qos, retain, packet_id } if self.mount.is_none() => {
+                Outgoing::Publish3 { message, qos, retain, packet_id } if self.mount().is_none() => {
                     self.send_publish3(&message, qos, retain, packet_id);
                     continue;
                 }
                 other => other.into_packet(),
             };
             if let Packet::Publish(publish) = &mut packet {
-                if let Some(mount) = &self.mount {
+                if let Some(mount) = self.mount() {
                     // Only mounted filters match, so every topic starts with the mount point.
                     if let Some(own) = publish.topic.strip_prefix(&**mount) {
                         publish.topic = ByteString::from(own);
@@ -348,11 +363,12 @@ impl Connection {
         if self.alias_out_max == 0 {
             return;
         }
-        let aliases = &mut self.aliases.get_or_insert_with(Box::default).outbound;
+        let max = usize::from(self.alias_out_max);
+        let aliases = &mut self.extras().aliases.outbound;
         if let Some(alias) = aliases.get(&publish.topic) {
             publish.properties.topic_alias = Some(*alias);
             publish.topic = ByteString::new();
-        } else if aliases.len() < usize::from(self.alias_out_max) {
+        } else if aliases.len() < max {
             let alias = aliases.len() as u16 + 1;
             aliases.insert(publish.topic.clone(), alias);
             publish.properties.topic_alias = Some(alias);
@@ -462,7 +478,7 @@ impl Connection {
 
     /// The message a will stands for and its delay in seconds, if the client may publish it.
     fn will_message(&self, mut will: Will) -> Option<(Message, u32)> {
-        if let Some(mount) = &self.mount {
+        if let Some(mount) = self.mount() {
             will.topic = inbound::mounted(mount, &will.topic);
         }
         if !self.may_publish(&will.topic) {
