@@ -289,7 +289,11 @@ async fn acknowledged_messages_survive_remote_restarts_and_a_local_kill_9() {
     while received.len() < total {
         match tokio::time::timeout(WAIT, collected.recv()).await {
             Ok(Some(m)) => received.insert(m.payload.to_vec()),
-            _ => panic!("{} of {total} arrived", received.len()),
+            _ => {
+                let missing: Vec<_> =
+                    (0..total).filter(|i| !received.contains(i.to_string().as_bytes())).collect();
+                panic!("{} of {total} arrived; missing {missing:?}", received.len())
+            }
         };
     }
 

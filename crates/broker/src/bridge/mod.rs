@@ -98,7 +98,10 @@ pub fn start(broker: &Arc<Broker>, spec: BridgeSpec, tls: Option<Tls>, shutdown:
         shutdown,
         local,
     };
-    broker.add_bridge(status, tokio::spawn(bridge.run()));
+    // Before any listener serves a client: what is published from the first moment waits in
+    // the bridge's session for the remote, and is not dropped for want of a subscriber.
+    let session = bridge.open_local(bridge.spec.local_clean());
+    broker.add_bridge(status, tokio::spawn(bridge.run(session)));
 }
 
 struct Bridge {
@@ -121,9 +124,8 @@ enum Ended {
 }
 
 impl Bridge {
-    async fn run(self) {
+    async fn run(self, session: Arc<SessionHandle>) {
         let spec = &self.spec;
-        let session = self.open_local(spec.local_clean());
         *self.status.session.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::clone(&session));
         self.notify_local(false);
         let (mut failures, mut address, mut connections) = (0u32, 0usize, 0u64);
