@@ -317,6 +317,9 @@ impl Connection {
     fn drain_session(&mut self) -> bool {
         // A cluster node unsure whether another node took this client over sends nothing.
         if self.session.is_fenced(self.id) || !self.broker.may_deliver() {
+            // Nothing taken, so the next message must ring again (`Session::ring_needed`); the
+            // node's return to delivering rings every connection as well.
+            let ((), _) = self.session.edit(Session::ring_again);
             return false;
         }
         let mut packets = std::mem::take(&mut self.scratch);

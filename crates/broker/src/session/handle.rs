@@ -100,7 +100,7 @@ impl SessionHandle {
         memory: Arc<super::QueuedBytes>,
     ) -> Arc<SessionHandle> {
         Arc::new(SessionHandle {
-            state: Mutex::new(Session::new(&client_id, limits, journal.is_some(), memory)),
+            state: Mutex::new(Session::new(client_id.clone(), limits, journal.is_some(), memory)),
             journal,
             client_id,
             waits: OnceLock::new(),

@@ -134,7 +134,8 @@ impl Outgoing {
 /// Protocol state of one session, without I/O.
 #[derive(Debug)]
 pub struct Session {
-    client_id: String,
+    /// The handle's own, shared (a clone is a count, not a copy).
+    client_id: ByteString,
     subscriptions: BTreeMap<ByteString, (SubOptions, Option<u32>)>,
     /// Shared by every session of the broker.
     limits: Arc<Limits>,
@@ -189,14 +190,14 @@ pub struct Session {
 
 impl Session {
     pub fn new(
-        client_id: &str,
+        client_id: impl Into<ByteString>,
         limits: impl Into<Arc<Limits>>,
         store: bool,
         memory: Arc<QueuedBytes>,
     ) -> Session {
         let limits = limits.into();
         Session {
-            client_id: client_id.to_string(),
+            client_id: client_id.into(),
             subscriptions: BTreeMap::new(),
             window: limits.max_inflight,
             limits,
@@ -247,7 +248,7 @@ impl Session {
     fn journal_delivery(&mut self, delivery: &Delivery, state: DeliveryState) {
         if self.journaling() && delivery.seq != 0 {
             self.ops.push(Op::PutDelivery {
-                client: self.client_id.clone(),
+                client: self.client_id.to_string(),
                 seq: delivery.seq,
                 message: Arc::clone(delivery.message.stored()),
                 record: store::record::to_bytes(&StoredDelivery::new(delivery, state)),
@@ -329,7 +330,7 @@ impl Session {
             let held = self.inflight.iter().map(Inflight::delivery).chain(&self.queue);
             let ends: Vec<Op> = held.filter(|d| d.seq != 0).map(|d| self.delete_op(d)).collect();
             self.ops = ends;
-            self.ops.push(Op::DeleteSession(self.client_id.clone()));
+            self.ops.push(Op::DeleteSession(self.client_id.to_string()));
         }
         self.store = false;
         std::mem::take(&mut self.subscriptions).into_keys().collect()
@@ -337,7 +338,7 @@ impl Session {
 
     fn delete_op(&self, delivery: &Delivery) -> Op {
         Op::DeleteDelivery {
-            client: self.client_id.clone(),
+            client: self.client_id.to_string(),
             seq: delivery.seq,
             message: delivery.message.stored().id,
         }
@@ -369,7 +370,7 @@ impl Session {
             return;
         }
         let record = store::record::to_bytes(&self.record());
-        self.ops.push(Op::PutSession(self.client_id.clone(), record));
+        self.ops.push(Op::PutSession(self.client_id.to_string(), record));
         self.stored = true;
     }
 
@@ -567,6 +568,11 @@ impl Session {
     /// and the connection has not drained since.
     pub fn ring_needed(&mut self) -> bool {
         !std::mem::replace(&mut self.rung, true)
+    }
+
+    /// The connection declined to drain: the next message queued rings it again.
+    pub fn ring_again(&mut self) {
+        self.rung = false;
     }
 
     /// Whether one more message of `size` bytes stays within twice the queue's limits.
@@ -782,7 +788,7 @@ impl Session {
     pub fn receive_qos2(&mut self, packet_id: u16) -> bool {
         let is_new = self.incoming_qos2.insert(packet_id);
         if is_new && self.journaling() {
-            self.ops.push(Op::PutInboundQos2(self.client_id.clone(), packet_id));
+            self.ops.push(Op::PutInboundQos2(self.client_id.to_string(), packet_id));
         }
         is_new
     }
@@ -801,7 +807,7 @@ impl Session {
     pub fn release_qos2(&mut self, packet_id: u16) -> bool {
         let known = self.incoming_qos2.remove(&packet_id);
         if known && self.journaling() {
-            self.ops.push(Op::DeleteInboundQos2(self.client_id.clone(), packet_id));
+            self.ops.push(Op::DeleteInboundQos2(self.client_id.to_string(), packet_id));
         }
         known
     }
