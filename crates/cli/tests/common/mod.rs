@@ -225,8 +225,27 @@ pub fn pki(dir: &Path) -> Pki {
     }
 }
 
+/// A free loopback port below the kernel's ephemeral range (32768 and up): a port the system
+/// hands out for outgoing connections can be taken by one of a parallel test's clients in the
+/// moment a broker is restarted on it ("Address already in use").
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 20_000;
+    const COUNT: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    // Each test binary starts somewhere else, so one does not reuse the last one's ports.
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        std::process::id() * 97 % COUNT,
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
+    loop {
+        let port = (FIRST + NEXT.fetch_add(1, Ordering::Relaxed) % COUNT) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// Mosquitto 2.0 (the Debian package) on a free loopback port with `conf` (mosquitto.conf lines
