@@ -73,7 +73,7 @@ impl Broker {
         let delivery = Delivery {
             qos: self.outgoing_qos(granted, message.qos),
             retain: message.retain && retain_as_published,
-            subscription_ids: ids,
+            subscription_ids: ids.into(),
             shared: None,
             seq: 0,
             message,
@@ -98,7 +98,7 @@ impl Broker {
             qos: self.outgoing_qos(entry.options.qos, message.qos),
             retain: message.retain && entry.options.retain_as_published,
             subscription_ids: entry.subscription_id.into_iter().collect(),
-            shared: Some(filter.into()),
+            shared: Some(Box::new(filter.into())),
             seq: 0,
             message,
         };

@@ -394,7 +394,7 @@ impl Broker {
                 qos: self.outgoing_qos(entry.options.qos, message.qos),
                 retain: message.retain && entry.options.retain_as_published,
                 subscription_ids: entry.subscription_id.into_iter().collect(),
-                shared: Some(filter),
+                shared: Some(Box::new(filter)),
                 seq: 0,
             };
             let (enqueued, journal) = entry.session.deliver(delivery);
@@ -591,7 +591,7 @@ impl Broker {
     /// connected member; with none, the departing session keeps them.
     fn reroute_shared(&self, leaving: &Arc<SessionHandle>, deliveries: Vec<Delivery>) {
         for delivery in deliveries {
-            let filter = delivery.shared.clone().unwrap_or_default();
+            let filter = delivery.shared.as_deref().cloned().unwrap_or_default();
             let other = lock!(self.router.read()).other_member(&filter, leaving);
             let (target, qos) = match &other {
                 Some(entry) => (&entry.session, self.outgoing_qos(entry.options.qos, delivery.message.qos)),

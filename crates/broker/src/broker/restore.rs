@@ -234,7 +234,7 @@ mod tests {
         let queued: Vec<_> = session.read(|s| s.owed()).into_iter().map(|(d, _)| d).collect();
         let payloads: Vec<_> = queued.iter().map(|d| d.message.payload.clone()).collect();
         assert_eq!(payloads, ["first", "second"]);
-        assert_eq!(queued[0].subscription_ids, [7]);
+        assert_eq!(&*queued[0].subscription_ids, [7]);
         broker.close_store();
         drop(broker);
 

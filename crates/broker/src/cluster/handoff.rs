@@ -95,7 +95,7 @@ pub(super) fn export(session: &SessionHandle, position: u64) -> Parked {
                 seq,
                 qos: delivery.qos as u8,
                 retain: delivery.retain,
-                subscription_ids: delivery.subscription_ids,
+                subscription_ids: delivery.subscription_ids.into_vec(),
                 state,
             },
         })
@@ -122,7 +122,7 @@ pub(super) async fn adopt(
                     message: Arc::new(message),
                     qos,
                     retain: *retain,
-                    subscription_ids: subscription_ids.clone(),
+                    subscription_ids: subscription_ids.as_slice().into(),
                     shared: None,
                     seq: 0,
                 };

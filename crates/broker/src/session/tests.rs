@@ -20,7 +20,7 @@ fn delivery(payload: &'static str, qos: QoS) -> Delivery {
         message: Arc::new(Message::from_publish(publish, None)),
         qos,
         retain: false,
-        subscription_ids: vec![],
+        subscription_ids: Box::default(),
         shared: None,
         seq: 0,
     }
@@ -277,4 +277,10 @@ fn one_ring_per_drain_and_a_drain_by_another_connection_counts_for_nothing() {
     assert_eq!(payloads(&mut s), ["a", "b", "c"]);
     s.enqueue(delivery("d", QoS::AtMostOnce));
     assert!(s.ring_needed(), "after the drain a message rings again");
+}
+
+#[test]
+fn a_delivery_is_small() {
+    // One moves into every subscriber's queue of a fan-out and waits there while it is away.
+    assert!(std::mem::size_of::<Delivery>() <= 48, "{}", std::mem::size_of::<Delivery>());
 }

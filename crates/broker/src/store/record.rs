@@ -197,7 +197,7 @@ impl StoredDelivery {
         StoredDelivery {
             qos: delivery.qos as u8,
             retain: delivery.retain,
-            subscription_ids: delivery.subscription_ids.clone(),
+            subscription_ids: delivery.subscription_ids.to_vec(),
             shared: delivery.shared.as_ref().map(|s| s.to_string()),
             state,
         }
@@ -208,8 +208,8 @@ impl StoredDelivery {
             message,
             qos: QoS::from_u8(self.qos).map_err(|e| StoreError::Corrupt(e.to_string()))?,
             retain: self.retain,
-            subscription_ids: self.subscription_ids,
-            shared: self.shared.map(Into::into),
+            subscription_ids: self.subscription_ids.into(),
+            shared: self.shared.map(|s| Box::new(s.into())),
             seq,
         })
     }
