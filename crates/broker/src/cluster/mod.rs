@@ -139,7 +139,10 @@ pub async fn join(
     let (commands, loop_commands) = tokio::sync::mpsc::channel(64);
     let retained = patiently(|| retained_bucket(&js, spec.replicas)).await?;
     // Watching first, loading second: a change made while loading is not missed.
-    let watch = retained.watch_all().await.map_err(|e| ClusterError(format!("watching {RETAINED}: {e}")))?;
+    let watch = patiently(|| async {
+        retained.watch_all().await.map_err(|e| ClusterError(format!("watching {RETAINED}: {e}")))
+    })
+    .await?;
     load_retained(broker, &retained).await?;
     let volatile = client
         .subscribe(format!("{VOLATILE_PREFIX}.>"))
