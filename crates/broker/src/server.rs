@@ -14,7 +14,7 @@ use tracing::{info, warn};
 
 use crate::authz::ListenerAuth;
 use crate::broker::Broker;
-use crate::connection::{self, CertIdentity, ConnectionTask, Origin, Running, Stream, Transport};
+use crate::connection::{self, CertIdentity, ConnectionTask, IntoStream, Origin, Running, Stream, Transport};
 use crate::limits::{admit, RateLimiter};
 use crate::metrics::Refusal;
 use crate::proxy;
@@ -180,7 +180,7 @@ async fn prepare<S>(
     shutdown: CancellationToken,
 ) -> Option<Running>
 where
-    S: Transport + 'static,
+    S: Transport + IntoStream + 'static,
 {
     if setting.proxy_protocol {
         // `None`: the balancer speaking for itself (health checks).
@@ -195,19 +195,21 @@ where
         }
     }
     let (stream, identity): (Stream, _) = match &setting.tls {
-        None => (Box::new(stream), CertIdentity::NotUsed),
+        None => (stream.into_stream(), CertIdentity::NotUsed),
         Some(tls) => {
             let stream = step(&broker, peer, "TLS handshake", tls.acceptor().accept(stream)).await?;
             let identity = match tls.names_clients() {
                 true => CertIdentity::Named(tls.username(stream.get_ref().1.peer_certificates())),
                 false => CertIdentity::NotUsed,
             };
-            (Box::new(stream), identity)
+            (Stream::boxed(stream), identity)
         }
     };
     let stream: Stream = match &setting.websocket {
         None => stream,
-        Some(path) => Box::new(step(&broker, peer, "WebSocket handshake", ws::accept(stream, path)).await?),
+        Some(path) => {
+            Stream::boxed(step(&broker, peer, "WebSocket handshake", ws::accept(stream, path)).await?)
+        }
     };
     let origin = Origin { identity, auth: setting.auth.clone(), mount_point: setting.mount_point.clone() };
     connection::open(broker, stream, peer, origin, shutdown).await
@@ -272,17 +274,26 @@ async fn accept_loop(broker: Arc<Broker>, listener: Listener, shutdown: Cancella
             continue;
         }
         let (broker, shutdown, setting) = (Arc::clone(&broker), shutdown.clone(), Arc::clone(&setting));
+        // A token rather than `spawn` on the tracker: a parked connection, which has no task,
+        // still counts.
+        let tracked = connections.token();
         let task = match stream {
             Accepted::Tcp(stream) => {
                 // Small packets are the norm: don't let Nagle hold them back.
                 let _ = stream.set_nodelay(true);
-                ConnectionTask::new(Arc::clone(&broker), prepare(broker, setting, stream, peer, shutdown))
+                ConnectionTask::new(
+                    Arc::clone(&broker),
+                    tracked,
+                    prepare(broker, setting, stream, peer, shutdown),
+                )
             }
-            Accepted::Unix(stream) => {
-                ConnectionTask::new(Arc::clone(&broker), prepare(broker, setting, stream, peer, shutdown))
-            }
+            Accepted::Unix(stream) => ConnectionTask::new(
+                Arc::clone(&broker),
+                tracked,
+                prepare(broker, setting, stream, peer, shutdown),
+            ),
         };
-        connections.spawn(task);
+        tokio::spawn(task);
     }
     broker.shut_connections();
     connections.close();

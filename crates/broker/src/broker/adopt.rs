@@ -39,7 +39,7 @@ impl Broker {
             Ok::<_, crate::store::StoreError>(())
         });
         adopted.map_err(|e| e.to_string())?;
-        let previous = lock!(self.sessions.lock()).insert(client_id.clone(), Arc::clone(&handle));
+        let previous = lock!(self.sessions.lock()).insert(Arc::clone(&handle));
         if let Some(previous) = previous {
             self.end_session(&previous);
         }

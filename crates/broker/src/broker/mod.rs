@@ -13,13 +13,13 @@
 mod adopt;
 mod directory;
 mod restore;
+mod table;
 pub(crate) mod tap;
 
 pub(crate) use directory::Fence;
 pub(crate) use directory::{Claiming, Directory};
 pub use tap::Tapped;
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
@@ -50,7 +50,7 @@ pub struct Broker {
     /// A cluster's registry of who holds each client id.
     directory: std::sync::OnceLock<Arc<dyn Directory>>,
     retained: RwLock<Retained>,
-    sessions: Mutex<HashMap<ByteString, Arc<SessionHandle>>>,
+    sessions: Mutex<table::SessionTable>,
     redirect: RwLock<Option<Redirect>>,
     authorizer: Arc<dyn Authorizer>,
     /// Some listener has its own ACL, so deliveries must ask each session's.
@@ -63,6 +63,8 @@ pub struct Broker {
     pub metrics: Arc<Metrics>,
     /// Every connection's keep-alive deadline, swept by one task.
     pub(crate) keep_alives: Arc<crate::connection::KeepAlives>,
+    /// Rings connections that went idle a second ago, so they park (`Doorbell::QUIET`).
+    pub(crate) quiet_checks: Arc<crate::connection::KeepAlives>,
     /// Running bridges, for `/metrics`, and their tasks, which end before the store closes.
     bridges: Mutex<Vec<Arc<crate::bridge::BridgeStatus>>>,
     bridge_tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
@@ -193,7 +195,10 @@ impl Broker {
             retained: RwLock::default(),
             sessions: Mutex::default(),
             metrics: Arc::new(Metrics::new()),
-            keep_alives: Arc::default(),
+            keep_alives: Arc::new(crate::connection::KeepAlives::ringing(
+                crate::session::Doorbell::KEEP_ALIVE,
+            )),
+            quiet_checks: Arc::new(crate::connection::KeepAlives::ringing(crate::session::Doorbell::QUIET)),
             bridges: Mutex::default(),
             bridge_tasks: Mutex::default(),
             started: Instant::now(),
@@ -544,7 +549,7 @@ impl Broker {
             self.end_session(&existing);
         }
         let handle = self.new_session(client_id);
-        sessions.insert(client_id.clone(), Arc::clone(&handle));
+        sessions.insert(Arc::clone(&handle));
         (handle, false)
     }
 

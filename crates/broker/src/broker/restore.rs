@@ -145,7 +145,7 @@ impl Broker {
             }
             let old_rows = older_shape.unwrap_or_default().into_iter();
             rewritten.extend(old_rows.map(|seq| Op::DeleteLegacyDelivery(client.clone(), seq)));
-            sessions.insert(client_id, handle);
+            sessions.insert(handle);
         }
         // Deliveries of a session that is not stored at all (left by a version that journalled
         // for a session already ended): nobody will take them, so they leave the store.

@@ -1,7 +1,6 @@
 //! The first exchange of a connection: CONNECT (and MQTT 5 enhanced authentication) in,
 //! CONNACK out, the session attached.
 
-use std::collections::VecDeque;
 use std::hash::{BuildHasher, Hasher};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,7 +18,7 @@ use crate::broker::Broker;
 use crate::metrics::{self, Refusal};
 use crate::session::{next_connection_id, Session};
 
-use super::{CertIdentity, Connection, Extras, Origin};
+use super::{CertIdentity, Connection, Extras, Origin, Resting};
 
 /// Largest packet read before a client is authenticated. The largest CONNECT anyone sends is a
 /// few 64 KB fields (id, will, user name, password) and some properties; anything bigger is
@@ -310,7 +309,7 @@ pub(super) async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
         u8::from(connect.clean_start),
         connect.username.as_ref().map(|u| format!(", u'{u}'")).unwrap_or_default()
     );
-    let mut conn = Connection {
+    let mut conn = Connection::new(Resting {
         broker: Arc::clone(broker),
         session,
         resumes,
@@ -327,17 +326,9 @@ pub(super) async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
         // client did not refuse them [MQTT-3.1.2-29].
         problem_information: config.reason_strings
             && connect.properties.request_problem_information.unwrap_or(true),
-        // Grows to what the traffic needs; an idle connection keeps none.
-        wbuf: BytesMut::new(),
-        pending: VecDeque::new(),
-        held: BytesMut::new(),
-        held_acks: 0,
-        window_opened: false,
-        paused: None,
-        scratch: Vec::new(),
         extras: (auth_method.is_some() || auth.is_some() || mount_point.is_some())
             .then(|| Box::new(Extras { auth_method, auth, mount: mount_point, ..Extras::default() })),
-    };
+    });
     // CONNACK first, then whatever the resumed session still owes the client.
     // MQTT 3.1 has no session present flag: the byte is reserved there (Mosquitto sends 0).
     let session_present = session_present && protocol != Protocol::V3_1;

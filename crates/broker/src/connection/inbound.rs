@@ -202,7 +202,7 @@ impl Connection {
     /// maximum, so none is enforced on them.
     fn check_receive_maximum(&self, qos2_pending: usize) -> Result<(), Violation> {
         let maximum = usize::from(self.broker.config.receive_maximum());
-        if self.protocol.is_v5() && self.held_acks + qos2_pending >= maximum {
+        if self.protocol.is_v5() && self.held_acks as usize + qos2_pending >= maximum {
             return Err(Violation::new(
                 ReasonCode::ReceiveMaximumExceeded,
                 "[MQTT-3.3.4-9] more unacknowledged QoS 1/2 PUBLISHes than the Receive Maximum",

@@ -6,6 +6,9 @@
 //! doorbell (`Doorbell::KEEP_ALIVE`), and the connection compares its deadline, which every
 //! packet moves: still ahead, it files itself again for that; passed, it closes
 //! [MQTT-3.1.2-24]. So a packet costs no update here.
+//!
+//! A second wheel of the same kind rings connections a second after they went idle, so that
+//! they park (`Doorbell::QUIET`, `parking`).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, Weak};
@@ -25,15 +28,16 @@ pub(crate) struct KeepAlives {
     due: Mutex<BTreeMap<u64, Vec<Weak<Doorbell>>>>,
     /// Whether the sweeping task runs (it starts with the first entry, on the runtime).
     sweeping: std::sync::atomic::AtomicBool,
-}
-
-impl Default for KeepAlives {
-    fn default() -> KeepAlives {
-        KeepAlives { origin: Instant::now(), due: Mutex::default(), sweeping: Default::default() }
-    }
+    /// The doorbell reason it rings with.
+    reason: u8,
 }
 
 impl KeepAlives {
+    /// A wheel that rings its doorbells with `reason`.
+    pub(crate) fn ringing(reason: u8) -> KeepAlives {
+        KeepAlives { origin: Instant::now(), due: Mutex::default(), sweeping: Default::default(), reason }
+    }
+
     /// Rings `doorbell` once `deadline` has passed (within a tick).
     pub(crate) fn file(self: &Arc<Self>, deadline: Instant, doorbell: &Arc<Doorbell>) {
         // Rounded up: never rung before the deadline.
@@ -64,7 +68,7 @@ impl KeepAlives {
             };
             for doorbell in due.into_values().flatten() {
                 if let Some(doorbell) = doorbell.upgrade() {
-                    doorbell.ring(Doorbell::KEEP_ALIVE);
+                    doorbell.ring(self.reason);
                 }
             }
         }
@@ -78,7 +82,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_doorbell_is_rung_once_its_deadline_has_passed() {
-        let wheel = Arc::new(KeepAlives::default());
+        let wheel = Arc::new(KeepAlives::ringing(Doorbell::KEEP_ALIVE));
         let (soon, later) = (Arc::new(Doorbell::default()), Arc::new(Doorbell::default()));
         let start = Instant::now();
         wheel.file(start + Duration::from_millis(250), &soon);

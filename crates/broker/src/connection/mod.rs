@@ -27,11 +27,14 @@ use crate::store::{StoreError, Ticket};
 mod handshake;
 mod inbound;
 mod keepalive;
+mod parking;
 mod running;
+mod stream;
 
 pub(crate) use keepalive::KeepAlives;
 
-pub(crate) use running::{ConnectionTask, Running, Stream, Transport};
+pub(crate) use running::{ConnectionTask, Running};
+pub(crate) use stream::{IntoStream, Stream, Transport};
 
 use handshake::{accept, read_connect, write_and_close};
 
@@ -147,7 +150,27 @@ fn unbox<T>(boxed: Box<T>) -> T {
     *boxed
 }
 
+/// A connection past its handshake: what it keeps for its whole life ([`Resting`], which
+/// it reads through `Deref`), and its buffers and waits.
 struct Connection {
+    rest: Resting,
+    wbuf: BytesMut,
+    /// Store commits this connection waits for, oldest first, and the packets held back until
+    /// they are done: an acknowledgement is only sent for what is durable.
+    pending: VecDeque<Ticket>,
+    held: BytesMut,
+    /// PUBACKs among the held packets: QoS 1 messages the client still counts as in flight.
+    held_acks: u32,
+    /// An acknowledgement was handled since the last drain: the inflight window has room.
+    window_opened: bool,
+    /// Reading is paused until this subscriber's queue has room, or until the instant.
+    paused: Option<Box<(Arc<SessionHandle>, Instant)>>,
+    scratch: Vec<Outgoing>,
+}
+
+/// What a connection keeps for its whole life, and all a parked one keeps (see `parking`):
+/// the rest of a `Connection` is buffers and waits, which an idle one has empty.
+struct Resting {
     broker: Arc<Broker>,
     session: Arc<SessionHandle>,
     /// The session's resume count when this connection got it.
@@ -169,18 +192,48 @@ struct Connection {
     alias_out_max: u16,
     /// What few connections need, made when one first does (see `Extras`).
     extras: Option<Box<Extras>>,
-    wbuf: BytesMut,
-    /// Store commits this connection waits for, oldest first, and the packets held back until
-    /// they are done: an acknowledgement is only sent for what is durable.
-    pending: VecDeque<Ticket>,
-    held: BytesMut,
-    /// PUBACKs among the held packets: QoS 1 messages the client still counts as in flight.
-    held_acks: usize,
-    /// An acknowledgement was handled since the last drain: the inflight window has room.
-    window_opened: bool,
-    /// Reading is paused until this subscriber's queue has room, or until the instant.
-    paused: Option<Box<(Arc<SessionHandle>, Instant)>>,
-    scratch: Vec<Outgoing>,
+}
+
+impl std::ops::Deref for Connection {
+    type Target = Resting;
+
+    fn deref(&self) -> &Resting {
+        &self.rest
+    }
+}
+
+impl std::ops::DerefMut for Connection {
+    fn deref_mut(&mut self) -> &mut Resting {
+        &mut self.rest
+    }
+}
+
+impl Connection {
+    /// A connection with empty buffers, new or waking from parking.
+    fn new(rest: Resting) -> Connection {
+        Connection {
+            rest,
+            // Grow to what the traffic needs; an idle connection keeps none.
+            wbuf: BytesMut::new(),
+            pending: VecDeque::new(),
+            held: BytesMut::new(),
+            held_acks: 0,
+            window_opened: false,
+            paused: None,
+            scratch: Vec::new(),
+        }
+    }
+
+    /// Whether nothing is buffered or awaited: what `rest` drops is empty.
+    fn is_quiet(&self) -> bool {
+        self.wbuf.is_empty() && self.pending.is_empty() && self.held.is_empty() && self.paused.is_none()
+    }
+
+    /// The connection without its (empty: `is_quiet`) buffers.
+    fn into_rest(self) -> Resting {
+        debug_assert!(self.is_quiet());
+        self.rest
+    }
 }
 
 /// The parts of a connection that most never use, boxed so that an idle connection, of which a
@@ -406,7 +459,7 @@ impl Connection {
             metrics::add(&metrics.publish_sent[publish.qos as usize], 1);
         }
         if !self.pending.is_empty() {
-            self.held_acks += usize::from(matches!(packet, Packet::PubAck(_)));
+            self.held_acks += u32::from(matches!(packet, Packet::PubAck(_)));
         }
         let protocol = self.protocol;
         if let Err(e) = packet.encode(protocol, self.out_buffer()) {
@@ -415,8 +468,9 @@ impl Connection {
     }
 
     /// Tells an MQTT 5 client why the server closes, publishes the will if due, flushes, and
-    /// releases the session.
-    async fn finish(mut self, exit: Exit, stream: &mut Stream) {
+    /// releases the session. `stream` is `None` when the socket was lost on the way to or from
+    /// parking.
+    async fn finish(mut self, exit: Exit, stream: Option<&mut Stream>) {
         let (reason, send_will) = match &exit {
             Exit::Disconnect { send_will } => (None, *send_will),
             Exit::Closed => (None, true),
@@ -469,7 +523,7 @@ impl Connection {
         if let Some(directory) = self.broker.directory() {
             Arc::clone(directory).release(&self.session, self.id);
         }
-        if !matches!(exit, Exit::Closed) {
+        if let Some(stream) = stream.filter(|_| !matches!(exit, Exit::Closed)) {
             let _ = tokio::time::timeout(Duration::from_secs(1), async {
                 let _ = stream.write_all(&self.wbuf).await;
                 let _ = stream.flush().await;

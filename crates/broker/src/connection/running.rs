@@ -15,23 +15,18 @@ use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
 use tokio::time::{sleep_until, Instant};
 use tokio_util::io::poll_read_buf;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::task_tracker::TaskTrackerToken;
 
-use super::{Connection, Exit, MAX_PENDING, READ_MAX, READ_MIN, WRITE_HIGH_WATER};
+use super::stream::Stream;
+use super::{parking, Connection, Exit, Resting, MAX_PENDING, READ_MAX, READ_MIN, WRITE_HIGH_WATER};
 use crate::broker::Broker;
 use crate::metrics;
 use crate::session::{Doorbell, Session, SessionHandle};
 use crate::store::StoreError;
-
-/// A byte stream MQTT runs on: TCP, a Unix socket, TLS or WebSocket.
-pub(crate) trait Transport: AsyncRead + AsyncWrite + Send + Unpin {}
-impl<T: AsyncRead + AsyncWrite + Send + Unpin> Transport for T {}
-
-/// Boxed, so one task type serves every kind of listener (one indirect call per read or
-/// write, next to a system call).
-pub(crate) type Stream = Box<dyn Transport>;
 
 type Boxed<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
@@ -41,15 +36,23 @@ const TURNS_PER_POLL: usize = 32;
 /// Largest read into the stack; a connection whose reads fill it reads into its own buffer.
 const STACK_READ: usize = 2048;
 
+/// The power of two a read size is (every one is).
+const fn shift(size: usize) -> u8 {
+    size.trailing_zeros() as u8
+}
+
 /// A connection woken again within this is active and keeps its buffers (freeing and growing
 /// them on every wake-up would cost more than the traffic); one woken less often frees its
 /// empty buffers before it sleeps. One that stops being active frees them at its next
 /// wake-up, a keep alive's PINGREQ at the latest.
 const ACTIVE_WITHIN: Duration = Duration::from_secs(1);
 
-/// The task serving one accepted connection, from its first byte to its close.
+/// The task serving one accepted connection, from its first byte to its close, or to its
+/// parking and from its waking (`parking`).
 pub(crate) struct ConnectionTask {
     broker: Arc<Broker>,
+    /// Counts the connection for its listener (its limit, the wait at shutdown), parked too.
+    tracked: TaskTrackerToken,
     state: State,
 }
 
@@ -58,8 +61,12 @@ pub(crate) struct ConnectionTask {
 #[allow(clippy::large_enum_variant)]
 enum State {
     Opening(Boxed<Option<Running>>),
+    /// Woken from parking: the socket joins this runtime's reactor at the first poll.
+    Waking(Box<Idle>),
     Running(Running),
     Closing(Boxed<()>),
+    /// The connection went on in a bay: still open, so not counted as closed.
+    Parked,
     Done,
 }
 
@@ -67,16 +74,26 @@ impl ConnectionTask {
     /// `opening` readies the transport and runs the handshake ([`super::open`]).
     pub(crate) fn new(
         broker: Arc<Broker>,
+        tracked: TaskTrackerToken,
         opening: impl Future<Output = Option<Running>> + Send + 'static,
     ) -> Self {
         broker.metrics.connected();
-        ConnectionTask { broker, state: State::Opening(Box::pin(opening)) }
+        ConnectionTask { broker, tracked, state: State::Opening(Box::pin(opening)) }
+    }
+
+    fn closing(conn: Connection, exit: Exit, stream: Option<Stream>) -> State {
+        State::Closing(Box::pin(async move {
+            let mut stream = stream;
+            conn.finish(exit, stream.as_mut()).await
+        }))
     }
 }
 
 impl Drop for ConnectionTask {
     fn drop(&mut self) {
-        metrics::sub(&self.broker.metrics.connections_current, 1);
+        if !matches!(self.state, State::Parked) {
+            metrics::sub(&self.broker.metrics.connections_current, 1);
+        }
     }
 }
 
@@ -92,14 +109,42 @@ impl Future for ConnectionTask {
                     Poll::Ready(None) => task.state = State::Done,
                     Poll::Pending => return Poll::Pending,
                 },
+                State::Waking(_) => {
+                    let State::Waking(idle) = std::mem::replace(&mut task.state, State::Done) else {
+                        unreachable!("matched just above");
+                    };
+                    task.state = match (*idle).into_running() {
+                        Ok(running) => State::Running(running),
+                        Err(conn) => Self::closing(conn, Exit::Closed, None),
+                    };
+                }
                 State::Running(running) => match running.poll_exit(cx) {
-                    Poll::Ready(exit) => {
+                    Poll::Ready(stop) => {
                         let State::Running(running) = std::mem::replace(&mut task.state, State::Done) else {
                             unreachable!("matched just above");
                         };
-                        let Running { conn, mut stream, .. } = running;
-                        task.state =
-                            State::Closing(Box::pin(async move { conn.finish(exit, &mut stream).await }));
+                        match stop {
+                            Stop::Exit(exit) => {
+                                let Running { conn, stream, .. } = running;
+                                task.state = Self::closing(conn, exit, Some(stream));
+                            }
+                            Stop::Quiet => match running.park(&task.tracked) {
+                                Ok(()) => {
+                                    task.state = State::Parked;
+                                    return Poll::Ready(());
+                                }
+                                Err(Unparked::Running(running)) => {
+                                    // It runs on as a task: its socket and maybe its doorbell
+                                    // need this task's waker again, which the next poll gives.
+                                    task.state = State::Running(running);
+                                    cx.waker().wake_by_ref();
+                                    return Poll::Pending;
+                                }
+                                Err(Unparked::Lost(conn)) => {
+                                    task.state = Self::closing(conn, Exit::Closed, None)
+                                }
+                            },
+                        }
                     }
                     Poll::Pending => return Poll::Pending,
                 },
@@ -107,10 +152,116 @@ impl Future for ConnectionTask {
                     Poll::Ready(()) => task.state = State::Done,
                     Poll::Pending => return Poll::Pending,
                 },
-                State::Done => return Poll::Ready(()),
+                State::Parked | State::Done => return Poll::Ready(()),
             }
         }
     }
+}
+
+/// Why `Running::poll_exit` stopped.
+enum Stop {
+    Exit(Exit),
+    /// Idle, not woken within `ACTIVE_WITHIN`, nothing buffered or awaited, on plain TCP: the
+    /// connection may park.
+    Quiet,
+}
+
+/// A connection that did not park.
+enum Unparked {
+    /// As it was: it goes on as a task.
+    Running(Running),
+    /// Its socket could not be moved (out of or back into tokio's reactor): closed.
+    Lost(Connection),
+}
+
+/// A parked connection: what it remembers, with its socket out of any reactor.
+pub(super) struct Idle {
+    conn: Resting,
+    socket: std::net::TcpStream,
+    last_wake: Instant,
+    deadline: Instant,
+    shutdown: CancellationToken,
+    tracked: TaskTrackerToken,
+    /// Where its task runs again.
+    runtime: tokio::runtime::Handle,
+}
+
+impl Idle {
+    pub(super) fn socket(&self) -> &std::net::TcpStream {
+        &self.socket
+    }
+
+    pub(super) fn doorbell(&self) -> &Arc<Doorbell> {
+        &self.conn.doorbell
+    }
+
+    /// Starts its task again. On a runtime that has shut down, the task is dropped, and the
+    /// socket closed with it.
+    pub(super) fn wake(self) {
+        metrics::sub(&self.conn.broker.metrics.connections_parked, 1);
+        let runtime = self.runtime.clone();
+        let broker = Arc::clone(&self.conn.broker);
+        let tracked = self.tracked.clone();
+        runtime.spawn(ConnectionTask { broker, tracked, state: State::Waking(Box::new(self)) });
+    }
+
+    /// The connection running again, its socket back in the current runtime's reactor.
+    // Moved whole, not boxed: this runs once per wake-up, and the error is the rare case.
+    #[allow(clippy::result_large_err)]
+    fn into_running(self) -> Result<Running, Connection> {
+        let Idle { conn, socket, last_wake, deadline, shutdown, tracked: _, runtime: _ } = self;
+        let conn = Connection::new(conn);
+        // Read here, not once tokio's reactor has seen the socket (it reports a readiness only
+        // after its next turn): a successor waiting on SETTLE expects what the client already
+        // sent, a DISCONNECT say, to be handled at once.
+        let mut rbuf = BytesMut::new();
+        let read = read_waiting(&socket, &mut rbuf);
+        metrics::add(&conn.broker.metrics.bytes_received, read as u64);
+        let stream = match TcpStream::from_std(socket) {
+            Ok(tcp) => Stream::Tcp(tcp),
+            Err(e) => {
+                tracing::debug!(client = %conn.session.client_id, error = %e, "a parked connection was lost");
+                return Err(conn);
+            }
+        };
+        Ok(Running {
+            conn,
+            stream,
+            read_shift: shift(READ_MIN),
+            flush: false,
+            // Whatever rang while it was parked is still on the doorbell; a drain costs little.
+            drain: true,
+            // What was read is handled at the first poll, as packets that came with CONNECT.
+            started: rbuf.is_empty(),
+            rbuf,
+            settled: false,
+            quiet_check: false,
+            last_wake,
+            deadline,
+            pause: None,
+            shutdown,
+        })
+    }
+}
+
+/// Reads what `socket` (non-blocking) already holds into `rbuf`, up to `READ_MAX`; returns how
+/// many bytes. An end of stream or an error is left for the next read to find again.
+fn read_waiting(socket: &std::net::TcpStream, rbuf: &mut BytesMut) -> usize {
+    use std::io::Read;
+    let mut stack = [0u8; STACK_READ];
+    let mut read = 0;
+    while rbuf.len() < READ_MAX {
+        match (&*socket).read(&mut stack) {
+            Ok(0) => break,
+            Ok(n) => {
+                rbuf.extend_from_slice(&stack[..n]);
+                read += n;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    read
 }
 
 /// A connection past its handshake, with its transport. The read buffer exists only while it
@@ -120,8 +271,9 @@ pub(crate) struct Running {
     conn: Connection,
     stream: Stream,
     rbuf: BytesMut,
-    /// Read size: up to `STACK_READ` on the stack, beyond into `rbuf` (see `poll_read`).
-    read_size: usize,
+    /// Read size, as a power of two: up to `STACK_READ` on the stack, beyond into `rbuf` (see
+    /// `poll_read`).
+    read_shift: u8,
     /// A write left the buffer empty and the transport must still be flushed (WebSocket).
     flush: bool,
     /// The session may have messages to send.
@@ -131,6 +283,8 @@ pub(crate) struct Running {
     /// A new connection for the client id is about to take the session over: nothing more is
     /// read, so nothing the client sent after that connection's CONNECT counts here.
     settled: bool,
+    /// A `Doorbell::QUIET` ring is due: the connection was active when it last went idle.
+    quiet_check: bool,
     /// When it was last woken (see `ACTIVE_WITHIN`).
     last_wake: Instant,
     /// When the keep alive runs out; moved by every packet. The broker's `KeepAlives` rings
@@ -174,12 +328,13 @@ impl Running {
             conn,
             stream,
             rbuf,
-            read_size: READ_MIN,
+            read_shift: shift(READ_MIN),
             flush: false,
             // Whatever the session holds, and packets that came with CONNECT, go first.
             drain: true,
             started: false,
             settled: false,
+            quiet_check: false,
             // Long ago: a connection is not active until it is woken again soon.
             last_wake: Instant::now().checked_sub(ACTIVE_WITHIN).unwrap_or_else(Instant::now),
             deadline,
@@ -188,11 +343,11 @@ impl Running {
         }
     }
 
-    fn poll_exit(&mut self, cx: &mut Context<'_>) -> Poll<Exit> {
+    fn poll_exit(&mut self, cx: &mut Context<'_>) -> Poll<Stop> {
         if !self.started {
             self.started = true;
             if let Some(exit) = self.conn.process(&mut self.rbuf, &mut self.deadline) {
-                return Poll::Ready(exit);
+                return Poll::Ready(Stop::Exit(exit));
             }
         }
         let now = Instant::now();
@@ -204,10 +359,17 @@ impl Running {
                 Turn::Idle => {
                     if !active {
                         self.release_buffers();
+                        if self.may_park() {
+                            return Poll::Ready(Stop::Quiet);
+                        }
+                    } else if !self.quiet_check && self.may_park() {
+                        // Look again in a second, and park then if nothing woke it meanwhile.
+                        self.quiet_check = true;
+                        self.conn.broker.quiet_checks.file(now + ACTIVE_WITHIN, &self.conn.doorbell);
                     }
                     return Poll::Pending;
                 }
-                Turn::Exit(exit) => return Poll::Ready(exit),
+                Turn::Exit(exit) => return Poll::Ready(Stop::Exit(exit)),
             }
         }
         // Busy: let other tasks run, and come back at once.
@@ -236,6 +398,7 @@ impl Running {
                 return Turn::Exit(exit);
             }
         }
+        self.quiet_check &= rung & Doorbell::QUIET == 0;
         let conn = &mut self.conn;
         let mut progress = false;
         self.drain |= rung & Doorbell::MESSAGES != 0 || std::mem::take(&mut conn.window_opened);
@@ -341,14 +504,15 @@ impl Running {
     /// is left of an incomplete packet; one whose reads fill that reads straight into its
     /// buffer, which doubles while reads fill it, up to `READ_MAX`.
     fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
-        if self.read_size > STACK_READ {
-            if self.rbuf.capacity() - self.rbuf.len() < self.read_size / 4 {
-                self.rbuf.reserve(self.read_size);
+        let size = 1usize << self.read_shift;
+        if size > STACK_READ {
+            if self.rbuf.capacity() - self.rbuf.len() < size / 4 {
+                self.rbuf.reserve(size);
             }
             let free = self.rbuf.capacity() - self.rbuf.len();
             let read = ready!(poll_read_buf(Pin::new(&mut self.stream), cx, &mut self.rbuf))?;
             if read == free {
-                self.read_size = (self.read_size * 2).min(READ_MAX);
+                self.read_shift = (self.read_shift + 1).min(shift(READ_MAX));
             }
             return Poll::Ready(Ok(read));
         }
@@ -357,10 +521,50 @@ impl Running {
         ready!(Pin::new(&mut self.stream).poll_read(cx, &mut buf))?;
         let read = buf.filled().len();
         if read == STACK_READ {
-            self.read_size = STACK_READ * 2;
+            self.read_shift = shift(STACK_READ) + 1;
         }
         self.rbuf.extend_from_slice(buf.filled());
         Poll::Ready(Ok(read))
+    }
+
+    /// Whether the connection is plain TCP with nothing read, written, flushed, committed or
+    /// paused on: all it waits for is its socket and its doorbell, which a bay watches as well.
+    fn may_park(&self) -> bool {
+        self.stream.is_tcp()
+            && self.rbuf.is_empty()
+            && !self.flush
+            && !self.drain
+            && !self.settled
+            && self.pause.is_none()
+            && self.conn.is_quiet()
+    }
+
+    /// Parks the connection (`parking`), or gives it back.
+    #[allow(clippy::result_large_err)] // moved once per parking, not boxed for it
+    fn park(self, tracked: &TaskTrackerToken) -> Result<(), Unparked> {
+        let Running { conn, stream, last_wake, deadline, shutdown, .. } = self;
+        let Stream::Tcp(tcp) = stream else {
+            unreachable!("may_park said plain TCP");
+        };
+        let broker = Arc::clone(&conn.broker);
+        let Ok(socket) = tcp.into_std() else { return Err(Unparked::Lost(conn)) };
+        let runtime = tokio::runtime::Handle::current();
+        let idle = Idle {
+            conn: conn.into_rest(),
+            socket,
+            last_wake,
+            deadline,
+            shutdown,
+            tracked: tracked.clone(),
+            runtime,
+        };
+        metrics::add(&broker.metrics.connections_parked, 1);
+        let parking::Parking::Refused(idle) = parking::park(idle) else { return Ok(()) };
+        metrics::sub(&broker.metrics.connections_parked, 1);
+        match idle.into_running() {
+            Ok(running) => Err(Unparked::Running(running)),
+            Err(conn) => Err(Unparked::Lost(conn)),
+        }
     }
 
     /// Before an inactive connection sleeps: buffers that hold nothing are freed, so an idle
@@ -368,7 +572,7 @@ impl Running {
     fn release_buffers(&mut self) {
         if self.rbuf.is_empty() {
             self.rbuf = BytesMut::new();
-            self.read_size = READ_MIN;
+            self.read_shift = shift(READ_MIN);
         }
         self.conn.release_buffers();
     }
@@ -376,12 +580,13 @@ impl Running {
 
 #[cfg(test)]
 mod tests {
-    /// What an idle connection keeps is this state (in its tokio task, whose cell tokio rounds
-    /// up to 128 bytes: at most about 400 bytes here make a 512-byte cell). A field that only
-    /// some connections need belongs in `Extras`.
+    /// What a connection that cannot park (TLS, WebSocket) keeps while idle is this state, in
+    /// its tokio task, whose cell tokio rounds up to 128 bytes: at most 400 bytes here make a
+    /// 512-byte cell (measured with heaptrack). A field that only some connections need belongs
+    /// in `Extras`.
     #[test]
     fn an_idle_connection_keeps_a_small_state() {
         let size = std::mem::size_of::<super::ConnectionTask>();
-        assert!(size <= 392, "ConnectionTask is {size} bytes");
+        assert!(size <= 400, "ConnectionTask is {size} bytes");
     }
 }

@@ -45,6 +45,8 @@ macro_rules! counters {
 counters! {
     /// Connections open now.
     connections_current,
+    /// Of those, idle ones parked without a task of their own (`connection::parking`).
+    connections_parked,
     /// The most connections open at once since start.
     connections_maximum,
     /// Connections accepted since start.

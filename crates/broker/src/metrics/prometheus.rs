@@ -73,6 +73,12 @@ pub fn render(broker: &Broker) -> String {
     let mut out = Out(String::new());
     out.single("connections", "gauge", "Connections open now.", get(&m.connections_current));
     out.single(
+        "connections_parked",
+        "gauge",
+        "Idle connections open now that wait without a task of their own.",
+        get(&m.connections_parked),
+    );
+    out.single(
         "connections_maximum",
         "gauge",
         "Most connections open at once since start.",

@@ -42,6 +42,8 @@ impl Doorbell {
     pub const SETTLE: u8 = 8;
     /// The connection's keep-alive deadline may have passed (`connection::KeepAlives`).
     pub const KEEP_ALIVE: u8 = 16;
+    /// The connection went idle a second ago: if it still is, it parks (`connection::parking`).
+    pub const QUIET: u8 = 32;
 
     /// Adds `reason` and wakes the task, unless that reason is already waiting for it: then
     /// a wake-up is already on its way.
@@ -56,6 +58,13 @@ impl Doorbell {
     pub fn take(&self, cx: &Context<'_>) -> u8 {
         self.waker.register(cx.waker());
         self.rung.swap(0, Ordering::AcqRel)
+    }
+
+    /// Hands the doorbell to `waker` (a parked connection's) and tells whether a reason is
+    /// already waiting, which the caller must act on: it rang before this waker was here.
+    pub(crate) fn hand_to(&self, waker: &std::task::Waker) -> bool {
+        self.waker.register(waker);
+        self.rung.load(Ordering::Acquire) != 0
     }
 }
 
