@@ -271,7 +271,7 @@ pub(super) async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
     let doorbell = Arc::new(crate::session::Doorbell::default());
     session.set_connection(id, Arc::clone(&doorbell));
     let (resend, _) = session.edit(|state| {
-        state.set_max_packet_size(connect.properties.maximum_packet_size.map_or(usize::MAX, |m| m as usize));
+        state.set_max_packet_size(connect.properties.maximum_packet_size.unwrap_or(u32::MAX));
         let receive_maximum = connect.properties.receive_maximum.map_or(usize::MAX, usize::from);
         let resend = state.attach(id, protocol, receive_maximum);
         state.set_expiry_interval(expiry_interval);
@@ -318,7 +318,7 @@ pub(super) async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
         protocol,
         peer,
         will: connect.will.map(Box::new),
-        keep_alive: (keep_alive > 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500)),
+        silence_ms: u32::from(keep_alive) * 1500,
         session_expiry_zero: expiry_interval == 0,
         bridge: connect.bridge,
         alias_out_max: connect.properties.topic_alias_maximum.unwrap_or(0),

@@ -320,8 +320,8 @@ impl Running {
         rbuf: BytesMut,
         shutdown: CancellationToken,
     ) -> Running {
-        let deadline = Instant::now() + conn.keep_alive.unwrap_or_default();
-        if conn.keep_alive.is_some() {
+        let deadline = Instant::now() + conn.keep_alive().unwrap_or_default();
+        if conn.keep_alive().is_some() {
             conn.broker.keep_alives.file(deadline, &conn.doorbell);
         }
         Running {

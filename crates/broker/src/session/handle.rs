@@ -78,6 +78,14 @@ struct Waits {
     settled: Notify,
 }
 
+/// Who the latest connection is, for authorization of deliveries: its user name, and the
+/// authorizer of the listener it came through when that has its own.
+#[derive(Default)]
+struct Owner {
+    username: Option<ByteString>,
+    authorizer: Option<Arc<dyn Authorizer>>,
+}
+
 /// A session shared between the router (publishers) and its connection task.
 pub struct SessionHandle {
     pub client_id: ByteString,
@@ -91,10 +99,8 @@ pub struct SessionHandle {
     fence: crate::broker::Fence,
     /// Mirrors whether a connection is attached, for the router to read without the lock.
     online: AtomicBool,
-    /// The user name of the latest connection, for authorization of deliveries.
-    username: Mutex<Option<ByteString>>,
-    /// The authorizer of the listener the latest connection came through, when it has its own.
-    authorizer: Mutex<Option<Arc<dyn Authorizer>>>,
+    /// Who the latest connection is (one lock: they change together, at CONNECT).
+    owner: Mutex<Owner>,
     /// Where the session's journal goes, when the broker keeps a store.
     journal: Option<Arc<Persistence>>,
 }
@@ -116,8 +122,7 @@ impl SessionHandle {
             doorbell: Mutex::new(None),
             fence: Default::default(),
             online: AtomicBool::new(false),
-            username: Mutex::new(None),
-            authorizer: Mutex::new(None),
+            owner: Mutex::default(),
         })
     }
 
@@ -283,21 +288,25 @@ impl SessionHandle {
 
     /// Who this session belongs to now.
     pub fn client_info(&self) -> ClientInfo {
-        let username = self.username.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let username = self.owner().username.clone();
         ClientInfo { client_id: self.client_id.clone(), username }
     }
 
     /// The listener's own authorizer, if the session's connection came through one that has it.
     pub fn authorizer(&self) -> Option<Arc<dyn Authorizer>> {
-        self.authorizer.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.owner().authorizer.clone()
     }
 
     pub fn set_authorizer(&self, authorizer: Option<Arc<dyn Authorizer>>) {
-        *self.authorizer.lock().unwrap_or_else(|e| e.into_inner()) = authorizer;
+        self.owner().authorizer = authorizer;
+    }
+
+    fn owner(&self) -> MutexGuard<'_, Owner> {
+        self.owner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn set_username(&self, username: Option<ByteString>) {
-        *self.username.lock().unwrap_or_else(|e| e.into_inner()) = username;
+        self.owner().username = username;
     }
 
     pub fn set_online(&self, online: bool) {

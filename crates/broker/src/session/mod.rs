@@ -158,10 +158,11 @@ pub struct Session {
     /// QoS 2 packet ids received but not yet released: a repeat PUBLISH is not forwarded again.
     incoming_qos2: BTreeSet<u16>,
     /// The connection currently attached, if any; packets are only produced for it.
-    connection: Option<u64>,
+    /// Connection ids start at 1 (`next_connection_id`), so none is 0: half the bytes.
+    connection: Option<std::num::NonZeroU64>,
     protocol: Protocol,
     /// Largest packet the client accepts (MQTT 5 Maximum Packet Size).
-    max_packet_size: usize,
+    max_packet_size: u32,
     dropped: u64,
     /// The queue went past its limit for a connected subscriber (see `Enqueued::Congested`).
     congested: bool,
@@ -174,7 +175,8 @@ pub struct Session {
     pending_will: Option<Box<(u64, Message)>>,
     /// How many times a new connection resumed this session: a connection that was taken over
     /// sees it change and knows its client is already back.
-    resumes: u64,
+    /// Only ever compared for a change, so it may wrap.
+    resumes: u32,
     /// A new connection for the client id ended this session (clean start): a will its last
     /// connection would park for a delay is not sent [MQTT-3.1.2-8].
     superseded: bool,
@@ -213,7 +215,7 @@ impl Session {
             incoming_qos2: BTreeSet::new(),
             connection: None,
             protocol: Protocol::V3_1_1,
-            max_packet_size: usize::MAX,
+            max_packet_size: u32::MAX,
             dropped: 0,
             congested: false,
             stalled: false,
@@ -295,7 +297,7 @@ impl Session {
     }
 
     /// The largest packet the attached client takes (its MQTT 5 Maximum Packet Size).
-    pub fn set_max_packet_size(&mut self, bytes: usize) {
+    pub fn set_max_packet_size(&mut self, bytes: u32) {
         self.max_packet_size = bytes;
     }
 
@@ -303,13 +305,13 @@ impl Session {
         self.protocol
     }
 
-    pub fn resumes(&self) -> u64 {
+    pub fn resumes(&self) -> u32 {
         self.resumes
     }
 
     /// A new connection resumes the session.
     pub fn resume(&mut self) {
-        self.resumes += 1;
+        self.resumes = self.resumes.wrapping_add(1);
     }
 
     /// A new connection for the client id ends this session (clean start).
@@ -432,13 +434,13 @@ impl Session {
     }
 
     pub fn is_attached(&self, connection: u64) -> bool {
-        self.connection == Some(connection)
+        self.attached() == Some(connection)
     }
 
     /// Attaches a new connection and returns what must be resent to it: every unacknowledged
     /// PUBLISH with DUP set and every pending PUBREL, in their original order [MQTT-4.4.0-1].
     pub fn attach(&mut self, connection: u64, protocol: Protocol, receive_maximum: usize) -> Vec<Packet> {
-        self.connection = Some(connection);
+        self.connection = std::num::NonZeroU64::new(connection);
         self.expires_at = None;
         self.protocol = protocol;
         self.window = self.limits.max_inflight.min(receive_maximum).max(1);
@@ -466,7 +468,7 @@ impl Session {
     /// Detaches `connection` if it is still the attached one; returns whether it was. Starts the
     /// expiry clock of a persistent session.
     pub fn detach(&mut self, connection: u64, now: Instant) -> bool {
-        if self.connection != Some(connection) {
+        if self.attached() != Some(connection) {
             return false;
         }
         self.connection = None;
@@ -652,7 +654,7 @@ impl Session {
         out: &mut Vec<Outgoing>,
         budget: usize,
     ) -> (usize, u64, u64) {
-        if self.connection != Some(connection) {
+        if self.attached() != Some(connection) {
             return (0, 0, 0);
         }
         // From here on, a message queued needs a ring again (see `rung`).
@@ -691,7 +693,7 @@ impl Session {
                     packet_id,
                 },
             };
-            if is_expired || publish.encoded_len(self.protocol) > self.max_packet_size {
+            if is_expired || publish.encoded_len(self.protocol) > self.max_packet_size as usize {
                 self.forget_delivery(&delivery);
                 match is_expired {
                     true => expired += 1,
@@ -818,6 +820,11 @@ impl Session {
     pub fn set_pending_will(&mut self, connection: u64, will: Message) {
         self.pending_will = Some(Box::new((connection, will)));
         self.journal_record();
+    }
+
+    /// The id of the connection attached, if any.
+    fn attached(&self) -> Option<u64> {
+        self.connection.map(std::num::NonZeroU64::get)
     }
 
     pub fn take_pending_will(&mut self, connection: Option<u64>) -> Option<Message> {
