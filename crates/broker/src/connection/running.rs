@@ -62,7 +62,7 @@ pub(crate) struct ConnectionTask {
 enum State {
     Opening(Boxed<Option<Running>>),
     /// Woken from parking: the socket joins this runtime's reactor at the first poll.
-    Waking(Box<Idle>),
+    Waking(Asleep),
     Running(Running),
     Closing(Boxed<()>),
     /// The connection went on in a bay: still open, so not counted as closed.
@@ -110,10 +110,10 @@ impl Future for ConnectionTask {
                     Poll::Pending => return Poll::Pending,
                 },
                 State::Waking(_) => {
-                    let State::Waking(idle) = std::mem::replace(&mut task.state, State::Done) else {
+                    let State::Waking(asleep) = std::mem::replace(&mut task.state, State::Done) else {
                         unreachable!("matched just above");
                     };
-                    task.state = match (*idle).into_running() {
+                    task.state = match asleep.into_running() {
                         Ok(running) => State::Running(running),
                         Err(conn) => Self::closing(conn, Exit::Closed, None),
                     };
@@ -174,42 +174,48 @@ enum Unparked {
     Lost(Connection),
 }
 
-/// A parked connection: what it remembers, with its socket out of any reactor.
+/// A parked connection: what it remembers, the token that counts it for its listener, and
+/// the runtime its task runs on again.
 pub(super) struct Idle {
+    asleep: Asleep,
+    tracked: TaskTrackerToken,
+    runtime: tokio::runtime::Handle,
+}
+
+/// What a parked connection remembers, with its socket out of any reactor.
+struct Asleep {
     conn: Resting,
     socket: std::net::TcpStream,
     last_wake: Instant,
     deadline: Instant,
     shutdown: CancellationToken,
-    tracked: TaskTrackerToken,
-    /// Where its task runs again.
-    runtime: tokio::runtime::Handle,
 }
 
 impl Idle {
     pub(super) fn socket(&self) -> &std::net::TcpStream {
-        &self.socket
+        &self.asleep.socket
     }
 
     pub(super) fn doorbell(&self) -> &Arc<Doorbell> {
-        &self.conn.doorbell
+        &self.asleep.conn.doorbell
     }
 
-    /// Starts its task again. On a runtime that has shut down, the task is dropped, and the
-    /// socket closed with it.
+    /// Starts its task again, which takes over the listener's token. On a runtime that has
+    /// shut down, the task is dropped, and the socket closed with it.
     pub(super) fn wake(self) {
-        metrics::sub(&self.conn.broker.metrics.connections_parked, 1);
-        let runtime = self.runtime.clone();
-        let broker = Arc::clone(&self.conn.broker);
-        let tracked = self.tracked.clone();
-        runtime.spawn(ConnectionTask { broker, tracked, state: State::Waking(Box::new(self)) });
+        let Idle { asleep, tracked, runtime } = self;
+        let broker = Arc::clone(&asleep.conn.broker);
+        metrics::sub(&broker.metrics.connections_parked, 1);
+        runtime.spawn(ConnectionTask { broker, tracked, state: State::Waking(asleep) });
     }
+}
 
+impl Asleep {
     /// The connection running again, its socket back in the current runtime's reactor.
     // Moved whole, not boxed: this runs once per wake-up, and the error is the rare case.
     #[allow(clippy::result_large_err)]
     fn into_running(self) -> Result<Running, Connection> {
-        let Idle { conn, socket, last_wake, deadline, shutdown, tracked: _, runtime: _ } = self;
+        let Asleep { conn, socket, last_wake, deadline, shutdown } = self;
         let conn = Connection::new(conn);
         // Read here, not once tokio's reactor has seen the socket (it reports a readiness only
         // after its next turn): a successor waiting on SETTLE expects what the client already
@@ -549,19 +555,13 @@ impl Running {
         let broker = Arc::clone(&conn.broker);
         let Ok(socket) = tcp.into_std() else { return Err(Unparked::Lost(conn)) };
         let runtime = tokio::runtime::Handle::current();
-        let idle = Idle {
-            conn: conn.into_rest(),
-            socket,
-            last_wake,
-            deadline,
-            shutdown,
-            tracked: tracked.clone(),
-            runtime,
-        };
+        let asleep = Asleep { conn: conn.into_rest(), socket, last_wake, deadline, shutdown };
+        let idle = Idle { asleep, tracked: tracked.clone(), runtime };
         metrics::add(&broker.metrics.connections_parked, 1);
         let parking::Parking::Refused(idle) = parking::park(idle) else { return Ok(()) };
         metrics::sub(&broker.metrics.connections_parked, 1);
-        match idle.into_running() {
+        // Its task still holds a token of its own.
+        match idle.asleep.into_running() {
             Ok(running) => Err(Unparked::Running(running)),
             Err(conn) => Err(Unparked::Lost(conn)),
         }

@@ -440,6 +440,7 @@ impl Session {
     /// Attaches a new connection and returns what must be resent to it: every unacknowledged
     /// PUBLISH with DUP set and every pending PUBREL, in their original order [MQTT-4.4.0-1].
     pub fn attach(&mut self, connection: u64, protocol: Protocol, receive_maximum: usize) -> Vec<Packet> {
+        debug_assert_ne!(connection, 0, "connection ids start at 1");
         self.connection = std::num::NonZeroU64::new(connection);
         self.expires_at = None;
         self.protocol = protocol;
