@@ -31,8 +31,9 @@ fn values(broker: &Broker) -> (Vec<(String, String)>, [u64; LOADS.len()]) {
     let m = &broker.metrics;
     let get = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
     let stats = broker.stats();
-    let received = m.packets(&m.packets_received);
-    let sent = m.packets(&m.packets_sent);
+    let traffic = m.traffic_totals();
+    let received: u64 = traffic.packets_received.iter().sum();
+    let sent: u64 = traffic.packets_sent.iter().sum();
     let mut out = vec![
         ("uptime".to_string(), format!("{} seconds", broker.uptime().as_secs())),
         ("clients/connected".into(), stats.sessions_online.to_string()),
@@ -45,11 +46,11 @@ fn values(broker: &Broker) -> (Vec<(String, String)>, [u64; LOADS.len()]) {
         ("messages/received".into(), received.to_string()),
         ("messages/sent".into(), sent.to_string()),
         ("messages/stored".into(), (stats.queued_messages + stats.inflight + stats.retained).to_string()),
-        ("publish/messages/received".into(), get(&m.messages_received).to_string()),
-        ("publish/messages/sent".into(), get(&m.messages_sent).to_string()),
+        ("publish/messages/received".into(), traffic.messages_received.to_string()),
+        ("publish/messages/sent".into(), traffic.messages_sent.to_string()),
         ("publish/messages/dropped".into(), get(&m.messages_dropped).to_string()),
-        ("bytes/received".into(), get(&m.bytes_received).to_string()),
-        ("bytes/sent".into(), get(&m.bytes_sent).to_string()),
+        ("bytes/received".into(), traffic.bytes_received.to_string()),
+        ("bytes/sent".into(), traffic.bytes_sent.to_string()),
         ("retained messages/count".into(), stats.retained.to_string()),
         ("subscriptions/count".into(), stats.subscriptions.to_string()),
         ("store/messages/count".into(), (stats.queued_messages + stats.inflight).to_string()),
@@ -68,11 +69,11 @@ fn values(broker: &Broker) -> (Vec<(String, String)>, [u64; LOADS.len()]) {
     let totals = [
         received,
         sent,
-        get(&m.messages_received),
-        get(&m.messages_sent),
+        traffic.messages_received,
+        traffic.messages_sent,
         get(&m.messages_dropped),
-        get(&m.bytes_received),
-        get(&m.bytes_sent),
+        traffic.bytes_received,
+        traffic.bytes_sent,
         get(&m.connections_total),
         get(&m.connections_total),
     ];

@@ -217,3 +217,70 @@ async fn a_dispatcher_calls_each_matching_handler_in_order() {
     tokio::time::timeout(std::time::Duration::from_secs(10), dispatch.run(&mut messages)).await.unwrap();
     assert_eq!(*seen.lock().unwrap(), ["a:d/a", "all:d/a", "all:d/b/c", "a:d/a", "all:d/a", "all:d/stop"]);
 }
+
+/// A publisher's packets that arrive together are routed together (`Broker::publish_all`):
+/// each subscriber still gets every message in order, at its own QoS, PUBACKs go back in
+/// order, and a packet after the messages sees them routed (a retained one is there for a
+/// SUBSCRIBE sent behind it in the same write).
+#[tokio::test]
+async fn messages_written_together_are_routed_in_order_before_what_follows_them() {
+    let broker = TestBroker::start().await;
+    let addr = broker.addr;
+    let (mut everything, _) = Raw::session(addr, "everything", true).await;
+    everything.subscribe("t/#", QoS::AtLeastOnce).await;
+    let (mut only_x, _) = Raw::session(addr, "only-x", true).await;
+    only_x.subscribe("t/x", QoS::AtMostOnce).await;
+    let (mut publisher, _) = Raw::session(addr, "publisher", true).await;
+    // Runs of one topic (one set of subscribers) and topics taking turns, QoS 0 and 1,
+    // more than one batch's worth, then a retained message and a SUBSCRIBE to it.
+    let mut sent = Vec::new();
+    let mut bytes = bytes::BytesMut::new();
+    for i in 0..300u16 {
+        let topic = match i {
+            0..100 => "t/x",
+            _ if i % 3 == 0 => "t/y",
+            _ => "t/x",
+        };
+        let mut publish = cauldron_proto::Publish::new(topic, i.to_string().into_bytes());
+        if i % 2 == 1 {
+            publish.qos = QoS::AtLeastOnce;
+            publish.packet_id = Some(i);
+        }
+        sent.push((topic, i, publish.qos));
+        Packet::Publish(publish).encode(Protocol::V3_1_1, &mut bytes).unwrap();
+    }
+    let mut retained = cauldron_proto::Publish::new("r", b"kept".to_vec());
+    retained.retain = true;
+    Packet::Publish(retained).encode(Protocol::V3_1_1, &mut bytes).unwrap();
+    let options = cauldron_proto::SubOptions { qos: QoS::AtMostOnce, ..Default::default() };
+    let filters = vec![cauldron_proto::Subscription { filter: "r".into(), options }];
+    let subscribe = cauldron_proto::Subscribe { packet_id: 9, filters, properties: Default::default() };
+    Packet::Subscribe(subscribe).encode(Protocol::V3_1_1, &mut bytes).unwrap();
+    publisher.send_bytes(&bytes).await;
+
+    let acked: Vec<u16> =
+        sent.iter().filter(|(_, _, q)| *q == QoS::AtLeastOnce).map(|(_, i, _)| *i).collect();
+    for id in &acked {
+        match publisher.recv().await {
+            Some(Packet::PubAck(ack)) => assert_eq!(ack.packet_id, *id, "PUBACKs in order"),
+            other => panic!("expected PUBACK {id}, got {other:?}"),
+        }
+    }
+    assert!(matches!(publisher.recv().await, Some(Packet::SubAck(_))));
+    let kept = publisher.expect_publish().await;
+    assert_eq!((&*kept.topic, &kept.payload[..], kept.retain), ("r", &b"kept"[..], true));
+
+    for (topic, i, qos) in &sent {
+        let got = everything.expect_publish().await;
+        assert_eq!((&*got.topic, &got.payload[..], got.qos), (*topic, i.to_string().as_bytes(), *qos));
+        if let Some(id) = got.packet_id {
+            everything.ack(Packet::PubAck, id).await;
+        }
+    }
+    for (_, i, _) in sent.iter().filter(|(topic, _, _)| *topic == "t/x") {
+        let got = only_x.expect_publish().await;
+        assert_eq!((&got.payload[..], got.qos), (i.to_string().as_bytes(), QoS::AtMostOnce));
+    }
+    everything.expect_silence().await;
+    only_x.expect_silence().await;
+}

@@ -513,10 +513,10 @@ impl LocalLink {
         if room_freed {
             self.session.notify_room();
         }
-        crate::metrics::add(&broker.metrics.messages_sent, produced as u64);
+        crate::metrics::add(&broker.metrics.traffic().messages_sent, produced as u64);
         broker.metrics.dropped_for(crate::metrics::DropReason::Expired, expired);
         broker.metrics.dropped_for(crate::metrics::DropReason::TooLarge, too_large);
-        packets.extend(outgoing.into_iter().map(Outgoing::into_packet));
+        packets.extend(outgoing.into_iter().flat_map(Outgoing::into_packets));
         let mut out = Vec::with_capacity(packets.len());
         for packet in packets {
             let mut publish = match packet {

@@ -13,6 +13,7 @@
 mod adopt;
 mod directory;
 mod restore;
+mod route;
 mod table;
 pub(crate) mod tap;
 
@@ -30,8 +31,8 @@ use crate::config::{Config, Redirect};
 use crate::message::Message;
 use crate::metrics::{self, DropReason, Metrics};
 use crate::retain::Retained;
-use crate::router::{Entry, Match, Router};
-use crate::session::{Delivery, Enqueued, Limits, Session, SessionHandle};
+use crate::router::{Entry, Router};
+use crate::session::{Delivery, Limits, Session, SessionHandle};
 use crate::store::record::SourcedMessage;
 use crate::store::{self, Durability, Op, Persistence, Snapshot, Store, StoreError, Ticket};
 
@@ -84,6 +85,11 @@ pub struct Stats {
 }
 
 impl Routed {
+    /// Routed to no one.
+    fn nowhere() -> Routed {
+        Routed { matched: 0, over_ceiling: 0, durable: None, observed: None, congested: None }
+    }
+
     /// The sessions that took the message, or `Err` if every one refused it for the memory
     /// ceiling (MQTT 5: quota exceeded).
     pub fn accepted(&self) -> Result<usize, ()> {
@@ -277,11 +283,15 @@ impl Broker {
 
     /// Routes one message to every matching subscription and updates the retained store.
     pub fn publish(&self, message: Message) -> Routed {
-        let reach = match self.is_clustered() {
+        self.route(message, true, self.own_reach())
+    }
+
+    /// Where a message a client of this node published goes.
+    fn own_reach(&self) -> Reach {
+        match self.is_clustered() {
             true => Reach::NotFromStream,
             false => Reach::All,
-        };
-        self.route(message, true, reach)
+        }
     }
 
     /// Routes a message another cluster node received from its client: to this node's
@@ -320,132 +330,6 @@ impl Broker {
                 store::record::to_bytes(&SourcedMessage::new(message)),
             ),
         })
-    }
-
-    fn route(&self, message: Message, observed_here: bool, reach: Reach) -> Routed {
-        let mut message = Arc::new(message);
-        // Each session's journal goes to the store as it is made; one ticket at the end covers
-        // them all (`Persistence::confirm`).
-        let failures = self.persistence.as_ref().map_or(0, |p| p.failures());
-        let mut journalled = false;
-        if message.retain && reach != Reach::FromStreamOnly {
-            // Kept until replaced: with bytes of its own (see `Message::compacted`).
-            message = message.compacted();
-            if let (Some(op), Some(persistence)) = (self.keep_retained(&message), &self.persistence) {
-                persistence.append(vec![op]);
-                journalled = true;
-            }
-        }
-        let observed = match observed_here {
-            true => tap::feed(&lock!(self.taps.read()), &message),
-            false => None,
-        };
-        let (mut matches, mut shared, held_back) = self.targets(&message);
-        if self.is_clustered() {
-            // A cluster's share groups get their messages from the cluster, each to one member
-            // on one node (see `cluster::groups`).
-            shared.clear();
-        }
-        let mut left_to_stream = 0;
-        if reach != Reach::All && via_stream(&message) {
-            let before = matches.len();
-            let from_stream = reach == Reach::FromStreamOnly;
-            matches.retain(|e| e.session.read(Session::persistent) == from_stream);
-            left_to_stream = before - matches.len();
-        } else if reach == Reach::FromStreamOnly {
-            return Routed { matched: 0, over_ceiling: 0, durable: None, observed: None, congested: None };
-        }
-        if matches.iter().chain(shared.iter().map(|(e, _)| e)).any(|e| !e.session.is_online()) {
-            // Queued for a session that is away: it waits there, so with bytes of its own.
-            message = message.compacted();
-        }
-        // A client with several matching subscriptions gets the message once, at the highest
-        // granted QoS, with every subscription identifier [MQTT-3.3.4-2, 3.3.4-3].
-        // Read access is checked on every delivery, wills and retained messages included.
-        if self.checks_reads() {
-            let allowed = |e: &Entry| self.reader_may(&e.session, &message.topic);
-            matches.retain(allowed);
-            shared.retain(|(e, _)| allowed(e));
-        }
-        matches.sort_by_key(|e| Arc::as_ptr(&e.session));
-        let mut offered = 0;
-        let mut drops = Vec::new();
-        let mut congested = None;
-        for group in matches.chunk_by(|a, b| Arc::ptr_eq(&a.session, &b.session)) {
-            let granted = group.iter().map(|e| e.options.qos).max().unwrap_or_default();
-            let retain = message.retain && group.iter().any(|e| e.options.retain_as_published);
-            let delivery = Delivery {
-                message: Arc::clone(&message),
-                qos: self.outgoing_qos(granted, message.qos),
-                // Forwarded messages carry retain 0 unless Retain As Published [MQTT-3.3.1-9].
-                retain,
-                subscription_ids: group.iter().filter_map(|e| e.subscription_id).collect(),
-                shared: None,
-                seq: 0,
-            };
-            let (enqueued, journal) = group[0].session.deliver(delivery);
-            journalled |= journal;
-            match enqueued {
-                Enqueued::Dropped(reason) => drops.push(reason),
-                Enqueued::Congested => congested = Some(Arc::clone(&group[0].session)),
-                Enqueued::Queued => {}
-            }
-            offered += 1;
-        }
-        // Each shared group that matched gave one member, delivered to on its own terms.
-        for (entry, filter) in shared {
-            let delivery = Delivery {
-                message: Arc::clone(&message),
-                qos: self.outgoing_qos(entry.options.qos, message.qos),
-                retain: message.retain && entry.options.retain_as_published,
-                subscription_ids: entry.subscription_id.into_iter().collect(),
-                shared: Some(Box::new(filter)),
-                seq: 0,
-            };
-            let (enqueued, journal) = entry.session.deliver(delivery);
-            journalled |= journal;
-            match enqueued {
-                Enqueued::Dropped(reason) => drops.push(reason),
-                Enqueued::Congested => congested = Some(Arc::clone(&entry.session)),
-                Enqueued::Queued => {}
-            }
-            offered += 1;
-        }
-        for reason in &drops {
-            self.metrics.dropped_for(*reason, 1);
-        }
-        if !drops.is_empty() {
-            tracing::debug!(topic = %message.topic, dropped = drops.len(), "message dropped for full queues");
-        }
-        let over_ceiling = drops.iter().filter(|r| **r == DropReason::Memory).count();
-        let offered = offered + usize::from(reach == Reach::NotFromStream && left_to_stream > 0);
-        let matched = offered + usize::from(offered == 0 && held_back > 0);
-        let durable = match (&self.persistence, journalled) {
-            (Some(persistence), true) => persistence.confirm(failures),
-            _ => None,
-        };
-        Routed { matched, over_ceiling, durable, observed, congested }
-    }
-
-    /// Who `message` goes to, copied out of the router under its read lock: the direct
-    /// subscriptions, one member of each matching shared group with the group's filter, and how
-    /// many subscriptions matched but were held back by No Local.
-    fn targets(&self, message: &Message) -> (Vec<Entry>, Vec<(Entry, ByteString)>, usize) {
-        let (mut matches, mut shared, mut held_back) = (Vec::new(), Vec::new(), 0);
-        lock!(self.router.read()).matches(&message.topic, |m| match m {
-            Match::Direct(entry) => {
-                // No Local: not back to the connection that published it [MQTT-3.8.3-3].
-                let own = message.publisher.as_ref() == Some(&entry.session.client_id);
-                match entry.options.no_local && own {
-                    // The message still had a subscriber, so MQTT 5 publishers hear
-                    // "success", not "no matching subscribers".
-                    true => held_back += 1,
-                    false => matches.push(entry.clone()),
-                }
-            }
-            Match::Shared(entry, filter) => shared.push((entry.clone(), filter.clone())),
-        });
-        (matches, shared, held_back)
     }
 
     /// Publishes a message nobody waits on (wills, messages handed back by a leaving member).

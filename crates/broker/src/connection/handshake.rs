@@ -53,7 +53,7 @@ async fn read_packet<R: AsyncRead + Unpin>(
         }
         match reader.read_buf(rbuf).await {
             Ok(0) | Err(_) => return Err(DecodeError::Truncated),
-            Ok(n) => metrics::add(&broker.metrics.bytes_received, n as u64),
+            Ok(n) => metrics::add(&broker.metrics.traffic().bytes_received, n as u64),
         }
     }
 }
@@ -274,6 +274,7 @@ pub(super) async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
         state.set_max_packet_size(connect.properties.maximum_packet_size.unwrap_or(u32::MAX));
         let receive_maximum = connect.properties.receive_maximum.map_or(usize::MAX, usize::from);
         let resend = state.attach(id, protocol, receive_maximum);
+        state.encode_qos0(!protocol.is_v5() && mount_point.is_none());
         state.set_expiry_interval(expiry_interval);
         resend
     });

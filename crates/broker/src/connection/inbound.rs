@@ -6,14 +6,21 @@ use cauldron_proto::{
 };
 
 use crate::auth;
-use crate::broker::Broker;
 use crate::message::Message;
 use crate::metrics::{self, DropReason};
 
 use super::{Connection, Exit, Violation};
 
+/// Most messages routed together (see `Connection::publishes`): enough that a fan-out takes
+/// each subscriber's lock once for many, few enough that the first is not held back long.
+const PUBLISH_BATCH: usize = 64;
+
 impl Connection {
     pub(super) fn handle(&mut self, packet: Packet) -> Result<Option<Exit>, Violation> {
+        if !matches!(&packet, Packet::Publish(p) if p.qos != QoS::ExactlyOnce) {
+            // Whatever else the client sent comes after what it published before.
+            self.route_publishes();
+        }
         match packet {
             Packet::Publish(publish) => self.on_publish(publish)?,
             Packet::PubAck(ack) => {
@@ -107,8 +114,9 @@ impl Connection {
                 "[MQTT-3.2.2-14] retain is not available",
             ));
         }
-        metrics::add(&self.broker.metrics.messages_received, 1);
-        metrics::add(&self.broker.metrics.publish_received[publish.qos as usize], 1);
+        let traffic = self.broker.metrics.traffic();
+        metrics::add(&traffic.messages_received, 1);
+        metrics::add(&traffic.publish_received[publish.qos as usize], 1);
         let (qos, packet_id) = (publish.qos, publish.packet_id.unwrap_or(0));
         let limit = config.message_size_limit;
         let refused = if limit > 0 && publish.payload.len() > limit {
@@ -127,72 +135,93 @@ impl Connection {
             // Kept with the message for `check_retain_source`; only a retained one needs it.
             message.publisher_user = self.session.client_info().username;
         }
-        // Refused messages are dropped; the QoS flow still completes [MQTT-3.3.5-2].
-        let route = |broker: &Broker, message| match refused {
-            None => Ok(broker.publish(message)),
-            Some(code) => Err(code),
-        };
-        match qos {
-            QoS::AtMostOnce => {
-                if let Ok(routed) = route(&self.broker, message) {
-                    // A full tap slows this publisher down instead of losing the message.
-                    self.hold_until(routed.observed);
-                    self.pause_for(routed.congested);
-                }
+        if qos == QoS::AtLeastOnce {
+            // The PUBACKs of the messages waiting to be routed are not sent yet either.
+            self.check_receive_maximum(self.publishes.iter().filter(|(_, id)| id.is_some()).count())?;
+        }
+        match (qos, refused) {
+            (QoS::AtMostOnce, None) => self.publishes.push((message, None)),
+            (QoS::AtLeastOnce, None) => self.publishes.push((message, Some(packet_id))),
+            // Refused messages are dropped; the QoS flow still completes [MQTT-3.3.5-2].
+            (QoS::AtMostOnce, Some(_)) => {}
+            (QoS::AtLeastOnce, Some(code)) => {
+                self.route_publishes();
+                self.send(&Packet::PubAck(self.ack(packet_id, Err(code))));
             }
-            QoS::AtLeastOnce => {
-                self.check_receive_maximum(0)?;
-                let routed = route(&self.broker, message);
-                let matched = routed.as_ref().map(|r| r.accepted()).map_err(|code| *code);
+            (QoS::ExactlyOnce, _) => self.on_publish_qos2(message, packet_id, refused)?,
+        }
+        if self.publishes.len() >= PUBLISH_BATCH {
+            self.route_publishes();
+        }
+        Ok(())
+    }
+
+    /// Routes the messages `on_publish` accepted, together, and answers them in order.
+    pub(super) fn route_publishes(&mut self) {
+        let publishes = std::mem::take(&mut self.publishes);
+        if publishes.is_empty() {
+            return;
+        }
+        let (messages, ids): (Vec<Message>, Vec<Option<u16>>) = publishes.into_iter().unzip();
+        let routed = self.broker.publish_all(messages);
+        for (routed, packet_id) in routed.into_iter().zip(ids) {
+            let accepted = routed.accepted();
+            // A full tap slows this publisher down instead of losing the message.
+            self.hold_until(routed.observed);
+            self.pause_for(routed.congested);
+            if let Some(packet_id) = packet_id {
                 // Acked means durable: PUBACK waits for the commit that stores the message.
-                if let Ok(routed) = routed {
-                    self.hold_until(routed.durable);
-                    self.hold_until(routed.observed);
-                    self.pause_for(routed.congested);
-                }
-                self.send(&Packet::PubAck(self.ack(packet_id, matched)));
-            }
-            QoS::ExactlyOnce => {
-                if let Some(code) = refused {
-                    // A refusal ends the exchange at PUBREC [MQTT-4.3.3]: nothing to remember,
-                    // and a 3.x client's PUBREL for it is answered all the same.
-                    self.send(&Packet::PubRec(self.ack(packet_id, Err(code))));
-                    return Ok(());
-                }
-                let (known, pending) = self.session.read(|s| (s.knows_qos2(packet_id), s.pending_qos2()));
-                if !known {
-                    self.check_receive_maximum(pending)?;
-                } else if self.protocol.is_v5() {
-                    // MQTT 5 resends only on a new connection [MQTT-4.4.0-1]. One resend on the
-                    // same connection is let pass, as Mosquitto does; a second is a flood.
-                    let resent = &mut self.extras().qos2_resent;
-                    if resent.contains(&packet_id) {
-                        return Err(Violation::new(
-                            ReasonCode::ProtocolError,
-                            "[MQTT-4.4.0-1] QoS 2 PUBLISH resent on the same connection",
-                        ));
-                    }
-                    resent.push(packet_id);
-                }
-                // Forward once per packet id until PUBREL (method B of [MQTT-4.3.3]).
-                let (is_new, ticket) = self.session.edit(|s| s.receive_qos2(packet_id));
-                self.hold_until(ticket);
-                let matched = match is_new {
-                    true => route(&self.broker, message).map(|routed| {
-                        let accepted = routed.accepted();
-                        self.hold_until(routed.durable);
-                        self.hold_until(routed.observed);
-                        self.pause_for(routed.congested);
-                        accepted
-                    }),
-                    false => Ok(Ok(1)),
-                };
-                // PUBREC does not tell "no matching subscribers" (the spec leaves it open):
-                // Mosquitto, which routes at PUBREL, never does, and clients compare bytes.
-                let matched = matched.map(|routed| routed.map(|n| n.max(1)));
-                self.send(&Packet::PubRec(self.ack(packet_id, matched)));
+                self.hold_until(routed.durable);
+                self.send(&Packet::PubAck(self.ack(packet_id, Ok(accepted))));
             }
         }
+    }
+
+    fn on_publish_qos2(
+        &mut self,
+        message: Message,
+        packet_id: u16,
+        refused: Option<ReasonCode>,
+    ) -> Result<(), Violation> {
+        if let Some(code) = refused {
+            // A refusal ends the exchange at PUBREC [MQTT-4.3.3]: nothing to remember,
+            // and a 3.x client's PUBREL for it is answered all the same.
+            self.send(&Packet::PubRec(self.ack(packet_id, Err(code))));
+            return Ok(());
+        }
+        let (known, pending) = self.session.read(|s| (s.knows_qos2(packet_id), s.pending_qos2()));
+        if !known {
+            self.check_receive_maximum(pending)?;
+        } else if self.protocol.is_v5() {
+            // MQTT 5 resends only on a new connection [MQTT-4.4.0-1]. One resend on the
+            // same connection is let pass, as Mosquitto does; a second is a flood.
+            let resent = &mut self.extras().qos2_resent;
+            if resent.contains(&packet_id) {
+                return Err(Violation::new(
+                    ReasonCode::ProtocolError,
+                    "[MQTT-4.4.0-1] QoS 2 PUBLISH resent on the same connection",
+                ));
+            }
+            resent.push(packet_id);
+        }
+        // Forward once per packet id until PUBREL (method B of [MQTT-4.3.3]).
+        let (is_new, ticket) = self.session.edit(|s| s.receive_qos2(packet_id));
+        self.hold_until(ticket);
+        let matched = match is_new {
+            true => {
+                let routed = self.broker.publish(message);
+                let accepted = routed.accepted();
+                self.hold_until(routed.durable);
+                self.hold_until(routed.observed);
+                self.pause_for(routed.congested);
+                accepted
+            }
+            false => Ok(1),
+        };
+        // PUBREC does not tell "no matching subscribers" (the spec leaves it open):
+        // Mosquitto, which routes at PUBREL, never does, and clients compare bytes.
+        let matched = matched.map(|n| n.max(1));
+        self.send(&Packet::PubRec(self.ack(packet_id, Ok(matched))));
         Ok(())
     }
 

@@ -21,7 +21,7 @@ use crate::broker::Broker;
 use crate::config::Redirect;
 use crate::message::Message;
 use crate::metrics::{self, DropReason, Refusal};
-use crate::session::{Doorbell, Outgoing, Session, SessionHandle};
+use crate::session::{Doorbell, Outgoing, Packets, Session, SessionHandle};
 use crate::store::{StoreError, Ticket};
 
 mod handshake;
@@ -165,7 +165,9 @@ struct Connection {
     window_opened: bool,
     /// Reading is paused until this subscriber's queue has room, or until the instant.
     paused: Option<Box<(Arc<SessionHandle>, Instant)>>,
-    scratch: Vec<Outgoing>,
+    /// QoS 0 and 1 messages read and accepted, routed together (`Broker::publish_all`) once
+    /// the packets at hand are handled, with the packet id to acknowledge for QoS 1.
+    publishes: Vec<(Message, Option<u16>)>,
 }
 
 /// What a connection keeps for its whole life, and all a parked one keeps (see `parking`):
@@ -227,7 +229,7 @@ impl Connection {
             held_acks: 0,
             window_opened: false,
             paused: None,
-            scratch: Vec::new(),
+            publishes: Vec::new(),
         }
     }
 
@@ -275,6 +277,12 @@ struct Aliases {
 const READ_MIN: usize = 512;
 const READ_MAX: usize = 64 * 1024;
 
+thread_local! {
+    /// What one drain took from a session, on its way to the write buffer: one per thread,
+    /// as a drain never spans an `.await`, rather than one per connection.
+    static DRAINED: std::cell::Cell<Vec<Outgoing>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
 /// Commits and tap hand-overs a connection waits on before it stops reading more packets.
 const MAX_PENDING: usize = 1024;
 
@@ -310,11 +318,18 @@ impl Connection {
             self.held = BytesMut::new();
             self.pending = VecDeque::new();
         }
-        self.scratch = Vec::new();
+        self.publishes = Vec::new();
     }
 
     /// Decodes and handles every complete packet in `rbuf`.
     fn process(&mut self, rbuf: &mut BytesMut, deadline: &mut Instant) -> Option<Exit> {
+        let exit = self.process_packets(rbuf, deadline);
+        // What was accepted before an exit was accepted: it is routed all the same.
+        self.route_publishes();
+        exit
+    }
+
+    fn process_packets(&mut self, rbuf: &mut BytesMut, deadline: &mut Instant) -> Option<Exit> {
         // One clock read for all the packets one read brought: they arrived together.
         let mut stamped = false;
         loop {
@@ -382,7 +397,7 @@ impl Connection {
             let ((), _) = self.session.edit(Session::ring_again);
             return false;
         }
-        let mut packets = std::mem::take(&mut self.scratch);
+        let mut packets = DRAINED.take();
         // One lock: the messages, whether the queue is back within its limit, and the store
         // operations the drain journalled.
         let (((produced, expired, too_large), room_freed), ticket) = self
@@ -393,31 +408,47 @@ impl Connection {
         }
         // Packet ids of QoS 2 messages are stored before the messages leave.
         self.hold_until(ticket);
-        metrics::add(&self.broker.metrics.messages_sent, produced as u64);
+        metrics::add(&self.broker.metrics.traffic().messages_sent, produced as u64);
         self.broker.metrics.dropped_for(DropReason::Expired, expired);
         self.broker.metrics.dropped_for(DropReason::TooLarge, too_large);
         for outgoing in packets.drain(..) {
-            let mut packet = match outgoing {
+            match outgoing {
                 Outgoing::Publish3 { message, qos, retain, packet_id } if self.mount().is_none() => {
-                    self.send_publish3(&message, qos, retain, packet_id);
-                    continue;
+                    self.send_publish3(&message, qos, retain, packet_id)
                 }
-                other => other.into_packet(),
-            };
-            if let Packet::Publish(publish) = &mut packet {
-                if let Some(mount) = self.mount() {
-                    // Only mounted filters match, so every topic starts with the mount point.
-                    if let Some(own) = publish.topic.strip_prefix(&**mount) {
-                        publish.topic = ByteString::from(own);
-                    }
-                }
-                self.apply_topic_alias(publish);
+                Outgoing::Encoded(packets) => self.send_encoded(packets),
+                other => other.into_packets().into_iter().for_each(|packet| self.send_delivered(packet)),
             }
-            self.send(&packet);
         }
-        self.scratch = packets;
+        DRAINED.set(packets);
         // At the budget, more may be waiting: the loop comes back after reads and writes.
-        produced == DRAIN_BUDGET
+        produced >= DRAIN_BUDGET
+    }
+
+    /// Sends a packet from the session's queue, its topic as this client names it: without the
+    /// listener's mount point, replaced by an alias where one is set.
+    fn send_delivered(&mut self, mut packet: Packet) {
+        if let Packet::Publish(publish) = &mut packet {
+            if let Some(mount) = self.mount() {
+                // Only mounted filters match, so every topic starts with the mount point.
+                if let Some(own) = publish.topic.strip_prefix(&**mount) {
+                    publish.topic = ByteString::from(own);
+                }
+            }
+            self.apply_topic_alias(publish);
+        }
+        self.send(&packet);
+    }
+
+    /// QoS 0 PUBLISH packets the session queued encoded (see `session::Packets`). Into an empty
+    /// buffer they go as they are, without a copy.
+    fn send_encoded(&mut self, packets: Packets) {
+        self.broker.metrics.publish_out(QoS::AtMostOnce, packets.count as u64);
+        let buf = self.out_buffer();
+        match buf.is_empty() {
+            true => *buf = packets.bytes,
+            false => buf.extend_from_slice(&packets.bytes),
+        }
     }
 
     /// Replaces a topic the client has seen before by its alias, or gives it a new alias while
@@ -448,9 +479,7 @@ impl Connection {
 
     /// A PUBLISH to an MQTT 3.x client, encoded from the message's own bytes (see `Outgoing`).
     fn send_publish3(&mut self, message: &Message, qos: QoS, retain: bool, packet_id: Option<u16>) {
-        let metrics = &self.broker.metrics;
-        metrics.packet_out(PacketType::Publish as u8);
-        metrics::add(&metrics.publish_sent[qos as usize], 1);
+        self.broker.metrics.publish_out(qos, 1);
         let (topic, payload) = (&message.topic, &message.payload);
         let buf = self.out_buffer();
         if let Err(e) = cauldron_proto::encode_publish_v3(buf, topic, payload, qos, retain, packet_id) {
@@ -460,10 +489,9 @@ impl Connection {
 
     /// Queues a packet: straight for the socket, or held while a commit is pending.
     fn send(&mut self, packet: &Packet) {
-        let metrics = &self.broker.metrics;
-        metrics.packet_out(packet.packet_type() as u8);
-        if let Packet::Publish(publish) = packet {
-            metrics::add(&metrics.publish_sent[publish.qos as usize], 1);
+        match packet {
+            Packet::Publish(publish) => self.broker.metrics.publish_out(publish.qos, 1),
+            other => self.broker.metrics.packet_out(other.packet_type() as u8),
         }
         if !self.pending.is_empty() {
             self.held_acks += u32::from(matches!(packet, Packet::PubAck(_)));

@@ -222,7 +222,7 @@ impl Asleep {
         // sent, a DISCONNECT say, to be handled at once.
         let mut rbuf = BytesMut::new();
         let read = read_waiting(&socket, &mut rbuf);
-        metrics::add(&conn.broker.metrics.bytes_received, read as u64);
+        metrics::add(&conn.broker.metrics.traffic().bytes_received, read as u64);
         let stream = match TcpStream::from_std(socket) {
             Ok(tcp) => Stream::Tcp(tcp),
             Err(e) => {
@@ -415,7 +415,7 @@ impl Running {
         if !conn.wbuf.is_empty() {
             match Pin::new(&mut self.stream).poll_write(cx, &conn.wbuf) {
                 Poll::Ready(Ok(n)) if n > 0 => {
-                    metrics::add(&conn.broker.metrics.bytes_sent, n as u64);
+                    metrics::add(&conn.broker.metrics.traffic().bytes_sent, n as u64);
                     conn.wbuf.advance(n);
                     // Framed transports (WebSocket) hold writes until flushed; for TCP and
                     // TLS this only pushes out what is already on its way.
@@ -459,7 +459,7 @@ impl Running {
         if conn.pending.len() < MAX_PENDING && conn.paused.is_none() && !self.settled {
             match self.poll_read(cx) {
                 Poll::Ready(Ok(n)) if n > 0 => {
-                    metrics::add(&self.conn.broker.metrics.bytes_received, n as u64);
+                    metrics::add(&self.conn.broker.metrics.traffic().bytes_received, n as u64);
                     if let Some(exit) = self.conn.process(&mut self.rbuf, &mut self.deadline) {
                         return Turn::Exit(exit);
                     }
@@ -493,7 +493,7 @@ impl Running {
         for _ in 0..TURNS_PER_POLL {
             match self.poll_read(cx) {
                 Poll::Ready(Ok(n)) if n > 0 => {
-                    metrics::add(&self.conn.broker.metrics.bytes_received, n as u64);
+                    metrics::add(&self.conn.broker.metrics.traffic().bytes_received, n as u64);
                     if let Some(exit) = self.conn.process(&mut self.rbuf, &mut self.deadline) {
                         return Some(exit);
                     }
@@ -575,6 +575,8 @@ impl Running {
             self.read_shift = shift(READ_MIN);
         }
         self.conn.release_buffers();
+        // And the session's encoded queue, if it holds nothing.
+        let ((), _) = self.conn.session.edit(Session::release_buffers);
     }
 }
 

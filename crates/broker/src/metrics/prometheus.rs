@@ -99,29 +99,29 @@ pub fn render(broker: &Broker) -> String {
         get(&m.protocol_errors),
     );
     out.single("auth_failures_total", "counter", "Failed authentications.", get(&m.auth_failures));
+    let traffic = m.traffic_totals();
     let received: Vec<_> =
-        (1..16).map(|t| (PACKET_TYPES[t].to_string(), get(&m.packets_received[t]))).collect();
-    let sent: Vec<_> = (1..16).map(|t| (PACKET_TYPES[t].to_string(), get(&m.packets_sent[t]))).collect();
+        (1..16).map(|t| (PACKET_TYPES[t].to_string(), traffic.packets_received[t])).collect();
+    let sent: Vec<_> = (1..16).map(|t| (PACKET_TYPES[t].to_string(), traffic.packets_sent[t])).collect();
     out.labelled("packets_received_total", "Packets received, by type.", "type", received.into_iter());
     out.labelled("packets_sent_total", "Packets sent, by type.", "type", sent.into_iter());
-    let by_qos =
-        |counts: &[AtomicU64; 3]| (0..3).map(|q| (q.to_string(), get(&counts[q]))).collect::<Vec<_>>();
+    let by_qos = |counts: &[u64; 3]| (0..3).map(|q| (q.to_string(), counts[q])).collect::<Vec<_>>();
     out.labelled(
         "messages_received_total",
         "PUBLISH packets received, by QoS.",
         "qos",
-        by_qos(&m.publish_received).into_iter(),
+        by_qos(&traffic.publish_received).into_iter(),
     );
     out.labelled(
         "messages_sent_total",
         "PUBLISH packets sent, by QoS.",
         "qos",
-        by_qos(&m.publish_sent).into_iter(),
+        by_qos(&traffic.publish_sent).into_iter(),
     );
     let dropped = DropReason::ALL.iter().map(|r| (r.label().to_string(), get(&m.dropped[*r as usize])));
     out.labelled("messages_dropped_total", "Messages not delivered, by reason.", "reason", dropped);
-    out.single("bytes_received_total", "counter", "Bytes received.", get(&m.bytes_received));
-    out.single("bytes_sent_total", "counter", "Bytes sent.", get(&m.bytes_sent));
+    out.single("bytes_received_total", "counter", "Bytes received.", traffic.bytes_received);
+    out.single("bytes_sent_total", "counter", "Bytes sent.", traffic.bytes_sent);
     out.single("sessions_online", "gauge", "Sessions with a connection.", stats.sessions_online);
     out.single(
         "sessions_offline",

@@ -4,11 +4,9 @@
 //! two cores. One shared atomic made that a cache line bouncing between them on every message of
 //! a fan-out; here each thread adds to a counter of its own and the reader sums them.
 
-use std::cell::Cell;
-use std::sync::atomic::{AtomicIsize, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicIsize, Ordering};
 
-/// More than the cores a broker runs on, so threads rarely share a counter.
-const STRIPES: usize = 16;
+use crate::metrics::{stripe, STRIPES};
 
 /// A counter on a cache line of its own (128 bytes: adjacent-line prefetching pairs lines).
 #[derive(Default)]
@@ -39,7 +37,7 @@ impl QueuedBytes {
     }
 
     fn stripe(&self) -> &AtomicIsize {
-        &self.stripes[thread_stripe()].0
+        &self.stripes[stripe()].0
     }
 }
 
@@ -47,20 +45,6 @@ impl std::fmt::Debug for QueuedBytes {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_tuple("QueuedBytes").field(&self.total()).finish()
     }
-}
-
-/// This thread's stripe, handed out in turn as threads first count.
-fn thread_stripe() -> usize {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    thread_local! {
-        static STRIPE: Cell<usize> = const { Cell::new(usize::MAX) };
-    }
-    STRIPE.with(|stripe| {
-        if stripe.get() == usize::MAX {
-            stripe.set(NEXT.fetch_add(1, Ordering::Relaxed) % STRIPES);
-        }
-        stripe.get()
-    })
 }
 
 #[cfg(test)]

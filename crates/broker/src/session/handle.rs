@@ -9,8 +9,9 @@ use cauldron_proto::ByteString;
 use futures_util::task::AtomicWaker;
 use tokio::sync::Notify;
 
-use super::{Delivery, Enqueued, Limits, Session};
+use super::{Delivery, Enqueued, Limits, Session, Terms};
 use crate::authz::{Authorizer, ClientInfo};
+use crate::message::Message;
 use crate::store::{Persistence, Ticket};
 
 static CONNECTION_IDS: AtomicU64 = AtomicU64::new(1);
@@ -167,21 +168,38 @@ impl SessionHandle {
     /// for all of them with one (`Persistence::confirm`). Returns whether anything was
     /// journalled.
     pub fn deliver(&self, delivery: Delivery) -> (Enqueued, bool) {
-        let (result, journalled, ring) = {
+        let (message, terms) = delivery.into_parts();
+        let mut outcome = None;
+        self.deliver_all(std::iter::once((&message, terms)), |o| outcome = Some(o));
+        outcome.expect("one outcome per delivery")
+    }
+
+    /// `deliver` for several messages, in order, under one lock, with one submission to the
+    /// store and at most one ring. `outcome` hears of each in turn: how it was queued and
+    /// whether it was journalled.
+    pub fn deliver_all<'m>(
+        &self,
+        deliveries: impl Iterator<Item = (&'m Arc<Message>, Terms)>,
+        mut outcome: impl FnMut((Enqueued, bool)),
+    ) {
+        let ring = {
             let mut state = self.lock();
-            let result = state.enqueue(delivery);
+            let mut queued = false;
+            for (message, terms) in deliveries {
+                let journalled = state.ops_len();
+                let result = state.offer(message, terms);
+                queued |= matches!(result, Enqueued::Queued | Enqueued::Congested);
+                outcome((result, state.ops_len() > journalled));
+            }
             let ops = state.take_ops();
-            let journalled = !ops.is_empty();
-            if let Some(journal) = self.journal.as_ref().filter(|_| journalled) {
+            if let Some(journal) = self.journal.as_ref().filter(|_| !ops.is_empty()) {
                 journal.append(ops);
             }
-            let queued = matches!(result, Enqueued::Queued | Enqueued::Congested);
-            (result, journalled, queued && state.ring_needed())
+            queued && state.ring_needed()
         };
         if ring {
             self.ring(Doorbell::MESSAGES);
         }
-        (result, journalled)
     }
 
     /// Rings the attached connection's doorbell, if one is attached.

@@ -7,6 +7,7 @@
 //! `SessionHandle` shares it between publishers and the connection task under a std `Mutex`
 //! held only for short, non-async sections.
 
+mod encoded;
 mod gauge;
 mod handle;
 #[cfg(test)]
@@ -18,6 +19,8 @@ use std::time::{Duration, Instant};
 
 use cauldron_proto::{Ack, ByteString, Packet, Protocol, QoS, ReasonCode, SubOptions};
 
+use encoded::Encoded;
+pub(crate) use encoded::Packets;
 pub(crate) use gauge::QueuedBytes;
 pub(crate) use handle::{next_connection_id, Doorbell, SessionHandle};
 
@@ -41,6 +44,32 @@ pub struct Delivery {
     pub shared: Option<Box<ByteString>>,
     /// Key of its stored copy (0: not stored).
     pub seq: u64,
+}
+
+impl Delivery {
+    /// The message, and what this subscriber's delivery of it is.
+    pub fn into_parts(self) -> (Arc<Message>, Terms) {
+        let Delivery { message, qos, retain, subscription_ids, shared, seq: _ } = self;
+        (message, Terms { qos, retain, subscription_ids, shared })
+    }
+}
+
+/// One subscriber's delivery of a message, without the message: a fan-out works these out for
+/// each subscriber and offers them all the same message (`Session::offer`).
+#[derive(Debug)]
+pub struct Terms {
+    pub qos: QoS,
+    pub retain: bool,
+    pub subscription_ids: Box<[u32]>,
+    pub shared: Option<Box<ByteString>>,
+}
+
+impl Terms {
+    /// A delivery of `message` on these terms, not stored yet.
+    fn with(self, message: &Arc<Message>) -> Delivery {
+        let Terms { qos, retain, subscription_ids, shared } = self;
+        Delivery { message: Arc::clone(message), qos, retain, subscription_ids, shared, seq: 0 }
+    }
 }
 
 #[derive(Debug)]
@@ -110,15 +139,22 @@ pub enum Outgoing {
     /// message's bytes (`cauldron_proto::encode_publish_v3`): no `Publish` with its
     /// `Properties` is built for each of a message's many deliveries.
     Publish3 { message: Arc<Message>, qos: QoS, retain: bool, packet_id: Option<u16> },
+    /// QoS 0 PUBLISH packets to an MQTT 3.x client, written as they are (see `Encoded`).
+    Encoded(Packets),
 }
 
 impl Outgoing {
-    /// As a packet (a mount point to take off, tests).
-    pub fn into_packet(self) -> Packet {
+    /// As packets (a mount point to take off, tests).
+    pub fn into_packets(self) -> Vec<Packet> {
         match self {
-            Outgoing::Packet(packet) => *packet,
+            Outgoing::Packet(packet) => vec![*packet],
             Outgoing::Publish3 { message, qos, retain, packet_id } => {
-                Packet::Publish(message.to_publish(qos, retain, packet_id, Instant::now(), &[], false))
+                vec![Packet::Publish(message.to_publish(qos, retain, packet_id, Instant::now(), &[], false))]
+            }
+            Outgoing::Encoded(Packets { mut bytes, .. }) => {
+                let decode =
+                    |b: &mut bytes::BytesMut| cauldron_proto::decode(b, Protocol::V3_1_1, usize::MAX);
+                std::iter::from_fn(|| decode(&mut bytes).ok().flatten()).collect()
             }
         }
     }
@@ -129,6 +165,7 @@ impl Outgoing {
             Outgoing::Publish3 { message, qos, .. } => {
                 cauldron_proto::encoded_publish_v3_len(message.topic.len(), message.payload.len(), *qos)
             }
+            Outgoing::Encoded(packets) => packets.bytes.len(),
         }
     }
 }
@@ -149,6 +186,13 @@ pub struct Session {
     /// When an offline session expires.
     expires_at: Option<Instant>,
     queue: VecDeque<Delivery>,
+    /// QoS 0 messages queued before anything in `queue`, encoded for the attached connection
+    /// (see `Encoded`); made when first used, dropped when the connection leaves or parks.
+    encoded: Option<Box<Encoded>>,
+    /// Whether QoS 0 messages may be queued encoded: the attached connection is MQTT 3.x, its
+    /// topics are sent as they are, and QoS 0 is neither kept offline nor dropped oldest first.
+    encodes_qos0: bool,
+    /// Payload bytes waiting, in `queue` and `encoded`.
     queued_bytes: usize,
     /// Payload bytes queued in all sessions of the broker; this session's share is
     /// `queued_bytes`, given back when the session is dropped.
@@ -208,6 +252,8 @@ impl Session {
             expiry_interval: 0,
             expires_at: None,
             queue: VecDeque::new(),
+            encoded: None,
+            encodes_qos0: false,
             queued_bytes: 0,
             memory,
             inflight: VecDeque::new(),
@@ -247,6 +293,11 @@ impl Session {
     /// The store operations produced since the last call (`SessionHandle` submits them).
     fn take_ops(&mut self) -> Vec<Op> {
         std::mem::take(&mut self.ops)
+    }
+
+    /// How many store operations are waiting to be taken.
+    fn ops_len(&self) -> usize {
+        self.ops.len()
     }
 
     fn journal_delivery(&mut self, delivery: &Delivery, state: DeliveryState) {
@@ -355,11 +406,13 @@ impl Session {
             std::mem::take(&mut self.queue).into_iter().partition(|d| readable(&d.message.topic));
         self.queue = kept;
         for delivery in &dropped {
-            self.set_queued_bytes(self.queued_bytes - delivery.message.payload.len());
             self.forget_delivery(delivery);
         }
-        self.dropped += dropped.len() as u64;
-        dropped.len()
+        let encoded = self.encoded.as_mut().map_or(0, |e| e.retain(&mut readable));
+        self.recount_queued_bytes();
+        let count = dropped.len() + encoded;
+        self.dropped += count as u64;
+        count
     }
 
     fn forget_delivery(&mut self, delivery: &Delivery) {
@@ -445,6 +498,11 @@ impl Session {
         self.expires_at = None;
         self.protocol = protocol;
         self.window = self.limits.max_inflight.min(receive_maximum).max(1);
+        // Until `encode_qos0` says otherwise; what is encoded already is MQTT 3.x.
+        self.encodes_qos0 = false;
+        if protocol.is_v5() {
+            self.drop_encoded();
+        }
         let now = Instant::now();
         self.inflight
             .iter()
@@ -477,7 +535,9 @@ impl Session {
             self.expires_at = Some(now + Duration::from_secs(u64::from(self.expiry_interval)));
         }
         // QoS 0 messages are not kept for an offline client unless configured.
+        self.encodes_qos0 = false;
         if !self.limits.queue_qos0 {
+            self.drop_encoded();
             self.queue.retain(|d| d.qos != QoS::AtMostOnce);
             self.recount_queued_bytes();
         }
@@ -513,25 +573,32 @@ impl Session {
 
     /// Offers a message. The queue is bounded in count and bytes; what does not fit is dropped
     /// (the new message, or the oldest queued one) and counted.
-    pub fn enqueue(&mut self, mut delivery: Delivery) -> Enqueued {
-        let offline_qos0 = !self.is_online() && delivery.qos == QoS::AtMostOnce && !self.limits.queue_qos0;
+    pub fn enqueue(&mut self, delivery: Delivery) -> Enqueued {
+        let (message, terms) = delivery.into_parts();
+        self.offer(&message, terms)
+    }
+
+    /// `enqueue` for one subscriber's terms of a message shared with others (a fan-out): the
+    /// message is counted once more only if it is queued as itself.
+    pub fn offer(&mut self, message: &Arc<Message>, terms: Terms) -> Enqueued {
+        let offline_qos0 = !self.is_online() && terms.qos == QoS::AtMostOnce && !self.limits.queue_qos0;
         if offline_qos0 {
             self.dropped += 1;
             return Enqueued::Dropped(DropReason::QueueFull);
         }
-        let size = delivery.message.payload.len();
+        let size = message.payload.len();
         // Over the broker-wide ceiling, QoS 0 goes first, then everything.
         let ceiling = self.limits.memory_ceiling;
         // Summed only when there is a ceiling to compare with (a read of every stripe).
         let used = if ceiling > 0 { self.memory.total() } else { 0 };
         let hard = ceiling + ceiling / 4;
-        if ceiling > 0 && (used >= hard || (used >= ceiling && delivery.qos == QoS::AtMostOnce)) {
+        if ceiling > 0 && (used >= hard || (used >= ceiling && terms.qos == QoS::AtMostOnce)) {
             self.dropped += 1;
             return Enqueued::Dropped(DropReason::Memory);
         }
         let bytes_full =
             |s: &Session| s.limits.max_queued_bytes > 0 && s.queued_bytes + size > s.limits.max_queued_bytes;
-        let full = |s: &Session| s.queue.len() >= s.limits.max_queued || bytes_full(s);
+        let full = |s: &Session| s.waiting() >= s.limits.max_queued || bytes_full(s);
         let mut congested = false;
         let overflow = self.is_online() && !self.stalled && !self.limits.drop_oldest;
         if full(self) && overflow && self.within_overflow(size) {
@@ -544,6 +611,7 @@ impl Session {
                 self.dropped += 1;
                 return Enqueued::Dropped(DropReason::QueueFull);
             }
+            // (`encoded` stays empty: dropping oldest first, QoS 0 is queued as the rest.)
             while full(self) {
                 let Some(oldest) = self.queue.pop_front() else {
                     break;
@@ -556,17 +624,34 @@ impl Session {
                 return Enqueued::Dropped(DropReason::QueueFull); // larger than the whole byte limit
             }
         }
-        if self.journaling() && delivery.qos != QoS::AtMostOnce {
-            delivery.seq = self.next_seq;
-            self.next_seq += 1;
-            self.journal_delivery(&delivery, DeliveryState::Queued);
-        }
         self.set_queued_bytes(self.queued_bytes + size);
-        self.queue.push_back(delivery);
+        if !self.push_encoded(message, &terms) {
+            let mut delivery = terms.with(message);
+            if self.journaling() && delivery.qos != QoS::AtMostOnce {
+                delivery.seq = self.next_seq;
+                self.next_seq += 1;
+                self.journal_delivery(&delivery, DeliveryState::Queued);
+            }
+            self.queue.push_back(delivery);
+        }
         match congested {
             true => Enqueued::Congested,
             false => Enqueued::Queued,
         }
+    }
+
+    /// Queues a QoS 0 delivery encoded, if it may be (see `Encoded`): in order, as nothing
+    /// is in `queue` yet; only what needs nothing more from the session (no expiry to count
+    /// down, no share group to hand it back to, within the client's packet size).
+    fn push_encoded(&mut self, message: &Message, terms: &Terms) -> bool {
+        let plain = terms.qos == QoS::AtMostOnce
+            && terms.shared.is_none()
+            && message.expires_at.is_none()
+            && self.max_packet_size == u32::MAX;
+        if !(self.encodes_qos0 && plain && self.queue.is_empty()) {
+            return false;
+        }
+        self.encoded.get_or_insert_with(Box::default).push(message, terms.retain)
     }
 
     /// Whether a message just queued must ring the connection: not when an earlier one rang
@@ -582,7 +667,7 @@ impl Session {
 
     /// Whether one more message of `size` bytes stays within twice the queue's limits.
     fn within_overflow(&self, size: usize) -> bool {
-        let count = self.queue.len() < self.limits.max_queued.saturating_mul(2);
+        let count = self.waiting() < self.limits.max_queued.saturating_mul(2);
         let bytes = self.limits.max_queued_bytes == 0
             || self.queued_bytes + size <= self.limits.max_queued_bytes.saturating_mul(2);
         count && bytes
@@ -591,7 +676,7 @@ impl Session {
     /// Whether the queue is back within its limits (publishers paused on it may go on).
     pub fn has_room(&self) -> bool {
         let bytes = self.limits.max_queued_bytes == 0 || self.queued_bytes < self.limits.max_queued_bytes;
-        self.queue.len() < self.limits.max_queued && bytes
+        self.waiting() < self.limits.max_queued && bytes
     }
 
     /// True once after the queue went past its limit and is back within it: time to tell the
@@ -610,7 +695,7 @@ impl Session {
     }
 
     pub fn queued(&self) -> usize {
-        self.queue.len()
+        self.waiting()
     }
 
     pub fn inflight(&self) -> usize {
@@ -632,8 +717,39 @@ impl Session {
     }
 
     fn recount_queued_bytes(&mut self) {
-        let bytes = self.queue.iter().map(|d| d.message.payload.len()).sum();
-        self.set_queued_bytes(bytes);
+        let bytes: usize = self.queue.iter().map(|d| d.message.payload.len()).sum();
+        self.set_queued_bytes(bytes + self.encoded.as_ref().map_or(0, |e| e.payload()));
+    }
+
+    /// Messages waiting beyond the inflight window.
+    fn waiting(&self) -> usize {
+        self.queue.len() + self.encoded.as_ref().map_or(0, |e| e.count())
+    }
+
+    /// Whether QoS 0 messages may be queued encoded for the attached connection (see
+    /// `encodes_qos0`): its protocol is MQTT 3.x and nothing rewrites its topics.
+    /// Called after `attach`, which keeps what an earlier connection left encoded only for one
+    /// that can take it as it is (a takeover by the same kind of client).
+    pub fn encode_qos0(&mut self, plain_3x: bool) {
+        self.encodes_qos0 = plain_3x && !self.limits.queue_qos0 && !self.limits.drop_oldest;
+        if !plain_3x {
+            self.drop_encoded();
+        }
+    }
+
+    /// Drops what is queued encoded, counted: QoS 0 for a connection that is gone.
+    fn drop_encoded(&mut self) {
+        if let Some(encoded) = self.encoded.take() {
+            self.dropped += encoded.count() as u64;
+            self.recount_queued_bytes();
+        }
+    }
+
+    /// Gives back the encoded queue's buffer if it holds nothing (the connection parks).
+    pub fn release_buffers(&mut self) {
+        if self.encoded.as_ref().is_some_and(|e| e.count() == 0) {
+            self.encoded = None;
+        }
     }
 
     /// `drain_into`, as packets (for tests).
@@ -641,7 +757,7 @@ impl Session {
     pub fn drain(&mut self, connection: u64, out: &mut Vec<Packet>, budget: usize) -> (usize, u64, u64) {
         let mut outgoing = Vec::new();
         let counts = self.drain_into(connection, &mut outgoing, budget);
-        out.extend(outgoing.into_iter().map(Outgoing::into_packet));
+        out.extend(outgoing.into_iter().flat_map(Outgoing::into_packets));
         counts
     }
 
@@ -663,6 +779,14 @@ impl Session {
         let now = Instant::now();
         let (mut expired, mut too_large) = (0, 0);
         let mut produced = 0;
+        // Queued before anything in `queue`, so sent first; all at once, being bytes already.
+        if let Some(encoded) = self.encoded.as_mut().filter(|e| e.count() > 0) {
+            let payload = encoded.payload();
+            let packets = encoded.take();
+            produced = packets.count;
+            out.push(Outgoing::Encoded(packets));
+            self.set_queued_bytes(self.queued_bytes - payload);
+        }
         while produced < budget {
             let Some(front) = self.queue.front() else {
                 break;

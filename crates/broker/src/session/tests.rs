@@ -284,3 +284,101 @@ fn a_delivery_is_small() {
     // One moves into every subscriber's queue of a fan-out and waits there while it is away.
     assert!(std::mem::size_of::<Delivery>() <= 48, "{}", std::mem::size_of::<Delivery>());
 }
+
+fn published(packets: &[Packet]) -> Vec<(String, QoS)> {
+    packets
+        .iter()
+        .map(|p| match p {
+            Packet::Publish(p) => (String::from_utf8_lossy(&p.payload).into_owned(), p.qos),
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect()
+}
+
+/// A session with a plain MQTT 3.1.1 connection attached, which gets QoS 0 encoded.
+fn encoding_session(limits: Limits) -> Session {
+    let mut s = Session::new("c", limits, false, Arc::default());
+    s.attach(1, Protocol::V3_1_1, usize::MAX);
+    s.encode_qos0(true);
+    s
+}
+
+#[test]
+fn qos0_queued_encoded_keeps_its_order_with_qos1_and_counts_in_the_limits() {
+    let mut s = encoding_session(Limits { max_queued: 4, ..limits() });
+    for (p, qos) in
+        [("a", QoS::AtMostOnce), ("b", QoS::AtMostOnce), ("c", QoS::AtLeastOnce), ("d", QoS::AtMostOnce)]
+    {
+        assert_eq!(s.enqueue(delivery(p, qos)), Enqueued::Queued);
+    }
+    assert_eq!((s.queued(), s.queued_bytes()), (4, 4));
+    assert_eq!(s.encoded.as_ref().map(|e| e.count()), Some(2), "d waits behind c");
+    assert!(!s.has_room());
+    assert_eq!(s.enqueue(delivery("e", QoS::AtMostOnce)), Enqueued::Congested);
+    let mut out = vec![];
+    s.drain(1, &mut out, usize::MAX);
+    let expect = [("a", 0), ("b", 0), ("c", 1), ("d", 0), ("e", 0)];
+    let expect: Vec<_> = expect.iter().map(|(p, q)| (p.to_string(), QoS::from_u8(*q).unwrap())).collect();
+    assert_eq!(published(&out), expect);
+    assert_eq!((s.queued(), s.queued_bytes()), (0, 0));
+    assert!(s.take_room_freed());
+}
+
+#[test]
+fn qos0_encoded_for_a_client_is_dropped_when_it_leaves_or_a_5_0_client_takes_over() {
+    let memory = Arc::new(QueuedBytes::default());
+    let mut s = Session::new("c", limits(), false, Arc::clone(&memory));
+    s.attach(1, Protocol::V3_1_1, usize::MAX);
+    s.encode_qos0(true);
+    s.enqueue(delivery("a", QoS::AtMostOnce));
+    // The same kind of client takes over: it gets what was queued.
+    s.attach(2, Protocol::V3_1_1, usize::MAX);
+    s.encode_qos0(true);
+    let mut out = vec![];
+    s.drain(2, &mut out, usize::MAX);
+    assert_eq!(published(&out).len(), 1);
+    s.enqueue(delivery("b", QoS::AtMostOnce));
+    // An MQTT 5 client would not read 3.x packets.
+    s.attach(3, Protocol::V5, usize::MAX);
+    assert_eq!((s.queued(), s.queued_bytes(), memory.total()), (0, 0, 0));
+    s.attach(4, Protocol::V3_1_1, usize::MAX);
+    s.encode_qos0(true);
+    s.enqueue(delivery("c", QoS::AtMostOnce));
+    assert!(s.detach(4, Instant::now()));
+    assert_eq!((s.queued(), memory.total(), s.dropped), (0, 0, 2));
+}
+
+#[test]
+fn qos0_is_not_encoded_where_the_session_must_still_decide() {
+    let mut s = encoding_session(limits());
+    let mut expiring = delivery("a", QoS::AtMostOnce);
+    Arc::get_mut(&mut expiring.message).unwrap().expires_at = Some(Instant::now() + Duration::from_secs(60));
+    s.enqueue(expiring);
+    assert!(s.encoded.is_none(), "an expiry to count down");
+    let mut s = Session::new("c", Limits { queue_qos0: true, ..limits() }, false, Arc::default());
+    s.attach(1, Protocol::V3_1_1, usize::MAX);
+    s.encode_qos0(true);
+    s.enqueue(delivery("a", QoS::AtMostOnce));
+    assert!(s.encoded.is_none(), "QoS 0 kept for the client while it is away");
+}
+
+#[test]
+fn a_changed_access_list_drops_encoded_messages_it_now_refuses() {
+    let mut s = encoding_session(limits());
+    for topic in ["a/1", "b/1", "a/2"] {
+        let mut d = delivery("x", QoS::AtMostOnce);
+        Arc::get_mut(&mut d.message).unwrap().topic = topic.into();
+        s.enqueue(d);
+    }
+    assert_eq!(s.drop_queued_unless(|topic| topic.starts_with("a/")), 1);
+    let mut out = vec![];
+    s.drain(1, &mut out, usize::MAX);
+    let topics: Vec<_> = out
+        .iter()
+        .map(|p| match p {
+            Packet::Publish(p) => p.topic.to_string(),
+            _ => unreachable!(),
+        })
+        .collect();
+    assert_eq!(topics, ["a/1", "a/2"]);
+}

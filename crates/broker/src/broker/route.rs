@@ -1,0 +1,253 @@
+//! Routing a published message to its subscribers, one message at a time or several at once.
+//!
+//! A route has two halves. `plan` works out who gets the message and on what terms (retained
+//! store, taps, the router's read lock held only to copy out the targets, No Local, access
+//! checks, one delivery per client at its highest granted QoS); delivering hands each session
+//! its copy. A batch plans every message first and then delivers session by session: each
+//! subscriber's lock is taken, its journal submitted and its doorbell rung once for all the
+//! batch's messages it gets, where one at a time a fan-out paid those (and the cache lines they
+//! move between cores) for every message. Each session still gets its messages in the order
+//! they were published [MQTT-4.6.0-6].
+
+use std::sync::Arc;
+
+use cauldron_proto::ByteString;
+
+use super::{lock, tap, via_stream, Broker, Reach, Routed};
+use crate::message::Message;
+use crate::metrics::DropReason;
+use crate::router::{Entry, Match};
+use crate::session::{Enqueued, Session, SessionHandle, Terms};
+use crate::store::Ticket;
+
+/// One message's deliveries, worked out and not yet made.
+struct Plan {
+    message: Arc<Message>,
+    /// Sessions it goes to, each with the terms of its delivery.
+    deliveries: Vec<(Arc<SessionHandle>, Terms)>,
+    /// Store failures counted before it was journalled (see `Persistence::confirm`).
+    failures: u64,
+    /// Its retained copy was journalled.
+    journalled: bool,
+    /// Matching subscriptions held back by No Local.
+    held_back: usize,
+    /// Persistent sessions left to take it from the cluster's stream.
+    left_to_stream: usize,
+    reach: Reach,
+    observed: Option<Ticket>,
+}
+
+/// Whether two plans go to the same sessions in the same order (a plan of `None` goes nowhere
+/// and makes a run of its own).
+fn same_sessions(a: &Option<Plan>, b: &Option<Plan>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => {
+            let (a, b) = (&a.deliveries, &b.deliveries);
+            a.len() == b.len() && a.iter().zip(b).all(|((x, _), (y, _))| Arc::ptr_eq(x, y))
+        }
+        _ => false,
+    }
+}
+
+/// What the deliveries of one message came to.
+#[derive(Default)]
+struct Tally {
+    offered: usize,
+    journalled: bool,
+    drops: Vec<DropReason>,
+    congested: Option<Arc<SessionHandle>>,
+}
+
+impl Tally {
+    fn count(&mut self, session: &Arc<SessionHandle>, (enqueued, journalled): (Enqueued, bool)) {
+        self.offered += 1;
+        self.journalled |= journalled;
+        match enqueued {
+            Enqueued::Dropped(reason) => self.drops.push(reason),
+            Enqueued::Congested => self.congested = Some(Arc::clone(session)),
+            Enqueued::Queued => {}
+        }
+    }
+}
+
+impl Broker {
+    pub(super) fn route(&self, message: Message, observed_here: bool, reach: Reach) -> Routed {
+        let Some(mut plan) = self.plan(message, observed_here, reach) else {
+            return Routed::nowhere();
+        };
+        let mut tally = Tally::default();
+        for (session, terms) in std::mem::take(&mut plan.deliveries) {
+            session.deliver_all(std::iter::once((&plan.message, terms)), |outcome| {
+                tally.count(&session, outcome)
+            });
+        }
+        self.conclude(plan, tally)
+    }
+
+    /// Routes messages one client published, in order, as `publish` routes each (see the
+    /// module's comment); returns what became of each.
+    pub fn publish_all(&self, mut messages: Vec<Message>) -> Vec<Routed> {
+        let reach = self.own_reach();
+        if messages.len() == 1 {
+            return messages.pop().map(|m| self.route(m, true, reach)).into_iter().collect();
+        }
+        let mut plans: Vec<Option<Plan>> = messages.into_iter().map(|m| self.plan(m, true, reach)).collect();
+        let mut tallies: Vec<Tally> = plans.iter().map(|_| Tally::default()).collect();
+        let mut start = 0;
+        while start < plans.len() {
+            // A run: messages going to the same sessions, in the same order (a fan-out's
+            // messages on one topic). Runs go in order, so each session still gets its
+            // messages in theirs.
+            let end = (start + 1..plans.len())
+                .find(|&i| !same_sessions(&plans[start], &plans[i]))
+                .unwrap_or(plans.len());
+            self.deliver_run(&mut plans[start..end], &mut tallies[start..end]);
+            start = end;
+        }
+        plans
+            .into_iter()
+            .zip(tallies)
+            .map(|(plan, tally)| match plan {
+                Some(plan) => self.conclude(plan, tally),
+                None => Routed::nowhere(),
+            })
+            .collect()
+    }
+
+    /// Delivers a run of plans with the same sessions (see `same_sessions`): each session
+    /// gets all its messages at once.
+    fn deliver_run(&self, plans: &mut [Option<Plan>], tallies: &mut [Tally]) {
+        let mut columns: Vec<_> =
+            plans.iter_mut().flatten().map(|plan| std::mem::take(&mut plan.deliveries).into_iter()).collect();
+        let messages: Vec<&Arc<Message>> = plans.iter().flatten().map(|plan| &plan.message).collect();
+        let mut batch = Vec::with_capacity(columns.len());
+        while let Some((session, first)) = columns.first_mut().and_then(Iterator::next) {
+            batch.push(first);
+            batch.extend(columns[1..].iter_mut().filter_map(|column| column.next().map(|(_, t)| t)));
+            let mut tally = tallies.iter_mut();
+            session.deliver_all(messages.iter().copied().zip(batch.drain(..)), |outcome| {
+                tally.next().expect("one tally per plan").count(&session, outcome);
+            });
+        }
+    }
+
+    /// Who gets `message` and how; `None` when nobody here may (the stream's copy of a QoS 0
+    /// message).
+    fn plan(&self, message: Message, observed_here: bool, reach: Reach) -> Option<Plan> {
+        let mut message = Arc::new(message);
+        // Each session's journal goes to the store as it is made; one ticket at the end covers
+        // them all (`Persistence::confirm`).
+        let failures = self.persistence.as_ref().map_or(0, |p| p.failures());
+        let mut journalled = false;
+        if message.retain && reach != Reach::FromStreamOnly {
+            // Kept until replaced: with bytes of its own (see `Message::compacted`).
+            message = message.compacted();
+            if let (Some(op), Some(persistence)) = (self.keep_retained(&message), &self.persistence) {
+                persistence.append(vec![op]);
+                journalled = true;
+            }
+        }
+        let observed = match observed_here {
+            true => tap::feed(&lock!(self.taps.read()), &message),
+            false => None,
+        };
+        let (mut matches, mut shared, held_back) = self.targets(&message);
+        if self.is_clustered() {
+            // A cluster's share groups get their messages from the cluster, each to one member
+            // on one node (see `cluster::groups`).
+            shared.clear();
+        }
+        let mut left_to_stream = 0;
+        if reach != Reach::All && via_stream(&message) {
+            let before = matches.len();
+            let from_stream = reach == Reach::FromStreamOnly;
+            matches.retain(|e| e.session.read(Session::persistent) == from_stream);
+            left_to_stream = before - matches.len();
+        } else if reach == Reach::FromStreamOnly {
+            return None;
+        }
+        if matches.iter().chain(shared.iter().map(|(e, _)| e)).any(|e| !e.session.is_online()) {
+            // Queued for a session that is away: it waits there, so with bytes of its own.
+            message = message.compacted();
+        }
+        // Read access is checked on every delivery, wills and retained messages included.
+        if self.checks_reads() {
+            let allowed = |e: &Entry| self.reader_may(&e.session, &message.topic);
+            matches.retain(allowed);
+            shared.retain(|(e, _)| allowed(e));
+        }
+        let mut deliveries = Vec::with_capacity(matches.len() + shared.len());
+        // A client with several matching subscriptions gets the message once, at the highest
+        // granted QoS, with every subscription identifier [MQTT-3.3.4-2, 3.3.4-3].
+        matches.sort_by_key(|e| Arc::as_ptr(&e.session));
+        let mut matches = matches.into_iter().peekable();
+        while let Some(first) = matches.next() {
+            let (mut granted, mut as_published) = (first.options.qos, first.options.retain_as_published);
+            let mut ids: Vec<u32> = first.subscription_id.into_iter().collect();
+            while let Some(more) = matches.next_if(|e| Arc::ptr_eq(&e.session, &first.session)) {
+                granted = granted.max(more.options.qos);
+                as_published |= more.options.retain_as_published;
+                ids.extend(more.subscription_id);
+            }
+            let terms = Terms {
+                qos: self.outgoing_qos(granted, message.qos),
+                // Forwarded messages carry retain 0 unless Retain As Published [MQTT-3.3.1-9].
+                retain: message.retain && as_published,
+                subscription_ids: ids.into_boxed_slice(),
+                shared: None,
+            };
+            deliveries.push((first.session, terms));
+        }
+        // Each shared group that matched gave one member, delivered to on its own terms.
+        for (entry, filter) in shared {
+            let terms = Terms {
+                qos: self.outgoing_qos(entry.options.qos, message.qos),
+                retain: message.retain && entry.options.retain_as_published,
+                subscription_ids: entry.subscription_id.into_iter().collect(),
+                shared: Some(Box::new(filter)),
+            };
+            deliveries.push((entry.session, terms));
+        }
+        Some(Plan { message, deliveries, failures, journalled, held_back, left_to_stream, reach, observed })
+    }
+
+    /// What became of a message, from its plan and its deliveries' outcomes.
+    fn conclude(&self, plan: Plan, tally: Tally) -> Routed {
+        for reason in &tally.drops {
+            self.metrics.dropped_for(*reason, 1);
+        }
+        if !tally.drops.is_empty() {
+            tracing::debug!(dropped = tally.drops.len(), "message dropped for full queues");
+        }
+        let over_ceiling = tally.drops.iter().filter(|r| **r == DropReason::Memory).count();
+        let reached_stream = plan.reach == Reach::NotFromStream && plan.left_to_stream > 0;
+        let offered = tally.offered + usize::from(reached_stream);
+        let matched = offered + usize::from(offered == 0 && plan.held_back > 0);
+        let durable = match (&self.persistence, plan.journalled || tally.journalled) {
+            (Some(persistence), true) => persistence.confirm(plan.failures),
+            _ => None,
+        };
+        Routed { matched, over_ceiling, durable, observed: plan.observed, congested: tally.congested }
+    }
+
+    /// Who `message` goes to, copied out of the router under its read lock: the direct
+    /// subscriptions, one member of each matching shared group with the group's filter, and how
+    /// many subscriptions matched but were held back by No Local.
+    fn targets(&self, message: &Message) -> (Vec<Entry>, Vec<(Entry, ByteString)>, usize) {
+        let (mut matches, mut shared, mut held_back) = (Vec::new(), Vec::new(), 0);
+        lock!(self.router.read()).matches(&message.topic, |m| match m {
+            Match::Direct(entry) => {
+                // No Local: not back to the connection that published it [MQTT-3.8.3-3].
+                let own = message.publisher.as_ref() == Some(&entry.session.client_id);
+                match entry.options.no_local && own {
+                    // The message still had a subscriber, so MQTT 5 publishers hear
+                    // "success", not "no matching subscribers".
+                    true => held_back += 1,
+                    false => matches.push(entry.clone()),
+                }
+            }
+            Match::Shared(entry, filter) => shared.push((entry.clone(), filter.clone())),
+        });
+        (matches, shared, held_back)
+    }
+}
