@@ -440,10 +440,15 @@ impl Connection {
         self.send(&packet);
     }
 
-    /// QoS 0 PUBLISH packets the session queued encoded (see `session::Packets`). Into an empty
+    /// PUBLISH packets the session encoded (see `session::Packets`). Into an empty
     /// buffer they go as they are, without a copy.
     fn send_encoded(&mut self, packets: Packets) {
-        self.broker.metrics.publish_out(QoS::AtMostOnce, packets.count as u64);
+        for (qos, n) in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce].into_iter().zip(packets.by_qos)
+        {
+            if n > 0 {
+                self.broker.metrics.publish_out(qos, n as u64);
+            }
+        }
         let buf = self.out_buffer();
         match buf.is_empty() {
             true => *buf = packets.bytes,

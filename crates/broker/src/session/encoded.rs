@@ -14,21 +14,31 @@ use cauldron_proto::QoS;
 
 use crate::message::Message;
 
-/// Encoded QoS 0 PUBLISH packets, in the order they were queued.
+/// Encoded QoS 0 PUBLISH packets, in the order they were queued; then, while a drain runs,
+/// the packets it takes from the queue for the same connection (`put`).
 #[derive(Debug, Default)]
 pub(super) struct Encoded {
     bytes: BytesMut,
-    /// Packets in `bytes`.
+    /// Queued packets in `bytes`.
     count: usize,
     /// Their payload bytes (what a session's byte limit counts).
     payload: usize,
+    /// Packets in `bytes`, by QoS, queued or put.
+    by_qos: [usize; 3],
 }
 
 /// What `Encoded::take` hands the connection: packets to write as they are.
 #[derive(Debug)]
 pub struct Packets {
     pub bytes: BytesMut,
-    pub count: usize,
+    /// How many, by QoS.
+    pub by_qos: [usize; 3],
+}
+
+impl Packets {
+    pub fn count(&self) -> usize {
+        self.by_qos.iter().sum()
+    }
 }
 
 impl Encoded {
@@ -46,8 +56,24 @@ impl Encoded {
         if encoded.is_ok() {
             self.count += 1;
             self.payload += message.payload.len();
+            self.by_qos[0] += 1;
         }
         encoded.is_ok()
+    }
+
+    /// Encodes a PUBLISH a drain takes out of the queue, to go with the queued ones. False if
+    /// it cannot be encoded.
+    pub(super) fn put(&mut self, message: &Message, qos: QoS, retain: bool, packet_id: Option<u16>) -> bool {
+        let (topic, payload) = (&message.topic, &message.payload);
+        let encoded =
+            cauldron_proto::encode_publish_v3(&mut self.bytes, topic, payload, qos, retain, packet_id);
+        self.by_qos[qos as usize] += usize::from(encoded.is_ok());
+        encoded.is_ok()
+    }
+
+    /// Whether `put` added packets since the last `take`.
+    pub(super) fn has_put(&self) -> bool {
+        self.by_qos.iter().sum::<usize>() > self.count
     }
 
     pub(super) fn count(&self) -> usize {
@@ -61,9 +87,8 @@ impl Encoded {
     /// Everything queued, for the connection to write. The buffer's unused room stays here, so
     /// the next packets reuse its allocation once the connection is done with this part.
     pub(super) fn take(&mut self) -> Packets {
-        let count = std::mem::take(&mut self.count);
-        self.payload = 0;
-        Packets { bytes: self.bytes.split(), count }
+        (self.count, self.payload) = (0, 0);
+        Packets { bytes: self.bytes.split(), by_qos: std::mem::take(&mut self.by_qos) }
     }
 
     /// Keeps the packets whose topic `keep` accepts; returns how many were dropped.
@@ -146,7 +171,7 @@ mod tests {
         assert!(encoded.push(&message("c", &[7; 200]), true));
         assert_eq!((encoded.count(), encoded.payload()), (2, 202));
         let taken = encoded.take();
-        assert_eq!(taken.count, 2);
+        assert_eq!(taken.by_qos, [2, 0, 0]);
         assert_eq!(&taken.bytes[..9], &[0x30, 7, 0, 3, b'a', b'/', b'b', b'h', b'i']);
         // 203 bytes of body: a two-byte remaining length.
         assert_eq!(&taken.bytes[9..14], &[0x31, 0xcb, 0x01, 0, 1]);

@@ -139,7 +139,7 @@ pub enum Outgoing {
     /// message's bytes (`cauldron_proto::encode_publish_v3`): no `Publish` with its
     /// `Properties` is built for each of a message's many deliveries.
     Publish3 { message: Arc<Message>, qos: QoS, retain: bool, packet_id: Option<u16> },
-    /// QoS 0 PUBLISH packets to an MQTT 3.x client, written as they are (see `Encoded`).
+    /// PUBLISH packets to a plain MQTT 3.x client, written as they are (see `Encoded`).
     Encoded(Packets),
 }
 
@@ -192,6 +192,9 @@ pub struct Session {
     /// Whether QoS 0 messages may be queued encoded: the attached connection is MQTT 3.x, its
     /// topics are sent as they are, and QoS 0 is neither kept offline nor dropped oldest first.
     encodes_qos0: bool,
+    /// The attached connection is MQTT 3.x and nothing rewrites its topics: a drain may encode
+    /// its packets (see `Encoded::put`).
+    plain_3x: bool,
     /// Payload bytes waiting, in `queue` and `encoded`.
     queued_bytes: usize,
     /// Payload bytes queued in all sessions of the broker; this session's share is
@@ -254,6 +257,7 @@ impl Session {
             queue: VecDeque::new(),
             encoded: None,
             encodes_qos0: false,
+            plain_3x: false,
             queued_bytes: 0,
             memory,
             inflight: VecDeque::new(),
@@ -499,7 +503,7 @@ impl Session {
         self.protocol = protocol;
         self.window = self.limits.max_inflight.min(receive_maximum).max(1);
         // Until `encode_qos0` says otherwise; what is encoded already is MQTT 3.x.
-        self.encodes_qos0 = false;
+        (self.encodes_qos0, self.plain_3x) = (false, false);
         if protocol.is_v5() {
             self.drop_encoded();
         }
@@ -535,7 +539,7 @@ impl Session {
             self.expires_at = Some(now + Duration::from_secs(u64::from(self.expiry_interval)));
         }
         // QoS 0 messages are not kept for an offline client unless configured.
-        self.encodes_qos0 = false;
+        (self.encodes_qos0, self.plain_3x) = (false, false);
         if !self.limits.queue_qos0 {
             self.drop_encoded();
             self.queue.retain(|d| d.qos != QoS::AtMostOnce);
@@ -731,6 +735,7 @@ impl Session {
     /// Called after `attach`, which keeps what an earlier connection left encoded only for one
     /// that can take it as it is (a takeover by the same kind of client).
     pub fn encode_qos0(&mut self, plain_3x: bool) {
+        self.plain_3x = plain_3x;
         self.encodes_qos0 = plain_3x && !self.limits.queue_qos0 && !self.limits.drop_oldest;
         if !plain_3x {
             self.drop_encoded();
@@ -780,12 +785,12 @@ impl Session {
         let (mut expired, mut too_large) = (0, 0);
         let mut produced = 0;
         // Queued before anything in `queue`, so sent first; all at once, being bytes already.
+        let mut taken = 0;
         if let Some(encoded) = self.encoded.as_mut().filter(|e| e.count() > 0) {
-            let payload = encoded.payload();
+            taken = encoded.payload();
             let packets = encoded.take();
-            produced = packets.count;
+            produced = packets.count();
             out.push(Outgoing::Encoded(packets));
-            self.set_queued_bytes(self.queued_bytes - payload);
         }
         while produced < budget {
             let Some(front) = self.queue.front() else {
@@ -795,30 +800,28 @@ impl Session {
                 break;
             }
             let delivery = self.queue.pop_front().expect("front exists");
-            self.set_queued_bytes(self.queued_bytes - delivery.message.payload.len());
+            let message = &delivery.message;
+            taken += message.payload.len();
             let packet_id = (delivery.qos != QoS::AtMostOnce).then(|| self.allocate_packet_id());
             // Expired messages are never delivered [MQTT-3.3.2-5]; one larger than the client's
             // Maximum Packet Size is not sent [MQTT-3.1.2-25].
-            let is_expired = delivery.message.is_expired(now);
-            let publish = match self.protocol.is_v5() {
-                true => Outgoing::Packet(Box::new(Packet::Publish(delivery.message.to_publish(
-                    delivery.qos,
-                    delivery.retain,
-                    packet_id,
-                    now,
-                    &delivery.subscription_ids,
-                    true,
-                )))),
-                // Below MQTT 5 there are no properties to build: the connection writes the
-                // message's own bytes.
-                false => Outgoing::Publish3 {
-                    message: Arc::clone(&delivery.message),
-                    qos: delivery.qos,
-                    retain: delivery.retain,
-                    packet_id,
-                },
+            let is_expired = message.is_expired(now);
+            let (qos, retain) = (delivery.qos, delivery.retain);
+            // Below MQTT 5 there are no properties to build: the message's own bytes are
+            // written, by the connection or (`plain_3x`) here.
+            let v5 = self.protocol.is_v5().then(|| {
+                let ids = &delivery.subscription_ids;
+                Outgoing::Packet(Box::new(Packet::Publish(
+                    message.to_publish(qos, retain, packet_id, now, ids, true),
+                )))
+            });
+            let len = match &v5 {
+                Some(packet) => packet.encoded_len(self.protocol),
+                None => {
+                    cauldron_proto::encoded_publish_v3_len(message.topic.len(), message.payload.len(), qos)
+                }
             };
-            if is_expired || publish.encoded_len(self.protocol) > self.max_packet_size as usize {
+            if is_expired || len > self.max_packet_size as usize {
                 self.forget_delivery(&delivery);
                 match is_expired {
                     true => expired += 1,
@@ -833,11 +836,24 @@ impl Session {
                 if delivery.qos == QoS::ExactlyOnce {
                     self.journal_delivery(&delivery, DeliveryState::Sent(packet_id));
                 }
+            }
+            // A plain 3.x connection's packets are encoded here, under the lock, with the queued
+            // QoS 0 ones: the subscriber's core takes no count on the message the publisher's
+            // core shares, and the connection gets one buffer.
+            let plain = v5.is_none() && self.plain_3x;
+            if !plain || !self.encoded.get_or_insert_with(Box::default).put(message, qos, retain, packet_id) {
+                let message = Arc::clone(message);
+                out.push(v5.unwrap_or(Outgoing::Publish3 { message, qos, retain, packet_id }));
+            }
+            if let Some(packet_id) = packet_id {
                 self.inflight.push_back(Inflight { packet_id, state: InflightState::Published(delivery) });
             }
-            out.push(publish);
             produced += 1;
         }
+        if let Some(encoded) = self.encoded.as_mut().filter(|e| e.has_put()) {
+            out.push(Outgoing::Encoded(encoded.take()));
+        }
+        self.set_queued_bytes(self.queued_bytes - taken);
         self.dropped += expired + too_large;
         // A burst grew the queue: once it has gone out, give the memory back, so a
         // subscriber that was busy once does not keep a busy one's queue while it idles.

@@ -320,6 +320,8 @@ fn qos0_queued_encoded_keeps_its_order_with_qos1_and_counts_in_the_limits() {
     let expect = [("a", 0), ("b", 0), ("c", 1), ("d", 0), ("e", 0)];
     let expect: Vec<_> = expect.iter().map(|(p, q)| (p.to_string(), QoS::from_u8(*q).unwrap())).collect();
     assert_eq!(published(&out), expect);
+    let Packet::Publish(c) = &out[2] else { unreachable!() };
+    assert_eq!((c.packet_id, s.inflight()), (Some(1), 1), "QoS 1 encoded in the drain is in flight");
     assert_eq!((s.queued(), s.queued_bytes()), (0, 0));
     assert!(s.take_room_freed());
 }
