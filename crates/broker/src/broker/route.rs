@@ -9,6 +9,7 @@
 //! move between cores) for every message. Each session still gets its messages in the order
 //! they were published [MQTT-4.6.0-6].
 
+use std::rc::Rc;
 use std::sync::Arc;
 
 use cauldron_proto::ByteString;
@@ -23,26 +24,52 @@ use crate::store::Ticket;
 /// One message's deliveries, worked out and not yet made.
 struct Plan {
     message: Arc<Message>,
-    /// Sessions it goes to, each with the terms of its delivery.
-    deliveries: Vec<(Arc<SessionHandle>, Terms)>,
+    /// Who it goes to; shared by the plans of a batch's consecutive messages on one topic.
+    targets: Rc<Targets>,
     /// Store failures counted before it was journalled (see `Persistence::confirm`).
     failures: u64,
     /// Its retained copy was journalled.
     journalled: bool,
+    reach: Reach,
+    observed: Option<Ticket>,
+}
+
+/// The sessions a message goes to, each with the terms of its delivery. They depend on the
+/// message's topic, QoS, retain flag and publisher only, so the next message of a batch with
+/// the same ones shares them (`Plan::targets`) instead of walking the router again.
+struct Targets {
+    deliveries: Vec<(Arc<SessionHandle>, Terms)>,
     /// Matching subscriptions held back by No Local.
     held_back: usize,
     /// Persistent sessions left to take it from the cluster's stream.
     left_to_stream: usize,
-    reach: Reach,
-    observed: Option<Ticket>,
+    /// Some session it goes to is away, so the message waits there.
+    for_absent: bool,
+    /// A shared group's member was picked: the next message picks again, so that a group's
+    /// members take turns message by message.
+    picked_members: bool,
+}
+
+impl Plan {
+    /// Whether `message` goes where this plan's message goes, on the same terms.
+    fn shares_targets_with(&self, message: &Message, reach: Reach) -> bool {
+        let own = &self.message;
+        !self.targets.picked_members
+            && self.reach == reach
+            && own.topic == message.topic
+            && own.qos == message.qos
+            && own.retain == message.retain
+            && own.publisher == message.publisher
+    }
 }
 
 /// Whether two plans go to the same sessions in the same order (a plan of `None` goes nowhere
 /// and makes a run of its own).
 fn same_sessions(a: &Option<Plan>, b: &Option<Plan>) -> bool {
     match (a, b) {
+        (Some(a), Some(b)) if Rc::ptr_eq(&a.targets, &b.targets) => true,
         (Some(a), Some(b)) => {
-            let (a, b) = (&a.deliveries, &b.deliveries);
+            let (a, b) = (&a.targets.deliveries, &b.targets.deliveries);
             a.len() == b.len() && a.iter().zip(b).all(|((x, _), (y, _))| Arc::ptr_eq(x, y))
         }
         _ => false,
@@ -72,13 +99,13 @@ impl Tally {
 
 impl Broker {
     pub(super) fn route(&self, message: Message, observed_here: bool, reach: Reach) -> Routed {
-        let Some(mut plan) = self.plan(message, observed_here, reach) else {
+        let Some(plan) = self.plan(message, observed_here, reach, None) else {
             return Routed::nowhere();
         };
         let mut tally = Tally::default();
-        for (session, terms) in std::mem::take(&mut plan.deliveries) {
-            session.deliver_all(std::iter::once((&plan.message, terms)), |outcome| {
-                tally.count(&session, outcome)
+        for (session, terms) in &plan.targets.deliveries {
+            session.deliver_all(std::iter::once((&plan.message, terms.clone())), |outcome| {
+                tally.count(session, outcome)
             });
         }
         self.conclude(plan, tally)
@@ -91,7 +118,12 @@ impl Broker {
         if messages.len() == 1 {
             return messages.pop().map(|m| self.route(m, true, reach)).into_iter().collect();
         }
-        let mut plans: Vec<Option<Plan>> = messages.into_iter().map(|m| self.plan(m, true, reach)).collect();
+        let mut plans: Vec<Option<Plan>> = Vec::with_capacity(messages.len());
+        for message in messages {
+            let previous = plans.last().and_then(Option::as_ref);
+            let plan = self.plan(message, true, reach, previous);
+            plans.push(plan);
+        }
         let mut tallies: Vec<Tally> = plans.iter().map(|_| Tally::default()).collect();
         let mut start = 0;
         while start < plans.len() {
@@ -101,7 +133,7 @@ impl Broker {
             let end = (start + 1..plans.len())
                 .find(|&i| !same_sessions(&plans[start], &plans[i]))
                 .unwrap_or(plans.len());
-            self.deliver_run(&mut plans[start..end], &mut tallies[start..end]);
+            self.deliver_run(&plans[start..end], &mut tallies[start..end]);
             start = end;
         }
         plans
@@ -116,24 +148,27 @@ impl Broker {
 
     /// Delivers a run of plans with the same sessions (see `same_sessions`): each session
     /// gets all its messages at once.
-    fn deliver_run(&self, plans: &mut [Option<Plan>], tallies: &mut [Tally]) {
-        let mut columns: Vec<_> =
-            plans.iter_mut().flatten().map(|plan| std::mem::take(&mut plan.deliveries).into_iter()).collect();
-        let messages: Vec<&Arc<Message>> = plans.iter().flatten().map(|plan| &plan.message).collect();
-        let mut batch = Vec::with_capacity(columns.len());
-        while let Some((session, first)) = columns.first_mut().and_then(Iterator::next) {
-            batch.push(first);
-            batch.extend(columns[1..].iter_mut().filter_map(|column| column.next().map(|(_, t)| t)));
+    fn deliver_run(&self, plans: &[Option<Plan>], tallies: &mut [Tally]) {
+        let plans: Vec<&Plan> = plans.iter().flatten().collect();
+        let Some(first) = plans.first() else { return };
+        for (column, (session, _)) in first.targets.deliveries.iter().enumerate() {
+            let offers = plans.iter().map(|plan| (&plan.message, plan.targets.deliveries[column].1.clone()));
             let mut tally = tallies.iter_mut();
-            session.deliver_all(messages.iter().copied().zip(batch.drain(..)), |outcome| {
-                tally.next().expect("one tally per plan").count(&session, outcome);
+            session.deliver_all(offers, |outcome| {
+                tally.next().expect("one tally per plan").count(session, outcome);
             });
         }
     }
 
     /// Who gets `message` and how; `None` when nobody here may (the stream's copy of a QoS 0
-    /// message).
-    fn plan(&self, message: Message, observed_here: bool, reach: Reach) -> Option<Plan> {
+    /// message). A message that goes where `previous` went shares its targets.
+    fn plan(
+        &self,
+        message: Message,
+        observed_here: bool,
+        reach: Reach,
+        previous: Option<&Plan>,
+    ) -> Option<Plan> {
         let mut message = Arc::new(message);
         // Each session's journal goes to the store as it is made; one ticket at the end covers
         // them all (`Persistence::confirm`).
@@ -151,14 +186,28 @@ impl Broker {
             true => tap::feed(&lock!(self.taps.read()), &message),
             false => None,
         };
-        let (mut matches, mut shared, held_back) = self.targets(&message);
+        let targets = match previous.filter(|p| p.shares_targets_with(&message, reach)) {
+            Some(previous) => Rc::clone(&previous.targets),
+            None => Rc::new(self.targets_of(&message, reach)?),
+        };
+        if targets.for_absent {
+            // Queued for a session that is away: it waits there, so with bytes of its own.
+            message = message.compacted();
+        }
+        Some(Plan { message, targets, failures, journalled, reach, observed })
+    }
+
+    /// The sessions `message` goes to and on what terms; `None` when nobody here may.
+    fn targets_of(&self, message: &Message, reach: Reach) -> Option<Targets> {
+        let (mut matches, mut shared, held_back) = self.targets(message);
         if self.is_clustered() {
             // A cluster's share groups get their messages from the cluster, each to one member
             // on one node (see `cluster::groups`).
             shared.clear();
         }
+        let picked_members = !shared.is_empty();
         let mut left_to_stream = 0;
-        if reach != Reach::All && via_stream(&message) {
+        if reach != Reach::All && via_stream(message) {
             let before = matches.len();
             let from_stream = reach == Reach::FromStreamOnly;
             matches.retain(|e| e.session.read(Session::persistent) == from_stream);
@@ -166,10 +215,7 @@ impl Broker {
         } else if reach == Reach::FromStreamOnly {
             return None;
         }
-        if matches.iter().chain(shared.iter().map(|(e, _)| e)).any(|e| !e.session.is_online()) {
-            // Queued for a session that is away: it waits there, so with bytes of its own.
-            message = message.compacted();
-        }
+        let for_absent = matches.iter().chain(shared.iter().map(|(e, _)| e)).any(|e| !e.session.is_online());
         // Read access is checked on every delivery, wills and retained messages included.
         if self.checks_reads() {
             let allowed = |e: &Entry| self.reader_may(&e.session, &message.topic);
@@ -208,7 +254,7 @@ impl Broker {
             };
             deliveries.push((entry.session, terms));
         }
-        Some(Plan { message, deliveries, failures, journalled, held_back, left_to_stream, reach, observed })
+        Some(Targets { deliveries, held_back, left_to_stream, for_absent, picked_members })
     }
 
     /// What became of a message, from its plan and its deliveries' outcomes.
@@ -220,9 +266,9 @@ impl Broker {
             tracing::debug!(dropped = tally.drops.len(), "message dropped for full queues");
         }
         let over_ceiling = tally.drops.iter().filter(|r| **r == DropReason::Memory).count();
-        let reached_stream = plan.reach == Reach::NotFromStream && plan.left_to_stream > 0;
+        let reached_stream = plan.reach == Reach::NotFromStream && plan.targets.left_to_stream > 0;
         let offered = tally.offered + usize::from(reached_stream);
-        let matched = offered + usize::from(offered == 0 && plan.held_back > 0);
+        let matched = offered + usize::from(offered == 0 && plan.targets.held_back > 0);
         let durable = match (&self.persistence, plan.journalled || tally.journalled) {
             (Some(persistence), true) => persistence.confirm(plan.failures),
             _ => None,

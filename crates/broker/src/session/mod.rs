@@ -56,7 +56,7 @@ impl Delivery {
 
 /// One subscriber's delivery of a message, without the message: a fan-out works these out for
 /// each subscriber and offers them all the same message (`Session::offer`).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Terms {
     pub qos: QoS,
     pub retain: bool,
@@ -202,6 +202,9 @@ pub struct Session {
     memory: Arc<QueuedBytes>,
     inflight: VecDeque<Inflight>,
     next_packet_id: u16,
+    /// How many ids from `next_packet_id` on are known to be free: none was in `inflight` when
+    /// they were counted, and ids only get there from `allocate_packet_id`, in turn.
+    free_ids: u16,
     /// QoS 2 packet ids received but not yet released: a repeat PUBLISH is not forwarded again.
     incoming_qos2: BTreeSet<u16>,
     /// The connection currently attached, if any; packets are only produced for it.
@@ -262,6 +265,7 @@ impl Session {
             memory,
             inflight: VecDeque::new(),
             next_packet_id: 1,
+            free_ids: 0,
             incoming_qos2: BTreeSet::new(),
             connection: None,
             protocol: Protocol::V3_1_1,
@@ -869,14 +873,28 @@ impl Session {
         self.allocate_packet_id()
     }
 
+    /// The next packet id in turn that no inflight message holds. The inflight window is
+    /// looked through once per run of free ids (about once per 65,535 ids), not per message.
     fn allocate_packet_id(&mut self) -> u16 {
-        loop {
-            let id = self.next_packet_id;
-            self.next_packet_id = self.next_packet_id.checked_add(1).unwrap_or(1);
-            if !self.inflight.iter().any(|e| e.packet_id == id) {
-                return id;
+        while self.free_ids == 0 {
+            self.free_ids = self.free_ids_from(self.next_packet_id);
+            if self.free_ids == 0 {
+                self.next_packet_id = self.next_packet_id.checked_add(1).unwrap_or(1);
             }
         }
+        self.free_ids -= 1;
+        let id = self.next_packet_id;
+        self.next_packet_id = self.next_packet_id.checked_add(1).unwrap_or(1);
+        id
+    }
+
+    /// How many ids from `start` on, in the order ids are given (1 to 65,535, then 1 again),
+    /// come before the first one an inflight message holds.
+    fn free_ids_from(&self, start: u16) -> u16 {
+        // Ids 1..=65535 as 0..65535, so that the distance wraps modulo their number.
+        let ring = u32::from(u16::MAX);
+        let distance = |id: u16| (u32::from(id) + ring - u32::from(start)) % ring;
+        self.inflight.iter().map(|e| distance(e.packet_id)).min().map_or(u16::MAX, |d| d as u16)
     }
 
     fn position(&self, packet_id: u16, released: bool) -> Option<usize> {
@@ -1015,6 +1033,8 @@ impl Session {
         }
         let highest = self.inflight.iter().map(|e| e.packet_id).max().unwrap_or(0);
         self.next_packet_id = highest.checked_add(1).unwrap_or(1);
+        // Restored ids were not given in turn: count the free ones again.
+        self.free_ids = 0;
         self.incoming_qos2.extend(inbound_qos2);
         Ok(())
     }

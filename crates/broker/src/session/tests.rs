@@ -384,3 +384,23 @@ fn a_changed_access_list_drops_encoded_messages_it_now_refuses() {
         .collect();
     assert_eq!(topics, ["a/1", "a/2"]);
 }
+
+#[test]
+fn packet_ids_skip_those_still_in_flight_across_the_wrap() {
+    // Window 2: id 1 stays unacknowledged while 65,534 others come and go, so when the ids
+    // wrap, 1 is skipped and 2 given.
+    let mut s = Session::new("c", limits(), false, Arc::default());
+    s.attach(1, Protocol::V3_1_1, usize::MAX);
+    let mut out = vec![];
+    s.enqueue(delivery("held", QoS::AtLeastOnce));
+    s.drain(1, &mut out, usize::MAX);
+    assert_eq!(ids(&out), [(Some(1), false)]);
+    for expected in (2..=u16::MAX).chain([2, 3]) {
+        out.clear();
+        s.enqueue(delivery("x", QoS::AtLeastOnce));
+        s.drain(1, &mut out, usize::MAX);
+        assert_eq!(ids(&out), [(Some(expected), false)]);
+        assert!(s.on_puback(expected));
+    }
+    assert!(s.on_puback(1), "the held one is still known by its id");
+}
