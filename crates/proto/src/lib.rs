@@ -17,9 +17,9 @@ pub use bytes::{Bytes, BytesMut};
 pub use bytestring::ByteString;
 pub use error::{DecodeError, EncodeError};
 pub use packet::{
-    decode, encode_publish_v3, encoded_publish_v3_len, Ack, Auth, ConnAck, Connect, Disconnect, Packet,
-    PacketType, Publish, RetainHandling, SubAck, SubOptions, Subscribe, Subscription, UnsubAck, Unsubscribe,
-    Will,
+    decode, encode_publish_v3, encoded_publish_v3_len, peek_short_ack, Ack, Auth, ConnAck, Connect,
+    Disconnect, Packet, PacketType, Publish, RetainHandling, SubAck, SubOptions, Subscribe, Subscription,
+    UnsubAck, Unsubscribe, Will,
 };
 pub use properties::Properties;
 pub use reason::ReasonCode;

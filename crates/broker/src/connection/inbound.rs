@@ -1,8 +1,8 @@
 //! What the connection does with each packet the client sends after CONNECT.
 
 use cauldron_proto::{
-    Ack, Auth, ByteString, Disconnect, Packet, Properties, Publish, QoS, ReasonCode, SubAck, Subscribe,
-    Subscription, UnsubAck, Unsubscribe,
+    Ack, Auth, ByteString, Disconnect, Packet, PacketType, Properties, Publish, QoS, ReasonCode, SubAck,
+    Subscribe, Subscription, UnsubAck, Unsubscribe,
 };
 
 use crate::auth;
@@ -15,7 +15,49 @@ use super::{Connection, Exit, Violation};
 /// each subscriber's lock once for many, few enough that the first is not held back long.
 const PUBLISH_BATCH: usize = 64;
 
+/// PUBACKs and PUBCOMPs read together (see `cauldron_proto::peek_short_ack`), completed under
+/// one session lock: a fan-out's subscriber sends one for every message, and a lock each moved
+/// the session's cache line between the publisher's core and the subscriber's every time.
+pub(super) struct Completions {
+    acks: [(PacketType, u16); Completions::MAX],
+    len: usize,
+}
+
+impl Completions {
+    const MAX: usize = 32;
+
+    pub(super) fn new() -> Completions {
+        Completions { acks: [(PacketType::PubAck, 0); Completions::MAX], len: 0 }
+    }
+
+    /// Adds an ack; true when full, to be completed before the next.
+    pub(super) fn push(&mut self, kind: PacketType, packet_id: u16) -> bool {
+        self.acks[self.len] = (kind, packet_id);
+        self.len += 1;
+        self.len == Completions::MAX
+    }
+}
+
 impl Connection {
+    /// Completes the deliveries `acks` acknowledged, in the order they came; unknown ids are
+    /// ignored, as `handle` ignores them.
+    pub(super) fn complete(&mut self, acks: &mut Completions) {
+        if acks.len == 0 {
+            return;
+        }
+        let taken = &acks.acks[..std::mem::take(&mut acks.len)];
+        self.session.edit(|s| {
+            for &(kind, packet_id) in taken {
+                match kind {
+                    PacketType::PubAck => s.on_puback(packet_id),
+                    _ => s.on_pubcomp(packet_id),
+                };
+            }
+        });
+        // Its inflight window has room again for queued messages.
+        self.window_opened = true;
+    }
+
     pub(super) fn handle(&mut self, packet: Packet) -> Result<Option<Exit>, Violation> {
         if !matches!(&packet, Packet::Publish(p) if p.qos != QoS::ExactlyOnce) {
             // Whatever else the client sent comes after what it published before.

@@ -6,10 +6,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use cauldron_proto::{
-    decode, scram, ByteString, ConnAck, DecodeError, Disconnect, Packet, PacketType, Properties, Protocol,
-    Publish, QoS, ReasonCode, Will,
+    decode, peek_short_ack, scram, ByteString, ConnAck, DecodeError, Disconnect, Packet, PacketType,
+    Properties, Protocol, Publish, QoS, ReasonCode, Will,
 };
 use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
@@ -37,6 +37,7 @@ pub(crate) use running::{ConnectionTask, Running};
 pub(crate) use stream::{IntoStream, Stream, Transport};
 
 use handshake::{accept, read_connect, write_and_close};
+use inbound::Completions;
 
 /// Stop draining the session queue while this much is waiting to be written: a slow reader
 /// keeps its backlog in its own bounded queue, not in an ever-growing write buffer.
@@ -330,21 +331,43 @@ impl Connection {
     }
 
     fn process_packets(&mut self, rbuf: &mut BytesMut, deadline: &mut Instant) -> Option<Exit> {
+        let mut acks = Completions::new();
+        let exit = self.process_into(rbuf, deadline, &mut acks);
+        self.complete(&mut acks);
+        exit
+    }
+
+    /// Handles the packets in `rbuf`, gathering short acks into `acks` and completing them
+    /// before any other packet is handled.
+    fn process_into(
+        &mut self,
+        rbuf: &mut BytesMut,
+        deadline: &mut Instant,
+        acks: &mut Completions,
+    ) -> Option<Exit> {
         // One clock read for all the packets one read brought: they arrived together.
         let mut stamped = false;
         loop {
             if self.paused.is_some() {
                 return None; // the rest waits in `rbuf` until the pause ends
             }
+            if let Some((kind, packet_id)) = peek_short_ack(rbuf) {
+                rbuf.advance(4);
+                self.stamp_keep_alive(&mut stamped, deadline);
+                self.broker.metrics.packet_in(kind as u8);
+                if acks.push(kind, packet_id) {
+                    self.complete(acks);
+                }
+                continue;
+            }
+            // Whatever else the client sent comes after the acks before it.
+            self.complete(acks);
             let packet = match decode(rbuf, self.protocol, self.broker.config.max_packet_size) {
                 Ok(Some(packet)) => packet,
                 Ok(None) => return None,
                 Err(e) => return Some(Exit::Violation(e.into())),
             };
-            if let Some(keep_alive) = self.keep_alive().filter(|_| !stamped) {
-                *deadline = Instant::now() + keep_alive;
-                stamped = true;
-            }
+            self.stamp_keep_alive(&mut stamped, deadline);
             self.broker.metrics.packet_in(packet.packet_type() as u8);
             // An acknowledgement may open the inflight window for queued messages.
             self.window_opened |=
@@ -354,6 +377,14 @@ impl Connection {
                 Ok(Some(exit)) => return Some(exit),
                 Err(violation) => return Some(Exit::Violation(violation)),
             }
+        }
+    }
+
+    /// A packet arrived: the keep-alive deadline moves on, once per read (`stamped`).
+    fn stamp_keep_alive(&self, stamped: &mut bool, deadline: &mut Instant) {
+        if let Some(keep_alive) = self.keep_alive().filter(|_| !*stamped) {
+            *deadline = Instant::now() + keep_alive;
+            *stamped = true;
         }
     }
 

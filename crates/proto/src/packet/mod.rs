@@ -93,6 +93,24 @@ pub fn decode(
     Packet::decode_body(first, frame, protocol).map(Some)
 }
 
+/// The PUBACK or PUBCOMP at the front of `buf`, if it is complete and of the shortest form
+/// (remaining length 2: a packet id, success, no properties, at every protocol level
+/// [MQTT-3.4.2.1]): its type and packet id. A subscriber sends one for every QoS 1 or 2
+/// message it gets, so a fan-out's receiver takes these without building a `Packet`; anything
+/// else, a packet id of 0 included, is left to `decode`. Consumes nothing: the ack is 4 bytes.
+pub fn peek_short_ack(buf: &[u8]) -> Option<(PacketType, u16)> {
+    let [first, 2, high, low, ..] = *buf else {
+        return None;
+    };
+    let kind = match first {
+        0x40 => PacketType::PubAck,
+        0x70 => PacketType::PubComp,
+        _ => return None,
+    };
+    let packet_id = u16::from_be_bytes([high, low]);
+    (packet_id != 0).then_some((kind, packet_id))
+}
+
 impl Packet {
     fn decode_body(first: u8, body: Bytes, protocol: Protocol) -> Result<Packet, DecodeError> {
         let (kind, flags) = (first >> 4, first & 0x0f);

@@ -381,3 +381,32 @@ fn a_3_1_pubrel_may_carry_dup() {
     assert_eq!(decode_all(&pubrel, Protocol::V3_1), Ok(Some(Packet::PubRel(Ack::new(1)))));
     assert!(decode_all(&pubrel, Protocol::V3_1_1).is_err());
 }
+
+#[test]
+fn short_acks_peek_as_decode_reads_them() {
+    for protocol in [Protocol::V3_1_1, Protocol::V5] {
+        for (bytes, kind) in
+            [([0x40, 2, 0x12, 0x34], PacketType::PubAck), ([0x70, 2, 0, 1], PacketType::PubComp)]
+        {
+            let (peeked, id) = peek_short_ack(&bytes).expect("a short ack");
+            assert_eq!(peeked, kind);
+            let ack = Ack::new(id);
+            let expected = match kind {
+                PacketType::PubAck => Packet::PubAck(ack),
+                _ => Packet::PubComp(ack),
+            };
+            assert_eq!(decode_all(&bytes, protocol).unwrap(), Some(expected));
+        }
+    }
+    // Left to `decode`: incomplete, packet id 0, a reason code, PUBREC and PUBREL, wrong flags.
+    for bytes in [
+        &[0x40, 2, 0][..],
+        &[0x40, 2, 0, 0],
+        &[0x40, 3, 0, 1, 0x10],
+        &[0x50, 2, 0, 1],
+        &[0x62, 2, 0, 1],
+        &[0x41, 2, 0, 1],
+    ] {
+        assert_eq!(peek_short_ack(bytes), None, "{bytes:?}");
+    }
+}
