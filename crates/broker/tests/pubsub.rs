@@ -2,7 +2,7 @@
 
 mod common;
 
-use cauldron_proto::{Packet, Protocol, QoS, ReasonCode};
+use cauldron_proto::{BytesMut, Packet, Protocol, Publish, QoS, ReasonCode};
 use common::*;
 
 #[tokio::test]
@@ -283,4 +283,95 @@ async fn messages_written_together_are_routed_in_order_before_what_follows_them(
     }
     everything.expect_silence().await;
     only_x.expect_silence().await;
+}
+
+/// Messages that arrive in one read are routed as a batch, where consecutive messages on one
+/// topic share their targets: every subscriber still gets each of its messages once and in
+/// order, and a shared group's members still take turns message by message.
+#[tokio::test]
+async fn a_burst_in_one_write_reaches_everyone_in_order_and_shared_members_take_turns() {
+    let broker = TestBroker::start().await;
+    let (all, mut all_messages) = broker.client("all").await;
+    all.subscribe("burst/#", QoS::AtLeastOnce).await.unwrap();
+    let (only_a, mut only_a_messages) = broker.client("only-a").await;
+    only_a.subscribe("burst/a", QoS::AtMostOnce).await.unwrap();
+    let (first, mut first_messages) = broker.client("first").await;
+    first.subscribe("$share/g/burst/a", QoS::AtMostOnce).await.unwrap();
+    let (second, mut second_messages) = broker.client("second").await;
+    second.subscribe("$share/g/burst/a", QoS::AtMostOnce).await.unwrap();
+
+    let (mut publisher, _) = Raw::session(broker.addr, "pub", true).await;
+    // 40 messages in one write: 30 on burst/a at QoS 0 (one run), then QoS 1 with burst/b
+    // breaking the runs.
+    let mut burst = BytesMut::new();
+    let mut expected = Vec::new();
+    for i in 0..40u16 {
+        let topic = if i >= 30 && i % 3 == 0 { "burst/b" } else { "burst/a" };
+        let mut publish = Publish::new(topic, i.to_string().into_bytes());
+        if i >= 30 {
+            (publish.qos, publish.packet_id) = (QoS::AtLeastOnce, Some(i));
+        }
+        Packet::Publish(publish).encode(Protocol::V3_1_1, &mut burst).unwrap();
+        expected.push((topic.to_string(), i.to_string()));
+    }
+    publisher.send_bytes(&burst).await;
+
+    let mut got = Vec::new();
+    for _ in 0..40 {
+        let m = next(&mut all_messages).await;
+        got.push((m.topic.to_string(), String::from_utf8(m.payload.to_vec()).unwrap()));
+    }
+    assert_eq!(got, expected, "every message once, in the order published");
+    let on_a: Vec<String> = expected.iter().filter(|(t, _)| t == "burst/a").map(|(_, p)| p.clone()).collect();
+    let mut got_a = Vec::new();
+    for _ in 0..on_a.len() {
+        got_a.push(String::from_utf8(next(&mut only_a_messages).await.payload.to_vec()).unwrap());
+    }
+    assert_eq!(got_a, on_a);
+    let (mut turns_first, mut turns_second) = (0u32, 0u32);
+    for _ in 0..on_a.len() {
+        tokio::select! {
+            Some(_) = first_messages.recv() => turns_first += 1,
+            Some(_) = second_messages.recv() => turns_second += 1,
+            _ = tokio::time::sleep(WAIT) => panic!("shared messages missing"),
+        }
+    }
+    assert!(turns_first.abs_diff(turns_second) <= 1, "members take turns: {turns_first} and {turns_second}");
+    nothing(&mut all_messages).await;
+    nothing(&mut first_messages).await;
+    nothing(&mut second_messages).await;
+}
+
+/// A subscriber that acknowledges a whole window in one write (short PUBACKs, completed
+/// together) gets the next window, and an ack for an id it never got changes nothing.
+#[tokio::test]
+async fn acks_written_together_open_the_window_together() {
+    let broker = TestBroker::start().await;
+    let (mut subscriber, _) = Raw::session(broker.addr, "sub", true).await;
+    subscriber.subscribe("w", QoS::AtLeastOnce).await;
+    let (publisher, _) = broker.client("pub").await;
+    for i in 0..50 {
+        publisher.publish("w", i.to_string(), QoS::AtLeastOnce, false).await.unwrap();
+    }
+    let window = broker.broker.config.max_inflight_messages;
+    let mut payloads = Vec::new();
+    while payloads.len() < 50 {
+        let mut acks = BytesMut::new();
+        // One unknown id first: ignored, and it does not hold back the acks after it.
+        Packet::PubAck(cauldron_proto::Ack::new(60_000)).encode(Protocol::V3_1_1, &mut acks).unwrap();
+        for _ in 0..window.min(50 - payloads.len()) {
+            let publish = subscriber.expect_publish().await;
+            payloads.push(String::from_utf8(publish.payload.to_vec()).unwrap().parse::<u32>().unwrap());
+            Packet::PubAck(cauldron_proto::Ack::new(publish.packet_id.unwrap()))
+                .encode(Protocol::V3_1_1, &mut acks)
+                .unwrap();
+        }
+        // Nothing beyond the window until the acks arrive.
+        if payloads.len() < 50 {
+            subscriber.expect_silence().await;
+        }
+        subscriber.send_bytes(&acks).await;
+    }
+    assert_eq!(payloads, (0..50).collect::<Vec<_>>());
+    subscriber.expect_silence().await;
 }
