@@ -99,13 +99,19 @@ impl Tally {
 
 impl Broker {
     pub(super) fn route(&self, message: Message, observed_here: bool, reach: Reach) -> Routed {
-        let Some(plan) = self.plan(message, observed_here, reach, None) else {
+        let Some(mut plan) = self.plan(message, observed_here, reach, None) else {
             return Routed::nowhere();
         };
+        // Targets of its own (no previous plan to share with): their terms move into the
+        // deliveries.
+        let deliveries = match Rc::get_mut(&mut plan.targets) {
+            Some(targets) => std::mem::take(&mut targets.deliveries),
+            None => plan.targets.deliveries.clone(),
+        };
         let mut tally = Tally::default();
-        for (session, terms) in &plan.targets.deliveries {
-            session.deliver_all(std::iter::once((&plan.message, terms.clone())), |outcome| {
-                tally.count(session, outcome)
+        for (session, terms) in deliveries {
+            session.deliver_all(std::iter::once((&plan.message, terms)), |outcome| {
+                tally.count(&session, outcome)
             });
         }
         self.conclude(plan, tally)
