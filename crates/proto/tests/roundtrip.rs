@@ -1,5 +1,6 @@
 //! Property test: for every packet type and protocol level, encode then decode gives back the
-//! packet, and every strict prefix of the encoding is "incomplete", never an error.
+//! packet, and every strict prefix of the encoding is "incomplete", never an error; a short ack
+//! peeked is what decode reads.
 
 use cauldron_proto::*;
 use proptest::collection::vec;
@@ -363,6 +364,26 @@ proptest! {
         let decoded = decode(&mut buf, protocol, usize::MAX).unwrap();
         prop_assert_eq!(decoded, Some(packet));
         prop_assert!(buf.is_empty());
+    }
+
+    /// What `peek_short_ack` takes is exactly what `decode` reads from the same bytes.
+    #[test]
+    fn a_peeked_short_ack_is_what_decode_reads(
+        head in prop_oneof![Just(0x40u8), Just(0x70), Just(0x50), Just(0x62), any::<u8>()],
+        rest in vec(any::<u8>(), 0..8),
+        p in protocol(),
+    ) {
+        let mut bytes = vec![head, 2];
+        bytes.extend(rest);
+        if let Some((kind, packet_id)) = peek_short_ack(&bytes) {
+            let mut buf = BytesMut::from(&bytes[..]);
+            let expected = match kind {
+                PacketType::PubAck => Packet::PubAck(Ack::new(packet_id)),
+                _ => Packet::PubComp(Ack::new(packet_id)),
+            };
+            prop_assert_eq!(decode(&mut buf, p, usize::MAX), Ok(Some(expected)));
+            prop_assert_eq!(buf.len(), bytes.len() - 4);
+        }
     }
 
     #[test]
