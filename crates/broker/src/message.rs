@@ -64,7 +64,7 @@ impl Message {
         let expires_at = properties
             .message_expiry_interval
             .map(|secs| Instant::now() + std::time::Duration::from_secs(u64::from(secs)));
-        let properties = (properties != Properties::default()).then(|| Box::new(properties));
+        let properties = (!properties.is_empty()).then(|| Box::new(properties));
         Message {
             // Larger payloads came in a buffer sized for them: nothing to compact.
             compact: publish.payload.len() > OWN_COPY_MAX,
